@@ -1,0 +1,35 @@
+# Two entry points that do all set-up on a fresh machine:
+#   make demo   create .venv, install, train the MNIST LeNet once, run a real fooling search
+#   make test   same set-up, then lint, format check and the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/mnist-direct-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=23.1"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fooling train --model mnist-lenet
+	$(BIN)/fooling evolve --model mnist-lenet --encoding direct --generations 200 --population 200 \
+		--seed 0 --checkpoint-every 50 --out $(DEMO_OUT)
+	@echo "images: $(DEMO_OUT)/elites.png  $(DEMO_OUT)/progress.png  checkpoint: $(DEMO_OUT)/checkpoints/"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_mnist.py
+
+clean-venv:
+	rm -rf $(VENV)

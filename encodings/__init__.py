@@ -1,0 +1,20 @@
+"""Genome encodings: how a genome becomes an image and how genomes vary.
+
+Nothing here knows of Ray, archives or files: genomes are batches of numpy arrays,
+images are torch tensors.
+"""
+
+from ._batch import GenomeBatch
+from .color import hls_to_rgb, hsv_to_rgb
+from .direct import DirectEncoding, DirectGenomes
+from .operators import polynomial_mutation, simulated_binary_crossover
+
+__all__ = [
+    "DirectEncoding",
+    "DirectGenomes",
+    "GenomeBatch",
+    "hls_to_rgb",
+    "hsv_to_rgb",
+    "polynomial_mutation",
+    "simulated_binary_crossover",
+]

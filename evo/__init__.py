@@ -1,0 +1,1 @@
+"""Evolution: archive, generation loop, DEAP toolbox, checkpoints and CLI."""

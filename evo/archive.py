@@ -1,0 +1,190 @@
+"""The MAP-Elites archive of the paper: one cell per class, the cell's fitness is that class's probability."""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from fooling.encodings import GenomeBatch
+
+
+class AddStatus(enum.IntEnum):
+    """What :meth:`ClassArchive.add_batch` did with each row, best outcome over all cells."""
+
+    NOT_ADDED = 0
+    IMPROVED = 1  # holds at least one cell that had an occupant
+    NEW = 2  # holds at least one cell that was empty
+
+
+class ClassArchive:
+    """One elite per class, stored as a structure of arrays.
+
+    Args:
+        class_names: one name per cell, e.g. the classifier's class names.
+
+    Attributes:
+        fitness: ``(num_cells,)`` float32, the elite's probability of its cell's class
+            (``-inf`` where empty).
+        occupied: ``(num_cells,)`` bool.
+        genomes: a genome batch of ``num_cells`` rows, ``None`` until the first insertion.
+        individual_id: ``(num_cells,)`` int64, unique id of each elite (-1 where empty).
+        parent_id: ``(num_cells,)`` int64, id of the elite it was varied from (-1 for
+            random initial genomes).
+        parent_cell: ``(num_cells,)`` int32, the cell its parent was drawn from (-1 if none).
+        birth_generation: ``(num_cells,)`` int32, generation in which it was evaluated.
+    """
+
+    def __init__(self, class_names: tuple[str, ...] | list[str]) -> None:
+        if not class_names:
+            raise ValueError("an archive needs at least one class")
+        self.class_names = tuple(class_names)
+        cells = len(self.class_names)
+        self.fitness = np.full(cells, -np.inf, dtype=np.float32)
+        self.occupied = np.zeros(cells, dtype=bool)
+        self.individual_id = np.full(cells, -1, dtype=np.int64)
+        self.parent_id = np.full(cells, -1, dtype=np.int64)
+        self.parent_cell = np.full(cells, -1, dtype=np.int32)
+        self.birth_generation = np.full(cells, -1, dtype=np.int32)
+        self.genomes: GenomeBatch | None = None
+
+    @property
+    def num_cells(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        """Number of occupied cells."""
+        return int(self.occupied.sum())
+
+    def add_batch(
+        self,
+        genomes: GenomeBatch,
+        probabilities: np.ndarray,
+        *,
+        individual_id: np.ndarray,
+        generation: int,
+        parent_id: np.ndarray | None = None,
+        parent_cell: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Insert a batch by the paper's rule: a row takes EVERY cell where it beats the elite.
+
+        Within the batch, a cell goes to the row with the highest probability (the
+        first such row on ties), and only if that probability is strictly higher
+        than the current elite's: the same result as inserting rows one by one.
+
+        Args:
+            genomes: ``batch_size`` genomes.
+            probabilities: ``(batch_size, num_cells)`` class probabilities.
+            individual_id: ``(batch_size,)`` int64 unique ids of the rows.
+            generation: generation the batch was evaluated in.
+            parent_id: ``(batch_size,)`` ids of the parents, -1 for none (default all -1).
+            parent_cell: ``(batch_size,)`` parent cells, -1 for none (default all -1).
+
+        Returns:
+            ``(batch_size,)`` int8 array of :class:`AddStatus` values.
+
+        Raises:
+            ValueError: ``probabilities`` is not ``(len(genomes), num_cells)`` or not finite.
+        """
+        batch = len(genomes)
+        if probabilities.shape != (batch, self.num_cells):
+            raise ValueError(
+                f"probabilities of shape {probabilities.shape}, expected ({batch}, {self.num_cells})"
+            )
+        if not np.isfinite(probabilities).all():
+            raise ValueError("probabilities must be finite")
+        status = np.zeros(batch, dtype=np.int8)
+        if batch == 0:
+            return status
+        best_row = probabilities.argmax(axis=0)  # (num_cells,), first maximum on ties
+        best = probabilities[best_row, np.arange(self.num_cells)].astype(np.float32)
+        won = best > self.fitness
+        cells = np.flatnonzero(won)
+        if cells.size == 0:
+            return status
+        rows = best_row[cells]
+        was_empty = ~self.occupied[cells]
+        if self.genomes is None:
+            self.genomes = genomes.take(np.zeros(self.num_cells, dtype=np.int64))
+        self.genomes.assign(cells, genomes.take(rows))
+        self.fitness[cells] = best[cells]
+        self.occupied[cells] = True
+        self.individual_id[cells] = individual_id[rows]
+        none = np.full(batch, -1)
+        self.parent_id[cells] = (none if parent_id is None else parent_id)[rows]
+        self.parent_cell[cells] = (none if parent_cell is None else parent_cell)[rows]
+        self.birth_generation[cells] = generation
+        np.maximum.at(status, rows, np.where(was_empty, AddStatus.NEW, AddStatus.IMPROVED).astype(np.int8))
+        return status
+
+    def occupied_cells(self) -> np.ndarray:
+        """Indices of occupied cells, ascending."""
+        return np.flatnonzero(self.occupied)
+
+    def sample_parents(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``count`` cells drawn uniformly, with replacement, among occupied ones.
+
+        Raises:
+            ValueError: the archive is empty.
+        """
+        cells = self.occupied_cells()
+        if cells.size == 0:
+            raise ValueError("cannot sample parents from an empty archive")
+        return cells[rng.integers(0, cells.size, size=count)]
+
+    def elite_fitness(self) -> np.ndarray:
+        """Fitness of occupied cells, ``(num_occupied,)``."""
+        return self.fitness[self.occupied]
+
+    def stats(self) -> dict[str, float]:
+        """Median, mean, max and min elite fitness, coverage and QD score (sum of fitness)."""
+        values = self.elite_fitness().astype(np.float64)
+        if values.size == 0:
+            return dict(median=np.nan, mean=np.nan, max=np.nan, min=np.nan, coverage=0.0, qd_score=0.0)
+        return dict(
+            median=float(np.median(values)),
+            mean=float(values.mean()),
+            max=float(values.max()),
+            min=float(values.min()),
+            coverage=float(values.size / self.num_cells),
+            qd_score=float(values.sum()),
+        )
+
+    def equals(self, other: ClassArchive) -> bool:
+        """True when both archives hold bit-identical elites, fitness and lineage."""
+        if self.class_names != other.class_names:
+            return False
+        same = all(
+            np.array_equal(getattr(self, name), getattr(other, name))
+            for name in (
+                "fitness",
+                "occupied",
+                "individual_id",
+                "parent_id",
+                "parent_cell",
+                "birth_generation",
+            )
+        )
+        if not same:
+            return False
+        if self.genomes is None or other.genomes is None:
+            return self.genomes is None and other.genomes is None
+        cells = self.occupied_cells()
+        return self.genomes.take(cells).equals(other.genomes.take(cells))
+
+    def data(self):
+        """The occupied cells as a pandas DataFrame (no genomes), for notebooks."""
+        import pandas as pd
+
+        cells = self.occupied_cells()
+        return pd.DataFrame(
+            {
+                "class_id": cells,
+                "class_name": [self.class_names[c] for c in cells],
+                "fitness": self.fitness[cells],
+                "individual_id": self.individual_id[cells],
+                "parent_id": self.parent_id[cells],
+                "parent_cell": self.parent_cell[cells],
+                "birth_generation": self.birth_generation[cells],
+            }
+        )

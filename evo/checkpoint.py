@@ -1,0 +1,357 @@
+"""Checkpoints: one Parquet file per checkpoint, one row per occupied cell, no pickle.
+
+Layout of a run folder ``OUT`` (a local path or any pyarrow filesystem URI)::
+
+    OUT/checkpoints/gen-000199.parquet   elites after generation 199
+    OUT/checkpoints/LATEST               name of the newest good checkpoint
+    OUT/stats.parquet                    one row per generation
+
+Local files are written atomically (temporary file, fsync, rename). Object stores
+have no rename, but a PUT is atomic: a checkpoint object appears whole or not at
+all, and LATEST is replaced only after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from PIL import Image
+
+from fooling.encodings import GenomeBatch
+
+from .archive import ClassArchive
+from .config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+METADATA_KEY = b"fooling"
+CHECKPOINT_PATTERN = re.compile(r"^gen-(\d{6,})\.parquet$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not belong to this run."""
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Everything needed to continue a run exactly where it stopped.
+
+    Attributes:
+        config: the run's configuration.
+        generation: last completed generation; a resumed run starts at ``generation + 1``.
+        next_id: next unused individual id.
+        model: registry name of the classifier.
+        weights_hash: hash of the classifier's weights.
+        archive: the elites.
+        path: where it was read from or written to.
+    """
+
+    config: RunConfig
+    generation: int
+    next_id: int
+    model: str
+    weights_hash: str
+    archive: ClassArchive
+    path: str = ""
+
+
+# --- file systems ------------------------------------------------------------------------
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem | None, str]:
+    """``(None, local path)`` for local folders, else a pyarrow filesystem and its path."""
+    if "://" not in uri or uri.startswith("file://"):
+        return None, str(Path(uri.removeprefix("file://")).resolve())
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as error:
+        raise CheckpointError(f"cannot open storage {uri!r}: {str(error).splitlines()[0]}") from None
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` so that readers see the old object or the new one, never half."""
+    filesystem, path = _filesystem(uri)
+    if filesystem is None:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        directory_handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_handle)  # make the rename itself durable
+        finally:
+            os.close(directory_handle)
+        return
+    filesystem.create_dir(os.path.dirname(path), recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def read_bytes(uri: str) -> bytes:
+    """Contents of ``uri``. Raises ``FileNotFoundError`` if absent."""
+    filesystem, path = _filesystem(uri)
+    if filesystem is None:
+        return Path(path).read_bytes()
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+    except (OSError, pa.ArrowException) as error:
+        raise FileNotFoundError(f"{uri}: {str(error).splitlines()[0]}") from None
+
+
+def exists(uri: str) -> bool:
+    filesystem, path = _filesystem(uri)
+    if filesystem is None:
+        return os.path.exists(path)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_names(uri: str) -> list[str]:
+    """Names of the entries directly inside folder ``uri`` (empty if it does not exist)."""
+    filesystem, path = _filesystem(uri)
+    if filesystem is None:
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    selector = pafs.FileSelector(path, allow_not_found=True)
+    return sorted(os.path.basename(info.path) for info in filesystem.get_file_info(selector))
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def thumbnail_png(image: np.ndarray, max_side: int = 128) -> bytes:
+    """PNG bytes of ``image`` ``(height, width)`` or ``(height, width, 3)`` uint8, at most ``max_side``."""
+    picture = Image.fromarray(image)
+    if max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def checkpoint_table(checkpoint: Checkpoint, images: np.ndarray | None = None) -> pa.Table:
+    """The Parquet table of ``checkpoint``.
+
+    Args:
+        images: ``(num_occupied, height, width[, 3])`` uint8 renderings of the occupied
+            cells in ascending cell order, stored as PNG; ``None`` stores no images.
+    """
+    archive = checkpoint.archive
+    cells = archive.occupied_cells()
+    genomes = archive.genomes.take(cells) if archive.genomes is not None else None
+    columns = {
+        "class_id": pa.array(cells, pa.int32()),
+        "class_name": pa.array([archive.class_names[c] for c in cells], pa.string()),
+        "fitness": pa.array(archive.fitness[cells], pa.float32()),
+        "genome": pa.array([genomes.row_bytes(i) for i in range(len(cells))], pa.binary()),
+        "individual_id": pa.array(archive.individual_id[cells], pa.int64()),
+        "parent_id": pa.array(archive.parent_id[cells], pa.int64()),
+        "parent_cell": pa.array(archive.parent_cell[cells], pa.int32()),
+        "birth_generation": pa.array(archive.birth_generation[cells], pa.int32()),
+        "image_png": pa.array(
+            [thumbnail_png(image) for image in images] if images is not None else [None] * len(cells),
+            pa.binary(),
+        ),
+    }
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "config": json.loads(checkpoint.config.to_json()),
+        "generation": checkpoint.generation,
+        "next_id": checkpoint.next_id,
+        # Every random draw is a pure function of (seed, generation, batch index): the
+        # seed and the generation above are the whole RNG state.
+        "rng": {
+            "kind": "numpy-seed-sequence",
+            "seed": checkpoint.config.seed,
+            "streams": "(seed, generation, batch_index, stream)",
+        },
+        "model": checkpoint.model,
+        "weights_hash": checkpoint.weights_hash,
+        "genome_class": type(genomes).__name__ if genomes is not None else None,
+        "class_names": list(archive.class_names),
+    }
+    table = pa.table(columns)
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+
+
+def checkpoint_name(generation: int) -> str:
+    return f"gen-{generation:06d}.parquet"
+
+
+def write_checkpoint(out: str, checkpoint: Checkpoint, images: np.ndarray | None = None) -> str:
+    """Write ``checkpoint`` under ``out/checkpoints`` and point ``LATEST`` at it.
+
+    Returns:
+        The checkpoint's URI.
+    """
+    buffer = io.BytesIO()
+    pq.write_table(checkpoint_table(checkpoint, images), buffer, compression="zstd")
+    uri = join(out, "checkpoints", checkpoint_name(checkpoint.generation))
+    write_bytes(uri, buffer.getvalue())
+    write_bytes(join(out, "checkpoints", "LATEST"), (checkpoint_name(checkpoint.generation) + "\n").encode())
+    return uri
+
+
+def write_stats(out: str, records: list[dict]) -> None:
+    """Write the per-generation statistics table ``out/stats.parquet``."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(records), buffer)
+    write_bytes(join(out, "stats.parquet"), buffer.getvalue())
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def read_checkpoint_table(uri: str) -> tuple[pa.Table, dict]:
+    """The table of one checkpoint file and its metadata, without rebuilding genomes.
+
+    Raises:
+        CheckpointError: missing, unreadable, or of another format version.
+    """
+    try:
+        table = pq.read_table(io.BytesIO(read_bytes(uri)))
+        metadata = json.loads(table.schema.metadata[METADATA_KEY])
+    except FileNotFoundError:
+        raise CheckpointError(f"{uri}: no such checkpoint") from None
+    except Exception as error:
+        message = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise CheckpointError(f"{uri} is not a readable checkpoint ({message})") from None
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{uri}: format version {metadata.get('format_version')}, expected {FORMAT_VERSION}"
+        )
+    return table, metadata
+
+
+def read_checkpoint_file(uri: str, genome_classes: dict[str, type[GenomeBatch]]) -> Checkpoint:
+    """Read one checkpoint file, checking everything it holds.
+
+    Args:
+        genome_classes: genome class name -> class, for rebuilding genomes.
+
+    Raises:
+        CheckpointError: unreadable, truncated, or inconsistent.
+    """
+    table, metadata = read_checkpoint_table(uri)
+    try:
+        config = RunConfig.from_json(json.dumps(metadata["config"]))
+        archive = ClassArchive(metadata["class_names"])
+        cells = table.column("class_id").to_numpy()
+        if len(cells) and (
+            cells.min() < 0 or cells.max() >= archive.num_cells or len(set(cells)) != len(cells)
+        ):
+            raise ValueError("class ids out of range or repeated")
+        if len(cells):
+            genome_class = genome_classes[metadata["genome_class"]]
+            genomes = genome_class.from_row_bytes(table.column("genome").to_pylist())
+            archive.genomes = genomes.take(np.zeros(archive.num_cells, dtype=np.int64))
+            archive.genomes.assign(cells, genomes)
+        fitness = table.column("fitness").to_numpy()
+        if not np.isfinite(fitness).all():
+            raise ValueError("non-finite fitness")
+        archive.fitness[cells] = fitness
+        archive.occupied[cells] = True
+        for name in ("individual_id", "parent_id", "parent_cell", "birth_generation"):
+            getattr(archive, name)[cells] = table.column(name).to_numpy()
+        return Checkpoint(
+            config=config,
+            generation=int(metadata["generation"]),
+            next_id=int(metadata["next_id"]),
+            model=str(metadata["model"]),
+            weights_hash=str(metadata["weights_hash"]),
+            archive=archive,
+            path=uri,
+        )
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(f"{uri} is corrupt ({str(error).splitlines()[0][:160]})") from None
+
+
+def checkpoint_uris(out: str) -> list[str]:
+    """Checkpoint files under ``out/checkpoints``, newest first."""
+    folder = join(out, "checkpoints")
+    names = [name for name in list_names(folder) if CHECKPOINT_PATTERN.match(name)]
+    return [join(folder, name) for name in sorted(names, reverse=True)]
+
+
+def _newest_good(out: str, read):
+    """``read(uri)`` of the newest checkpoint it accepts: LATEST's, then newest first.
+
+    Each one skipped is logged as a warning; nothing is deleted or rewritten.
+    """
+    candidates = checkpoint_uris(out)
+    try:
+        latest = read_bytes(join(out, "checkpoints", "LATEST")).decode().strip()
+        if CHECKPOINT_PATTERN.match(latest):
+            preferred = join(out, "checkpoints", latest)
+            candidates = [preferred] + [uri for uri in candidates if uri != preferred]
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    if not candidates:
+        raise CheckpointError(
+            f"{out} holds no checkpoint (expected {join(out, 'checkpoints', 'gen-*.parquet')})"
+        )
+    problems = []
+    for uri in candidates:
+        try:
+            return read(uri)
+        except CheckpointError as error:
+            logger.warning("skipping %s", error)
+            problems.append(str(error))
+    raise CheckpointError(f"no readable checkpoint in {out}: {problems[0]}")
+
+
+def read_latest_checkpoint(out: str, genome_classes: dict[str, type[GenomeBatch]]) -> Checkpoint:
+    """The newest good checkpoint of run ``out`` (falling back past corrupt ones).
+
+    Raises:
+        CheckpointError: the run has no readable checkpoint.
+    """
+    return _newest_good(out, lambda uri: read_checkpoint_file(uri, genome_classes))
+
+
+def read_latest_checkpoint_table(out: str) -> pa.Table:
+    """The table of run ``out``'s newest readable checkpoint, metadata included.
+
+    Raises:
+        CheckpointError: the run has no readable checkpoint.
+    """
+    return _newest_good(out, lambda uri: read_checkpoint_table(uri)[0])
+
+
+def checkpoint_metadata(table: pa.Table) -> dict:
+    """The run metadata stored in a checkpoint table's schema."""
+    return json.loads(table.schema.metadata[METADATA_KEY])
+
+
+def read_stats(out: str) -> list[dict]:
+    """Rows of ``out/stats.parquet`` (empty if there is none)."""
+    try:
+        return pq.read_table(io.BytesIO(read_bytes(join(out, "stats.parquet")))).to_pylist()
+    except FileNotFoundError:
+        return []

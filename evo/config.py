@@ -1,0 +1,121 @@
+"""One dataclass describes a run; CLI flags map to its fields and checkpoints store it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# Fields a resumed run may change; every other field must stay as the checkpoint says,
+# or the resumed run would not be the same search.
+RESUMABLE_OVERRIDES = ("generations", "checkpoint_every", "workers", "scorers", "address", "device")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines a MAP-Elites run.
+
+    Attributes:
+        model: registry name of the classifier, e.g. ``"mnist-lenet"``.
+        encoding: ``"direct"`` or ``"cppn"``.
+        generations: total generations, counting the random initial one (generation 0).
+        population: children evaluated per generation (paper: 200 for MNIST).
+        seed: every random draw derives from (seed, generation, batch index).
+        out: run folder (local path or pyarrow filesystem URI).
+        checkpoint_every: write a checkpoint every this many generations (0: only at the end).
+        batch_size: children per variation/scoring batch (0: the whole population);
+            part of the random streams, so fixed for a run.
+        mutation_probability: per-gene (direct) or per-weight (CPPN) mutation rate.
+        mutation_eta: polynomial mutation's eta.
+        halve_mutation_every: halve the direct encoding's rate every this many generations (0: never).
+        crossover_probability: chance a child comes from SBX of two parents (direct only).
+        crossover_eta: SBX eta.
+        color_space: colour genes of 3-channel images: ``"rgb"``, ``"hsv"`` or ``"hls"`` (CPPN).
+        image_size: side of the evolved images in pixels (0: the model's input size).
+        crops: 1, or 10 for the paper's 10-crop averaged ImageNet fitness.
+        classes: class names (or ``None`` for all) that get an archive cell.
+        workers: mutator actors (0: everything in this process, no Ray).
+        scorers: scorer actors (Ray only).
+        address: Ray cluster address (``None``: start a local instance).
+        device: scoring device (``None``: CUDA when present, else CPU).
+    """
+
+    model: str = "mnist-lenet"
+    encoding: str = "direct"
+    generations: int = 200
+    population: int = 200
+    seed: int = 0
+    out: str = "runs/run"
+    checkpoint_every: int = 50
+    batch_size: int = 0
+    mutation_probability: float = 0.1
+    mutation_eta: float = 15.0
+    halve_mutation_every: int = 0
+    crossover_probability: float = 0.0
+    crossover_eta: float = 10.0
+    color_space: str = "rgb"
+    image_size: int = 0
+    crops: int = 1
+    classes: list[str] | None = None
+    workers: int = 0
+    scorers: int = 1
+    address: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field out of range."""
+        positive = ("generations", "population")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a positive integer, not {getattr(self, name)}"
+                )
+        for name in (
+            "checkpoint_every",
+            "batch_size",
+            "halve_mutation_every",
+            "image_size",
+            "workers",
+        ):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
+        if self.scorers < 1:
+            raise ValueError(f"--scorers must be >= 1, not {self.scorers}")
+        for name in ("mutation_probability", "crossover_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], not {value}")
+        for name in ("mutation_eta", "crossover_eta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        if self.color_space not in ("rgb", "hsv", "hls"):
+            raise ValueError(f"--color-space must be rgb, hsv or hls, not {self.color_space!r}")
+        if self.crops not in (1, 10):
+            raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size or self.population
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        """Rebuild a config, ignoring keys this version does not know.
+
+        Raises:
+            ValueError: not a JSON object, or a value out of range.
+        """
+        data: Any = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("run config is not a JSON object")
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def describe(self) -> str:
+        """One line per field, for the start of a run's log."""
+        return "\n".join(f"  {key:22} {value}" for key, value in dataclasses.asdict(self).items())

@@ -1,0 +1,78 @@
+"""Pictures of a run: the elites as a labelled grid and confidence over generations."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .checkpoint import join, read_latest_checkpoint_table, read_stats, write_bytes  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def elites_figure(table, max_tiles: int = 40) -> bytes:
+    """PNG of the best ``max_tiles`` elites: image, class name, confidence, best first."""
+    rows = table.sort_by([("fitness", "descending")]).slice(0, max_tiles).to_pylist()
+    columns = min(10, max(1, len(rows)))
+    lines = max(1, math.ceil(len(rows) / columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 1.9 * lines), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row in zip(axes.flat, rows):
+        if row["image_png"]:
+            image = np.asarray(Image.open(io.BytesIO(row["image_png"])))
+            axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+        axis.set_title(f"{row['class_name'][:18]}\n{100 * row['fitness']:.2f}%", fontsize=8)
+    figure.suptitle("Elites: images and the network's confidence in their class", fontsize=10)
+    return _png(figure)
+
+
+def progress_figure(records: list[dict]) -> bytes:
+    """PNG of median, mean and max elite confidence per generation."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    generations = [r["gen"] for r in records]
+    for key, style in (("max", "-"), ("median", "-"), ("mean", "--"), ("min", ":")):
+        axis.plot(generations, [100 * r[key] for r in records], style, label=key)
+    axis.set_xlabel("generation")
+    axis.set_ylabel("elite confidence (%)")
+    axis.set_ylim(0, 100.5)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    return _png(figure)
+
+
+def write_report(out: str, *, max_tiles: int = 40) -> list[str]:
+    """Write ``elites.png`` and ``progress.png`` (and the gallery) into run folder ``out``.
+
+    Returns:
+        URIs of the files written.
+
+    Raises:
+        CheckpointError: the run has no readable checkpoint.
+    """
+    table = read_latest_checkpoint_table(out)
+    written = []
+    uri = join(out, "elites.png")
+    write_bytes(uri, elites_figure(table, max_tiles))
+    written.append(uri)
+    records = read_stats(out)
+    if records:
+        uri = join(out, "progress.png")
+        write_bytes(uri, progress_figure(records))
+        written.append(uri)
+    return written

@@ -1,0 +1,259 @@
+"""Running a search end to end: set-up, resume, progress, checkpoints, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+
+import numpy as np
+import torch
+from deap import base, tools
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fooling.encodings import DirectGenomes, GenomeBatch
+from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
+from fooling.fitness.models import LENET_PATTERN
+
+from .archive import ClassArchive
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_uris,
+    read_latest_checkpoint,
+    read_stats,
+    write_checkpoint,
+    write_stats,
+)
+from .config import RESUMABLE_OVERRIDES, RunConfig
+from .evaluation import Evaluator, class_ids, make_encoding
+from .search import STATS_FIELDS, LocalBackend, Search, Variation
+from .toolbox import make_toolbox
+
+logger = logging.getLogger(__name__)
+
+# Genome classes a checkpoint may name; loading never builds anything else.
+GENOME_CLASSES: dict[str, type[GenomeBatch]] = {"DirectGenomes": DirectGenomes}
+
+
+class RunFolderError(ValueError):
+    """``--out`` or ``--resume`` points at the wrong kind of folder."""
+
+
+def load_or_train(name: str) -> LoadedModel:
+    """Load model ``name``; MNIST LeNets that are not trained yet are trained first."""
+    try:
+        return load_model(name)
+    except ModelUnavailableError:
+        match = LENET_PATTERN.match(name)
+        if not match:
+            raise
+        from fooling.fitness import train_lenet
+
+        logger.info("%s is not trained yet: training it once (cached for later runs)", name)
+        train_lenet(int(match.group(1) or 0))
+        return load_model(name)
+
+
+def render_uint8(encoding, genomes: GenomeBatch, batch_size: int = 256) -> np.ndarray:
+    """Images of ``genomes`` as uint8, ``(n, height, width)`` gray or ``(n, height, width, 3)``."""
+    parts = []
+    for start in range(0, len(genomes), batch_size):
+        images = encoding.render(genomes.take(slice(start, start + batch_size)), "cpu")
+        parts.append((images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    images = np.concatenate(parts) if parts else np.zeros((0, 1, 1, 1), np.uint8)
+    return images[..., 0] if images.shape[-1] == 1 else images
+
+
+def resume_config(out: str, **overrides) -> RunConfig:
+    """The configuration stored in run ``out``'s newest good checkpoint, with ``overrides``.
+
+    Raises:
+        RunFolderError: no such run folder.
+        CheckpointError: no readable checkpoint.
+        ValueError: an override of a field a resumed run must keep.
+    """
+    if not checkpoint_uris(out):
+        raise RunFolderError(f"--resume {out}: no run there (no checkpoints/gen-*.parquet)")
+    checkpoint = read_latest_checkpoint(out, GENOME_CLASSES)
+    config = checkpoint.config
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in RESUMABLE_OVERRIDES and value != getattr(config, name):
+            raise ValueError(
+                f"--{name.replace('_', '-')} {value} differs from the run's {getattr(config, name)}; "
+                f"a resumed run keeps its settings (only {', '.join(RESUMABLE_OVERRIDES)} may change)"
+            )
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    return dataclasses.replace(config, **changes, out=out)
+
+
+def make_backend(config: RunConfig, variation: Variation, model: LoadedModel):
+    """In-process for ``workers == 0``, else Ray actors."""
+    if config.workers == 0:
+        return LocalBackend(variation, Evaluator(config, model))
+    from .distributed import RayBackend
+
+    return RayBackend(config, variation, model)
+
+
+def _logbook(records: list[dict]) -> tools.Logbook:
+    logbook = tools.Logbook()
+    logbook.header = STATS_FIELDS
+    for record in records:
+        logbook.record(**record)
+    return logbook
+
+
+class _StopRequest:
+    """First Ctrl-C: finish the generation, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("stopping after this generation (Ctrl-C again to stop at once)")
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def evolve(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    toolbox: base.Toolbox | None = None,
+    show_progress: bool = True,
+) -> Search:
+    """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
+
+    Args:
+        config: the run; with ``resume``, as returned by :func:`resume_config`.
+        resume: continue from the newest good checkpoint in ``config.out``.
+        toolbox: operators to use instead of the encoding's (see :func:`make_toolbox`).
+        show_progress: draw a tqdm bar.
+
+    Returns:
+        The finished search (archive, logbook, generation).
+
+    Raises:
+        RunFolderError: a new run's ``out`` already holds a run.
+        CheckpointError: resuming from a checkpoint of another model or weights.
+        UnknownNameError, ModelUnavailableError: bad model, encoding or class names.
+        KeyboardInterrupt: after writing a checkpoint of the last finished generation.
+    """
+    model = load_or_train(config.model)
+    encoding = make_encoding(config, model.spec)
+    names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
+    if resume:
+        checkpoint = read_latest_checkpoint(config.out, GENOME_CLASSES)
+        if checkpoint.model != config.model or checkpoint.weights_hash != model.weights_hash:
+            raise CheckpointError(
+                f"{checkpoint.path} was made with {checkpoint.model} (weights {checkpoint.weights_hash}), "
+                f"not {config.model} (weights {model.weights_hash}); refusing to mix them"
+            )
+        archive = checkpoint.archive
+        encoding.validate(archive.genomes.take(archive.occupied_cells()))
+        records = [r for r in read_stats(config.out) if r["gen"] <= checkpoint.generation]
+        start, next_id = checkpoint.generation + 1, checkpoint.next_id
+        logger.info("resuming %s after generation %d", config.out, checkpoint.generation)
+    else:
+        if checkpoint_uris(config.out):
+            raise RunFolderError(
+                f"--out {config.out} already holds a run; continue it with --resume {config.out} "
+                "or choose another folder"
+            )
+        archive, records, start, next_id = ClassArchive(names), [], 0, 0
+    logger.info("run configuration:\n%s", config.describe())
+    toolbox = toolbox or make_toolbox(encoding)
+    variation = Variation(toolbox, seed=config.seed, crossover_probability=config.crossover_probability)
+    backend = make_backend(config, variation, model)
+    search = Search(
+        archive=archive,
+        backend=backend,
+        seed=config.seed,
+        population=config.population,
+        batch_size=config.effective_batch_size,
+        generation=start,
+        next_id=next_id,
+        logbook=_logbook(records),
+    )
+
+    def save() -> None:
+        done = search.generation - 1
+        cells = archive.occupied_cells()
+        images = render_uint8(encoding, archive.genomes.take(cells))
+        state = Checkpoint(config, done, search.next_id, config.model, model.weights_hash, archive)
+        write_stats(config.out, list(search.logbook))
+        uri = write_checkpoint(config.out, state, images)
+        logger.debug("checkpoint %s", uri)
+
+    saved_at = search.generation - 1
+    started = time.perf_counter()
+    stop = _StopRequest()
+    try:
+        with (
+            logging_redirect_tqdm(),
+            tqdm(
+                total=config.generations,
+                initial=min(search.generation, config.generations),
+                desc="generation",
+                unit="gen",
+                disable=not show_progress,
+                dynamic_ncols=True,
+            ) as bar,
+        ):
+            while search.generation < config.generations and not stop.requested:
+                record = search.step()
+                bar.update(1)
+                bar.set_postfix(
+                    median=f"{record['median']:.4f}",
+                    max=f"{record['max']:.4f}",
+                    evals_s=f"{record['evals_per_s']:.0f}",
+                    refresh=False,
+                )
+                if config.checkpoint_every and search.generation % config.checkpoint_every == 0:
+                    save()
+                    saved_at = search.generation - 1
+    except KeyboardInterrupt:
+        if search.generation - 1 > saved_at and search.generation > 0 and not search.inserting:
+            save()
+        logger.warning(
+            "interrupted: generation %d is the last one saved in %s",
+            search.generation - 1,
+            config.out,
+        )
+        raise
+    finally:
+        stop.restore()
+        backend.close()
+    if search.generation - 1 > saved_at:
+        save()
+    if stop.requested:
+        logger.warning(
+            "interrupted: checkpoint of generation %d written to %s",
+            search.generation - 1,
+            config.out,
+        )
+        raise KeyboardInterrupt
+    stats = archive.stats()
+    logger.info(
+        "generation %d: median %.4f, mean %.4f, coverage %.0f%% (%.1f s)",
+        search.generation - 1,
+        stats["median"],
+        stats["mean"],
+        100 * stats["coverage"],
+        time.perf_counter() - started,
+    )
+    return search

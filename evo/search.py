@@ -1,0 +1,202 @@
+"""The generation loop, independent of where variation and scoring run."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+from deap import base, tools
+
+from fooling.encodings import GenomeBatch
+
+from .archive import ClassArchive
+from .toolbox import vary
+
+STATS_FIELDS = (
+    "gen",
+    "evals",
+    "median",
+    "mean",
+    "max",
+    "min",
+    "coverage",
+    "qd_score",
+    "evals_per_s",
+    "seconds",
+)
+# Stream keys keep the parent-selection draws apart from every batch's variation draws.
+_VARIATION_STREAM = 0
+_SELECTION_STREAM = 1
+
+
+def batch_rng(seed: int, generation: int, batch_index: int) -> np.random.Generator:
+    """The generator of one batch's variation: a pure function of its coordinates."""
+    return np.random.default_rng([seed, generation, batch_index, _VARIATION_STREAM])
+
+
+def selection_rng(seed: int, generation: int) -> np.random.Generator:
+    """The generator of one generation's parent selection."""
+    return np.random.default_rng([seed, generation, 0, _SELECTION_STREAM])
+
+
+@dataclasses.dataclass
+class Task:
+    """One batch of children to make and score.
+
+    Attributes:
+        generation, batch_index: coordinates that seed the batch's random draws.
+        count: children in the batch.
+        parents: ``count`` parent genomes, or ``None`` for random genomes (generation 0).
+    """
+
+    generation: int
+    batch_index: int
+    count: int
+    parents: GenomeBatch | None
+
+
+class Variation:
+    """Makes a task's children with the toolbox; picklable, so mutator actors run it too."""
+
+    def __init__(self, toolbox: base.Toolbox, *, seed: int, crossover_probability: float = 0.0) -> None:
+        self.toolbox = toolbox
+        self.seed = seed
+        self.crossover_probability = crossover_probability
+
+    def __call__(self, task: Task) -> GenomeBatch:
+        rng = batch_rng(self.seed, task.generation, task.batch_index)
+        if task.parents is None:
+            return self.toolbox.random(task.count, rng)
+        return vary(
+            self.toolbox,
+            task.parents,
+            rng,
+            generation=task.generation,
+            crossover_probability=self.crossover_probability,
+        )
+
+
+class Backend(Protocol):
+    """Where children are made and scored."""
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+        """Yield ``(children, probabilities (count, num_cells))`` for each task, in task order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    """Everything in this process, one task after the other."""
+
+    def __init__(self, variation: Variation, evaluator) -> None:
+        self.variation = variation
+        self.evaluator = evaluator
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+        for task in tasks:
+            children = self.variation(task)
+            yield children, self.evaluator.evaluate(children)
+
+    def close(self) -> None:
+        pass
+
+
+class Search:
+    """MAP-Elites over class cells: one call to :meth:`step` is one generation.
+
+    Generation 0 evaluates ``population`` random genomes; every later generation
+    varies ``population`` parents drawn uniformly from occupied cells (drawn from the
+    archive as it was at the start of the generation), scores the children batch by
+    batch and inserts each batch, in batch order, by the paper's rule.
+
+    Args:
+        archive: the archive to fill (may hold a resumed run's elites).
+        backend: runs the tasks.
+        seed: root of every random stream.
+        population: children per generation.
+        batch_size: children per task.
+        generation: the next generation to run (0 for a new run).
+        next_id: the next unused individual id.
+        logbook: per-generation statistics so far.
+    """
+
+    def __init__(
+        self,
+        *,
+        archive: ClassArchive,
+        backend: Backend,
+        seed: int,
+        population: int,
+        batch_size: int,
+        generation: int = 0,
+        next_id: int = 0,
+        logbook: tools.Logbook | None = None,
+    ) -> None:
+        self.archive = archive
+        self.backend = backend
+        self.seed = seed
+        self.population = population
+        self.batch_size = batch_size
+        self.generation = generation
+        self.next_id = next_id
+        if logbook is None:
+            logbook = tools.Logbook()
+            logbook.header = STATS_FIELDS
+        self.logbook = logbook
+        self.inserting = False  # True while the archive holds a half-inserted generation
+
+    def tasks(self) -> tuple[list[Task], np.ndarray]:
+        """This generation's tasks and the parent cell of each child (-1 for random)."""
+        starts = range(0, self.population, self.batch_size)
+        counts = [min(self.batch_size, self.population - start) for start in starts]
+        if len(self.archive) == 0:
+            parent_cells = np.full(self.population, -1, dtype=np.int32)
+            tasks = [Task(self.generation, i, n, None) for i, n in enumerate(counts)]
+            return tasks, parent_cells
+        parent_cells = self.archive.sample_parents(
+            self.population, selection_rng(self.seed, self.generation)
+        ).astype(np.int32)
+        tasks = [
+            Task(self.generation, i, n, self.archive.genomes.take(parent_cells[start : start + n]))
+            for i, (start, n) in enumerate(zip(starts, counts))
+        ]
+        return tasks, parent_cells
+
+    def step(self) -> dict:
+        """Run one generation; return its statistics record."""
+        started = time.perf_counter()
+        tasks, parent_cells = self.tasks()
+        parent_ids = np.where(parent_cells >= 0, self.archive.individual_id[parent_cells], -1)
+        # All results first, then every insertion: an interruption while waiting leaves
+        # the archive exactly as the previous generation left it.
+        results = list(self.backend.run(tasks))
+        self.inserting = True
+        start = 0
+        for task, (children, probabilities) in zip(tasks, results):
+            rows = slice(start, start + task.count)
+            self.archive.add_batch(
+                children,
+                probabilities,
+                individual_id=self.next_id + np.arange(start, start + task.count, dtype=np.int64),
+                generation=self.generation,
+                parent_id=parent_ids[rows],
+                parent_cell=parent_cells[rows],
+            )
+            start += task.count
+        seconds = time.perf_counter() - started
+        self.inserting = False
+        record = dict(
+            gen=self.generation,
+            evals=self.population,
+            **self.archive.stats(),
+            evals_per_s=self.population / seconds,
+            seconds=seconds,
+        )
+        self.logbook.record(**record)
+        self.next_id += self.population
+        self.generation += 1
+        return record

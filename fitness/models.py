@@ -1,0 +1,157 @@
+"""The model registry: names users type, how each model loads, and its preprocessing."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._home import fooling_home
+from ._names import resolve_name
+
+logger = logging.getLogger(__name__)
+
+DIGIT_NAMES = tuple(str(digit) for digit in range(10))
+
+
+class ModelUnavailableError(RuntimeError):
+    """A known model whose weights cannot be had here (not trained yet, no network)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs from the outside world.
+
+    Attributes:
+        name: registry name, e.g. ``"mnist-lenet"``.
+        channels: 1 (gray) or 3 (RGB) input channels.
+        input_size: ``(height, width)`` the network takes.
+        mean, std: per-channel normalisation applied to images in ``[0, 1]``.
+        class_names: one name per output.
+        build: returns the network with its weights loaded, on the CPU, in eval mode.
+        description: one line for ``--help`` and reports.
+    """
+
+    name: str
+    channels: int
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    build: Callable[[], nn.Module]
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A network ready to score, with the spec and a hash identifying its weights."""
+
+    spec: ModelSpec
+    network: nn.Module
+    weights_hash: str
+
+
+def weights_hash(network: nn.Module) -> str:
+    """SHA-256 (16 hex digits) over every parameter and buffer, in state-dict order."""
+    digest = hashlib.sha256()
+    for key, tensor in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --- MNIST LeNet --------------------------------------------------------------------------
+
+LENET_PATTERN = re.compile(r"^mnist-lenet(?:-seed(\d+))?$")
+
+
+def lenet_weights_path(seed: int = 0, home: Path | None = None) -> Path:
+    """Where ``fooling train --model mnist-lenet --seed SEED`` caches its weights."""
+    return (home or fooling_home()) / "models" / f"mnist-lenet-seed{seed}.pt"
+
+
+def lenet_model_name(seed: int) -> str:
+    """Registry name of the LeNet trained with ``seed``: seed 0 is plain ``mnist-lenet``."""
+    return "mnist-lenet" if seed == 0 else f"mnist-lenet-seed{seed}"
+
+
+def _load_lenet(seed: int) -> nn.Module:
+    from .lenet import LeNet
+
+    path = lenet_weights_path(seed)
+    if not path.exists():
+        raise ModelUnavailableError(
+            f"{lenet_model_name(seed)} is not trained yet: run `fooling train --model "
+            f"{lenet_model_name(seed)}` (expected weights at {path})"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network = LeNet(num_classes=state["classifier.3.weight"].shape[0])
+        network.load_state_dict(state)
+    except Exception as error:
+        raise ModelUnavailableError(f"cannot read weights {path}: {str(error)[:200]}") from None
+    return network.eval()
+
+
+def _lenet_spec(seed: int) -> ModelSpec:
+    return ModelSpec(
+        name=lenet_model_name(seed),
+        channels=1,
+        input_size=(28, 28),
+        mean=(0.0,),
+        std=(1.0,),  # Caffe's LeNet only scales pixels to [0, 1]
+        class_names=DIGIT_NAMES,
+        build=lambda: _load_lenet(seed),
+        description=f"the paper's MNIST LeNet (trained here, seed {seed})",
+    )
+
+
+# --- Registry ------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[[], ModelSpec]] = {"mnist-lenet": lambda: _lenet_spec(0)}
+
+
+def register_model(name: str, make_spec: Callable[[], ModelSpec]) -> None:
+    """Add a model under ``name``; ``make_spec`` is called lazily on first use."""
+    _REGISTRY[name] = make_spec
+
+
+def model_names() -> list[str]:
+    """Every registered name (``mnist-lenet-seedN`` variants are accepted too)."""
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``.
+
+    Raises:
+        UnknownNameError: no such model; the message suggests close names.
+    """
+    match = LENET_PATTERN.match(name)
+    if match:
+        return _lenet_spec(int(match.group(1) or 0))
+    return _REGISTRY[resolve_name(name, _REGISTRY, "model")]()
+
+
+def load_model(name: str) -> LoadedModel:
+    """Build the network registered under ``name`` with its weights, in eval mode, on the CPU.
+
+    Raises:
+        UnknownNameError: no such model.
+        ModelUnavailableError: the weights cannot be had here.
+    """
+    spec = get_model_spec(name)
+    network = spec.build()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return LoadedModel(spec=spec, network=network, weights_hash=weights_hash(network))

@@ -1,0 +1,126 @@
+"""Batched, gradient-free scoring of images by a classifier."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import LoadedModel
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def ten_crops(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The paper's 10 crops: 4 corners and centre, each also mirrored.
+
+    Args:
+        images: ``(batch_size, channels, H, W)`` with ``H >= size[0]``, ``W >= size[1]``.
+
+    Returns:
+        ``(10, batch_size, channels, size[0], size[1])``.
+    """
+    height, width = images.shape[-2:]
+    crop_h, crop_w = size
+    tops = (0, 0, height - crop_h, height - crop_h, (height - crop_h) // 2)
+    lefts = (0, width - crop_w, 0, width - crop_w, (width - crop_w) // 2)
+    crops = [images[..., t : t + crop_h, l : l + crop_w] for t, l in zip(tops, lefts)]
+    crops += [crop.flip(-1) for crop in crops]
+    return torch.stack(crops)
+
+
+class Scorer:
+    """Softmax probabilities of a classifier for batches of images.
+
+    No gradients; CUDA when present (then half precision autocast and channels_last);
+    images in ``[0, 1]`` are normalised the way the model expects.
+
+    Args:
+        model: the network and its spec.
+        device: where to run; default CUDA when present, else CPU.
+        crops: 1 (the image as is) or 10 (the paper's 10-crop average; images then
+            come at 256/224 of the model's input size and are cropped to it).
+        amp: half-precision autocast; default on for CUDA.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        device: str | torch.device | None = None,
+        crops: int = 1,
+        amp: bool | None = None,
+    ) -> None:
+        if crops not in (1, 10):
+            raise ValueError(f"crops must be 1 or 10, not {crops}")
+        self.spec = model.spec
+        self.weights_hash = model.weights_hash
+        self.device = pick_device(device)
+        self.crops = crops
+        self.amp = self.device.type == "cuda" if amp is None else amp
+        network = model.network.to(self.device).eval()
+        if self.device.type == "cuda":
+            network = network.to(memory_format=torch.channels_last)
+        self.network = network
+        shape = (1, self.spec.channels, 1, 1)
+        self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
+        self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images :meth:`score` takes."""
+        height, width = self.spec.input_size
+        if self.crops == 10:
+            return (height * 256 // 224, width * 256 // 224)
+        return (height, width)
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``images`` is ``(batch, channels, *image_size)``."""
+        expected = (self.spec.channels, *self.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"{self.spec.name} takes images of shape (batch, {', '.join(map(str, expected))}), "
+                f"got {tuple(images.shape)}"
+            )
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch_size, num_classes)`` float32, differentiable (no crops, no AMP).
+
+        ``images``: ``(batch_size, channels, *spec.input_size)`` in ``[0, 1]`` on the device.
+        """
+        return self.network((images - self._mean) / self._std).float()
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        """Probabilities ``(batch_size, num_classes)`` float32 of ``images``.
+
+        Args:
+            images: ``(batch_size, channels, *image_size)`` in ``[0, 1]``, any device.
+
+        Raises:
+            ValueError: images of the wrong shape for this model.
+        """
+        self.check_images(images)
+        images = images.to(self.device, torch.float32, non_blocking=True)
+        if self.crops == 10:
+            batch = images.shape[0]
+            images = ten_crops(images, self.spec.input_size).flatten(0, 1)
+        inputs = (images - self._mean) / self._std
+        if self.device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = self.network(inputs)
+        probabilities = F.softmax(logits.float(), dim=1)
+        if self.crops == 10:
+            probabilities = probabilities.view(10, batch, -1).mean(0)
+        return probabilities.cpu().numpy()
