@@ -144,7 +144,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     if args.resume:
         if overrides["out"] is not None and overrides["out"] != args.resume:
             raise UsageError("give the run folder once: --resume DIR replaces --out")
-        overrides["out"] = None
+        del overrides["out"]
         config = resume_config(args.resume, **overrides)
     else:
         config = RunConfig(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,84 @@
+"""The paper's insertion rule and the archive's bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fooling.encodings import DirectGenomes
+from fooling.evo.archive import AddStatus, ClassArchive
+
+
+def genomes(values: list[float]) -> DirectGenomes:
+    """One 1x2x2 genome per value, every pixel equal to it, so rows are recognisable."""
+    return DirectGenomes(np.repeat(np.array(values, np.float32), 4).reshape(-1, 1, 2, 2))
+
+
+def add(archive, values, probabilities, generation=0, first_id=0):
+    ids = np.arange(first_id, first_id + len(values))
+    return archive.add_batch(
+        genomes(values), np.array(probabilities, np.float32), individual_id=ids, generation=generation
+    )
+
+
+def test_child_takes_every_cell_it_beats_not_only_its_argmax():
+    archive = ClassArchive(["a", "b", "c"])
+    add(archive, [0.1], [[0.5, 0.3, 0.2]])
+    assert archive.occupied.all()  # a random first child fills all three cells
+    status = add(archive, [0.9], [[0.4, 0.35, 0.25]], generation=1, first_id=1)
+    # Its argmax (a) loses to the occupant, but it beats b and c: it takes both.
+    assert status.tolist() == [AddStatus.IMPROVED]
+    assert archive.individual_id.tolist() == [0, 1, 1]
+    assert archive.fitness.tolist() == pytest.approx([0.5, 0.35, 0.25])
+    assert archive.birth_generation.tolist() == [0, 1, 1]
+    assert archive.genomes.pixels[1, 0, 0, 0] == np.float32(0.9)
+    assert archive.genomes.pixels[0, 0, 0, 0] == np.float32(0.1)
+
+
+def test_equal_probability_does_not_replace_and_first_of_ties_wins():
+    archive = ClassArchive(["a", "b"])
+    add(archive, [0.1], [[0.6, 0.4]])
+    status = add(archive, [0.2, 0.3, 0.4], [[0.6, 0.1], [0.1, 0.7], [0.2, 0.7]], first_id=1)
+    assert status.tolist() == [AddStatus.NOT_ADDED, AddStatus.IMPROVED, AddStatus.NOT_ADDED]
+    assert archive.individual_id.tolist() == [0, 2]
+
+
+def test_batch_insertion_equals_one_by_one():
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(5), size=40).astype(np.float32)
+    values = rng.random(40).tolist()
+    batched, sequential = ClassArchive(list("abcde")), ClassArchive(list("abcde"))
+    add(batched, values, probabilities)
+    for i, value in enumerate(values):
+        add(sequential, [value], probabilities[i : i + 1], first_id=i)
+    assert batched.equals(sequential)
+
+
+def test_status_new_for_empty_cells_and_stats():
+    archive = ClassArchive(["a", "b", "c", "d"])
+    status = add(archive, [0.1, 0.2], [[0.9, 0.1, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0]])
+    assert status.tolist() == [AddStatus.NEW, AddStatus.NEW]
+    stats = archive.stats()
+    assert stats["coverage"] == 1.0  # d is taken with probability 0 > -inf
+    assert stats["max"] == pytest.approx(0.9)
+    assert stats["qd_score"] == pytest.approx(0.9 + 0.5 + 0.5 + 0.0)
+    assert len(archive.data()) == 4
+
+
+def test_parents_are_uniform_over_occupied_cells():
+    archive = ClassArchive(list("abcdef"))
+    add(archive, [0.1, 0.2], [[1, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]])
+    archive.occupied[[1, 2, 4, 5]] = False  # pretend only a and d were filled
+    cells = archive.sample_parents(10_000, np.random.default_rng(0))
+    assert set(np.unique(cells)) == {0, 3}
+    assert abs((cells == 0).mean() - 0.5) < 0.03
+
+
+def test_bad_probabilities_are_refused():
+    archive = ClassArchive(["a", "b"])
+    with pytest.raises(ValueError, match="shape"):
+        add(archive, [0.1], [[0.5, 0.3, 0.2]])
+    with pytest.raises(ValueError, match="finite"):
+        add(archive, [0.1], [[np.nan, 0.3]])
+    with pytest.raises(ValueError, match="empty"):
+        ClassArchive(["a"]).sample_parents(1, np.random.default_rng(0))
