@@ -1,0 +1,86 @@
+"""Benchmark: end-to-end MAP-Elites evaluations/s against the LeNet's raw forward throughput.
+
+Both figures are measured in the same run, alternating, so machine load affects both
+alike; the ratio says how evaluation-bound the loop is (target on 2 CPU cores: >= 0.85).
+
+    python scripts/bench_mnist.py [--population 200] [--generations 100] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from fooling.evo.config import RunConfig
+from fooling.evo.run import evolve, load_or_train
+from fooling.fitness import Scorer
+
+
+def raw_forward(scorer: Scorer, batch_size: int, seconds: float = 3.0) -> float:
+    """Images/s of ``scorer.score`` on random images of ``batch_size``."""
+    images = torch.rand(batch_size, 1, 28, 28)
+    scorer.score(images)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        scorer.score(images)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def end_to_end(population: int, generations: int, seed: int) -> tuple[float, float, float]:
+    """(loop evaluations/s, whole-command evaluations/s, final median) of one ``evolve``."""
+    with tempfile.TemporaryDirectory() as out:
+        config = RunConfig(
+            model="mnist-lenet",
+            population=population,
+            generations=generations,
+            seed=seed,
+            out=out,
+            checkpoint_every=0,
+        )
+        started = time.perf_counter()
+        search = evolve(config, show_progress=False)
+        wall = time.perf_counter() - started
+    loop_seconds = sum(record["seconds"] for record in search.logbook)
+    evaluations = population * generations
+    return evaluations / loop_seconds, evaluations / wall, search.archive.stats()["median"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--population", type=int, default=200)
+    parser.add_argument("--generations", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    scorer = Scorer(load_or_train("mnist-lenet"))
+    raws, loops, walls = [], [], []
+    for repeat in range(args.repeats):
+        raws.append(raw_forward(scorer, args.population))
+        loop, wall, median = end_to_end(args.population, args.generations, seed=repeat)
+        loops.append(loop)
+        walls.append(wall)
+        print(
+            f"repeat {repeat}: raw {raws[-1]:,.0f} img/s, loop {loop:,.0f} evals/s, "
+            f"command {wall:,.0f} evals/s, final median {median:.4f}"
+        )
+    raw, loop, wall = (statistics.median(x) for x in (raws, loops, walls))
+    print(f"\ntorch threads: {torch.get_num_threads()}, batch size {args.population}")
+    print(f"raw LeNet forward:             {raw:10,.0f} images/s")
+    print(f"evolve, generation loop:       {loop:10,.0f} evaluations/s   ratio {loop / raw:.2f}")
+    print(
+        f"evolve, whole command:         {wall:10,.0f} evaluations/s   ratio {wall / raw:.2f}"
+        "  (includes model load, checkpoint, thumbnails)"
+    )
+    print(f"target: loop ratio >= 0.85 -> {'met' if loop / raw >= 0.85 else 'NOT met'}")
+    np.set_printoptions()
+
+
+if __name__ == "__main__":
+    main()
