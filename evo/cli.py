@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import sys
@@ -120,7 +121,7 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fooling.fitness import get_model_spec, lenet_model_name, train_lenet
+    from fooling.fitness import get_model_spec, lenet_model_name, lenet_weights_path, train_lenet
     from fooling.fitness.models import LENET_PATTERN
 
     spec = get_model_spec(args.model)
@@ -128,6 +129,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not match:
         raise UsageError(f"{spec.name} comes with pretrained weights; only mnist-lenet is trained here")
     seed = args.seed if args.seed is not None else int(match.group(1) or 0)
+    cached = lenet_weights_path(seed)
+    if cached.exists() and not args.force:
+        info = (
+            json.loads(cached.with_suffix(".json").read_text())
+            if cached.with_suffix(".json").exists()
+            else {}
+        )
+        accuracy = f"test accuracy {100 * info['test_accuracy']:.2f}%, " if "test_accuracy" in info else ""
+        print(f"{lenet_model_name(seed)}: already trained ({accuracy}{cached}); --force retrains it")
+        return 0
     result = train_lenet(seed, epochs=args.epochs)
     print(
         f"{lenet_model_name(seed)}: test accuracy {100 * result.test_accuracy:.2f}% "
@@ -184,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="training seed (default: from the name, else 0)"
     )
     train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--force", action="store_true", help="retrain even if cached")
     train.set_defaults(func=cmd_train)
 
     evolve = commands.add_parser("evolve", help="run or resume a MAP-Elites search")

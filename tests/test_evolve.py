@@ -244,3 +244,14 @@ def test_report_command_and_missing_run(fooling_home, tmp_path, capsys):
 def test_read_latest_checkpoint_of_empty_folder(tmp_path):
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load(tmp_path)
+
+
+def test_train_uses_the_cache_and_refuses_pretrained_models(fooling_home, capsys):
+    from fooling.fitness import lenet_weights_path
+
+    before = lenet_weights_path(0).read_bytes()
+    assert main(["train", "--model", "mnist-lenet"]) == 0
+    assert "already trained (test accuracy" in capsys.readouterr().out
+    assert lenet_weights_path(0).read_bytes() == before
+    assert main(["train", "--model", "imagenet-lite0"]) == 2
+    assert "pretrained" in capsys.readouterr().err
