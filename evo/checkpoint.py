@@ -140,6 +140,31 @@ def list_names(uri: str) -> list[str]:
     return sorted(os.path.basename(info.path) for info in filesystem.get_file_info(selector))
 
 
+def check_writable(out: str) -> None:
+    """Fail before any work when run folder ``out`` cannot take objects.
+
+    Writes and deletes a small probe object, so a typo in a bucket name or missing
+    credentials show up at once instead of at the first checkpoint, hours later.
+
+    Raises:
+        CheckpointError: ``out`` names no filesystem pyarrow knows.
+        OSError: ``out`` cannot be written (one line).
+    """
+    uri = join(out, ".fooling-write-probe")
+    try:
+        write_bytes(uri, b"probe")
+        filesystem, path = _filesystem(uri)
+        if filesystem is None:
+            os.unlink(path)
+        else:
+            filesystem.delete_file(path)
+    except CheckpointError:
+        raise
+    except (OSError, pa.ArrowException) as error:
+        message = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise OSError(f"--out {out} cannot be written: {message}") from None
+
+
 # --- writing -----------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from .archive import ClassArchive
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
+    check_writable,
     checkpoint_uris,
     read_latest_checkpoint,
     read_stats,
@@ -30,7 +31,7 @@ from .checkpoint import (
 )
 from .config import RESUMABLE_OVERRIDES, RunConfig
 from .evaluation import Evaluator, class_ids, make_encoding
-from .search import STATS_FIELDS, LocalBackend, Search, Variation
+from .search import STATS_FIELDS, BackendError, LocalBackend, Search, Variation
 from .toolbox import make_toolbox
 
 logger = logging.getLogger(__name__)
@@ -110,13 +111,16 @@ def _logbook(records: list[dict]) -> tools.Logbook:
 
 
 class _StopRequest:
-    """First Ctrl-C: finish the generation, checkpoint, stop. Second: stop at once."""
+    """First Ctrl-C or SIGTERM (e.g. ``ray job stop``, a preempted node): finish the
+    generation, checkpoint, stop. A second one: stop at once, keeping the last checkpoint."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
@@ -125,8 +129,8 @@ class _StopRequest:
         logger.warning("stopping after this generation (Ctrl-C again to stop at once)")
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def evolve(
@@ -175,6 +179,7 @@ def evolve(
                 "or choose another folder"
             )
         archive, records, start, next_id = ClassArchive(names), [], 0, 0
+    check_writable(config.out)
     logger.info("run configuration:\n%s", config.describe())
     toolbox = toolbox or make_toolbox(encoding)
     variation = Variation(toolbox, seed=config.seed, crossover_probability=config.crossover_probability)
@@ -221,16 +226,20 @@ def evolve(
                     median=f"{record['median']:.4f}",
                     max=f"{record['max']:.4f}",
                     evals_s=f"{record['evals_per_s']:.0f}",
+                    **({"ray": backend.summary()} if hasattr(backend, "summary") else {}),
                     refresh=False,
                 )
                 if config.checkpoint_every and search.generation % config.checkpoint_every == 0:
                     save()
                     saved_at = search.generation - 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BackendError) as error:
+        # The backend fails between insertions (Search inserts only after all of a
+        # generation's results came back), so the archive is whole: save it.
         if search.generation - 1 > saved_at and search.generation > 0 and not search.inserting:
             save()
         logger.warning(
-            "interrupted: generation %d is the last one saved in %s",
+            "%s: generation %d is the last one saved in %s",
+            "interrupted" if isinstance(error, KeyboardInterrupt) else "stopped",
             search.generation - 1,
             config.out,
         )

@@ -79,6 +79,13 @@ class Variation:
         )
 
 
+class BackendError(OSError):
+    """The backend cannot go on (e.g. a Ray actor kept crashing); the archive is intact.
+
+    An ``OSError`` so that the command line reports it as one line, exit code 2.
+    """
+
+
 class Backend(Protocol):
     """Where children are made and scored."""
 

@@ -30,3 +30,24 @@ def lenet(fooling_home):
     from fooling.fitness import load_model
 
     return load_model("mnist-lenet")
+
+
+@pytest.fixture(scope="session")
+def ray_session(fooling_home):
+    """One local Ray instance for the whole session (``ray.init`` costs seconds).
+
+    Two CPUs as on the development machine and two fake GPUs, so scorer actors are
+    placed on GPUs (``num_gpus=1`` each) while torch, finding no CUDA, scores on CPU.
+    Only tests that ask for this fixture start Ray.
+    """
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
