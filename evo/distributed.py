@@ -247,6 +247,9 @@ class RayBackend:
         model: the classifier with weights, shipped through the object store so that
             cluster nodes need no weights cache.
         max_restarts: restarts of each actor before the run gives up.
+        scorer_actor: class the scorer actors run instead of the real one (same
+            constructor and ``describe``/``score`` methods); benchmarks use it to simulate
+            GPUs with actors that sleep.
 
     Raises:
         ConnectionError: ``config.address`` does not answer.
@@ -262,11 +265,13 @@ class RayBackend:
         model: LoadedModel,
         *,
         max_restarts: int | None = None,
+        scorer_actor: type | None = None,
     ) -> None:
         if config.workers < 1:
             raise ValueError("RayBackend needs --workers >= 1 (0 runs in-process without Ray)")
         self.config = config
         self.max_restarts = MAX_RESTARTS if max_restarts is None else max_restarts
+        self._scorer_class = _Scorer if scorer_actor is None else ray.remote(scorer_actor)
         self._owns_ray = connect(config.address)
         try:
             self._start_actors(config, variation, model)
@@ -327,7 +332,7 @@ class RayBackend:
             for _ in range(config.workers)
         ]
         self.scorers = [
-            _Scorer.options(num_cpus=share, num_gpus=gpus, **restarts).remote(
+            self._scorer_class.options(num_cpus=share, num_gpus=gpus, **restarts).remote(
                 config, self._model_ref, device, threads, torch.get_num_threads()
             )
             for _ in range(config.scorers)

@@ -1,0 +1,184 @@
+"""Ray backend benchmark: end-to-end efficiency, scaling with simulated GPUs, the driver's ceiling.
+
+One run prints three measurements (figures are measured, never assumed, except the
+GPU-scorer rate used to turn the driver's ceiling into a number of scorers):
+
+1. MNIST efficiency: raw scorer throughput (``Evaluator.evaluate`` in-process, one
+   batch after the other) vs end-to-end evaluations/s of a search on Ray (1 mutator
+   actor, 1 scorer actor: variation, transfers, scheduling and archive insertion
+   included). Target >= 0.7.
+2. Scaling: scorer actors that sleep a fixed time per task (a simulated GPU), 1, 2, 4
+   and 8 of them; evaluations/s against the ideal ``scorers * batch / sleep``.
+3. The driver's ceiling: evaluations/s when mutators only copy their parents and
+   scorers return at once, so what is left is the driver's own work (parent
+   selection, submitting, ``ray.wait``, fetching results, archive insertion). Divided
+   by the rate of one GPU scorer (``--gpu-scorer-rate``), it says how many GPU
+   scorers one driver can keep busy.
+
+Usage::
+
+    python scripts/bench_ray.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("FOOLING_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+from deap import base  # noqa: E402
+
+from fooling.evo.archive import ClassArchive  # noqa: E402
+from fooling.evo.config import RunConfig  # noqa: E402
+from fooling.evo.distributed import RayBackend  # noqa: E402
+from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
+from fooling.evo.run import load_or_train  # noqa: E402
+from fooling.evo.search import Search, Variation  # noqa: E402
+from fooling.evo.toolbox import make_toolbox  # noqa: E402
+
+
+def search_rate(backend, encoding, model, *, population: int, batch_size: int, generations: int) -> float:
+    """Evaluations/s of ``generations`` generations after one warm-up generation."""
+    names = [model.spec.class_names[i] for i in range(model.spec.num_classes)]
+    search = Search(
+        archive=ClassArchive(names), backend=backend, seed=0, population=population, batch_size=batch_size
+    )
+    search.step()  # generation 0: random genomes, actors warm up
+    started = time.perf_counter()
+    for _ in range(generations):
+        search.step()
+    return generations * population / (time.perf_counter() - started)
+
+
+def raw_scorer_rate(config: RunConfig, model, batch_size: int, repeats: int) -> float:
+    """Evaluations/s of the scorer alone, in this process, on ready-made genomes."""
+    evaluator = Evaluator(config, model)
+    genomes = evaluator.encoding.random(batch_size, np.random.default_rng(0))
+    evaluator.evaluate(genomes)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        evaluator.evaluate(genomes)
+    return repeats * batch_size / (time.perf_counter() - started)
+
+
+class SleepScorer:
+    """A simulated GPU: takes ``SECONDS`` per task whatever its size, returns random probabilities."""
+
+    SECONDS = 0.1
+
+    def __init__(self, config, model, device, threads, cpu_threads) -> None:
+        self.cells = len(class_ids(config, model.spec))
+        self.rng = np.random.default_rng(0)
+
+    def describe(self) -> dict:
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": "sleep"}
+
+    def score(self, children):
+        started = time.perf_counter()
+        out = []
+        for batch in children:
+            time.sleep(self.SECONDS)
+            out.append(self.rng.random((len(batch), self.cells), dtype=np.float32))
+        return out, time.perf_counter() - started, os.getpid()
+
+
+class InstantScorer(SleepScorer):
+    """Returns at once: only the driver's own work is left."""
+
+    SECONDS = 0.0
+
+
+def copying_toolbox(encoding) -> base.Toolbox:
+    """Mutation that copies its parents: mutators cost (almost) nothing."""
+    toolbox = make_toolbox(encoding)
+    toolbox.register("mutate", lambda genomes, rng, generation: genomes.copy())
+    return toolbox
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer generations (a rough figure)")
+    parser.add_argument(
+        "--gpu-scorer-rate",
+        type=float,
+        default=2000.0,
+        help="evaluations/s of one GPU scorer, to turn the driver's ceiling into a number of "
+        "scorers (default 2000: an ImageNet-size net, single crop, on one GPU)",
+    )
+    args = parser.parse_args()
+    generations = 3 if args.quick else 10
+    cpus = os.cpu_count() or 2
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    model = load_or_train("mnist-lenet")
+    out = tempfile.mkdtemp(prefix="bench-ray-")
+    print(f"machine: {cpus} CPU cores; Ray {ray.__version__}; model mnist-lenet; out {out}")
+
+    # 1. End-to-end efficiency on MNIST.
+    population, batch = 4000, 500
+    config = RunConfig(population=population, batch_size=batch, workers=1, scorers=1, out=out)
+    encoding = make_encoding(config, model.spec)
+    variation = Variation(make_toolbox(encoding), seed=0)
+    raw = raw_scorer_rate(config, model, batch, repeats=4 * generations)
+    backend = RayBackend(config, variation, model)
+    try:
+        e2e = search_rate(
+            backend, encoding, model, population=population, batch_size=batch, generations=generations
+        )
+    finally:
+        backend.close()
+    print("\n1. MNIST LeNet, batch", batch, "population", population)
+    print(f"   raw scorer (in-process)      {raw:9.0f} evaluations/s")
+    print(f"   end to end on Ray (1+1)      {e2e:9.0f} evaluations/s")
+    print(f"   ratio                        {e2e / raw:9.2f}   (target >= 0.7)")
+
+    # 2. Scaling with simulated GPUs: each task takes SECONDS whatever else runs.
+    population, batch, seconds = 3200, 100, SleepScorer.SECONDS
+    print(
+        f"\n2. Scaling: scorers sleeping {seconds * 1000:.0f} ms per task of {batch} "
+        f"(population {population})"
+    )
+    print("   scorers   evaluations/s   ideal   efficiency")
+    for scorers in (1, 2, 4, 8):
+        config = RunConfig(population=population, batch_size=batch, workers=2, scorers=scorers, out=out)
+        backend = RayBackend(config, variation, model, scorer_actor=SleepScorer)
+        try:
+            rate = search_rate(
+                backend,
+                encoding,
+                model,
+                population=population,
+                batch_size=batch,
+                generations=max(2, generations // 2),
+            )
+        finally:
+            backend.close()
+        ideal = scorers * batch / seconds
+        print(f"   {scorers:7d}   {rate:13.0f}   {ideal:5.0f}   {rate / ideal:10.2f}")
+
+    # 3. The driver's ceiling: copying mutators, instant scorers.
+    population, batch = 8000, 500
+    config = RunConfig(population=population, batch_size=batch, workers=1, scorers=2, out=out)
+    copying = Variation(copying_toolbox(encoding), seed=0)
+    backend = RayBackend(config, copying, model, scorer_actor=InstantScorer)
+    try:
+        ceiling = search_rate(
+            backend, encoding, model, population=population, batch_size=batch, generations=generations
+        )
+    finally:
+        backend.close()
+    print(f"\n3. Driver ceiling (MNIST genomes, batch {batch}, copying mutators, instant scorers)")
+    print(f"   driver alone                 {ceiling:9.0f} evaluations/s")
+    print(
+        f"   GPU scorers it can feed      {ceiling / args.gpu_scorer_rate:9.0f}   "
+        f"(= ceiling / {args.gpu_scorer_rate:.0f} evaluations/s per GPU scorer; target >= 100)"
+    )
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
