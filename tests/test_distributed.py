@@ -71,7 +71,7 @@ def backends(monkeypatch):
     return made
 
 
-@pytest.mark.parametrize(("workers", "scorers"), [(1, 1), (4, 2)])
+@pytest.mark.parametrize(("workers", "scorers"), [(1, 1), (1, 2), (4, 2)])
 def test_same_archive_whatever_the_number_of_actors(
     ray_session, reference, tmp_path, backends, workers, scorers
 ):
