@@ -6,10 +6,15 @@ images are torch tensors.
 
 from ._batch import GenomeBatch
 from .color import hls_to_rgb, hsv_to_rgb
+from .cppn import ACTIVATIONS, CPPNEncoding, CPPNGenomes, coordinate_inputs
 from .direct import DirectEncoding, DirectGenomes
 from .operators import polynomial_mutation, simulated_binary_crossover
 
 __all__ = [
+    "ACTIVATIONS",
+    "CPPNEncoding",
+    "CPPNGenomes",
+    "coordinate_inputs",
     "DirectEncoding",
     "DirectGenomes",
     "GenomeBatch",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fooling.encodings import DirectEncoding, GenomeBatch
+from fooling.encodings import CPPNEncoding, DirectEncoding, GenomeBatch
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, resolve_name
 
 from .config import RunConfig
@@ -25,8 +25,20 @@ def _direct(config: RunConfig, spec: ModelSpec, size: tuple[int, int]) -> Direct
     )
 
 
+def _cppn(config: RunConfig, spec: ModelSpec, size: tuple[int, int]) -> CPPNEncoding:
+    return CPPNEncoding(
+        outputs=spec.channels,
+        height=size[0],
+        width=size[1],
+        # The paper's text says HSV; "rgb" (the config default) is taken to mean that.
+        color_space="hls" if config.color_space == "hls" else "hsv",
+        weight_probability=config.mutation_probability,
+        weight_eta=config.mutation_eta,
+    )
+
+
 # name -> factory(config, model spec, (height, width)) -> encoding
-ENCODINGS = {"direct": _direct}
+ENCODINGS = {"direct": _direct, "cppn": _cppn}
 
 
 def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:

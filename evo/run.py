@@ -14,7 +14,7 @@ from deap import base, tools
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fooling.encodings import DirectGenomes, GenomeBatch
+from fooling.encodings import CPPNGenomes, DirectGenomes, GenomeBatch
 from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
 from fooling.fitness.models import LENET_PATTERN
 
@@ -37,7 +37,7 @@ from .toolbox import make_toolbox
 logger = logging.getLogger(__name__)
 
 # Genome classes a checkpoint may name; loading never builds anything else.
-GENOME_CLASSES: dict[str, type[GenomeBatch]] = {"DirectGenomes": DirectGenomes}
+GENOME_CLASSES: dict[str, type[GenomeBatch]] = {"DirectGenomes": DirectGenomes, "CPPNGenomes": CPPNGenomes}
 
 
 class RunFolderError(ValueError):

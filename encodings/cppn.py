@@ -1,0 +1,382 @@
+"""CPPN encoding (Stanley 2007) as in the paper: NEAT-style complexification, no crossover.
+
+A genome is a small feed-forward network from pixel coordinates to colour. Inputs are
+``x``, ``y`` (in [-1, 1]), ``d`` (distance from the centre) and a bias of 1; outputs are
+1 (gray) or 3 (colour, HSV or HLS) channels, pixel = ``|output|``.
+
+Genomes are fixed-capacity padded arrays so that a batch is a plain structure of arrays
+(it stacks, slices, ships through Ray and Parquet as numpy buffers). Every node carries a
+*depth* in [0, 1]: inputs 0, outputs 1, a node made by splitting ``a -> b`` gets the mean
+of their depths, and a connection always goes from a smaller depth to a larger one. The
+network is therefore acyclic by construction, and sorting nodes by depth gives the
+topological evaluation order used by :meth:`CPPNEncoding.render`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ._batch import GenomeBatch
+from .color import hls_to_rgb, hsv_to_rgb
+from .operators import polynomial_mutation
+
+NUM_INPUTS = 4  # x, y, d, bias
+WEIGHT_LIMIT = 10.0  # weights live in [-10, 10], as in the paper's code
+
+
+def _bipolar_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return 2.0 * torch.sigmoid(x) - 1.0  # = 2 / (1 + e^-x) - 1
+
+
+def _gaussian(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-x * x)
+
+
+def _clipped_linear(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-3.0, 3.0) / 3.0
+
+
+# The activation registry: name -> torch function. A genome stores indices into it.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sine": torch.sin,
+    "bipolar_sigmoid": _bipolar_sigmoid,
+    "gaussian": _gaussian,
+    "linear": _clipped_linear,
+}
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+
+
+@dataclasses.dataclass
+class CPPNGenomes(GenomeBatch):
+    """A batch of CPPNs, padded to a common capacity.
+
+    Node slots ``0..3`` are the inputs (x, y, d, bias), slots ``4..4+outputs-1`` the
+    outputs, later slots hidden nodes (used or free).
+
+    Attributes:
+        node_used: ``(batch_size, max_nodes)`` bool.
+        node_activation: ``(batch_size, max_nodes)`` int8 index into :data:`ACTIVATIONS`
+            (ignored for inputs and free slots).
+        node_depth: ``(batch_size, max_nodes)`` float32 in [0, 1]; inputs 0, outputs 1.
+        edge_used: ``(batch_size, max_edges)`` bool (enabled connections).
+        edge_source: ``(batch_size, max_edges)`` int16 node slot.
+        edge_target: ``(batch_size, max_edges)`` int16 node slot.
+        edge_weight: ``(batch_size, max_edges)`` float32 in [-10, 10].
+    """
+
+    node_used: np.ndarray
+    node_activation: np.ndarray
+    node_depth: np.ndarray
+    edge_used: np.ndarray
+    edge_source: np.ndarray
+    edge_target: np.ndarray
+    edge_weight: np.ndarray
+
+
+def coordinate_inputs(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The four input planes ``(4, height * width)``: x, y in [-1, 1], d, bias 1."""
+    y = torch.linspace(-1.0, 1.0, height, device=device)
+    x = torch.linspace(-1.0, 1.0, width, device=device)
+    grid_y, grid_x = torch.meshgrid(y, x, indexing="ij")
+    distance = torch.sqrt(grid_x**2 + grid_y**2)
+    return torch.stack([grid_x, grid_y, distance, torch.ones_like(grid_x)]).reshape(4, -1)
+
+
+class CPPNEncoding:
+    """CPPN genomes, the paper's mutations and batched rendering.
+
+    Args:
+        outputs: 1 (gray) or 3 (colour).
+        height, width: rendered image size (any; CPPNs are resolution independent).
+        color_space: ``"hsv"`` (paper's text) or ``"hls"`` (paper's code) for 3 outputs.
+        max_nodes, max_edges: capacity of a genome; a mutation that would exceed it is skipped.
+        weight_probability: chance each weight mutates (polynomial, ``weight_eta``).
+        activation_probability: chance each non-input node's activation is resampled.
+        add_connection, delete_connection, add_node, delete_node: chance per child of
+            each structural mutation.
+
+    Raises:
+        ValueError: a size or probability out of range.
+    """
+
+    name = "cppn"
+    genome_class = CPPNGenomes
+
+    def __init__(
+        self,
+        *,
+        outputs: int,
+        height: int,
+        width: int,
+        color_space: str = "hsv",
+        max_nodes: int = 48,
+        max_edges: int = 160,
+        weight_probability: float = 0.1,
+        weight_eta: float = 15.0,
+        activation_probability: float = 0.1,
+        add_connection: float = 0.5,
+        delete_connection: float = 0.3,
+        add_node: float = 0.5,
+        delete_node: float = 0.2,
+    ) -> None:
+        if outputs not in (1, 3):
+            raise ValueError(f"a CPPN has 1 or 3 outputs, not {outputs}")
+        if height < 1 or width < 1:
+            raise ValueError(f"image size must be positive, not {height}x{width}")
+        if color_space not in ("hsv", "hls", "rgb"):
+            raise ValueError(f"color space must be hsv, hls or rgb, not {color_space!r}")
+        if max_nodes < NUM_INPUTS + outputs or max_edges < NUM_INPUTS * outputs:
+            raise ValueError("capacity too small for the initial fully connected network")
+        for value in (weight_probability, activation_probability, add_connection, delete_connection,
+                      add_node, delete_node):  # fmt: skip
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"probabilities must be in [0, 1], not {value}")
+        self.outputs = outputs
+        self.shape = (outputs, height, width)
+        self.color_space = color_space
+        self.max_nodes = max_nodes
+        self.max_edges = max_edges
+        self.weight_probability = weight_probability
+        self.weight_eta = weight_eta
+        self.activation_probability = activation_probability
+        self.structural = (add_connection, delete_connection, add_node, delete_node)
+
+    # --- creation ---------------------------------------------------------------------
+
+    def random(self, count: int, rng: np.random.Generator) -> CPPNGenomes:
+        """``count`` genomes with no hidden node, every input connected to every output."""
+        nodes, edges = self.max_nodes, self.max_edges
+        first_hidden = NUM_INPUTS + self.outputs
+        node_used = np.zeros((count, nodes), bool)
+        node_used[:, :first_hidden] = True
+        node_depth = np.full((count, nodes), 0.5, np.float32)
+        node_depth[:, :NUM_INPUTS] = 0.0
+        node_depth[:, NUM_INPUTS:first_hidden] = 1.0
+        node_activation = rng.integers(0, len(ACTIVATIONS), size=(count, nodes)).astype(np.int8)
+        initial = NUM_INPUTS * self.outputs
+        sources, targets = np.meshgrid(np.arange(NUM_INPUTS), np.arange(NUM_INPUTS, first_hidden))
+        edge_source = np.zeros((count, edges), np.int16)
+        edge_target = np.zeros((count, edges), np.int16)
+        edge_source[:, :initial] = sources.ravel()
+        edge_target[:, :initial] = targets.ravel()
+        edge_used = np.zeros((count, edges), bool)
+        edge_used[:, :initial] = True
+        edge_weight = np.zeros((count, edges), np.float32)
+        edge_weight[:, :initial] = rng.uniform(-WEIGHT_LIMIT, WEIGHT_LIMIT, size=(count, initial))
+        return CPPNGenomes(node_used, node_activation, node_depth, edge_used, edge_source, edge_target,
+                           edge_weight)  # fmt: skip
+
+    # --- variation --------------------------------------------------------------------
+
+    def mutate(self, genomes: CPPNGenomes, rng: np.random.Generator, generation: int = 0) -> CPPNGenomes:
+        """New genomes: weights and activations mutated for the whole batch at once, then
+        each structural mutation with its probability (cheap per genome); inputs unchanged."""
+        out = genomes.copy()
+        # Weights of every connection at once; unused slots are masked back afterwards.
+        mutated = polynomial_mutation(out.edge_weight, rng, probability=self.weight_probability,
+                                      eta=self.weight_eta, low=-WEIGHT_LIMIT, high=WEIGHT_LIMIT)  # fmt: skip
+        out.edge_weight = np.where(out.edge_used, mutated, out.edge_weight)
+        resample = rng.random(out.node_activation.shape) < self.activation_probability
+        resample[:, :NUM_INPUTS] = False
+        fresh = rng.integers(0, len(ACTIVATIONS), size=out.node_activation.shape).astype(np.int8)
+        out.node_activation = np.where(resample & out.node_used, fresh, out.node_activation)
+        draws = rng.random((len(out), 4)) < np.array(self.structural)
+        operations = (self._add_connection, self._delete_connection, self._add_node, self._delete_node)
+        for row, column in zip(*np.nonzero(draws)):
+            operations[column](out, int(row), rng)
+        return out
+
+    def _free_edge(self, genomes: CPPNGenomes, row: int) -> int:
+        free = np.flatnonzero(~genomes.edge_used[row])
+        return int(free[0]) if free.size else -1
+
+    def _add_connection(self, genomes: CPPNGenomes, row: int, rng: np.random.Generator) -> None:
+        slot = self._free_edge(genomes, row)
+        if slot < 0:
+            return
+        nodes = np.flatnonzero(genomes.node_used[row])
+        depth = genomes.node_depth[row]
+        existing = set(zip(genomes.edge_source[row][genomes.edge_used[row]].tolist(),
+                           genomes.edge_target[row][genomes.edge_used[row]].tolist()))  # fmt: skip
+        for _ in range(20):  # a few tries; a dense network may have no free pair left
+            source, target = rng.choice(nodes, size=2, replace=False)
+            if depth[source] > depth[target]:
+                source, target = target, source
+            if depth[source] < depth[target] and (source, target) not in existing:
+                genomes.edge_source[row, slot] = source
+                genomes.edge_target[row, slot] = target
+                genomes.edge_weight[row, slot] = rng.uniform(-WEIGHT_LIMIT, WEIGHT_LIMIT)
+                genomes.edge_used[row, slot] = True
+                return
+
+    def _delete_connection(self, genomes: CPPNGenomes, row: int, rng: np.random.Generator) -> None:
+        used = np.flatnonzero(genomes.edge_used[row])
+        if used.size:
+            genomes.edge_used[row, rng.choice(used)] = False
+
+    def _add_node(self, genomes: CPPNGenomes, row: int, rng: np.random.Generator) -> None:
+        free_nodes = np.flatnonzero(~genomes.node_used[row])
+        used = np.flatnonzero(genomes.edge_used[row])
+        if free_nodes.size == 0 or used.size == 0 or (~genomes.edge_used[row]).sum() < 1:
+            return
+        split = rng.choice(used)
+        source, target = int(genomes.edge_source[row, split]), int(genomes.edge_target[row, split])
+        depth = (genomes.node_depth[row, source] + genomes.node_depth[row, target]) / 2
+        if not genomes.node_depth[row, source] < depth < genomes.node_depth[row, target]:
+            return  # float32 cannot place a node between these two any more
+        node = int(free_nodes[0])
+        genomes.node_used[row, node] = True
+        genomes.node_depth[row, node] = depth
+        genomes.node_activation[row, node] = rng.integers(0, len(ACTIVATIONS))
+        # NEAT's split: source -> node with weight 1, node -> target keeps the old weight.
+        genomes.edge_source[row, split], genomes.edge_target[row, split] = node, target
+        slot = self._free_edge(genomes, row)
+        genomes.edge_source[row, slot], genomes.edge_target[row, slot] = source, node
+        genomes.edge_weight[row, slot] = 1.0
+        genomes.edge_used[row, slot] = True
+
+    def _delete_node(self, genomes: CPPNGenomes, row: int, rng: np.random.Generator) -> None:
+        hidden = (
+            np.flatnonzero(genomes.node_used[row, NUM_INPUTS + self.outputs :]) + NUM_INPUTS + self.outputs
+        )
+        if hidden.size == 0:
+            return
+        node = rng.choice(hidden)
+        genomes.node_used[row, node] = False
+        touching = (genomes.edge_source[row] == node) | (genomes.edge_target[row] == node)
+        genomes.edge_used[row, touching] = False
+
+    # --- rendering --------------------------------------------------------------------
+
+    def compile(self, genomes: CPPNGenomes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Topologically ordered evaluation lists of a batch, padded to a common length.
+
+        Every genome's nodes are laid out as: the 4 inputs, its hidden nodes by depth,
+        padding (nodes with no connections), its outputs. Position ``k`` only reads
+        positions ``< k``, so one pass over positions evaluates every genome.
+
+        Returns:
+            ``order`` ``(batch_size, length)`` node slot at each position (-1 for padding),
+            ``weights`` ``(batch_size, length, length)`` float32 with ``weights[b, k, j]``
+            the weight of the connection from position ``j`` to position ``k``, and
+            ``activations`` ``(batch_size, length)`` int8 activation ids.
+        """
+        batch = len(genomes)
+        first_hidden = NUM_INPUTS + self.outputs
+        hidden_used = genomes.node_used[:, first_hidden:]
+        widest = int(hidden_used.sum(axis=1).max()) if batch else 0
+        length = first_hidden + widest
+        # Sort hidden slots by depth, free slots last, then keep the first `widest`.
+        keys = np.where(hidden_used, genomes.node_depth[:, first_hidden:], np.inf)
+        ranked = np.argsort(keys, axis=1, kind="stable")[:, :widest] + first_hidden
+        ranked_used = np.take_along_axis(genomes.node_used, ranked, axis=1)
+        hidden = np.where(ranked_used, ranked, -1)
+        inputs = np.broadcast_to(np.arange(NUM_INPUTS), (batch, NUM_INPUTS))
+        outputs = np.broadcast_to(np.arange(NUM_INPUTS, first_hidden), (batch, self.outputs))
+        order = np.concatenate([inputs, hidden, outputs], axis=1)
+        # position_of[b, slot] = position of node slot in genome b's order.
+        position_of = np.full((batch, self.max_nodes), -1, np.int64)
+        rows = np.repeat(np.arange(batch), length)
+        valid = order.ravel() >= 0
+        position_of[rows[valid], order.ravel()[valid]] = np.tile(np.arange(length), batch)[valid]
+        weights = np.zeros((batch, length, length), np.float32)
+        edge_rows, edge_slots = np.nonzero(genomes.edge_used)
+        targets = position_of[edge_rows, genomes.edge_target[edge_rows, edge_slots]]
+        sources = position_of[edge_rows, genomes.edge_source[edge_rows, edge_slots]]
+        np.add.at(weights, (edge_rows, targets, sources), genomes.edge_weight[edge_rows, edge_slots])
+        activations = np.take_along_axis(genomes.node_activation, np.maximum(order, 0), axis=1)
+        return order, weights, activations
+
+    def render(
+        self, genomes: CPPNGenomes, device: torch.device | str = "cpu", *, chunk: int = 64
+    ) -> torch.Tensor:
+        """Images ``(batch_size, outputs, height, width)`` float32 in [0, 1] on ``device``.
+
+        The whole coordinate grid and a chunk of genomes go through each node at once:
+        one batched matrix product per node position, no loop over pixels or genomes.
+        """
+        _, height, width = self.shape
+        device = torch.device(device)
+        planes = coordinate_inputs(height, width, device)  # (4, pixels)
+        images = []
+        for start in range(0, len(genomes), chunk):
+            part = genomes.take(slice(start, start + chunk))
+            _, weights, activations = self.compile(part)
+            weights_t = torch.from_numpy(weights).to(device)
+            activation_t = torch.from_numpy(activations.astype(np.int64)).to(device)
+            batch, length = activations.shape
+            values = torch.zeros(batch, length, planes.shape[1], device=device)
+            values[:, :NUM_INPUTS] = planes
+            for position in range(NUM_INPUTS, length):
+                total = torch.bmm(weights_t[:, position : position + 1, :position], values[:, :position])[
+                    :, 0
+                ]
+                values[:, position] = _activate(total, activation_t[:, position])
+            out = values[:, length - self.outputs :].abs().clamp(0.0, 1.0)
+            images.append(out.reshape(batch, self.outputs, height, width))
+        if not images:
+            return torch.zeros((0, *self.shape), device=device)
+        images = torch.cat(images)
+        if self.outputs == 3 and self.color_space != "rgb":
+            images = hsv_to_rgb(images) if self.color_space == "hsv" else hls_to_rgb(images)
+        return images
+
+    # --- checks -----------------------------------------------------------------------
+
+    def validate(self, genomes: CPPNGenomes) -> None:
+        """Raise ``ValueError`` unless every genome is a well-formed acyclic CPPN of this shape.
+
+        Checks capacity and dtypes, inputs and outputs present with depths 0 and 1,
+        activation ids in range, no connection from or to a missing node ("dangling"),
+        every connection going to a larger depth (no cycles), finite bounded weights.
+        """
+        expected = {"node_used": self.max_nodes, "edge_used": self.max_edges}
+        for name, width in expected.items():
+            array = getattr(genomes, name)
+            if array.ndim != 2 or array.shape[1] != width:
+                raise ValueError(f"CPPN genomes hold {name} of shape {array.shape}, expected (n, {width})")
+        first_hidden = NUM_INPUTS + self.outputs
+        used = genomes.node_used
+        if not used[:, :first_hidden].all():
+            raise ValueError("a CPPN genome lacks an input or output node")
+        depth = genomes.node_depth
+        if (depth[:, :NUM_INPUTS] != 0).any() or (depth[:, NUM_INPUTS:first_hidden] != 1).any():
+            raise ValueError("a CPPN genome's inputs or outputs are out of place")
+        hidden_depth = depth[:, first_hidden:][used[:, first_hidden:]]
+        if hidden_depth.size and not ((hidden_depth > 0) & (hidden_depth < 1)).all():
+            raise ValueError("a CPPN genome has a hidden node outside depth (0, 1)")
+        activation = genomes.node_activation[used]
+        if activation.size and (activation.min() < 0 or activation.max() >= len(ACTIVATIONS)):
+            raise ValueError("a CPPN genome has an unknown activation id")
+        rows, slots = np.nonzero(genomes.edge_used)
+        sources, targets = genomes.edge_source[rows, slots], genomes.edge_target[rows, slots]
+        if sources.size and (
+            min(sources.min(), targets.min()) < 0 or max(sources.max(), targets.max()) >= self.max_nodes
+        ):
+            raise ValueError("a CPPN genome has a connection to a node that does not exist")
+        if not (used[rows, sources].all() and used[rows, targets].all()):
+            raise ValueError("a CPPN genome has a dangling connection (to or from a removed node)")
+        if not (depth[rows, sources] < depth[rows, targets]).all():
+            raise ValueError("a CPPN genome has a cycle (a connection that does not go forward)")
+        weights = genomes.edge_weight[rows, slots]
+        if weights.size and not (np.isfinite(weights).all() and np.abs(weights).max() <= WEIGHT_LIMIT):
+            raise ValueError("a CPPN genome has a weight outside [-10, 10]")
+
+
+def _activate(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Apply activation ``ids[b]`` to row ``b`` of ``values`` ``(batch, pixels)``."""
+    out = torch.empty_like(values)
+    for index, function in enumerate(ACTIVATIONS.values()):
+        rows = ids == index
+        if rows.any():
+            out[rows] = function(values[rows])
+    return out
+
+
+def node_count(genomes: CPPNGenomes) -> np.ndarray:
+    """Used nodes per genome, ``(batch_size,)``."""
+    return genomes.node_used.sum(axis=1)
