@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .checkpoint import join, read_latest_checkpoint_table, read_stats, write_bytes  # noqa: E402
+from .gallery import gallery_html  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def progress_figure(records: list[dict]) -> bytes:
 
 
 def write_report(out: str, *, max_tiles: int = 40) -> list[str]:
-    """Write ``elites.png`` and ``progress.png`` (and the gallery) into run folder ``out``.
+    """Write ``elites.png``, ``index.html`` (gallery of every cell) and ``progress.png`` into ``out``.
 
     Returns:
         URIs of the files written.
@@ -78,6 +79,9 @@ def write_report(out: str, *, max_tiles: int = 40) -> list[str]:
     written = []
     uri = join(out, "elites.png")
     write_bytes(uri, elites_figure(table, max_tiles))
+    written.append(uri)
+    uri = join(out, "index.html")
+    write_bytes(uri, gallery_html(table, title=f"fooling: {out.rstrip('/').split('/')[-1]}").encode())
     written.append(uri)
     records = read_stats(out)
     if records:

@@ -1,0 +1,74 @@
+"""ImageNet models that work offline, and tiny searches of both encodings on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fooling.evo.cli import main
+from fooling.evo.config import RunConfig
+from fooling.evo.run import evolve
+from fooling.fitness import ModelUnavailableError, Scorer, load_model
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_model("imagenet-lite0")
+
+
+def test_lite0_labels_chelsea_a_cat(lite0):
+    from skimage import data
+
+    photo = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float().unsqueeze(0) / 255
+    photo = F.interpolate(photo, size=(224, 224), mode="bilinear", antialias=True)
+    probabilities = Scorer(lite0).score(photo)[0]
+    top = lite0.spec.class_names[int(probabilities.argmax())]
+    assert top in ("Egyptian cat", "tabby", "tiger cat")
+    assert len(lite0.spec.class_names) == 1000
+
+
+def test_wrong_image_size_is_refused(lite0):
+    with pytest.raises(ValueError, match=r"takes images of shape \(batch, 3, 224, 224\)"):
+        Scorer(lite0).score(torch.rand(1, 3, 100, 100))
+
+
+def test_ten_crops_take_the_larger_image(lite0):
+    scorer = Scorer(lite0, crops=10)
+    assert scorer.image_size == (256, 256)
+    probabilities = scorer.score(torch.rand(2, 3, 256, 256))
+    assert probabilities.shape == (2, 1000) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+
+
+def test_torchvision_models_fail_clearly_offline(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")
+    with pytest.raises(ModelUnavailableError, match="IMAGENET1K_V1"):
+        load_model("imagenet-alexnet")
+
+
+@pytest.mark.parametrize("encoding", ["direct", "cppn"])
+def test_tiny_search_on_lite0(fooling_home, tmp_path, encoding):
+    config = RunConfig(model="imagenet-lite0", encoding=encoding, generations=2, population=6,
+                       image_size=32, classes=["jellyfish", "goldfish", "king penguin"],
+                       out=str(tmp_path / encoding))  # fmt: skip
+    search = evolve(config, show_progress=False)
+    assert search.archive.class_names == ("jellyfish", "goldfish", "king penguin")
+    assert search.archive.occupied.all()
+    assert ((search.archive.fitness > 0) & (search.archive.fitness < 1)).all()
+    shape = search.archive.genomes.pixels.shape if encoding == "direct" else None
+    assert shape in (None, (3, 3, 32, 32))
+
+
+def test_unknown_class_suggests_close_names(fooling_home, tmp_path, capsys):
+    code = main(
+        ["evolve", "--model", "imagenet-lite0", "--classes", "jellyfsh", "--out", str(tmp_path / "x")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "did you mean 'jellyfish'" in err[0]
