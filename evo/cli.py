@@ -17,7 +17,7 @@ from .config import RunConfig
 logger = logging.getLogger("fooling")
 
 # Modules that add sub-commands: each has ``register(subparsers)`` and sets ``func``.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("fooling.evo.gradient_cli",)
 
 
 class UsageError(ValueError):

@@ -1,0 +1,261 @@
+"""Gradient methods: targeted/untargeted perturbations of real images, gradient-ascent fooling images.
+
+Both optimise the input, never the weights. Images are ``(batch, channels, height, width)``
+float tensors in [0, 1] at the model's input size; everything runs batched on the scorer's
+device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from .models import LoadedModel
+from .scorer import Scorer
+
+
+@dataclasses.dataclass
+class GradientHistory:
+    """What happened at every step, for plots and animations.
+
+    Attributes:
+        probabilities: ``(steps + 1, batch, num_classes)`` float32 softmax after each step
+            (row 0: before the first step).
+        loss: ``(steps + 1, batch)`` float32 loss after each step.
+        frames: ``(num_frames, batch, channels, height, width)`` float32 snapshots of the images.
+        frame_steps: ``(num_frames,)`` int64 step of each snapshot.
+    """
+
+    probabilities: torch.Tensor
+    loss: torch.Tensor
+    frames: torch.Tensor
+    frame_steps: torch.Tensor
+
+
+@dataclasses.dataclass
+class PerturbResult:
+    """Outcome of :func:`perturb`.
+
+    Attributes:
+        images: ``(batch, channels, height, width)`` the perturbed images.
+        original: ``(batch, channels, height, width)`` the inputs.
+        source: ``(batch,)`` int64 label of each input before perturbation.
+        target: ``(batch,)`` int64 target class (-1 when untargeted).
+        steps: ``(batch,)`` int64 steps each image took (it stops once it succeeds).
+        success: ``(batch,)`` bool: target probability >= threshold (untargeted: label changed).
+        history: per-step record.
+    """
+
+    images: torch.Tensor
+    original: torch.Tensor
+    source: torch.Tensor
+    target: torch.Tensor
+    steps: torch.Tensor
+    success: torch.Tensor
+    history: GradientHistory
+
+    def change(self) -> dict[str, torch.Tensor]:
+        """Size of the change per image: ``l2``, ``linf`` (in [0, 1] pixel units) and ``psnr`` (dB)."""
+        delta = (self.images - self.original).flatten(1)
+        mse = delta.pow(2).mean(1)
+        return {
+            "l2": delta.norm(dim=1),
+            "linf": delta.abs().amax(1),
+            "psnr": 10 * torch.log10(1.0 / mse.clamp_min(1e-12)),
+        }
+
+
+def _as_scorer(model: LoadedModel | Scorer, device: str | None) -> Scorer:
+    return model if isinstance(model, Scorer) else Scorer(model, device=device, amp=False)
+
+
+def _frame_every(steps: int, max_frames: int) -> int:
+    return max(1, -(-steps // max(1, max_frames - 1)))
+
+
+def perturb(
+    model: LoadedModel | Scorer,
+    images: torch.Tensor,
+    target: torch.Tensor | int | None,
+    *,
+    steps: int = 300,
+    eps: float = 8 / 255,
+    lr: float | None = None,
+    threshold: float = 0.99,
+    max_frames: int = 40,
+    device: str | None = None,
+) -> PerturbResult:
+    """Projected gradient descent on the input, within an L-inf ball of radius ``eps``.
+
+    Targeted (``target`` given): minimise the cross-entropy of the one-hot target until
+    its probability reaches ``threshold``. Untargeted (``target=None``): maximise the
+    cross-entropy of the image's own label until the label changes, so the change stays
+    as small as the step size allows. Each image stops on success; the others go on.
+
+    Args:
+        model: the classifier (or a :class:`Scorer` of it).
+        images: ``(batch, channels, height, width)`` in [0, 1] at the model's input size.
+        target: class index for all images, ``(batch,)`` indices, or ``None``.
+        steps: most steps per image.
+        eps: L-inf budget in [0, 1] pixel units (8/255 is customary).
+        lr: step size per step (default ``eps / 4``).
+        threshold: targeted success probability.
+        max_frames: snapshots kept for animations.
+
+    Returns:
+        A :class:`PerturbResult`; ``(images - original).abs().max() <= eps`` always.
+
+    Raises:
+        ValueError: ``steps <= 0``, ``eps <= 0``, images of the wrong shape, or a
+            target equal to an image's current label.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, not {steps}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, not {eps}")
+    scorer = _as_scorer(model, device)
+    scorer.check_images(images)
+    lr = eps / 4 if lr is None else lr
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, not {lr}")
+    original = images.detach().to(scorer.device, torch.float32)
+    batch = original.shape[0]
+    with torch.no_grad():
+        first_logits = scorer.logits(original)
+    first = F.softmax(first_logits, dim=1)
+    source = first.argmax(1)
+    targeted = target is not None
+    if targeted:
+        target_t = torch.as_tensor(target, device=scorer.device, dtype=torch.int64).expand(batch).clone()
+        if (target_t == source).any():
+            name = scorer.spec.class_names[int(target_t[target_t == source][0])]
+            raise ValueError(f"the image is already labelled {name!r}: choose another target")
+    else:
+        target_t = torch.full((batch,), -1, device=scorer.device, dtype=torch.int64)
+    goal = target_t if targeted else source
+
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, goal, reduction="none")
+
+    def succeeded(probabilities: torch.Tensor) -> torch.Tensor:
+        if targeted:
+            return probabilities.gather(1, goal[:, None])[:, 0] >= threshold
+        return probabilities.argmax(1) != source
+
+    every = _frame_every(steps, max_frames)
+    x = original.clone()
+    done = succeeded(first)
+    taken = torch.zeros(batch, dtype=torch.int64, device=scorer.device)
+    probabilities = [first.cpu()]
+    losses = [loss_of(first_logits).cpu()]
+    frames, frame_steps = [original.cpu()], [0]
+    for step in range(1, steps + 1):
+        if done.all():
+            break
+        x.requires_grad_(True)
+        loss = loss_of(scorer.logits(x))
+        (gradient,) = torch.autograd.grad(loss.sum(), x)
+        with torch.no_grad():
+            direction = -1.0 if targeted else 1.0
+            moved = x + direction * lr * gradient.sign()
+            moved = torch.min(torch.max(moved, original - eps), original + eps).clamp(0.0, 1.0)
+            # Finished images keep their state; the rest take the step.
+            x = torch.where(done[:, None, None, None], x.detach(), moved)
+            taken += (~done).long()
+            logits = scorer.logits(x)
+            now = F.softmax(logits, dim=1)
+            done = done | succeeded(now)
+            probabilities.append(now.cpu())
+            losses.append(loss_of(logits).cpu())
+        if step % every == 0 or done.all() or step == steps:
+            frames.append(x.detach().cpu())
+            frame_steps.append(step)
+    history = GradientHistory(
+        probabilities=torch.stack(probabilities),
+        loss=torch.stack(losses),
+        frames=torch.stack(frames),
+        frame_steps=torch.tensor(frame_steps),
+    )
+    return PerturbResult(
+        images=x.detach(),
+        original=original,
+        source=source,
+        target=target_t,
+        steps=taken,
+        success=done,
+        history=history,
+    )
+
+
+def ascent(
+    model: LoadedModel | Scorer,
+    classes: torch.Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    decay: float = 0.01,
+    start: str = "noise",
+    seed: int = 0,
+    max_frames: int = 40,
+    device: str | None = None,
+) -> tuple[torch.Tensor, GradientHistory]:
+    """Gradient-ascent fooling images (Simonyan et al. 2013), one per class, batched.
+
+    Each step: ``x += lr * g`` with ``g`` the gradient of the class's log-probability
+    (the probability's gradient divided by the probability: the same direction, but it
+    does not vanish while the probability is tiny), normalised per image so ``lr`` is a
+    per-pixel step; then ``x`` decays towards the model's mean image by ``decay`` (the
+    L2 regulariser of the original) and is clipped to [0, 1].
+
+    Args:
+        model: the classifier (or a :class:`Scorer`).
+        classes: ``(batch,)`` int64 class indices, one image each.
+        start: ``"noise"`` (uniform) or ``"mean"`` (the model's mean image plus a little noise).
+
+    Returns:
+        ``(images (batch, channels, height, width), history)``.
+
+    Raises:
+        ValueError: ``steps <= 0``, ``lr <= 0`` or an unknown ``start``.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, not {steps}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, not {lr}")
+    if start not in ("noise", "mean"):
+        raise ValueError(f"start must be 'noise' or 'mean', not {start!r}")
+    scorer = _as_scorer(model, device)
+    classes = torch.as_tensor(classes, dtype=torch.int64, device=scorer.device)
+    shape = (len(classes), scorer.spec.channels, *scorer.spec.input_size)
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(scorer.spec.mean).view(1, -1, 1, 1).to(scorer.device)
+    noise = torch.rand(shape, generator=generator).to(scorer.device)
+    x = noise if start == "noise" else (mean + 0.05 * (noise - 0.5)).clamp(0, 1).expand(shape).clone()
+    every = _frame_every(steps, max_frames)
+    with torch.no_grad():
+        first = F.softmax(scorer.logits(x), dim=1)
+    probabilities, frames, frame_steps = [first.cpu()], [x.cpu()], [0]
+    losses = [-torch.log(first.gather(1, classes[:, None])[:, 0].clamp_min(1e-30)).cpu()]
+    for step in range(1, steps + 1):
+        x.requires_grad_(True)
+        log_probabilities = F.log_softmax(scorer.logits(x), dim=1).gather(1, classes[:, None])[:, 0]
+        (gradient,) = torch.autograd.grad(log_probabilities.sum(), x)
+        with torch.no_grad():
+            scale = gradient.flatten(1).norm(dim=1).clamp_min(1e-12) / gradient[0].numel() ** 0.5
+            x = x + lr * gradient / scale[:, None, None, None]
+            x = (mean + (x - mean) * (1.0 - decay)).clamp(0.0, 1.0)
+            now = F.softmax(scorer.logits(x), dim=1)
+            probabilities.append(now.cpu())
+            losses.append(-torch.log(now.gather(1, classes[:, None])[:, 0].clamp_min(1e-30)).cpu())
+        if step % every == 0 or step == steps:
+            frames.append(x.detach().cpu())
+            frame_steps.append(step)
+    history = GradientHistory(
+        probabilities=torch.stack(probabilities),
+        loss=torch.stack(losses),
+        frames=torch.stack(frames),
+        frame_steps=torch.tensor(frame_steps),
+    )
+    return x.detach(), history
