@@ -17,7 +17,7 @@ from .config import RunConfig
 logger = logging.getLogger("fooling")
 
 # Modules that add sub-commands: each has ``register(subparsers)`` and sets ``func``.
-EXTENSIONS: tuple[str, ...] = ("fooling.evo.gradient_cli",)
+EXTENSIONS: tuple[str, ...] = ("fooling.evo.gradient_cli", "fooling.evo.experiments_cli")
 
 
 class UsageError(ValueError):

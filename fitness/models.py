@@ -140,6 +140,12 @@ def get_model_spec(name: str) -> ModelSpec:
     match = LENET_PATTERN.match(name)
     if match:
         return _lenet_spec(int(match.group(1) or 0))
+    if name not in _REGISTRY:
+        from .retrain import retrained_spec  # networks retrained with a fooling class, cached
+
+        spec = retrained_spec(name)
+        if spec is not None:
+            return spec
     return _REGISTRY[resolve_name(name, _REGISTRY, "model")]()
 
 
