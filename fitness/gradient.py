@@ -33,6 +33,13 @@ class GradientHistory:
     frames: torch.Tensor
     frame_steps: torch.Tensor
 
+    @classmethod
+    def stacked(cls, probabilities: list, losses: list, frames: list, frame_steps: list) -> GradientHistory:
+        """A history from per-step lists of tensors."""
+        return cls(
+            torch.stack(probabilities), torch.stack(losses), torch.stack(frames), torch.tensor(frame_steps)
+        )
+
 
 @dataclasses.dataclass
 class PerturbResult:
@@ -172,12 +179,7 @@ def perturb(
         if step % every == 0 or done.all() or step == steps:
             frames.append(x.detach().cpu())
             frame_steps.append(step)
-    history = GradientHistory(
-        probabilities=torch.stack(probabilities),
-        loss=torch.stack(losses),
-        frames=torch.stack(frames),
-        frame_steps=torch.tensor(frame_steps),
-    )
+    history = GradientHistory.stacked(probabilities, losses, frames, frame_steps)
     return PerturbResult(
         images=x.detach(),
         original=original,
@@ -252,10 +254,5 @@ def ascent(
         if step % every == 0 or step == steps:
             frames.append(x.detach().cpu())
             frame_steps.append(step)
-    history = GradientHistory(
-        probabilities=torch.stack(probabilities),
-        loss=torch.stack(losses),
-        frames=torch.stack(frames),
-        frame_steps=torch.tensor(frame_steps),
-    )
+    history = GradientHistory.stacked(probabilities, losses, frames, frame_steps)
     return x.detach(), history
