@@ -130,9 +130,7 @@ def perturb(
     original = images.detach().to(scorer.device, torch.float32)
     batch = original.shape[0]
     with torch.no_grad():
-        first_logits = scorer.logits(original)
-    first = F.softmax(first_logits, dim=1)
-    source = first.argmax(1)
+        source = scorer.logits(original).argmax(1)
     targeted = target is not None
     if targeted:
         target_t = torch.as_tensor(target, device=scorer.device, dtype=torch.int64).expand(batch).clone()
@@ -142,43 +140,45 @@ def perturb(
     else:
         target_t = torch.full((batch,), -1, device=scorer.device, dtype=torch.int64)
     goal = target_t if targeted else source
-
-    def loss_of(logits: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, goal, reduction="none")
-
-    def succeeded(probabilities: torch.Tensor) -> torch.Tensor:
-        if targeted:
-            return probabilities.gather(1, goal[:, None])[:, 0] >= threshold
-        return probabilities.argmax(1) != source
+    direction = -1.0 if targeted else 1.0
 
     every = _frame_every(steps, max_frames)
     x = original.clone()
-    done = succeeded(first)
+    done = torch.zeros(batch, dtype=torch.bool, device=scorer.device)
     taken = torch.zeros(batch, dtype=torch.int64, device=scorer.device)
-    probabilities = [first.cpu()]
-    losses = [loss_of(first_logits).cpu()]
-    frames, frame_steps = [original.cpu()], [0]
-    for step in range(1, steps + 1):
-        if done.all():
-            break
-        x.requires_grad_(True)
-        loss = loss_of(scorer.logits(x))
-        (gradient,) = torch.autograd.grad(loss.sum(), x)
-        with torch.no_grad():
-            direction = -1.0 if targeted else 1.0
-            moved = x + direction * lr * gradient.sign()
-            moved = torch.min(torch.max(moved, original - eps), original + eps).clamp(0.0, 1.0)
-            # Finished images keep their state; the rest take the step.
-            x = torch.where(done[:, None, None, None], x.detach(), moved)
-            taken += (~done).long()
-            logits = scorer.logits(x)
-            now = F.softmax(logits, dim=1)
-            done = done | succeeded(now)
-            probabilities.append(now.cpu())
-            losses.append(loss_of(logits).cpu())
+    current = torch.zeros(batch, scorer.spec.num_classes)  # last known probabilities, on the CPU
+    current_loss = torch.zeros(batch)
+    probabilities, losses, frames, frame_steps = [], [], [], []
+    # Each step costs one forward and one backward pass, like plain PGD: the forward
+    # that gives the gradient also tells which images have already succeeded, and only
+    # images still going are computed at all.
+    for step in range(steps + 1):
+        rows = torch.nonzero(~done)[:, 0]
+        inputs = x[rows].requires_grad_(step < steps)
+        logits = scorer.logits(inputs)
+        loss = F.cross_entropy(logits, goal[rows], reduction="none")
+        now = F.softmax(logits.detach(), dim=1)
+        if targeted:
+            success = now.gather(1, goal[rows, None])[:, 0] >= threshold
+        else:
+            success = now.argmax(1) != source[rows]
+        current[rows.cpu()] = now.cpu()
+        current_loss[rows.cpu()] = loss.detach().cpu()
+        probabilities.append(current.clone())
+        losses.append(current_loss.clone())
+        done[rows[success]] = True
         if step % every == 0 or done.all() or step == steps:
-            frames.append(x.detach().cpu())
+            frames.append(x.cpu())
             frame_steps.append(step)
+        if done.all() or step == steps:
+            break
+        (gradient,) = torch.autograd.grad(loss[~success].sum(), inputs)
+        with torch.no_grad():
+            going = rows[~success]
+            moved = inputs[~success] + direction * lr * gradient[~success].sign()
+            bounds_low, bounds_high = original[going] - eps, original[going] + eps
+            x[going] = torch.min(torch.max(moved, bounds_low), bounds_high).clamp(0.0, 1.0)
+            taken[going] += 1
     history = GradientHistory.stacked(probabilities, losses, frames, frame_steps)
     return PerturbResult(
         images=x.detach(),
