@@ -83,10 +83,16 @@ class _MutatorActor:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": "cpu"}
 
     @ray.method(num_returns=2)
-    def vary(self, tasks: list[Task]) -> tuple[list[GenomeBatch], tuple[float, int]]:
-        """Children of each task, and ``(busy seconds, pid)`` for the driver's statistics."""
+    def vary(
+        self, tasks: list[Task], pool: GenomeBatch | None
+    ) -> tuple[list[GenomeBatch], tuple[float, int]]:
+        """Children of each task, and ``(busy seconds, pid)`` for the driver's statistics.
+
+        ``pool`` arrives as a reference resolved by Ray: one copy per node per generation,
+        read in place from the node's object store.
+        """
         started = time.perf_counter()
-        children = [self.variation(task) for task in tasks]
+        children = [self.variation(task, pool) for task in tasks]
         return children, (time.perf_counter() - started, os.getpid())
 
 
@@ -377,8 +383,10 @@ class RayBackend:
         fair = max(1, len(tasks) // (IN_FLIGHT_PER_SCORER * len(self.scorers)))
         return min(wanted, fair)
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
         """Vary and score ``tasks``; yield ``(children, probabilities (count, num_cells))`` in task order.
+
+        Parents come from ``pool``, put in the object store once for the whole generation.
 
         Raises:
             BackendError: an actor died more than ``max_restarts`` times, or nothing
@@ -393,6 +401,7 @@ class RayBackend:
                 len(self.scorers),
             )
         group = self._group_size(tasks)
+        pool_ref = None if pool is None else ray.put(pool)
         chunks = [tasks[start : start + group] for start in range(0, len(tasks), group)]
         finished: dict[int, tuple[list[GenomeBatch], list[np.ndarray]]] = {}
         in_flight: dict[ray.ObjectRef, _Call] = {}
@@ -403,7 +412,7 @@ class RayBackend:
             while submitted < len(chunks) and min(scorer_load) < IN_FLIGHT_PER_SCORER:
                 scorer = int(np.argmin(scorer_load))
                 mutator = int(np.argmin(mutator_load))
-                children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted])
+                children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted], pool_ref)
                 probabilities = self.scorers[scorer].score.remote(children)
                 count = sum(task.count for task in chunks[submitted])
                 in_flight[probabilities] = _Call(submitted, scorer, mutator, children, mutator_stats, count)

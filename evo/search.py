@@ -46,16 +46,21 @@ def selection_rng(seed: int, generation: int) -> np.random.Generator:
 class Task:
     """One batch of children to make and score.
 
+    A task names its parents by row in the generation's parent pool (the genomes of
+    the distinct parent cells, sent once per generation), so that what the driver
+    sends per task is a small integer array, not ``count`` genomes.
+
     Attributes:
         generation, batch_index: coordinates that seed the batch's random draws.
         count: children in the batch.
-        parents: ``count`` parent genomes, or ``None`` for random genomes (generation 0).
+        parent_rows: ``(count,)`` rows of the parent pool, or ``None`` for random
+            genomes (generation 0).
     """
 
     generation: int
     batch_index: int
     count: int
-    parents: GenomeBatch | None
+    parent_rows: np.ndarray | None
 
 
 class Variation:
@@ -66,13 +71,14 @@ class Variation:
         self.seed = seed
         self.crossover_probability = crossover_probability
 
-    def __call__(self, task: Task) -> GenomeBatch:
+    def __call__(self, task: Task, pool: GenomeBatch | None) -> GenomeBatch:
+        """The children of ``task``, whose parents are ``pool.take(task.parent_rows)``."""
         rng = batch_rng(self.seed, task.generation, task.batch_index)
-        if task.parents is None:
+        if task.parent_rows is None:
             return self.toolbox.random(task.count, rng)
         return vary(
             self.toolbox,
-            task.parents,
+            pool.take(task.parent_rows),
             rng,
             generation=task.generation,
             crossover_probability=self.crossover_probability,
@@ -89,8 +95,11 @@ class BackendError(OSError):
 class Backend(Protocol):
     """Where children are made and scored."""
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
-        """Yield ``(children, probabilities (count, num_cells))`` for each task, in task order."""
+    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+        """Yield ``(children, probabilities (count, num_cells))`` for each task, in task order.
+
+        ``pool`` holds the generation's distinct parents (``None`` in generation 0).
+        """
         ...
 
     def close(self) -> None: ...
@@ -103,9 +112,9 @@ class LocalBackend:
         self.variation = variation
         self.evaluator = evaluator
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
         for task in tasks:
-            children = self.variation(task)
+            children = self.variation(task, pool)
             yield children, self.evaluator.evaluate(children)
 
     def close(self) -> None:
@@ -156,31 +165,41 @@ class Search:
         self.logbook = logbook
         self.inserting = False  # True while the archive holds a half-inserted generation
 
-    def tasks(self) -> tuple[list[Task], np.ndarray]:
-        """This generation's tasks and the parent cell of each child (-1 for random)."""
+    def tasks(self) -> tuple[list[Task], GenomeBatch | None, np.ndarray]:
+        """This generation's tasks, their parent pool, and the parent cell of each child.
+
+        Returns:
+            ``(tasks, pool, parent_cells)``: ``pool`` holds the genomes of the distinct
+            parent cells (``None`` for random genomes), ``parent_cells`` is
+            ``(population,)``, -1 for random genomes.
+        """
         starts = range(0, self.population, self.batch_size)
         counts = [min(self.batch_size, self.population - start) for start in starts]
         if len(self.archive) == 0:
             parent_cells = np.full(self.population, -1, dtype=np.int32)
             tasks = [Task(self.generation, i, n, None) for i, n in enumerate(counts)]
-            return tasks, parent_cells
+            return tasks, None, parent_cells
         parent_cells = self.archive.sample_parents(
             self.population, selection_rng(self.seed, self.generation)
         ).astype(np.int32)
+        # Many children share a parent (with 10 classes, all 8000 children of a generation
+        # have at most 10 parents): copy each parent once, not once per child.
+        pool_cells, parent_rows = np.unique(parent_cells, return_inverse=True)
+        parent_rows = parent_rows.astype(np.int32)
         tasks = [
-            Task(self.generation, i, n, self.archive.genomes.take(parent_cells[start : start + n]))
+            Task(self.generation, i, n, parent_rows[start : start + n])
             for i, (start, n) in enumerate(zip(starts, counts))
         ]
-        return tasks, parent_cells
+        return tasks, self.archive.genomes.take(pool_cells), parent_cells
 
     def step(self) -> dict:
         """Run one generation; return its statistics record."""
         started = time.perf_counter()
-        tasks, parent_cells = self.tasks()
+        tasks, pool, parent_cells = self.tasks()
         parent_ids = np.where(parent_cells >= 0, self.archive.individual_id[parent_cells], -1)
         # All results first, then every insertion: an interruption while waiting leaves
         # the archive exactly as the previous generation left it.
-        results = list(self.backend.run(tasks))
+        results = list(self.backend.run(tasks, pool))
         self.inserting = True
         start = 0
         for task, (children, probabilities) in zip(tasks, results):

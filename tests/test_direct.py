@@ -60,9 +60,10 @@ def test_variation_is_a_pure_function_of_seed_generation_and_batch():
     from fooling.evo.search import Task
 
     make = Variation(make_toolbox(encoding), seed=7, crossover_probability=0.5)
-    first = make(Task(generation=3, batch_index=1, count=16, parents=parents))
-    again = make(Task(generation=3, batch_index=1, count=16, parents=parents.copy()))
-    other = make(Task(generation=3, batch_index=2, count=16, parents=parents))
+    rows = np.arange(16)
+    first = make(Task(generation=3, batch_index=1, count=16, parent_rows=rows), parents)
+    again = make(Task(generation=3, batch_index=1, count=16, parent_rows=rows.copy()), parents.copy())
+    other = make(Task(generation=3, batch_index=2, count=16, parent_rows=rows), parents)
     assert first.equals(again) and not first.equals(other)
 
 

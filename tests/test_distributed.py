@@ -97,8 +97,8 @@ class _Killer:
         self.kills = kills
         self.killed: list[int] = []
 
-    def run(self, tasks):
-        for index, item in enumerate(self.inner.run(tasks)):
+    def run(self, tasks, pool):
+        for index, item in enumerate(self.inner.run(tasks, pool)):
             kind = self.kills.get(tasks[0].generation)
             if index == 0 and kind:
                 pid = next(s.pid for s in self.inner.stats if s.kind == kind)
