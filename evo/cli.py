@@ -72,7 +72,7 @@ def name_list(text: str) -> list[str] | None:
     return names
 
 
-_FIELD_HELP = {
+FIELD_HELP = {
     "model": "classifier to fool (e.g. mnist-lenet, imagenet-lite0)",
     "encoding": "genome encoding: direct or cppn",
     "generations": "total generations, counting the random first one",
@@ -110,7 +110,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             type=kind,
             default=None,
             metavar=field.name.upper() if not isinstance(hint, types.UnionType) else None,
-            help=f"{_FIELD_HELP.get(field.name, field.name.replace('_', ' '))} "
+            help=f"{FIELD_HELP.get(field.name, field.name.replace('_', ' '))} "
             f"(default: {getattr(defaults, field.name)})",
         )
 

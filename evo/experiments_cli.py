@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import name_list, number, positive_int
+from .cli import FIELD_HELP, name_list, non_negative_int, number, positive_int
 
 
 def _fraction(text: str) -> float:
@@ -56,6 +56,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         classes=args.classes,
         device=args.device,
+        workers=args.workers,
+        scorers=args.scorers,
+        address=args.address,
     )
     result = retrain(settings, show_progress=not args.no_progress)
     for row in result.rows:
@@ -120,6 +123,9 @@ def register(commands) -> None:
     retrain.add_argument("--image-size", type=positive_int, default=0, help="side of evolved images")
     retrain.add_argument("--classes", type=name_list, default=None, help="classes that get a cell")
     retrain.add_argument("--device", default=None)
+    retrain.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])
+    retrain.add_argument("--scorers", type=positive_int, default=1, help=FIELD_HELP["scorers"])
+    retrain.add_argument("--address", default=None, help=FIELD_HELP["address"])
     retrain.add_argument("--no-progress", action="store_true")
     retrain.set_defaults(func=cmd_retrain)
 

@@ -58,8 +58,8 @@ from .checkpoint import (
     write_stats,
 )  # noqa: E402,E501
 from .config import RunConfig  # noqa: E402
-from .evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
-from .search import LocalBackend, Search, Variation  # noqa: E402
+from .evaluation import class_ids, make_encoding  # noqa: E402
+from .search import Search, Variation  # noqa: E402
 from .toolbox import make_toolbox  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class RetrainSettings:
         keep_from: fooling images are the distinct elites present in the archive after each
             generation from this fraction of the run on (0.5: the second half), so weak
             early noise is not added.
+        workers, scorers, address: where each round's evolution runs, as for
+            ``fooling evolve`` (``workers=0``: in this process; else Ray actors).
     """
 
     model: str = "mnist-lenet"
@@ -116,14 +118,19 @@ class RetrainSettings:
     classes: list[str] | None = None
     device: str | None = None
     keep_from: float = 0.5
+    workers: int = 0
+    scorers: int = 1
+    address: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
-        for name in ("rounds", "generations", "population", "steps"):
+        for name in ("rounds", "generations", "population", "steps", "scorers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--{name} must be a positive integer, not {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"--epochs must be a positive integer, not {self.epochs}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, not {self.workers}")
         if not 0 < self.share < 1:
             raise ValueError(f"--share must be in (0, 1), not {self.share}")
         if not 0 <= self.keep_from < 1:
@@ -148,7 +155,7 @@ def evolve_round(
         renderings of every distinct elite present after a generation >= ``keep_from``
         of the run.
     """
-    from .run import render_uint8
+    from .run import make_backend, render_uint8
 
     if checkpoint_uris(config.out):
         raise ValueError(f"{config.out} already holds a run; choose another --out")
@@ -159,9 +166,10 @@ def evolve_round(
     variation = Variation(
         make_toolbox(encoding), seed=config.seed, crossover_probability=config.crossover_probability
     )
+    backend = make_backend(config, variation, model)
     search = Search(
         archive=archive,
-        backend=LocalBackend(variation, Evaluator(config, model)),
+        backend=backend,
         seed=config.seed,
         population=config.population,
         batch_size=config.effective_batch_size,
@@ -169,15 +177,18 @@ def evolve_round(
     first_kept = int(keep_from * config.generations)
     seen: set[int] = set()
     kept = []
-    for _ in tqdm(range(config.generations), desc=config.out, unit="gen", disable=not show_progress):
-        search.step()
-        if search.generation - 1 < first_kept:
-            continue
-        cells = archive.occupied_cells()
-        new = [c for c in cells if int(archive.individual_id[c]) not in seen]
-        seen.update(int(archive.individual_id[c]) for c in new)
-        if new:
-            kept.append(archive.genomes.take(np.array(new)))
+    try:
+        for _ in tqdm(range(config.generations), desc=config.out, unit="gen", disable=not show_progress):
+            search.step()
+            if search.generation - 1 < first_kept:
+                continue
+            cells = archive.occupied_cells()
+            new = [c for c in cells if int(archive.individual_id[c]) not in seen]
+            seen.update(int(archive.individual_id[c]) for c in new)
+            if new:
+                kept.append(archive.genomes.take(np.array(new)))
+    finally:
+        backend.close()
     genomes = type(kept[0]).concatenate(kept)
     images = render_uint8(encoding, genomes)
     cells = archive.occupied_cells()
@@ -297,6 +308,9 @@ def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> Retrai
             image_size=settings.image_size,
             classes=cells,
             device=settings.device,
+            workers=settings.workers,
+            scorers=settings.scorers,
+            address=settings.address,
         )
         search, images = evolve_round(
             config, model, keep_from=settings.keep_from, show_progress=show_progress

@@ -165,7 +165,7 @@ def _retrain(out, **changes):
     return retrain(settings)
 
 
-def test_retrain_mnist_adds_one_class_at_the_stated_share(fooling_home, tmp_path):
+def test_retrain_mnist_adds_one_class_at_the_stated_share(fooling_home, ray_session, tmp_path):
     from fooling.evo.checkpoint import read_latest_checkpoint
     from fooling.evo.retrain import RETRAIN_COLUMNS
     from fooling.evo.run import GENOME_CLASSES
@@ -188,8 +188,8 @@ def test_retrain_mnist_adds_one_class_at_the_stated_share(fooling_home, tmp_path
     assert checkpoint.model == rows[2]["model"] and checkpoint.archive.class_names == DIGITS
     for name in ("retrain.md", "retrain.json", "retrain.png"):
         assert (tmp_path / "a" / name).stat().st_size > 100
-    # Same seed, same everything (but the time taken).
-    again = _retrain(tmp_path / "b").rows
+    # Same seed, same everything (but the time taken), also with evolution on Ray actors.
+    again = _retrain(tmp_path / "b", workers=1, scorers=1).rows
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
     assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in again]
 
