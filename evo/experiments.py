@@ -480,7 +480,7 @@ def _write_ablation(result: AblationResult, model: str, grid: int, tolerance: fl
         )
     else:
         repeat_text = (
-            f"No elite has repeated tiles on a {grid}x{grid} grid (tolerance {tolerance}): "
+            f"No elite has a {grid}x{grid}-grid tile repeated elsewhere (tolerance {tolerance}): "
             "nothing to remove (expected for direct-encoded noise)."
         )
     text = "\n\n".join(
@@ -492,9 +492,9 @@ def _write_ablation(result: AblationResult, model: str, grid: int, tolerance: fl
             "elite's class.",
             table,
             "## Repeated elements (paper, section 3.2: removing them lowers confidence a little)",
-            "Tiles that nearly duplicate an earlier tile (mean absolute difference <= "
-            f"{tolerance}, not flat) are replaced by the mean, keeping one copy of each motif; the "
-            "control replaces as many random tiles. Motifs not aligned with the grid are missed.",
+            "A tile (not flat) whose motif also appears, fully visible, anywhere else in the image "
+            f"(mean absolute difference <= {tolerance}, searched at every position) is replaced by the "
+            "mean, so each motif keeps one copy; the control replaces as many random tiles.",
             repeat_text,
         ]
     )

@@ -5,9 +5,9 @@ confidence drop "by a little". Here the same test is automated on a tile grid:
 
 - *occlusion*: tiles, in a random order fixed per image, are replaced by the image's
   mean colour, so the fraction of the image kept shrinks from 1 to 0;
-- *repetition removal*: tiles that nearly duplicate another tile form repeat groups; all
-  but one tile of each group are replaced by the mean (a motif that is not aligned with
-  the grid is not found), compared with replacing as many randomly chosen tiles.
+- *repetition removal*: a tile whose motif also appears elsewhere in the image (at any
+  position, not only on the grid) is replaced by the mean, as long as one copy stays
+  visible, compared with replacing as many randomly chosen tiles.
 
 Nothing here knows of archives or runs: images in, probabilities out.
 """
@@ -20,6 +20,10 @@ import numpy as np
 import torch
 
 from .scorer import Scorer
+
+# Largest tile side (pixels) at which repeats are searched for: the image is shrunk so
+# that a tile is at most this wide, which bounds the search's cost whatever the image size.
+SEARCH_TILE = 16
 
 
 def _tile_slices(height: int, width: int, grid: int) -> list[tuple[slice, slice]]:
@@ -119,11 +123,17 @@ def occlusion_curve(
 
 
 def repeated_tiles(images: torch.Tensor, *, grid: int = 4, tolerance: float = 0.05) -> np.ndarray:
-    """Tiles that repeat an earlier tile of the same image (all but one per repeat group).
+    """Tiles whose motif also appears, fully visible, elsewhere in the same image.
 
-    Two tiles repeat each other when the mean absolute difference of their pixels (images
-    in ``[0, 1]``) is at most ``tolerance`` and the tiles are not flat (a uniform
-    background is not a motif). Tiles are compared only when they have the same shape.
+    Each tile is searched for at every position of the image (not only at other grid
+    tiles), so a motif repeated with a period that does not match the grid is found too.
+    Tiles are visited in raster order; a tile is marked for removal when a window that
+    nearly equals it (mean absolute pixel difference at most ``tolerance``, images in
+    ``[0, 1]``) lies entirely in the part of the image still visible, i.e. outside this
+    tile and the tiles already marked. So every motif keeps one visible copy. Flat tiles
+    (standard deviation below ``tolerance``) are background, not motifs, and stay.
+    The search runs on a copy shrunk to at most :data:`SEARCH_TILE` pixels per tile side
+    (area averaging), which keeps it to one small matrix per tile.
 
     Args:
         images: ``(n, channels, height, width)`` float in ``[0, 1]``.
@@ -131,22 +141,33 @@ def repeated_tiles(images: torch.Tensor, *, grid: int = 4, tolerance: float = 0.
         tolerance: largest mean absolute pixel difference of two copies of a motif.
 
     Returns:
-        ``(n, grid * grid)`` bool, True for tiles to remove (the first tile of each group,
-        in raster order, is kept).
+        ``(n, grid * grid)`` bool, True for tiles to remove.
     """
-    slices = _tile_slices(images.shape[2], images.shape[3], grid)
-    masks = np.zeros((images.shape[0], len(slices)), dtype=bool)
-    for index in range(images.shape[0]):
-        tiles = [images[index, :, rows, cols] for rows, cols in slices]
-        for later in range(len(tiles)):
-            if tiles[later].std() < tolerance:
+    n, channels, height, width = images.shape
+    side = max(1, min(SEARCH_TILE, height // grid, width // grid))
+    size = grid * side
+    small = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="area")
+    positions = size - side + 1
+    # windows[i, :, y * positions + x]: the side x side window at (y, x) of image i.
+    windows = torch.nn.functional.unfold(small, side)  # (n, channels * side * side, positions**2)
+    masks = np.zeros((n, grid * grid), dtype=bool)
+    for index in range(n):
+        hidden = torch.zeros(1, 1, size, size)
+        for tile in range(grid * grid):
+            top, left = (tile // grid) * side, (tile % grid) * side
+            motif = windows[index, :, top * positions + left]
+            if motif.std() < tolerance:
                 continue  # flat: background, not a repeated element
-            for earlier in range(later):
-                if masks[index, earlier] or tiles[earlier].shape != tiles[later].shape:
-                    continue
-                if float((tiles[earlier] - tiles[later]).abs().mean()) <= tolerance:
-                    masks[index, later] = True
-                    break
+            hidden_here = hidden.clone()
+            hidden_here[..., top : top + side, left : left + side] = 1
+            # A window is usable when no pixel of it is hidden (this tile or one removed).
+            usable = torch.nn.functional.avg_pool2d(hidden_here, side, stride=1).flatten() == 0
+            if not usable.any():
+                continue
+            difference = (windows[index][:, usable] - motif[:, None]).abs().mean(0)
+            if float(difference.min()) <= tolerance:
+                masks[index, tile] = True
+                hidden = hidden_here
     return masks
 
 

@@ -125,12 +125,31 @@ def test_occluding_everything_leaves_the_mean():
 def test_repeated_tiles_found_only_in_repeating_images():
     from fooling.fitness.occlusion import repeated_tiles
 
-    motif = torch.rand(1, 7, 7)
+    generator = torch.Generator().manual_seed(0)
+    motif = torch.rand(1, 7, 7, generator=generator)
     tiled = motif.repeat(1, 4, 4)[None]  # (1, 1, 28, 28): a motif repeated on a 4x4 grid
-    noise = torch.rand(1, 1, 28, 28)
+    noise = torch.rand(1, 1, 28, 28, generator=generator)
     masks = repeated_tiles(torch.cat([tiled, noise]), grid=4)
-    assert masks[0].sum() == 15 and not masks[0, 0]  # one copy kept
+    assert masks[0].sum() == 15  # every copy but one
     assert masks[1].sum() == 0
+
+
+def test_repeats_off_the_grid_are_found():
+    from fooling.fitness.occlusion import repeated_tiles
+
+    # A period of 5 pixels on a 40-pixel image cut into 10-pixel tiles: no two tiles are
+    # equal at the same place, yet each holds shifted copies of the others' motif.
+    generator = torch.Generator().manual_seed(1)
+    motif = torch.rand(3, 5, 5, generator=generator)
+    stripes = motif.repeat(1, 8, 8)[None]
+    shifted = torch.roll(stripes, shifts=(2, 3), dims=(2, 3))
+    masks = repeated_tiles(shifted, grid=4)
+    assert 8 <= masks[0].sum() < 16
+    # Half the image noise: tiles there have no copy, so at most the periodic half goes.
+    half = shifted.clone()
+    half[..., 20:] = torch.rand(1, 3, 40, 20, generator=generator)
+    half_masks = repeated_tiles(half, grid=4).reshape(4, 4)
+    assert not half_masks[:, 2:].any() and half_masks[:, :2].sum() >= 4
 
 
 # --- retraining ----------------------------------------------------------------------------
