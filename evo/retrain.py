@@ -59,7 +59,7 @@ from .checkpoint import (
 )  # noqa: E402,E501
 from .config import RunConfig  # noqa: E402
 from .evaluation import class_ids, make_encoding  # noqa: E402
-from .search import Search, Variation  # noqa: E402
+from .search import Search  # noqa: E402
 from .toolbox import make_toolbox  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def evolve_round(
         renderings of every distinct elite present after a generation >= ``keep_from``
         of the run.
     """
-    from .run import make_backend, render_uint8
+    from .run import make_search, render_uint8
 
     if checkpoint_uris(config.out):
         raise ValueError(f"{config.out} already holds a run; choose another --out")
@@ -163,17 +163,7 @@ def evolve_round(
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
     archive = ClassArchive(names)
-    variation = Variation(
-        make_toolbox(encoding), seed=config.seed, crossover_probability=config.crossover_probability
-    )
-    backend = make_backend(config, variation, model)
-    search = Search(
-        archive=archive,
-        backend=backend,
-        seed=config.seed,
-        population=config.population,
-        batch_size=config.effective_batch_size,
-    )
+    search = make_search(config, model, archive, toolbox=make_toolbox(encoding))
     first_kept = int(keep_from * config.generations)
     seen: set[int] = set()
     kept = []
@@ -188,7 +178,7 @@ def evolve_round(
             if new:
                 kept.append(archive.genomes.take(np.array(new)))
     finally:
-        backend.close()
+        search.backend.close()
     genomes = type(kept[0]).concatenate(kept)
     images = render_uint8(encoding, genomes)
     cells = archive.occupied_cells()

@@ -102,6 +102,30 @@ def make_backend(config: RunConfig, variation: Variation, model: LoadedModel):
     return RayBackend(config, variation, model)
 
 
+def make_search(
+    config: RunConfig,
+    model: LoadedModel,
+    archive: ClassArchive,
+    *,
+    toolbox: base.Toolbox,
+    generation: int = 0,
+    next_id: int = 0,
+    logbook: tools.Logbook | None = None,
+) -> Search:
+    """A search of ``config`` over ``archive`` on its backend; the caller closes ``search.backend``."""
+    variation = Variation(toolbox, seed=config.seed, crossover_probability=config.crossover_probability)
+    return Search(
+        archive=archive,
+        backend=make_backend(config, variation, model),
+        seed=config.seed,
+        population=config.population,
+        batch_size=config.effective_batch_size,
+        generation=generation,
+        next_id=next_id,
+        logbook=logbook,
+    )
+
+
 def _logbook(records: list[dict]) -> tools.Logbook:
     logbook = tools.Logbook()
     logbook.header = STATS_FIELDS
@@ -181,19 +205,16 @@ def evolve(
         archive, records, start, next_id = ClassArchive(names), [], 0, 0
     check_writable(config.out)
     logger.info("run configuration:\n%s", config.describe())
-    toolbox = toolbox or make_toolbox(encoding)
-    variation = Variation(toolbox, seed=config.seed, crossover_probability=config.crossover_probability)
-    backend = make_backend(config, variation, model)
-    search = Search(
-        archive=archive,
-        backend=backend,
-        seed=config.seed,
-        population=config.population,
-        batch_size=config.effective_batch_size,
+    search = make_search(
+        config,
+        model,
+        archive,
+        toolbox=toolbox or make_toolbox(encoding),
         generation=start,
         next_id=next_id,
         logbook=_logbook(records),
     )
+    backend = search.backend
 
     def save() -> None:
         done = search.generation - 1
