@@ -89,6 +89,15 @@ def test_same_archive_whatever_the_number_of_actors(
     assert "restarts 0" in backend.summary()
 
 
+def test_cppn_genomes_on_ray_give_the_in_process_archive(ray_session, fooling_home, tmp_path, backends):
+    # CPPN genomes are ragged (padded node and edge arrays): the parent pool, the rows
+    # into it and the rendering on scorer actors must all carry them unchanged.
+    local = evolve(config(tmp_path, "local", encoding="cppn"), show_progress=False)
+    on_ray = evolve(config(tmp_path, "ray", encoding="cppn", workers=2, scorers=1), show_progress=False)
+    assert isinstance(backends[1], distributed.RayBackend)
+    assert on_ray.archive.equals(local.archive) and len(local.archive) == 10
+
+
 class _Killer:
     """Wraps a RayBackend: SIGKILLs one actor's process right after a generation's first result."""
 
