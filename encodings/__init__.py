@@ -5,7 +5,7 @@ images are torch tensors.
 """
 
 from ._batch import GenomeBatch
-from .color import hls_to_rgb, hsv_to_rgb
+from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
 from .cppn import ACTIVATIONS, CPPNEncoding, CPPNGenomes, coordinate_inputs
 from .direct import DirectEncoding, DirectGenomes
 from .operators import polynomial_mutation, simulated_binary_crossover
@@ -18,6 +18,7 @@ __all__ = [
     "DirectEncoding",
     "DirectGenomes",
     "GenomeBatch",
+    "hls_bytes_to_rgb",
     "hls_to_rgb",
     "hsv_to_rgb",
     "polynomial_mutation",

@@ -21,10 +21,17 @@ import numpy as np
 import torch
 
 from ._batch import GenomeBatch
-from .color import hls_to_rgb, hsv_to_rgb
+from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
 from .operators import polynomial_mutation
 
 NUM_INPUTS = 4  # x, y, d, bias
+# How 3 outputs (|o| in [0, 1]) become RGB; "rgb" takes them as they are.
+COLOR_CONVERSIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "hsv": hsv_to_rgb,
+    "hls": hls_to_rgb,
+    "hls-opencv": hls_bytes_to_rgb,
+}
+COLOR_SPACES = ("rgb", *COLOR_CONVERSIONS)
 WEIGHT_LIMIT = 10.0  # weights live in [-10, 10], as in the paper's code
 
 
@@ -77,12 +84,33 @@ class CPPNGenomes(GenomeBatch):
     edge_weight: np.ndarray
 
 
-def coordinate_inputs(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The four input planes ``(4, height * width)``: x, y in [-1, 1], d, bias 1."""
+COORDINATES = ("unit", "pixel")
+
+
+def coordinate_inputs(
+    height: int, width: int, device: torch.device | str = "cpu", *, coordinates: str = "unit"
+) -> torch.Tensor:
+    """The four input planes ``(4, height * width)``: x, y, d, bias 1.
+
+    ``d`` is always the distance from the centre with x and y scaled to [-1, 1]. With
+    ``coordinates="unit"`` x and y are those scaled values too (smooth images); with
+    ``"pixel"`` they are the raw column and row, 0 .. width-1 and 0 .. height-1, as the
+    original code feeds them (with weights up to 10, the fine periodic textures of the
+    paper's images).
+
+    Raises:
+        ValueError: ``coordinates`` is neither ``"unit"`` nor ``"pixel"``.
+    """
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates must be unit or pixel, not {coordinates!r}")
     y = torch.linspace(-1.0, 1.0, height, device=device)
     x = torch.linspace(-1.0, 1.0, width, device=device)
     grid_y, grid_x = torch.meshgrid(y, x, indexing="ij")
     distance = torch.sqrt(grid_x**2 + grid_y**2)
+    if coordinates == "pixel":
+        rows = torch.arange(height, device=device, dtype=torch.float32)
+        columns = torch.arange(width, device=device, dtype=torch.float32)
+        grid_y, grid_x = torch.meshgrid(rows, columns, indexing="ij")
     return torch.stack([grid_x, grid_y, distance, torch.ones_like(grid_x)]).reshape(4, -1)
 
 
@@ -92,7 +120,14 @@ class CPPNEncoding:
     Args:
         outputs: 1 (gray) or 3 (colour).
         height, width: rendered image size (any; CPPNs are resolution independent).
-        color_space: ``"hsv"`` (paper's text) or ``"hls"`` (paper's code) for 3 outputs.
+        color_space: 3 outputs read as ``"hsv"`` (paper's text), ``"hls"``, or
+            ``"hls-opencv"`` (the original code's bytes and OpenCV's 8-bit HLS, see
+            :func:`~fooling.encodings.color.hls_bytes_to_rgb`); ``"rgb"`` as they are.
+        coordinates: ``"unit"`` (x, y in [-1, 1]) or ``"pixel"`` (the original code's raw
+            pixel column and row); see :func:`coordinate_inputs`.
+        split_weight: weights of the two connections that replace a split one: ``"one"``
+            (NEAT: 1 into the new node, the old weight out of it) or ``"old"`` (the original
+            code: the old weight on both).
         max_nodes, max_edges: capacity of a genome; a mutation that would exceed it is skipped.
         weight_probability: chance each weight mutates (polynomial, ``weight_eta``).
         activation_probability: chance each non-input node's activation is resampled.
@@ -113,6 +148,8 @@ class CPPNEncoding:
         height: int,
         width: int,
         color_space: str = "hsv",
+        coordinates: str = "unit",
+        split_weight: str = "one",
         max_nodes: int = 48,
         max_edges: int = 160,
         weight_probability: float = 0.1,
@@ -127,8 +164,12 @@ class CPPNEncoding:
             raise ValueError(f"a CPPN has 1 or 3 outputs, not {outputs}")
         if height < 1 or width < 1:
             raise ValueError(f"image size must be positive, not {height}x{width}")
-        if color_space not in ("hsv", "hls", "rgb"):
-            raise ValueError(f"color space must be hsv, hls or rgb, not {color_space!r}")
+        if color_space not in COLOR_SPACES:
+            raise ValueError(f"color space must be one of {', '.join(COLOR_SPACES)}, not {color_space!r}")
+        if coordinates not in COORDINATES:
+            raise ValueError(f"coordinates must be unit or pixel, not {coordinates!r}")
+        if split_weight not in ("one", "old"):
+            raise ValueError(f"split weight must be one or old, not {split_weight!r}")
         if max_nodes < NUM_INPUTS + outputs or max_edges < NUM_INPUTS * outputs:
             raise ValueError("capacity too small for the initial fully connected network")
         for value in (weight_probability, activation_probability, add_connection, delete_connection,
@@ -138,6 +179,8 @@ class CPPNEncoding:
         self.outputs = outputs
         self.shape = (outputs, height, width)
         self.color_space = color_space
+        self.coordinates = coordinates
+        self.split_weight = split_weight
         self.max_nodes = max_nodes
         self.max_edges = max_edges
         self.weight_probability = weight_probability
@@ -232,11 +275,13 @@ class CPPNEncoding:
         genomes.node_used[row, node] = True
         genomes.node_depth[row, node] = depth
         genomes.node_activation[row, node] = rng.integers(0, len(ACTIVATIONS))
-        # NEAT's split: source -> node with weight 1, node -> target keeps the old weight.
+        # NEAT's split: source -> node with weight 1, node -> target keeps the old weight;
+        # the original code gives both the old weight.
         genomes.edge_source[row, split], genomes.edge_target[row, split] = node, target
         slot = self._free_edge(genomes, row)
         genomes.edge_source[row, slot], genomes.edge_target[row, slot] = source, node
-        genomes.edge_weight[row, slot] = 1.0
+        kept = genomes.edge_weight[row, split]
+        genomes.edge_weight[row, slot] = 1.0 if self.split_weight == "one" else kept
         genomes.edge_used[row, slot] = True
 
     def _delete_node(self, genomes: CPPNGenomes, row: int, rng: np.random.Generator) -> None:
@@ -301,7 +346,7 @@ class CPPNEncoding:
         """
         _, height, width = self.shape
         device = torch.device(device)
-        planes = coordinate_inputs(height, width, device)  # (4, pixels)
+        planes = coordinate_inputs(height, width, device, coordinates=self.coordinates)  # (4, pixels)
         images = []
         for start in range(0, len(genomes), chunk):
             part = genomes.take(slice(start, start + chunk))
@@ -322,7 +367,7 @@ class CPPNEncoding:
             return torch.zeros((0, *self.shape), device=device)
         images = torch.cat(images)
         if self.outputs == 3 and self.color_space != "rgb":
-            images = hsv_to_rgb(images) if self.color_space == "hsv" else hls_to_rgb(images)
+            images = COLOR_CONVERSIONS[self.color_space](images)
         return images
 
     # --- checks -----------------------------------------------------------------------
