@@ -241,6 +241,69 @@ def write_checkpoint(out: str, checkpoint: Checkpoint, images: np.ndarray | None
     return uri
 
 
+def _readable_footer(uri: str) -> bool:
+    """True when ``uri`` is a Parquet file whose footer and run metadata read (cheap: no data)."""
+    filesystem, path = _filesystem(uri)
+    try:
+        if filesystem is None:
+            schema = pq.read_schema(path)
+        else:
+            with filesystem.open_input_file(path) as handle:
+                schema = pq.read_schema(handle)
+        metadata = json.loads(schema.metadata[METADATA_KEY])
+        return metadata.get("format_version") == FORMAT_VERSION
+    except Exception:  # any unreadable file is simply not counted as good
+        return False
+
+
+def delete(uri: str) -> None:
+    """Delete the file ``uri`` (nothing if it is already gone)."""
+    filesystem, path = _filesystem(uri)
+    try:
+        if filesystem is None:
+            os.unlink(path)
+        else:
+            filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def prune_checkpoints(out: str, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest readable checkpoints of run ``out``.
+
+    Newest first, checkpoints whose footer reads count as good until ``keep`` are found;
+    only checkpoints older than the oldest of those are deleted, so the newest good one
+    (and anything newer, readable or not) always stays. ``keep <= 0`` deletes nothing.
+
+    Returns:
+        The URIs deleted.
+    """
+    if keep <= 0:
+        return []
+    uris = checkpoint_uris(out)
+    good = 0
+    for index, uri in enumerate(uris):
+        good += _readable_footer(uri)
+        if good == keep:
+            doomed = uris[index + 1 :]
+            break
+    else:
+        return []
+    try:
+        latest = read_bytes(join(out, "checkpoints", "LATEST")).decode().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        latest = ""
+    deleted = []
+    for uri in doomed:
+        if uri.rsplit("/", 1)[-1] == latest:
+            continue
+        delete(uri)
+        deleted.append(uri)
+    if deleted:
+        logger.debug("deleted %d old checkpoint(s) of %s (--keep-checkpoints %d)", len(deleted), out, keep)
+    return deleted
+
+
 def write_stats(out: str, records: list[dict]) -> None:
     """Write the per-generation statistics table ``out/stats.parquet``."""
     buffer = io.BytesIO()

@@ -79,6 +79,8 @@ FIELD_HELP = {
     "population": "children per generation (paper: 200 MNIST, 400 ImageNet CPPN)",
     "out": "run folder: local path or URI (s3://, gs://)",
     "checkpoint_every": "checkpoint every K generations (0: only at the end)",
+    "keep_checkpoints": "newest checkpoints kept, older ones deleted (0: keep all; the newest good "
+    "one is never deleted)",
     "batch_size": "children per variation/scoring batch (0: whole population)",
     "classes": "comma-separated class names that get a cell, or 'all'",
     "workers": "mutator actors on Ray (0: no Ray, all in this process)",
@@ -148,17 +150,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evolve(args: argparse.Namespace) -> int:
     from .report import write_report
-    from .run import evolve, resume_config
+    from .run import evolve, resume_checkpoint
 
     overrides = _config_overrides(args)
+    checkpoint = None
     if args.resume:
         if overrides["out"] is not None and overrides["out"] != args.resume:
             raise UsageError("give the run folder once: --resume DIR replaces --out")
         del overrides["out"]
-        config = resume_config(args.resume, **overrides)
+        config, checkpoint = resume_checkpoint(args.resume, **overrides)
+        if config.generations <= checkpoint.generation + 1:
+            logger.warning(
+                "%s already has its %d generations: nothing to run (--generations N > %d continues it)",
+                args.resume,
+                config.generations,
+                checkpoint.generation + 1,
+            )
     else:
         config = RunConfig(**{k: v for k, v in overrides.items() if v is not None})
-    search = evolve(config, resume=bool(args.resume), show_progress=not args.no_progress)
+    search = evolve(
+        config, resume=bool(args.resume), show_progress=not args.no_progress, checkpoint=checkpoint
+    )
     if not args.no_report:
         for uri in write_report(config.out):
             logger.info("wrote %s", uri)

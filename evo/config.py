@@ -8,7 +8,15 @@ from typing import Any
 
 # Fields a resumed run may change; every other field must stay as the checkpoint says,
 # or the resumed run would not be the same search.
-RESUMABLE_OVERRIDES = ("generations", "checkpoint_every", "workers", "scorers", "address", "device")
+RESUMABLE_OVERRIDES = (
+    "generations",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "workers",
+    "scorers",
+    "address",
+    "device",
+)
 
 
 @dataclasses.dataclass
@@ -23,6 +31,8 @@ class RunConfig:
         seed: every random draw derives from (seed, generation, batch index).
         out: run folder (local path or pyarrow filesystem URI).
         checkpoint_every: write a checkpoint every this many generations (0: only at the end).
+        keep_checkpoints: keep this many newest readable checkpoints, deleting older ones
+            (0: keep all); the newest good one is never deleted.
         batch_size: children per variation/scoring batch (0: the whole population);
             part of the random streams, so fixed for a run.
         mutation_probability: per-gene (direct) or per-weight (CPPN) mutation rate.
@@ -47,6 +57,7 @@ class RunConfig:
     seed: int = 0
     out: str = "runs/run"
     checkpoint_every: int = 50
+    keep_checkpoints: int = 5
     batch_size: int = 0
     mutation_probability: float = 0.1
     mutation_eta: float = 15.0
@@ -63,6 +74,9 @@ class RunConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
+        from fooling.fitness.limits import normalise_device
+
+        self.device = normalise_device(self.device)
         self.validate()
 
     def validate(self) -> None:
@@ -75,6 +89,7 @@ class RunConfig:
                 )
         for name in (
             "checkpoint_every",
+            "keep_checkpoints",
             "batch_size",
             "halve_mutation_every",
             "image_size",
@@ -95,6 +110,18 @@ class RunConfig:
             raise ValueError(f"--color-space must be rgb, hsv or hls, not {self.color_space!r}")
         if self.crops not in (1, 10):
             raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
+        from fooling.fitness.limits import check_image_size, check_seed
+
+        check_seed(self.seed)
+        check_image_size(self.image_size)
+        if self.color_space == "hls" and self.encoding == "direct":
+            raise ValueError("--color-space hls is for CPPN genomes; direct genomes take rgb or hsv")
+        if self.classes is not None:
+            seen = {name.lower() for name in self.classes}
+            if len(seen) != len(self.classes):
+                duplicate = next(n for i, n in enumerate(self.classes) if n.lower() in
+                                 {m.lower() for m in self.classes[:i]})  # fmt: skip
+                raise ValueError(f"--classes names {duplicate!r} twice; give each class once")
 
     @property
     def effective_batch_size(self) -> int:

@@ -35,6 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from fooling.fitness import LoadedModel, ModelSpec, get_model_spec, load_mnist, load_model  # noqa: E402
+from fooling.fitness.limits import check_device  # noqa: E402
 from fooling.fitness.models import LENET_PATTERN  # noqa: E402
 from fooling.fitness.retrain import (  # noqa: E402
     FOOLING_CLASS_NAME,
@@ -52,6 +53,7 @@ from .checkpoint import (
     Checkpoint,
     check_writable,
     checkpoint_uris,
+    exists,
     join,
     write_bytes,
     write_checkpoint,
@@ -59,6 +61,7 @@ from .checkpoint import (
 )  # noqa: E402,E501
 from .config import RunConfig  # noqa: E402
 from .evaluation import class_ids, make_encoding  # noqa: E402
+from .runfolder import RunLock, claim_folder, discard_if_empty, remove_stale_temporaries  # noqa: E402
 from .search import Search  # noqa: E402
 from .toolbox import make_toolbox  # noqa: E402
 
@@ -159,6 +162,7 @@ def evolve_round(
 
     if checkpoint_uris(config.out):
         raise ValueError(f"{config.out} already holds a run; choose another --out")
+    claim_folder(config.out, "retrain-round")
     check_writable(config.out)
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
@@ -269,16 +273,32 @@ def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> Retrai
             without ``train_dir``, or a ``train_dir`` not in ImageFolder layout.
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
     """
-    from .run import load_or_train
-
     settings.validate()
     if checkpoint_uris(join(settings.out, "round-1")):
         raise ValueError(f"--out {settings.out} already holds a retraining run; choose another folder")
-    lenet = LENET_PATTERN.match(settings.model) and settings.train_dir is None
+    spec = get_model_spec(settings.model)  # a misspelt name gets suggestions first
+    lenet = LENET_PATTERN.match(spec.name) and settings.train_dir is None
     if not lenet and settings.train_dir is None:
         raise ValueError(f"{settings.model} needs --train-dir (an ImageFolder of natural images) to retrain")
+    check_device(settings.device)
     # The folder is checked before any model is loaded or trained: bad input fails fast.
-    data = _Digits(settings) if lenet else _Folder(settings, get_model_spec(settings.model))
+    data = _Digits(settings) if lenet else _Folder(settings, spec)
+    created = not exists(settings.out)
+    try:
+        with RunLock(settings.out, "retrain"):
+            claim_folder(settings.out, "retrain")
+            remove_stale_temporaries(settings.out)
+            return _retrain_locked(settings, data, show_progress)
+    except BaseException:
+        if created:
+            discard_if_empty(settings.out)
+        raise
+
+
+def _retrain_locked(settings: RetrainSettings, data, show_progress: bool) -> RetrainResult:
+    """The body of :func:`retrain`, run while holding the folder's lock."""
+    from .run import load_or_train
+
     model = load_or_train(settings.model)
     real_classes = model.spec.class_names
     cells = settings.classes or list(real_classes)  # the fooling class is never a target

@@ -16,6 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fooling.encodings import CPPNGenomes, DirectGenomes, GenomeBatch
 from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
+from fooling.fitness.limits import check_device
 from fooling.fitness.models import LENET_PATTERN
 
 from .archive import ClassArchive
@@ -24,6 +25,8 @@ from .checkpoint import (
     CheckpointError,
     check_writable,
     checkpoint_uris,
+    exists,
+    prune_checkpoints,
     read_latest_checkpoint,
     read_stats,
     write_checkpoint,
@@ -31,6 +34,7 @@ from .checkpoint import (
 )
 from .config import RESUMABLE_OVERRIDES, RunConfig
 from .evaluation import Evaluator, class_ids, make_encoding
+from .runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty, remove_stale_temporaries
 from .search import STATS_FIELDS, BackendError, LocalBackend, Search, Variation
 from .toolbox import make_toolbox
 
@@ -38,10 +42,6 @@ logger = logging.getLogger(__name__)
 
 # Genome classes a checkpoint may name; loading never builds anything else.
 GENOME_CLASSES: dict[str, type[GenomeBatch]] = {"DirectGenomes": DirectGenomes, "CPPNGenomes": CPPNGenomes}
-
-
-class RunFolderError(ValueError):
-    """``--out`` or ``--resume`` points at the wrong kind of folder."""
 
 
 def load_or_train(name: str) -> LoadedModel:
@@ -77,6 +77,18 @@ def resume_config(out: str, **overrides) -> RunConfig:
         CheckpointError: no readable checkpoint.
         ValueError: an override of a field a resumed run must keep.
     """
+    return resume_checkpoint(out, **overrides)[0]
+
+
+def resume_checkpoint(out: str, **overrides) -> tuple[RunConfig, Checkpoint]:
+    """Like :func:`resume_config`, also returning the checkpoint read (pass it to :func:`evolve`).
+
+    Raises:
+        RunFolderError: no such run folder.
+        CheckpointError: no readable checkpoint.
+        ValueError: an override of a field a resumed run must keep, or ``generations``
+            given but not above the generations the run already has.
+    """
     if not checkpoint_uris(out):
         raise RunFolderError(f"--resume {out}: no run there (no checkpoints/gen-*.parquet)")
     checkpoint = read_latest_checkpoint(out, GENOME_CLASSES)
@@ -89,8 +101,50 @@ def resume_config(out: str, **overrides) -> RunConfig:
                 f"--{name.replace('_', '-')} {value} differs from the run's {getattr(config, name)}; "
                 f"a resumed run keeps its settings (only {', '.join(RESUMABLE_OVERRIDES)} may change)"
             )
+    done = checkpoint.generation + 1
+    wanted = overrides.get("generations")
+    if wanted is not None and wanted <= done:
+        raise ValueError(
+            f"--generations {wanted}: {out} already has {done} generations (0..{done - 1}); "
+            f"give more than {done} to continue it"
+        )
+    _warn_engine_change(out, config, overrides)
     changes = {name: value for name, value in overrides.items() if value is not None}
-    return dataclasses.replace(config, **changes, out=out)
+    # The Ray address is never taken from the checkpoint: a run folder written by someone
+    # else must not point this driver (and its Ray token) at their cluster. Only --address
+    # (or RAY_ADDRESS, read when connecting) says where Ray is.
+    changes["address"] = overrides.get("address")
+    return dataclasses.replace(config, **changes, out=out), checkpoint
+
+
+def _warn_engine_change(out: str, config: RunConfig, overrides: dict) -> None:
+    """Log a warning when ``--engine`` makes a resumed run score with another engine.
+
+    An engine given with ``--resume`` replaces the stored one (without it the run keeps its
+    engine); engines agree to about 1e-6, not bit for bit, so the archive then differs from
+    the one an uninterrupted run would end with.
+    """
+    from fooling.fitness import pick_device
+    from fooling.fitness.engine import check_engine, resolve_engine
+
+    engine = overrides.get("engine")
+    if engine is None:
+        return
+    device = overrides.get("device") or config.device
+    try:
+        before, after = (resolve_engine(name, pick_device(device)) for name in (config.engine, engine))
+    except (LookupError, ValueError):
+        before, after = check_engine(config.engine), check_engine(engine)
+    if before != after:
+        logger.warning(
+            "resuming %s with --engine %s (%s) instead of the run's %s (%s): the archive will no longer "
+            "be bit-identical to an uninterrupted run",
+            out,
+            engine,
+            after,
+            config.engine,
+            before,
+        )
 
 
 def make_backend(config: RunConfig, variation: Variation, model: LoadedModel):
@@ -163,20 +217,26 @@ def evolve(
     resume: bool = False,
     toolbox: base.Toolbox | None = None,
     show_progress: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> Search:
     """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
+
+    Holds the run folder's lock (:class:`RunLock`) throughout: a second process on the
+    same folder is refused at once.
 
     Args:
         config: the run; with ``resume``, as returned by :func:`resume_config`.
         resume: continue from the newest good checkpoint in ``config.out``.
         toolbox: operators to use instead of the encoding's (see :func:`make_toolbox`).
         show_progress: draw a tqdm bar.
+        checkpoint: with ``resume``, the checkpoint already read (see :func:`resume_checkpoint`),
+            so the file is not read twice.
 
     Returns:
         The finished search (archive, logbook, generation).
 
     Raises:
-        RunFolderError: a new run's ``out`` already holds a run.
+        RunFolderError: a new run's ``out`` already holds a run or other files, or is in use.
         CheckpointError: resuming from a checkpoint of another model or weights.
         UnknownNameError, ModelUnavailableError: bad model, encoding or class names.
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
@@ -184,8 +244,32 @@ def evolve(
     model = load_or_train(config.model)
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
+    check_device(config.device)
+    created = not exists(config.out)
+    try:
+        with RunLock(config.out, "evolve"):
+            claim_folder(config.out, "evolve", resume=resume)
+            remove_stale_temporaries(config.out)
+            return _evolve_locked(config, model, encoding, names, resume, toolbox, show_progress, checkpoint)
+    except BaseException:
+        if created:
+            discard_if_empty(config.out)  # a run that wrote nothing leaves nothing behind
+        raise
+
+
+def _evolve_locked(
+    config: RunConfig,
+    model: LoadedModel,
+    encoding,
+    names: list[str],
+    resume: bool,
+    toolbox: base.Toolbox | None,
+    show_progress: bool,
+    checkpoint: Checkpoint | None,
+) -> Search:
+    """The body of :func:`evolve`, run while holding the run folder's lock."""
     if resume:
-        checkpoint = read_latest_checkpoint(config.out, GENOME_CLASSES)
+        checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
         if checkpoint.model != config.model or checkpoint.weights_hash != model.weights_hash:
             raise CheckpointError(
                 f"{checkpoint.path} was made with {checkpoint.model} (weights {checkpoint.weights_hash}), "
@@ -224,6 +308,7 @@ def evolve(
         write_stats(config.out, list(search.logbook))
         uri = write_checkpoint(config.out, state, images)
         logger.debug("checkpoint %s", uri)
+        prune_checkpoints(config.out, config.keep_checkpoints)
 
     saved_at = search.generation - 1
     started = time.perf_counter()

@@ -1,0 +1,61 @@
+"""Limits on user input, checked before any work starts (each failure is one ``ValueError`` line)."""
+
+from __future__ import annotations
+
+import torch
+
+# Photos larger than this are refused before decoding (a 12000x12000 RGB photo would
+# need over 5 GB as float): 50 megapixels covers any camera photo.
+MAX_IMAGE_PIXELS = 50_000_000
+# Side of evolved images: 1024 px is 4x an ImageNet input; a population of 200 direct
+# genomes at 1024 px already takes 2.5 GB.
+MAX_IMAGE_SIZE = 1024
+# Seeds feed numpy's SeedSequence and torch.manual_seed alike.
+MAX_SEED = 2**32 - 1
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device torch cannot use here, before anything is written.
+
+    Args:
+        device: ``None`` (automatic), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``, ``"mps"``.
+
+    Raises:
+        ValueError: an unknown device, or a GPU that this machine does not have.
+    """
+    if device is None:
+        return
+    name = device.strip().lower()
+    if name == "gpu":
+        name = "cuda"
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {device}: MPS is not available here (use --device cpu)")
+    elif parsed.type != "cpu":
+        raise ValueError(f"--device {device}: not supported (use cpu, cuda or cuda:N)")
+
+
+def normalise_device(device: str | None) -> str | None:
+    """``"gpu"`` spelled as torch knows it (``"cuda"``); other names unchanged."""
+    return "cuda" if device is not None and device.strip().lower() == "gpu" else device
+
+
+def check_image_size(size: int, flag: str = "--image-size") -> None:
+    """Raise ``ValueError`` unless ``0 <= size <= MAX_IMAGE_SIZE`` (0: the model's size)."""
+    if not 0 <= int(size) <= MAX_IMAGE_SIZE:
+        raise ValueError(f"{flag} must be in [0, {MAX_IMAGE_SIZE}] (0: the model's input size), not {size}")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Raise ``ValueError`` unless ``0 <= seed <= MAX_SEED``."""
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"{flag} must be in [0, {MAX_SEED}], not {seed}")
