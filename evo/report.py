@@ -6,15 +6,15 @@ import io
 import logging
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # reports are written on headless machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+# Figures are built with matplotlib.figure.Figure, never pyplot: no global backend is
+# chosen at import (notebooks keep inline plots) and savefig picks Agg for PNG itself.
+from matplotlib.figure import Figure
+from PIL import Image
 
-from .checkpoint import join, read_latest_checkpoint_table, read_stats, write_bytes  # noqa: E402
-from .gallery import gallery_html  # noqa: E402
+from .checkpoint import join, read_latest_checkpoint_table, read_stats, write_bytes
+from .gallery import gallery_html
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -38,9 +37,8 @@ def elites_figure(table, max_tiles: int = 40) -> bytes:
     rows = table.sort_by(order).slice(0, max_tiles).to_pylist()
     columns = min(10, max(1, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
-    figure, axes = plt.subplots(
-        lines, columns, figsize=(1.6 * columns, 1.9 * lines + 0.4), squeeze=False, layout="constrained"
-    )
+    figure = Figure(figsize=(1.6 * columns, 1.9 * lines + 0.4), layout="constrained")
+    axes = figure.subplots(lines, columns, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, row in zip(axes.flat, rows):
@@ -54,7 +52,8 @@ def elites_figure(table, max_tiles: int = 40) -> bytes:
 
 def progress_figure(records: list[dict]) -> bytes:
     """PNG of median, mean and max elite confidence per generation."""
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure = Figure(figsize=(6, 3.5))
+    axis = figure.subplots()
     generations = [r["gen"] for r in records]
     for key, style in (("max", "-"), ("median", "-"), ("mean", "--"), ("min", ":")):
         axis.plot(generations, [100 * r[key] for r in records], style, label=key)

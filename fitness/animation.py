@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # animations are written on headless machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+# Figures are built with matplotlib.figure.Figure, never pyplot: no global backend is
+# chosen at import (notebooks keep inline plots) and savefig picks Agg for PNG itself.
+from matplotlib.figure import Figure
+from PIL import Image
 
 PANELS = ("image", "change since previous frame", "class probability", "loss")
 
@@ -47,7 +47,8 @@ def frame_figure(
     Returns:
         A matplotlib figure with the four panels of :data:`PANELS`.
     """
-    figure, axes = plt.subplots(1, 4, figsize=(13, 3.3), layout="constrained")
+    figure = Figure(figsize=(13, 3.3), layout="constrained")
+    axes = figure.subplots(1, 4)
     step = int(frame_steps[index])
     image = frames[index]
     axes[0].imshow(_to_display(image), cmap="gray", vmin=0, vmax=1)
@@ -92,7 +93,6 @@ def frame_figure(
 def _figure_image(figure) -> Image.Image:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
 
