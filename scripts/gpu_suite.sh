@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one script sized for about 40 minutes on one H100:
+#   1. the ImageNet benchmark at AMP and channels_last (torch engine on CUDA),
+#   2. the paper-scale ImageNet CPPN run with the paper's 10 crops (resumable: run the script again),
+#   3. its report beside the model's confidence on real photos.
+# Figures go to docs/gpu/ (the card's name first), where the README cites them.
+#
+#   scripts/gpu_suite.sh [minutes for the paper run, default 25]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+FOOLING=${FOOLING:-.venv/bin/fooling}
+MINUTES=${1:-25}
+OUT=docs/gpu
+RUN=${RUN:-runs/paper-lite0-gpu}
+mkdir -p "$OUT"
+
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_suite: no CUDA device here; nothing to do" >&2
+  exit 2
+fi
+"$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))" | tee "$OUT/card.txt"
+
+# 1. Benchmark: batch 256 at AMP + channels_last, the scorer's defaults on CUDA.
+"$PYTHON" scripts/bench_imagenet.py --device cuda --batch-size 256 2>&1 | tee "$OUT/bench_imagenet.txt"
+
+# 2. The paper's experiment as the original ran it (10 crops), stopped after $MINUTES minutes
+#    with a checkpoint (SIGINT finishes the generation and writes it); the next call resumes.
+if [ -e "$RUN/checkpoints/LATEST" ]; then
+  args=(--resume "$RUN")
+else
+  args=(--preset paper --model imagenet-lite0 --device cuda --batch-size 400 --out "$RUN")
+fi
+timeout --signal=INT --kill-after=120 "${MINUTES}m" "$FOOLING" evolve "${args[@]}" --no-progress \
+  2>&1 | tail -n 5 | tee "$OUT/paper_run.txt" || true
+
+# 3. Median, mean, classes >= 99/90/50%, the curve against evaluations, real photos.
+"$PYTHON" scripts/paper_imagenet_report.py "$RUN" --docs "$OUT/paper-imagenet" | tee "$OUT/paper_report.md"
