@@ -87,6 +87,7 @@ FIELD_HELP = {
     "scorers": "scorer actors on Ray (one GPU each where there are GPUs)",
     "address": "Ray cluster address (auto or HOST:PORT; default: start a local one)",
     "device": "scoring device, e.g. cpu, cuda (default: CUDA when present)",
+    "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
 }
 _TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
 

@@ -16,6 +16,7 @@ RESUMABLE_OVERRIDES = (
     "scorers",
     "address",
     "device",
+    "engine",
 )
 
 
@@ -48,6 +49,8 @@ class RunConfig:
         scorers: scorer actors (Ray only).
         address: Ray cluster address (``None``: start a local instance).
         device: scoring device (``None``: CUDA when present, else CPU).
+        engine: scoring engine: ``"auto"`` (ONNX Runtime on the CPU, torch on CUDA), ``"torch"``
+            or ``"onnxruntime"``. Archives are bit-identical for a fixed engine and device.
     """
 
     model: str = "mnist-lenet"
@@ -72,6 +75,7 @@ class RunConfig:
     scorers: int = 1
     address: str | None = None
     device: str | None = None
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         from fooling.fitness.limits import normalise_device
@@ -110,6 +114,9 @@ class RunConfig:
             raise ValueError(f"--color-space must be rgb, hsv or hls, not {self.color_space!r}")
         if self.crops not in (1, 10):
             raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
+        from fooling.fitness.engine import check_engine
+
+        check_engine(self.engine)  # UnknownNameError with close names
         from fooling.fitness.limits import check_image_size, check_seed
 
         check_seed(self.seed)
@@ -141,6 +148,8 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ValueError("run config is not a JSON object")
         known = {field.name for field in dataclasses.fields(cls)}
+        # Runs stored before the engine was a setting were scored by torch.
+        data.setdefault("engine", "torch")
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def describe(self) -> str:

@@ -63,13 +63,12 @@ LOG_EVERY_S = 60.0
 GET_TIMEOUT_S = 600.0
 
 
-def _limit_threads(threads: int) -> None:
-    """Pin torch to ``threads`` threads: actors sharing a node must not oversubscribe its cores."""
-    import torch
+def _limit_threads(threads: int) -> int:
+    """Pin torch and ONNX Runtime to ``threads`` threads: actors sharing a node must not
+    oversubscribe its cores (the decision itself is :func:`fooling.fitness.engine.configure_threads`)."""
+    from fooling.fitness.engine import configure_threads
 
-    torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):  # already set in this process: keep it
-        torch.set_num_interop_threads(threads)
+    return configure_threads(threads)
 
 
 class _MutatorActor:
@@ -102,21 +101,25 @@ class _ScorerActor:
     def __init__(
         self, config: RunConfig, model: LoadedModel, device: str | None, threads: int, cpu_threads: int
     ) -> None:
-        import torch
+        from fooling.fitness import pick_device
+        from fooling.fitness.engine import resolve_engine
 
         from .evaluation import Evaluator
 
         # Arrays from the object store are read-only views; scoring never writes to them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        # Threads are set before the scorer exists, so its ONNX Runtime session gets them too.
+        # A torch CPU forward pass's floats depend on torch's thread count (reductions split
+        # differently), so a torch scorer on the CPU uses the driver's thread count, the one
+        # an in-process run (--workers 0) scores with: the archive then does not depend on
+        # the number of actors. ONNX Runtime's CPU kernels give the same floats whatever the
+        # thread count (split over outputs, not reductions), and on a GPU the floats do not
+        # depend on CPU threads: those actors keep to the CPUs Ray gave them.
+        scoring_device = pick_device(device)
+        engine = resolve_engine(config.engine, scoring_device)
+        on_cpu_torch = scoring_device.type == "cpu" and engine == "torch"
+        self.threads = _limit_threads(cpu_threads if on_cpu_torch else threads)
         self.evaluator = Evaluator(config, model, device=device)
-        # A CPU forward pass's floats depend on torch's thread count (reductions split
-        # differently), so a scorer that ends up on CPU uses the driver's thread count,
-        # the one an in-process run (--workers 0) scores with: the archive then does not
-        # depend on the number of actors. On a GPU the floats do not depend on CPU
-        # threads, and the actor keeps to its share of the node's cores.
-        on_cpu = self.evaluator.scorer.device.type == "cpu"
-        _limit_threads(cpu_threads if on_cpu else threads)
-        self.threads = torch.get_num_threads()
 
     def describe(self) -> dict:
         context = ray.get_runtime_context()
@@ -124,6 +127,7 @@ class _ScorerActor:
             "pid": os.getpid(),
             "node": context.get_node_id(),
             "device": str(self.evaluator.scorer.device),
+            "engine": self.evaluator.scorer.engine,
             "gpu_ids": [str(i) for i in context.get_accelerator_ids().get("GPU", [])],
             "threads": self.threads,
         }
@@ -324,10 +328,29 @@ class RayBackend:
             device = "cpu"
         return share, 1.0 if use_gpus else 0.0, max(1, int(share)), device
 
+    @staticmethod
+    def _warm_onnx_cache(config: RunConfig, model: LoadedModel, device: str | None) -> None:
+        """Export the ONNX graph here once, so CPU scorer actors on this node read it from the cache
+        instead of all exporting at once (actors on other nodes export their own copy).
+
+        Raises:
+            EngineUnavailableError: ``--engine onnxruntime`` where it cannot run.
+        """
+        from fooling.fitness import pick_device
+        from fooling.fitness.engine import onnx_model, resolve_engine
+
+        if device is None or resolve_engine(config.engine, pick_device(device)) != "onnxruntime":
+            return
+        try:
+            onnx_model(model)
+        except Exception:  # the actors fall back to torch and say why
+            logger.debug("ONNX export failed on the driver", exc_info=True)
+
     def _start_actors(self, config: RunConfig, variation: Variation, model: LoadedModel) -> None:
         import torch
 
         share, gpus, threads, device = self._placement(config)
+        self._warm_onnx_cache(config, model, device)
         restarts = dict(max_restarts=self.max_restarts, max_task_retries=-1)
         # Put once: every actor (and every restart) reads the same object. The backend
         # holds these references for its whole life, so restarts always find them.

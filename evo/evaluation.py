@@ -83,7 +83,7 @@ class Evaluator:
     """
 
     def __init__(self, config: RunConfig, model: LoadedModel, *, device: str | None = None) -> None:
-        self.scorer = Scorer(model, device=device or config.device, crops=config.crops)
+        self.scorer = Scorer(model, device=device or config.device, crops=config.crops, engine=config.engine)
         self.encoding = make_encoding(config, model.spec)
         self.class_ids = class_ids(config, model.spec)
         self._all_classes = len(self.class_ids) == model.spec.num_classes

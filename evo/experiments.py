@@ -205,6 +205,7 @@ def transfer(
     *,
     map_classes: bool = False,
     device: str | None = None,
+    engine: str = "auto",
     write: bool = True,
 ) -> TransferResult:
     """Score run ``run``'s elites on ``targets`` and write ``transfer.md`` and ``transfer.png``.
@@ -215,6 +216,7 @@ def transfer(
         map_classes: allow targets whose class set differs from the run's network, matching
             classes by name (elites whose class the target lacks are left out of its row).
         device: scoring device (default: CUDA when present).
+        engine: scoring engine (``auto``, ``torch``, ``onnxruntime``).
         write: write the two files into the run folder.
 
     Raises:
@@ -238,7 +240,7 @@ def transfer(
             )
     for name in targets:
         models.append(load_or_train(name))
-    source_scorer = Scorer(source, device=device, crops=elites.config.crops)
+    source_scorer = Scorer(source, device=device, crops=elites.config.crops, engine=engine)
     source_probs = _score_all(source_scorer, elites.images)
     source_ids = _class_map(source.spec.class_names, source.spec.class_names, elites.class_names)
     rows_index = np.arange(len(elites.images))
@@ -246,7 +248,7 @@ def transfer(
     source_top1 = [source.spec.class_names[i].lower() for i in source_probs.argmax(1)]
     rows, confidences, top1s = [], {}, {}
     for model in models:
-        probs = _score_all(Scorer(model, device=device), elites.images)
+        probs = _score_all(Scorer(model, device=device, engine=engine), elites.images)
         mapped = _class_map(source.spec.class_names, model.spec.class_names, elites.class_names)
         has = mapped >= 0
         conf = np.full(len(mapped), np.nan, dtype=np.float32)
@@ -385,6 +387,7 @@ def ablate(
     tolerance: float = 0.05,
     seed: int = 0,
     device: str | None = None,
+    engine: str = "auto",
     write: bool = True,
 ) -> AblationResult:
     """Occlude growing fractions of each elite of ``run`` and remove its repeated tiles.
@@ -398,6 +401,7 @@ def ablate(
         tolerance: mean absolute pixel difference under which two tiles count as repeats.
         seed: seeds the tile orders and the random control.
         device: scoring device.
+        engine: scoring engine (``auto``, ``torch``, ``onnxruntime``).
         write: write the files.
 
     Raises:
@@ -413,7 +417,7 @@ def ablate(
         raise ValueError(f"--grid must be >= 1, not {grid}")
     elites = load_elites(run)
     model = load_or_train(elites.model)
-    scorer = Scorer(model, device=device, crops=elites.config.crops)
+    scorer = Scorer(model, device=device, crops=elites.config.crops, engine=engine)
     images = fit_images(elites.images, scorer)
     ids = _class_map(model.spec.class_names, model.spec.class_names, elites.class_names)
     curves = occlusion_curve(scorer, images, ids, fractions, grid=grid, seed=seed)

@@ -25,7 +25,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from .experiments import transfer
     from .report import percent
 
-    result = transfer(args.run, args.to, map_classes=args.map_classes, device=args.device)
+    result = transfer(args.run, args.to, map_classes=args.map_classes, device=args.device, engine=args.engine)
     for row in result.rows:
         print(
             f"{row['target']}: {row['elites']} elites, same top-1 {100 * row['same_top1']:.1f}%, "
@@ -56,6 +56,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         classes=args.classes,
         device=args.device,
+        engine=args.engine,
         workers=args.workers,
         scorers=args.scorers,
         address=args.address,
@@ -83,6 +84,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         seed=args.seed,
         device=args.device,
+        engine=args.engine,
     )
     for row in result.rows:
         print(f"kept {row['kept']:.2f}: mean {percent(row['mean'])}, median {percent(row['median'])}")
@@ -102,6 +104,7 @@ def register(commands) -> None:
         "--map-classes", action="store_true", help="allow targets with another class set, matching names"
     )
     transfer.add_argument("--device", default=None, help="scoring device (default: CUDA when present)")
+    transfer.add_argument("--engine", default="auto", help=FIELD_HELP["engine"])
     transfer.set_defaults(func=cmd_transfer)
 
     retrain = commands.add_parser("retrain", help="the fooling-class (n+1) retraining loop")
@@ -123,6 +126,7 @@ def register(commands) -> None:
     retrain.add_argument("--image-size", type=positive_int, default=0, help="side of evolved images")
     retrain.add_argument("--classes", type=name_list, default=None, help="classes that get a cell")
     retrain.add_argument("--device", default=None)
+    retrain.add_argument("--engine", default="auto", help=FIELD_HELP["engine"])
     retrain.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])
     retrain.add_argument("--scorers", type=positive_int, default=1, help=FIELD_HELP["scorers"])
     retrain.add_argument("--address", default=None, help=FIELD_HELP["address"])
@@ -140,4 +144,5 @@ def register(commands) -> None:
     ablate.add_argument("--tolerance", type=number, default=0.05, help="repeat tolerance (mean |difference|)")
     ablate.add_argument("--seed", type=int, default=0)
     ablate.add_argument("--device", default=None)
+    ablate.add_argument("--engine", default="auto", help=FIELD_HELP["engine"])
     ablate.set_defaults(func=cmd_ablate)

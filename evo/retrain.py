@@ -91,7 +91,7 @@ class RetrainSettings:
     Attributes:
         model: DNN_1, a registry name.
         rounds: retraining rounds (paper: 15 for MNIST); ``rounds + 1`` networks are fooled.
-        generations, population, encoding, image_size, classes, device: of every round's
+        generations, population, encoding, image_size, classes, device, engine: of every round's
             evolution (see :class:`RunConfig`).
         seed: round k evolves with seed ``seed + k - 1``; training draws from ``seed`` too.
         out: folder for the table, the plot and one run folder per round.
@@ -120,6 +120,7 @@ class RetrainSettings:
     image_size: int = 0
     classes: list[str] | None = None
     device: str | None = None
+    engine: str = "auto"
     keep_from: float = 0.5
     workers: int = 0
     scorers: int = 1
@@ -318,6 +319,7 @@ def _retrain_locked(settings: RetrainSettings, data, show_progress: bool) -> Ret
             image_size=settings.image_size,
             classes=cells,
             device=settings.device,
+            engine=settings.engine,
             workers=settings.workers,
             scorers=settings.scorers,
             address=settings.address,

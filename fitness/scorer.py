@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import engine as engines
 from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -39,15 +43,23 @@ def ten_crops(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Scorer:
     """Softmax probabilities of a classifier for batches of images.
 
-    No gradients; CUDA when present (then half precision autocast and channels_last);
-    images in ``[0, 1]`` are normalised the way the model expects.
+    No gradients. Images in ``[0, 1]`` are normalised the way the model expects. Scoring runs
+    on the engine ``engine`` names (see :mod:`fooling.fitness.engine`): ONNX Runtime on the CPU
+    by default, torch elsewhere (channels_last; on CUDA also half precision autocast).
+    :meth:`logits` (for gradient methods) always runs the torch network.
 
     Args:
         model: the network and its spec.
         device: where to run; default CUDA when present, else CPU.
         crops: 1 (the image as is) or 10 (the paper's 10-crop average; images then
             come at 256/224 of the model's input size and are cropped to it).
-        amp: half-precision autocast; default on for CUDA.
+        amp: half-precision autocast of the torch engine; default on for CUDA.
+        engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
+
+    Raises:
+        ValueError: ``crops`` not 1 or 10.
+        UnknownNameError: no such engine (suggests close names).
+        EngineUnavailableError: ``onnxruntime`` asked for without the package or off the CPU.
     """
 
     def __init__(
@@ -57,6 +69,7 @@ class Scorer:
         device: str | torch.device | None = None,
         crops: int = 1,
         amp: bool | None = None,
+        engine: str = "auto",
     ) -> None:
         if crops not in (1, 10):
             raise ValueError(f"crops must be 1 or 10, not {crops}")
@@ -65,13 +78,33 @@ class Scorer:
         self.device = pick_device(device)
         self.crops = crops
         self.amp = self.device.type == "cuda" if amp is None else amp
-        network = model.network.to(self.device).eval()
-        if self.device.type == "cuda":
-            network = network.to(memory_format=torch.channels_last)
-        self.network = network
+        self.engine = engines.resolve_engine(engine, self.device)
+        self._model = model
+        self._session = None  # ONNX Runtime session, made on first use
+        self.threads = engines.scoring_threads()
+        # channels_last: faster convolutions on CUDA and, for torch, on the CPU too.
+        self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
         shape = (1, self.spec.channels, 1, 1)
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
+
+    def _onnx_session(self):
+        """The ONNX Runtime session, exported or read from the cache on first use.
+
+        A network the exporter cannot handle falls back to torch, with one log line.
+        """
+        if self._session is None:
+            try:
+                self._session = engines.onnx_session(engines.onnx_model(self._model), self.threads)
+            except Exception as error:  # any exporter or runtime failure: torch still works
+                reason = (
+                    str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                )
+                logger.warning(
+                    "%s cannot run on ONNX Runtime (%s): scoring with torch", self.spec.name, reason
+                )
+                self.engine = "torch"
+        return self._session
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -108,13 +141,13 @@ class Scorer:
             ValueError: images of the wrong shape for this model.
         """
         self.check_images(images)
+        if self.engine == "onnxruntime" and self._onnx_session() is not None:
+            return self._score_onnx(images)
         images = images.to(self.device, torch.float32, non_blocking=True)
         if self.crops == 10:
             batch = images.shape[0]
             images = ten_crops(images, self.spec.input_size).flatten(0, 1)
-        inputs = (images - self._mean) / self._std
-        if self.device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs = ((images - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         autocast = (
             torch.autocast(self.device.type, dtype=torch.float16) if self.amp else contextlib.nullcontext()
         )
@@ -124,3 +157,14 @@ class Scorer:
         if self.crops == 10:
             probabilities = probabilities.view(10, batch, -1).mean(0)
         return probabilities.cpu().numpy()
+
+    def _score_onnx(self, images: torch.Tensor) -> np.ndarray:
+        """:meth:`score` on ONNX Runtime: ``images`` ``(batch, c, *image_size)`` -> ``(batch, classes)``."""
+        images = images.detach().to("cpu", torch.float32)
+        batch = images.shape[0]
+        if self.crops == 10:
+            images = ten_crops(images, self.spec.input_size).flatten(0, 1)
+        probabilities = self._session.run(None, {"images": images.contiguous().numpy()})[0]
+        if self.crops == 10:
+            probabilities = probabilities.reshape(10, batch, -1).mean(0)
+        return probabilities
