@@ -11,6 +11,7 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .models import LoadedModel
 from .scorer import Scorer
@@ -78,8 +79,39 @@ def _as_scorer(model: LoadedModel | Scorer, device: str | None) -> Scorer:
     return model if isinstance(model, Scorer) else Scorer(model, device=device, amp=False)
 
 
-def _frame_every(steps: int, max_frames: int) -> int:
-    return max(1, -(-steps // max(1, max_frames - 1)))
+class _Frames:
+    """Snapshots of the images for animations: one per step while there are few, thinned
+    evenly past ``max_frames``; the first (the input) and the last are always kept.
+
+    Each snapshot is a copy on the CPU: ``x.cpu()`` of a CPU tensor is the tensor
+    itself, which the next step changes in place.
+    """
+
+    def __init__(self, max_frames: int) -> None:
+        self.max_frames = max(2, max_frames)
+        self.stride = 1
+        self.frames: list[torch.Tensor] = []
+        self.steps: list[int] = []
+
+    def offer(self, step: int, images: torch.Tensor, last: bool = False) -> None:
+        """Keep a copy of ``images`` at ``step`` if the current stride asks for it (or ``last``)."""
+        if step % self.stride and not last:
+            return
+        self.frames.append(images.detach().to("cpu", copy=True))
+        self.steps.append(step)
+        if len(self.frames) > 2 * self.max_frames:  # bounded memory: keep every other one
+            keep = list(range(0, len(self.frames) - 1, 2)) + [len(self.frames) - 1]
+            self.frames = [self.frames[i] for i in keep]
+            self.steps = [self.steps[i] for i in keep]
+            self.stride *= 2
+
+    def chosen(self) -> tuple[list[torch.Tensor], list[int]]:
+        """At most ``max_frames`` snapshots, evenly spaced, first and last included."""
+        count = len(self.frames)
+        if count <= self.max_frames:
+            return self.frames, self.steps
+        keep = sorted({round(i * (count - 1) / (self.max_frames - 1)) for i in range(self.max_frames)})
+        return [self.frames[i] for i in keep], [self.steps[i] for i in keep]
 
 
 def perturb(
@@ -91,8 +123,9 @@ def perturb(
     eps: float = 8 / 255,
     lr: float | None = None,
     threshold: float = 0.99,
-    max_frames: int = 40,
+    max_frames: int = 60,
     device: str | None = None,
+    show_progress: bool = False,
 ) -> PerturbResult:
     """Projected gradient descent on the input, within an L-inf ball of radius ``eps``.
 
@@ -109,7 +142,9 @@ def perturb(
         eps: L-inf budget in [0, 1] pixel units (8/255 is customary).
         lr: step size per step (default ``eps / 4``).
         threshold: targeted success probability.
-        max_frames: snapshots kept for animations.
+        max_frames: snapshots kept for animations: every step while there are at most
+            this many, else this many evenly spaced; the first is the input itself.
+        show_progress: draw a progress bar over the steps (on stderr).
 
     Returns:
         A :class:`PerturbResult`; ``(images - original).abs().max() <= eps`` always.
@@ -142,13 +177,14 @@ def perturb(
     goal = target_t if targeted else source
     direction = -1.0 if targeted else 1.0
 
-    every = _frame_every(steps, max_frames)
+    snapshots = _Frames(max_frames)
     x = original.clone()
     done = torch.zeros(batch, dtype=torch.bool, device=scorer.device)
     taken = torch.zeros(batch, dtype=torch.int64, device=scorer.device)
     current = torch.zeros(batch, scorer.spec.num_classes)  # last known probabilities, on the CPU
     current_loss = torch.zeros(batch)
-    probabilities, losses, frames, frame_steps = [], [], [], []
+    probabilities, losses = [], []
+    bar = tqdm(total=steps, desc="perturb", unit="step", disable=not show_progress, dynamic_ncols=True)
     # Each step costs one forward and one backward pass, like plain PGD: the forward
     # that gives the gradient also tells which images have already succeeded, and only
     # images still going are computed at all.
@@ -167,9 +203,7 @@ def perturb(
         probabilities.append(current.clone())
         losses.append(current_loss.clone())
         done[rows[success]] = True
-        if step % every == 0 or done.all() or step == steps:
-            frames.append(x.cpu())
-            frame_steps.append(step)
+        snapshots.offer(step, x, last=bool(done.all()) or step == steps)
         if done.all() or step == steps:
             break
         (gradient,) = torch.autograd.grad(loss[~success].sum(), inputs)
@@ -179,7 +213,10 @@ def perturb(
             bounds_low, bounds_high = original[going] - eps, original[going] + eps
             x[going] = torch.min(torch.max(moved, bounds_low), bounds_high).clamp(0.0, 1.0)
             taken[going] += 1
-    history = GradientHistory.stacked(probabilities, losses, frames, frame_steps)
+        bar.update(1)
+        bar.set_postfix(done=f"{int(done.sum())}/{batch}", refresh=False)
+    bar.close()
+    history = GradientHistory.stacked(probabilities, losses, *snapshots.chosen())
     return PerturbResult(
         images=x.detach(),
         original=original,
@@ -200,7 +237,7 @@ def ascent(
     decay: float = 0.01,
     start: str = "noise",
     seed: int = 0,
-    max_frames: int = 40,
+    max_frames: int = 60,
     device: str | None = None,
 ) -> tuple[torch.Tensor, GradientHistory]:
     """Gradient-ascent fooling images (Simonyan et al. 2013), one per class, batched.
@@ -235,10 +272,11 @@ def ascent(
     mean = torch.tensor(scorer.spec.mean).view(1, -1, 1, 1).to(scorer.device)
     noise = torch.rand(shape, generator=generator).to(scorer.device)
     x = noise if start == "noise" else (mean + 0.05 * (noise - 0.5)).clamp(0, 1).expand(shape).clone()
-    every = _frame_every(steps, max_frames)
+    snapshots = _Frames(max_frames)
+    snapshots.offer(0, x)
     with torch.no_grad():
         first = F.softmax(scorer.logits(x), dim=1)
-    probabilities, frames, frame_steps = [first.cpu()], [x.cpu()], [0]
+    probabilities = [first.cpu()]
     losses = [-torch.log(first.gather(1, classes[:, None])[:, 0].clamp_min(1e-30)).cpu()]
     for step in range(1, steps + 1):
         x.requires_grad_(True)
@@ -251,8 +289,6 @@ def ascent(
             now = F.softmax(scorer.logits(x), dim=1)
             probabilities.append(now.cpu())
             losses.append(-torch.log(now.gather(1, classes[:, None])[:, 0].clamp_min(1e-30)).cpu())
-        if step % every == 0 or step == steps:
-            frames.append(x.detach().cpu())
-            frame_steps.append(step)
-    history = GradientHistory.stacked(probabilities, losses, frames, frame_steps)
+        snapshots.offer(step, x, last=step == steps)
+    history = GradientHistory.stacked(probabilities, losses, *snapshots.chosen())
     return x.detach(), history

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+
+from .limits import MAX_IMAGE_PIXELS
 
 # Real photos that ship with scikit-image, usable offline by name.
 BUNDLED_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -47,7 +50,8 @@ def load_images(source: str, channels: int, size: tuple[int, int]) -> tuple[torc
 
     Raises:
         FileNotFoundError: no such file or folder.
-        ValueError: a file that is not a readable image, or a folder with no images.
+        ValueError: a file that is not a readable image, one above :data:`MAX_IMAGE_PIXELS`
+            (refused from its header, before decoding), or a folder with no images.
     """
     if source in BUNDLED_PHOTOS:
         return to_model_input(_bundled(source), channels, size).unsqueeze(0), [source]
@@ -64,9 +68,32 @@ def load_images(source: str, channels: int, size: tuple[int, int]) -> tuple[torc
     images = []
     for file in files:
         try:
-            with Image.open(file) as picture:
+            with warnings.catch_warnings():  # the size is checked below, with our own limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                picture = Image.open(file)  # reads the header only
+            with picture:
+                width, height = picture.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ValueError(
+                        f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
+                        "scale it down first"
+                    )
                 array = np.asarray(picture.convert("RGB"))
+        except Image.DecompressionBombError:
+            raise ValueError(
+                f"{file} declares too many pixels (limit {MAX_IMAGE_PIXELS:,}); scale it down first"
+            ) from None
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"{file} is not a readable image ({type(error).__name__})") from None
         images.append(to_model_input(array, channels, size))
-    return torch.stack(images), [file.stem for file in files]
+    return torch.stack(images), unique_names(files)
+
+
+def unique_names(files: list[Path]) -> list[str]:
+    """A distinct output name per file: its stem, or its whole name where stems repeat
+    (``x.png`` and ``x.jpg`` become ``x.png`` and ``x.jpg``, never both ``x``)."""
+    stems = [file.stem for file in files]
+    names = [file.name if stems.count(file.stem) > 1 else file.stem for file in files]
+    if len(set(names)) != len(names):  # e.g. "x.png" beside a file whose stem is "x.png"
+        names = [f"{index:03d}-{file.name}" for index, file in enumerate(files)]
+    return names
