@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -163,6 +165,90 @@ def check_writable(out: str) -> None:
     except (OSError, pa.ArrowException) as error:
         message = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise OSError(f"--out {out} cannot be written: {message}") from None
+
+
+# --- reachability: storage that does not answer fails in seconds, in one line ------------------
+
+# How long the check of a storage URI may take before the command gives up (seconds).
+STORAGE_TIMEOUT_VARIABLE = "FOOLING_STORAGE_TIMEOUT"
+DEFAULT_STORAGE_TIMEOUT_S = 10.0
+
+# Run in a child process: a store with no route makes pyarrow's clients retry for many
+# minutes inside C++ calls that neither a timeout nor Ctrl-C can cut short, while a child
+# process can always be killed. It opens the filesystem and reads the entry's type.
+_PROBE = """
+import sys
+import pyarrow.fs as pafs
+try:
+    filesystem, path = pafs.FileSystem.from_uri(sys.argv[1])
+    filesystem.get_file_info(path)
+except Exception as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(lines[0] if lines else type(error).__name__)
+    sys.exit(1)
+"""
+
+
+class StorageError(OSError):
+    """A storage location that cannot be reached or used (one line)."""
+
+
+def is_uri(location: str) -> bool:
+    """``True`` for a filesystem URI (``s3://``, ``gs://``, ...), ``False`` for a local path."""
+    return "://" in location and not location.startswith("file://")
+
+
+def storage_timeout() -> float:
+    """Seconds a storage check may take: ``$FOOLING_STORAGE_TIMEOUT``, else 10.
+
+    Raises:
+        ValueError: the variable is not a positive number.
+    """
+    text = os.environ.get(STORAGE_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_STORAGE_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{STORAGE_TIMEOUT_VARIABLE}={text!r}: expected a positive number of seconds")
+    return value
+
+
+def check_location(location: str, what: str = "--out", timeout: float | None = None) -> None:
+    """Fail within ``timeout`` seconds, in one line, when storage URI ``location`` does not answer.
+
+    Local paths are left to the command (nothing to wait for). A URI is opened and its
+    entry looked up in a child process that is killed when the time is up, so the
+    check ends on time, and Ctrl-C ends it at once, whatever the store does.
+
+    Args:
+        location: run folder or output location, a local path or a URI.
+        what: how the command line named it, for the message (``--out``, ``--resume``).
+        timeout: seconds to wait (default: :func:`storage_timeout`).
+
+    Raises:
+        StorageError: no answer in time, or the store refused (unknown scheme, bad
+            credentials, no such bucket, connection refused...).
+    """
+    if not is_uri(location):
+        return
+    seconds = storage_timeout() if timeout is None else timeout
+    command = [sys.executable, "-c", _PROBE, location]
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        raise StorageError(
+            f"{what} {location}: no answer from the store within {seconds:g} s (check the endpoint, "
+            f"network and credentials; {STORAGE_TIMEOUT_VARIABLE} sets the wait)"
+        ) from None
+    if result.returncode != 0:
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        reason = lines[0].strip()[:240] if lines else f"the check exited with code {result.returncode}"
+        raise StorageError(f"{what} {location} cannot be used: {reason}")
 
 
 # --- writing -----------------------------------------------------------------------------

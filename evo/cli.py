@@ -227,6 +227,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments that name a run folder or an output location, and how the command line spells them.
+STORAGE_ARGUMENTS = {"out": "--out", "resume": "--resume", "run": "run folder"}
+
+
+def check_storage(args: argparse.Namespace) -> None:
+    """Before any work: every storage URI on the command line answers within a bounded time.
+
+    Raises:
+        OSError: a location does not answer or refuses (one line; see
+            :func:`fooling.evo.checkpoint.check_location`).
+    """
+    locations = [(flag, getattr(args, name, None)) for name, flag in STORAGE_ARGUMENTS.items()]
+    if any(isinstance(value, str) and "://" in value for _, value in locations):
+        from .checkpoint import check_location
+
+        for flag, value in locations:
+            if isinstance(value, str):
+                check_location(value, flag)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fooling.fitness import ModelUnavailableError
 
@@ -237,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FOOLING_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
+        check_storage(args)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(message)s",

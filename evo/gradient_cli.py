@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fooling.fitness.images import BUNDLED_PHOTOS, load_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
 
 from .archive import ClassArchive
-from .checkpoint import Checkpoint, write_checkpoint
+from .checkpoint import Checkpoint, is_uri, join, write_bytes, write_checkpoint
 from .cli import UsageError, name_list, number, positive_int
 from .config import RunConfig
 from .evaluation import make_encoding
@@ -36,11 +37,14 @@ def _fresh_folder(out: str, kind: str) -> Iterator[Path]:
 
     Refuses a folder that holds files (nothing is overwritten) or that another process
     uses; a folder this command created is removed again if it fails before writing.
+
+    A storage URI (``s3://``, ``gs://``, ...) gets the same checks; the command writes into
+    a local staging folder whose files are uploaded to ``out`` when it succeeds.
     """
     path = Path(out)
-    if path.exists() and not path.is_dir():
+    if not is_uri(out) and path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} is a file; choose a folder")
-    created = not path.exists()
+    created = not is_uri(out) and not path.exists()
     try:
         with RunLock(out, kind):
             try:
@@ -49,11 +53,26 @@ def _fresh_folder(out: str, kind: str) -> Iterator[Path]:
                 raise UsageError(
                     f"--out {out} already exists and is not empty; choose another folder"
                 ) from None
-            yield path
+            if not is_uri(out):
+                yield path
+                return
+            with tempfile.TemporaryDirectory(prefix="fooling-out-") as staging:
+                yield Path(staging)
+                for file in sorted(Path(staging).rglob("*")):
+                    if file.is_file():
+                        write_bytes(join(out, file.relative_to(staging).as_posix()), file.read_bytes())
     except BaseException:
         if created:
             discard_if_empty(out)
         raise
+
+
+def _shown(location: str, local: Path, path: Path) -> str:
+    """How to name ``path``, written under ``local``, to the user: inside ``location`` when a URI."""
+    if not is_uri(location):
+        return str(path)
+    relative = path.relative_to(local).as_posix()
+    return location if relative == "." else join(location, relative)
 
 
 def _plural(count: int, word: str) -> str:
@@ -116,7 +135,7 @@ def _perturb_into(out: Path, args: argparse.Namespace, model, images, image_name
               f"{100 * float(after[goal]):.2f}%; {'success' if result.success[row] else 'FAILED'} in "
               f"{_plural(int(result.steps[row]), 'step')}; L2 {float(change['l2'][row]):.3f}, "
               f"L-inf {255 * float(change['linf'][row]):.2f}/255, PSNR {float(change['psnr'][row]):.1f} dB "
-              f"-> {folder}", file=sys.stdout)  # fmt: skip
+              f"-> {_shown(args.out, out, folder)}", file=sys.stdout)  # fmt: skip
     failed = int((~result.success).sum())
     if failed:
         print(f"fooling: {failed} of {len(image_names)} attack(s) failed", file=sys.stderr)
@@ -147,7 +166,7 @@ def _ascent_into(out: Path, args: argparse.Namespace, model, chosen: list[str], 
     # read ascent images exactly like evolved ones.
     config = RunConfig(model=args.model, encoding="direct", generations=1, population=len(chosen),
                        seed=args.seed, classes=None if args.classes is None else chosen,
-                       out=str(out),
+                       out=args.out if is_uri(args.out) else str(out),
                        checkpoint_every=0)  # fmt: skip
     archive = ClassArchive(chosen)
     genomes = DirectGenomes(images.cpu().numpy().astype(np.float32))
@@ -163,9 +182,9 @@ def _ascent_into(out: Path, args: argparse.Namespace, model, chosen: list[str], 
     write_report(str(out), max_tiles=args.tiles)
     reached = int((archive.fitness >= 0.9999).sum())
     print(
-        f"{out}: median confidence {100 * float(np.median(archive.fitness)):.2f}%, "
+        f"{_shown(args.out, out, out)}: median confidence {100 * float(np.median(archive.fitness)):.2f}%, "
         f"{reached}/{len(chosen)} classes >= 99.99% after {_plural(args.steps, 'step')}; "
-        f"grid in {out / 'elites.png'}"
+        f"grid in {_shown(args.out, out, out / 'elites.png')}"
     )
     return 0
 
