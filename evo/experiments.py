@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 
 import matplotlib
 
@@ -66,6 +67,7 @@ class Elites:
     fitness: np.ndarray
     images: torch.Tensor
     source: str
+    weights_hash: str = ""
 
 
 def _decode_png(data: bytes) -> np.ndarray:
@@ -116,7 +118,24 @@ def load_elites(run: str) -> Elites:
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
         names = [row["class_name"] for row in rows]
         fitness = np.array([row["fitness"] for row in rows], dtype=np.float32)
-    return Elites(run, config, model, names, np.asarray(fitness, np.float32), images, source)
+    return Elites(
+        run, config, model, names, np.asarray(fitness, np.float32), images, source,
+        str(metadata.get("weights_hash", "")),
+    )  # fmt: skip
+
+
+def check_weights(elites: Elites, model: LoadedModel) -> None:
+    """Refuse to rescore ``elites`` when their network's weights changed since the run,
+    as resuming does: the stored confidences would belong to another network.
+
+    Raises:
+        CheckpointError: the weights hash differs from the checkpoint's.
+    """
+    if elites.weights_hash and elites.weights_hash != model.weights_hash:
+        raise CheckpointError(
+            f"{elites.run} was evolved against {elites.model} with weights {elites.weights_hash}, "
+            f"but {elites.model} now has weights {model.weights_hash}; refusing to mix them"
+        )
 
 
 def fit_images(images: torch.Tensor, scorer: Scorer) -> torch.Tensor:
@@ -208,7 +227,10 @@ def transfer(
     engine: str = "auto",
     write: bool = True,
 ) -> TransferResult:
-    """Score run ``run``'s elites on ``targets`` and write ``transfer.md`` and ``transfer.png``.
+    """Score run ``run``'s elites on ``targets`` and write ``transfer-to-TARGETS.md`` and ``.png``.
+
+    Results of other targets stay; a result of the same targets that differs from the
+    earlier one (e.g. retrained weights) is written beside it as ``...-2.md``, never over it.
 
     Args:
         run: run folder (an evolved or gradient-ascent run).
@@ -230,6 +252,7 @@ def transfer(
         raise ValueError("give at least one --to MODEL")
     elites = load_elites(run)
     source = load_or_train(elites.model)
+    check_weights(elites, source)
     models: list[LoadedModel] = []
     for name in targets:
         spec = get_model_spec(name)  # cheap: checks names and class sets before any training
@@ -237,6 +260,10 @@ def transfer(
             raise ValueError(
                 f"{spec.name} has other classes ({spec.num_classes}) than {source.spec.name} "
                 f"({source.spec.num_classes}), the run's network; --map-classes matches them by name"
+            )
+        if not (_class_map(source.spec.class_names, spec.class_names, elites.class_names) >= 0).any():
+            raise ValueError(
+                f"{spec.name} has none of the classes of {run}'s elites (matched by name): nothing to compare"
             )
     for name in targets:
         models.append(load_or_train(name))
@@ -276,6 +303,20 @@ def transfer(
     if write:
         result.uris = _write_transfer(result, source.spec.name)
     return result
+
+
+def _transfer_uris(run: str, targets: list[str], text: bytes) -> tuple[str, str]:
+    """``RUN/transfer-to-TARGETS.md`` and ``.png``; when that file already holds another
+    result (e.g. the target's weights changed), ``-2``, ``-3``, ... instead: nothing is overwritten."""
+    from .checkpoint import exists, read_bytes
+
+    stem = "transfer-to-" + "+".join(re.sub(r"[^A-Za-z0-9._-]+", "_", target) for target in targets)
+    for number in range(1, 10_000):
+        name = stem if number == 1 else f"{stem}-{number}"
+        md_uri = join(run, f"{name}.md")
+        if not exists(md_uri) or read_bytes(md_uri) == text:
+            return md_uri, join(run, f"{name}.png")
+    raise ValueError(f"{run} holds too many transfer results named {stem}-N; move some away")
 
 
 def _write_transfer(result: TransferResult, source: str) -> list[str]:
@@ -328,7 +369,7 @@ def _write_transfer(result: TransferResult, source: str) -> list[str]:
             _markdown_table(["class", source, *targets], detail),
         ]
     )
-    md_uri, png_uri = join(elites.run, "transfer.md"), join(elites.run, "transfer.png")
+    md_uri, png_uri = _transfer_uris(elites.run, targets, (text + "\n").encode())
     write_bytes(md_uri, (text + "\n").encode())
     figure, axis = plt.subplots(figsize=(5, 4.5))
     for target in targets:
@@ -415,14 +456,23 @@ def ablate(
         raise ValueError("--keep fractions must lie in [0, 1]")
     if grid < 1:
         raise ValueError(f"--grid must be >= 1, not {grid}")
+    if not tolerance >= 0:
+        raise ValueError(f"--tolerance must be >= 0, not {tolerance}")
     elites = load_elites(run)
+    side = min(elites.images.shape[-2:])
+    if grid > side:
+        raise ValueError(f"--grid {grid} is more tiles per side than {run}'s {side}-pixel images have pixels")
     model = load_or_train(elites.model)
+    check_weights(elites, model)
     scorer = Scorer(model, device=device, crops=elites.config.crops, engine=engine)
     images = fit_images(elites.images, scorer)
     ids = _class_map(model.spec.class_names, model.spec.class_names, elites.class_names)
     curves = occlusion_curve(scorer, images, ids, fractions, grid=grid, seed=seed)
     # Repeats are looked for in the image as evolved (before resizing to the network).
-    repetition = repetition_test(scorer, elites.images, ids, grid=grid, tolerance=tolerance, seed=seed)
+    repetition = repetition_test(
+        scorer, elites.images, ids, grid=grid, tolerance=tolerance, seed=seed,
+        prepare=lambda batch: fit_images(batch, scorer),
+    )  # fmt: skip
     full = curves[:, 0] if fractions[0] == 1.0 else repetition.original
     rows = [
         dict(

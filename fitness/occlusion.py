@@ -15,6 +15,7 @@ Nothing here knows of archives or runs: images in, probabilities out.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -64,11 +65,19 @@ def replace_tiles(images: torch.Tensor, masks: np.ndarray, grid: int) -> torch.T
     return out
 
 
-def _score(scorer: Scorer, images: torch.Tensor, class_ids: np.ndarray, batch_size: int) -> np.ndarray:
-    """Probability of ``class_ids[i]`` for each image, ``(n,)`` float32."""
+def _score(
+    scorer: Scorer,
+    images: torch.Tensor,
+    class_ids: np.ndarray,
+    batch_size: int,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> np.ndarray:
+    """Probability of ``class_ids[i]`` for each image, ``(n,)`` float32 (``prepare``: applied
+    to each batch first, e.g. a resize to the scorer's input size)."""
     parts = []
     for start in range(0, images.shape[0], batch_size):
-        probabilities = scorer.score(images[start : start + batch_size])
+        batch = images[start : start + batch_size]
+        probabilities = scorer.score(prepare(batch) if prepare is not None else batch)
         parts.append(probabilities[np.arange(probabilities.shape[0]), class_ids[start : start + batch_size]])
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
@@ -197,15 +206,18 @@ def repetition_test(
     tolerance: float = 0.05,
     seed: int = 0,
     batch_size: int = 256,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RepetitionResult:
     """Remove repeated tiles of each image and score it, with a random-tile control.
 
     Args:
-        scorer: the classifier (images already of ``scorer.image_size``).
+        scorer: the classifier (images of ``scorer.image_size``, or made so by ``prepare``).
         images: ``(n, channels, height, width)`` float in ``[0, 1]``.
         class_ids: ``(n,)`` class tracked for each image.
         grid, tolerance: see :func:`repeated_tiles`.
         seed: seeds the control's random tiles.
+        prepare: applied to each batch before scoring (tiles are found and replaced at the
+            images' own size, as evolved), e.g. a resize to ``scorer.image_size``.
     """
     masks = repeated_tiles(images, grid=grid, tolerance=tolerance)
     removed = masks.sum(axis=1)
@@ -215,7 +227,7 @@ def repetition_test(
         control[index, rng.permutation(masks.shape[1])[:count]] = True
     return RepetitionResult(
         removed=removed,
-        original=_score(scorer, images, class_ids, batch_size),
-        without_repeats=_score(scorer, replace_tiles(images, masks, grid), class_ids, batch_size),
-        random_control=_score(scorer, replace_tiles(images, control, grid), class_ids, batch_size),
+        original=_score(scorer, images, class_ids, batch_size, prepare),
+        without_repeats=_score(scorer, replace_tiles(images, masks, grid), class_ids, batch_size, prepare),
+        random_control=_score(scorer, replace_tiles(images, control, grid), class_ids, batch_size, prepare),
     )

@@ -56,8 +56,10 @@ def test_transfer_table_and_files(run, lenet_b):
     itself = result.rows[1]
     assert itself["same_top1"] == 1.0
     assert itself["mean_target"] == pytest.approx(itself["mean_source"], abs=1e-6)
-    assert os.path.getsize(os.path.join(out, "transfer.png")) > 1000
-    text = Path(out, "transfer.md").read_text()
+    name = f"transfer-to-{lenet_b}+mnist-lenet"
+    assert result.uris == [os.path.join(out, f"{name}.md"), os.path.join(out, f"{name}.png")]
+    assert os.path.getsize(os.path.join(out, f"{name}.png")) > 1000
+    text = Path(out, f"{name}.md").read_text()
     assert "| target | elites | same top-1 label |" in text and lenet_b in text
 
 
@@ -288,3 +290,60 @@ def test_bad_input_is_one_line_exit_2(run, capsys, tmp_path, fooling_home):
         capsys, ["retrain", "--model", "imagenet-lite0", "--out", str(tmp_path)]
     )
     assert "--keep" in _one_line_error(capsys, ["ablate", out, "--keep", "1.5"])
+
+
+# --- nothing overwritten, nothing mixed (issue 14) --------------------------------------------
+
+
+def test_transfer_never_overwrites_an_earlier_result(run, lenet_b):
+    from fooling.evo.experiments import transfer
+
+    out, _ = run
+    first = transfer(out, ["mnist-lenet"]).uris
+    other = transfer(out, [lenet_b]).uris
+    assert first != other and all(os.path.exists(uri) for uri in first + other)
+    Path(first[0]).write_text("an earlier, different result\n")
+    again = transfer(out, ["mnist-lenet"]).uris
+    assert again[0].endswith("transfer-to-mnist-lenet-2.md")
+    assert Path(first[0]).read_text() == "an earlier, different result\n"
+    assert transfer(out, ["mnist-lenet"]).uris == again  # the same result again: same files
+
+
+def test_map_classes_with_no_shared_class_is_an_error(run, capsys):
+    out, _ = run
+    before = sorted(os.listdir(out))
+    err = _one_line_error(capsys, ["transfer", out, "--to", "imagenet-lite0", "--map-classes"])
+    assert "none of the classes" in err
+    assert sorted(os.listdir(out)) == before
+
+
+def test_transfer_and_ablate_refuse_changed_weights(run, capsys, monkeypatch):
+    import fooling.evo.run as run_module
+
+    out, _ = run
+    real = run_module.load_or_train
+
+    def retrained(name):
+        model = real(name)
+        return type(model)(spec=model.spec, network=model.network, weights_hash="0" * 16)
+
+    monkeypatch.setattr(run_module, "load_or_train", retrained)
+    for arguments in (["transfer", out, "--to", "mnist-lenet"], ["ablate", out]):
+        assert "refusing to mix" in _one_line_error(capsys, arguments)
+
+
+def test_ablate_grid_and_tolerance_out_of_range(run, capsys):
+    out, _ = run
+    assert "--grid 100" in _one_line_error(capsys, ["ablate", out, "--grid", "100"])
+    assert "--tolerance" in _one_line_error(capsys, ["ablate", out, "--tolerance", "-1"])
+
+
+def test_ablate_on_a_run_with_image_size(fooling_home, tmp_path):
+    from fooling.evo.experiments import ablate
+    from fooling.evo.run import evolve
+
+    out = str(tmp_path / "small")
+    evolve(RunConfig(generations=2, population=20, image_size=14, out=out), show_progress=False)
+    result = ablate(out, grid=2, fractions_kept=(1.0, 0.5))
+    assert result.curves.shape == (len(result.elites.class_names), 2)
+    assert np.isfinite(result.repeats["original"]).all()
