@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -407,18 +408,98 @@ def read_checkpoint_table(uri: str) -> tuple[pa.Table, dict]:
         CheckpointError: missing, unreadable, or of another format version.
     """
     try:
-        table = pq.read_table(io.BytesIO(read_bytes(uri)))
-        metadata = json.loads(table.schema.metadata[METADATA_KEY])
+        parquet = pq.ParquetFile(io.BytesIO(read_bytes(uri)))  # the file is read once
+        metadata = json.loads(parquet.schema_arrow.metadata[METADATA_KEY])
     except FileNotFoundError:
         raise CheckpointError(f"{uri}: no such checkpoint") from None
     except Exception as error:
         message = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(f"{uri} is not a readable checkpoint ({message})") from None
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        version = metadata.get("format_version") if isinstance(metadata, dict) else None
+        raise CheckpointError(f"{uri}: format version {version}, expected {FORMAT_VERSION}")
+    # Sizes the footer declares are checked before any column is decompressed, so a small
+    # crafted file cannot make us allocate gigabytes.
+    rows = parquet.metadata.num_rows
+    declared = sum(
+        parquet.metadata.row_group(group).column(column).total_uncompressed_size
+        for group in range(parquet.metadata.num_row_groups)
+        for column in range(parquet.metadata.num_columns)
+    )
+    limit = rows * (genome_byte_limit(metadata) + ROW_OVERHEAD_LIMIT) + FILE_OVERHEAD_LIMIT
+    if declared > limit:
         raise CheckpointError(
-            f"{uri}: format version {metadata.get('format_version')}, expected {FORMAT_VERSION}"
+            f"{uri} declares {declared:,} bytes uncompressed, more than {limit:,} for {rows} elites "
+            "of its run; refusing to read it"
         )
+    try:
+        table = parquet.read()
+    except Exception as error:
+        message = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise CheckpointError(f"{uri} is not a readable checkpoint ({message})") from None
     return table, metadata
+
+
+# Bounds for the sizes a checkpoint may declare: besides its genome, a row holds ids, a class
+# name and a PNG thumbnail of at most 128x128 pixels.
+ROW_OVERHEAD_LIMIT = 256 * 1024
+FILE_OVERHEAD_LIMIT = 16 * 1024 * 1024
+
+
+def genome_byte_limit(metadata: dict) -> int:
+    """Most bytes one stored genome of the run ``metadata`` describes may take, uncompressed.
+
+    Direct genomes: 3 float32 channels at the run's image side (or 512 pixels when it is the
+    model's own size, more than any registered model takes); CPPN genomes: their capacity in
+    nodes and connections (a few bytes each). Plus room for the ``.npz`` wrapping.
+    """
+    config = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
+    try:
+        side = int(config.get("image_size") or 0) or 512
+        nodes = int(config.get("max_nodes") or 0) or 1024
+        edges = int(config.get("max_edges") or 0) or 4096
+    except (TypeError, ValueError):
+        side, nodes, edges = 512, 1024, 4096
+    direct = 3 * 4 * side * side
+    cppn = 16 * (nodes + edges)
+    return max(direct, cppn) + 16 * 1024
+
+
+def check_genome_blobs(blobs: list[bytes], limit: int) -> None:
+    """Check each stored genome's declared sizes before anything is decompressed.
+
+    Each genome is an ``.npz`` (a zip of ``.npy`` arrays): the zip directory declares each
+    member's uncompressed size and each ``.npy`` header its shape and dtype; both are read
+    without inflating the data.
+
+    Raises:
+        ValueError: a genome declaring more than ``limit`` bytes, an object dtype, or an
+            array whose header disagrees with its member's size.
+    """
+    for index, blob in enumerate(blobs):
+        if blob is None:
+            raise ValueError(f"genome {index} is missing")
+        try:
+            with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+                members = archive.infolist()
+                total = sum(member.file_size for member in members)
+                if total > limit:
+                    raise ValueError(f"genome {index} declares {total:,} bytes, more than {limit:,}")
+                for member in members:
+                    with archive.open(member) as stream:
+                        version = np.lib.format.read_magic(stream)
+                        if version == (1, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                        else:
+                            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                    if dtype.hasobject:
+                        raise ValueError(f"genome {index} holds objects")
+                    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if size > member.file_size:
+                        raise ValueError(f"genome {index}: {member.filename} declares {shape} {dtype}, "
+                                         f"more than its {member.file_size} bytes")  # fmt: skip
+        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            raise ValueError(f"genome {index} is unreadable: {error}") from None
 
 
 def read_checkpoint_file(uri: str, genome_classes: dict[str, type[GenomeBatch]]) -> Checkpoint:
@@ -441,7 +522,9 @@ def read_checkpoint_file(uri: str, genome_classes: dict[str, type[GenomeBatch]])
             raise ValueError("class ids out of range or repeated")
         if len(cells):
             genome_class = genome_classes[metadata["genome_class"]]
-            genomes = genome_class.from_row_bytes(table.column("genome").to_pylist())
+            blobs = table.column("genome").to_pylist()
+            check_genome_blobs(blobs, genome_byte_limit(metadata))
+            genomes = genome_class.from_row_bytes(blobs)
             archive.genomes = genomes.take(np.zeros(archive.num_cells, dtype=np.int64))
             archive.genomes.assign(cells, genomes)
         fitness = table.column("fitness").to_numpy()
@@ -523,9 +606,31 @@ def checkpoint_metadata(table: pa.Table) -> dict:
     return json.loads(table.schema.metadata[METADATA_KEY])
 
 
-def read_stats(out: str) -> list[dict]:
-    """Rows of ``out/stats.parquet`` (empty if there is none)."""
+def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
+    """Rows of ``out/stats.parquet``; empty, with a warning naming the file, when it is
+    missing (warned only when ``resuming``) or unreadable, as unreadable checkpoints are skipped.
+
+    Args:
+        resuming: the run goes on and will rewrite the file: a missing one is worth a
+            warning, and an unreadable one is first kept as ``stats.corrupt-N.parquet``.
+    """
+    uri = join(out, "stats.parquet")
     try:
-        return pq.read_table(io.BytesIO(read_bytes(join(out, "stats.parquet")))).to_pylist()
+        data = read_bytes(uri)
     except FileNotFoundError:
+        if resuming:
+            logger.warning("%s is missing: the per-generation statistics start afresh", uri)
+        return []
+    try:
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    except Exception as error:
+        message = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        kept = ""
+        if resuming:
+            number = 1
+            while exists(join(out, f"stats.corrupt-{number}.parquet")):
+                number += 1
+            write_bytes(join(out, f"stats.corrupt-{number}.parquet"), data)
+            kept = f"; kept as stats.corrupt-{number}.parquet, the statistics start afresh"
+        logger.warning("skipping %s: not a readable Parquet table (%s)%s", uri, message, kept)
         return []

@@ -277,7 +277,7 @@ def _evolve_locked(
             )
         archive = checkpoint.archive
         encoding.validate(archive.genomes.take(archive.occupied_cells()))
-        records = [r for r in read_stats(config.out) if r["gen"] <= checkpoint.generation]
+        records = [r for r in read_stats(config.out, resuming=True) if r["gen"] <= checkpoint.generation]
         start, next_id = checkpoint.generation + 1, checkpoint.next_id
         logger.info("resuming %s after generation %d", config.out, checkpoint.generation)
     else:
