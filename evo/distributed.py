@@ -26,7 +26,9 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -191,11 +193,16 @@ class _Call:
     count: int
 
 
-def check_address(address: str, timeout: float = 5.0) -> None:
+def check_address(address: str, timeout: float = 5.0, what: str = "--address") -> None:
     """Fail fast, in one line, when a ``HOST:PORT`` Ray address does not answer.
 
     ``ray.init`` on an unreachable address retries for a long time and then prints
     pages; a TCP connect says the same in seconds. ``auto`` and ``local`` are left to Ray.
+
+    Args:
+        address: the address to try.
+        timeout: seconds the TCP connect may take.
+        what: where the address came from, for the message (``--address``, ``RAY_ADDRESS``).
 
     Raises:
         ConnectionError: nothing listens there, or the address is malformed.
@@ -205,17 +212,100 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     target = address.split("://", 1)[-1].rstrip("/")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise ConnectionError(f"--address {address}: expected auto or HOST:PORT")
+        raise ConnectionError(f"{what} {address}: expected auto or HOST:PORT")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise ConnectionError(f"--address {address}: no Ray cluster answers there ({reason})") from None
+        raise ConnectionError(f"{what} {address}: no Ray cluster answers there ({reason})") from None
+
+
+# The address every process of a local Ray instance listens on: a run without
+# --address is reachable from this machine only.
+LOOPBACK = "127.0.0.1"
+# Ray's own switch for "this machine is no cluster node": with it off, Ray takes the
+# loopback address as the node's address instead of the machine's LAN address, and
+# its GCS, raylet, agents and metrics endpoints bind to that address only.
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# The private folder (mode 0700) holding the Ray session this process started, if any.
+_local_temp_root: str | None = None
+
+
+def _is_local(address: str | None) -> bool:
+    """``True`` when ``address`` asks for a new Ray instance on this machine (not a cluster)."""
+    return address is None or address == "local"
+
+
+@contextlib.contextmanager
+def _loopback_only(temp_root: str) -> Iterator[None]:
+    """While Ray starts: node address 127.0.0.1, session folders under ``temp_root``.
+
+    Processes Ray starts inherit the environment set here; it is restored afterwards,
+    so that joining a cluster later in the same process behaves as usual.
+    """
+    import ray._private.ray_constants as constants
+
+    saved_env = {name: os.environ.get(name) for name in (_CLUSTER_SWITCH, "RAY_TMPDIR")}
+    saved_switch = constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH] = "0"
+    os.environ["RAY_TMPDIR"] = temp_root
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved_switch
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def init_local_ray(**options) -> str:
+    """Start a Ray instance on this machine that only this machine can reach.
+
+    Every process of the instance (GCS, raylet, workers, dashboard and runtime-env
+    agents, metrics exporters) listens on 127.0.0.1, and its session folders live in a
+    new private folder (mode 0700) instead of the shared, world-writable ``/tmp/ray``.
+    :func:`shutdown_ray` stops the instance and removes that folder.
+
+    Args:
+        options: further ``ray.init`` arguments (``num_cpus``, ``logging_level``, ...).
+
+    Returns:
+        The private folder holding the session.
+    """
+    global _local_temp_root
+    temp_root = tempfile.mkdtemp(prefix="fooling-ray-")  # mode 0700: other users cannot enter
+    ray_temp = os.path.join(temp_root, "ray")  # Ray makes this one world-writable; its parent is not
+    options = {"include_dashboard": False, **options}
+    try:
+        with _loopback_only(temp_root):
+            ray.init(_node_ip_address=LOOPBACK, _temp_dir=ray_temp, **options)
+    except BaseException:
+        shutil.rmtree(temp_root, ignore_errors=True)
+        raise
+    _local_temp_root = temp_root
+    return temp_root
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, and removal of the private session folder of :func:`init_local_ray`."""
+    global _local_temp_root
+    if ray.is_initialized():
+        ray.shutdown()
+    if _local_temp_root is not None:
+        shutil.rmtree(_local_temp_root, ignore_errors=True)
+        _local_temp_root = None
 
 
 def connect(address: str | None) -> bool:
-    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``, or start a local one).
+    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local instance.
+
+    A local instance (no address, or ``local``) listens on 127.0.0.1 only (see
+    :func:`init_local_ray`). The address comes from the caller or from ``RAY_ADDRESS``,
+    never from anywhere else (a checkpoint, for one).
 
     Returns:
         ``True`` when this call started or joined Ray and so must shut it down;
@@ -228,18 +318,16 @@ def connect(address: str | None) -> bool:
         check_address(address)  # also when Ray is up already: a bad address is still a mistake
     if ray.is_initialized():
         return False
+    what = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        check_address(address)
+    if _is_local(address):
+        init_local_ray(logging_level=logging.WARNING, log_to_driver=True)
+        return True
+    check_address(address, what=what)
     try:
-        ray.init(
-            address=address,
-            include_dashboard=False if address is None else None,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     except ConnectionError as error:
-        raise ConnectionError(f"--address {address}: {str(error).splitlines()[0]}") from None
+        raise ConnectionError(f"{what} {address}: {str(error).splitlines()[0]}") from None
     return True
 
 
@@ -516,8 +604,8 @@ class RayBackend:
                 ray.kill(actor, no_restart=True)
         if getattr(self, "stats", None) and any(s.calls for s in self.stats):
             logger.info("Ray actors:\n  %s", "\n  ".join(self.report()))
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._owns_ray:
+            shutdown_ray()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

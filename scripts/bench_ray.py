@@ -35,7 +35,7 @@ from deap import base  # noqa: E402
 
 from fooling.evo.archive import ClassArchive  # noqa: E402
 from fooling.evo.config import RunConfig  # noqa: E402
-from fooling.evo.distributed import RayBackend  # noqa: E402
+from fooling.evo.distributed import RayBackend, init_local_ray, shutdown_ray  # noqa: E402
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
 from fooling.evo.run import load_or_train  # noqa: E402
 from fooling.evo.search import Search, Variation  # noqa: E402
@@ -123,7 +123,8 @@ def main() -> None:
     args = parser.parse_args()
     generations = 3 if args.quick else 10
     cpus = os.cpu_count() or 2
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # Loopback only, private session folder: what `fooling evolve` starts without --address.
+    init_local_ray(num_cpus=cpus, logging_level="ERROR", log_to_driver=False)
     model = load_or_train("mnist-lenet")
     out = tempfile.mkdtemp(prefix="bench-ray-")
     print(f"machine: {cpus} CPU cores; Ray {ray.__version__}; model mnist-lenet; out {out}")
@@ -191,7 +192,7 @@ def main() -> None:
         f"   GPU scorers one driver can feed        {per_cpu / args.gpu_scorer_rate:9.0f}   "
         f"(ceiling / {args.gpu_scorer_rate:.0f} evaluations/s per GPU scorer; target >= 100)"
     )
-    ray.shutdown()
+    shutdown_ray()
 
 
 if __name__ == "__main__":

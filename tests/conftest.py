@@ -38,16 +38,13 @@ def ray_session(fooling_home):
 
     Two CPUs as on the development machine and two fake GPUs, so scorer actors are
     placed on GPUs (``num_gpus=1`` each) while torch, finding no CUDA, scores on CPU.
-    Only tests that ask for this fixture start Ray.
+    Started as the CLI starts one: listening on 127.0.0.1 only, its session folder
+    private. Only tests that ask for this fixture start Ray.
     """
     import ray
 
-    ray.init(
-        num_cpus=2,
-        num_gpus=2,
-        include_dashboard=False,
-        logging_level="WARNING",
-        log_to_driver=False,
-    )
+    from fooling.evo.distributed import init_local_ray, shutdown_ray
+
+    init_local_ray(num_cpus=2, num_gpus=2, logging_level="WARNING", log_to_driver=False)
     yield ray
-    ray.shutdown()
+    shutdown_ray()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import shutil
@@ -41,6 +42,69 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def descendants(root: int) -> set[int]:
+    """``root`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _socket_owners(pids: set[int]) -> dict[int, int]:
+    """Socket inode -> pid, for the sockets the processes ``pids`` hold open."""
+    owners = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        owners[int(link[8:-1])] = pid
+    return owners
+
+
+def _ip(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw[::-1])
+    return ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def listening_sockets(root: int) -> list[tuple[str, str, int, str]]:
+    """``(protocol, address, port, process name)`` of every TCP socket listening and every UDP
+    socket bound by process ``root`` and its descendants, from /proc (no psutil needed)."""
+    owners = _socket_owners(descendants(root))
+    found = []
+    for table, protocol, state in (("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"),
+                                   ("udp6", "udp", "07")):  # fmt: skip
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                inode = int(fields[9])
+                if fields[3] == state and inode in owners:
+                    address, port = fields[1].split(":")
+                    name = "?"
+                    with contextlib.suppress(OSError):
+                        name = Path(f"/proc/{owners[inode]}/comm").read_text().strip()
+                    found.append((protocol, str(_ip(address)), int(port, 16), name))
+    return found
+
+
+def on_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def one_error_line(capsys) -> str:
@@ -238,6 +302,95 @@ def test_unreachable_address_is_one_line_exit_2(fooling_home, tmp_path, capsys):
     assert code == 2
     assert "no Ray cluster answers there" in one_error_line(capsys)
     assert not (out / "checkpoints").exists()
+
+
+def test_resume_never_connects_to_the_address_in_the_checkpoint(ray_session, tmp_path, monkeypatch, capsys):
+    """A run folder from someone else must not point this driver (and its Ray token) at their cluster."""
+    stored = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "shared"
+    evolve(
+        config(tmp_path, "shared", generations=2, address=stored), show_progress=False
+    )  # no Ray: workers 0
+    assert read_latest_checkpoint(str(out), GENOME_CLASSES).config.address == stored
+    tried = []
+    original = distributed.check_address
+
+    def check(address, timeout=5.0, what="--address"):
+        tried.append(address)
+        return original(address, timeout, what)
+
+    monkeypatch.setattr(distributed, "check_address", check)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    command = ["evolve", "--resume", str(out), "--generations", "3", "--workers", "1", "--no-progress"]
+    code = main(command + ["--no-report"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert stored not in tried
+    resumed = read_latest_checkpoint(str(out), GENOME_CLASSES)
+    assert resumed.generation == 2 and resumed.config.address is None and resumed.config.workers == 1
+
+
+def test_resume_takes_the_address_from_ray_address_only(fooling_home, tmp_path):
+    stored, given = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    evolve(config(tmp_path, "run", generations=2, address=stored), show_progress=False)
+    env = {**os.environ, "RAY_ADDRESS": given}
+    command = [str(BIN / "fooling"), "evolve", "--resume", str(out), "--generations", "3", "--workers", "1"]
+    result = subprocess.run(command + ["--no-progress", "--no-report"], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"fooling: error: RAY_ADDRESS {given}: no Ray cluster answers there (Connection refused)"
+    assert stored not in result.stderr
+
+
+def test_the_session_instance_listens_on_loopback_only(ray_session):
+    sockets = listening_sockets(os.getpid())
+    assert {"gcs_server", "raylet"} <= {name for *_, name in sockets}, sockets
+    assert [s for s in sockets if not on_loopback(s[1])] == []
+
+
+def _session_folder(root: int) -> Path | None:
+    """The Ray session folder of the raylet below process ``root``, from its command line."""
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):
+            for argument in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0"):
+                if argument.startswith("--raylet_socket_name="):
+                    return Path(argument.split("=", 1)[1]).parents[1]
+    return None
+
+
+@pytest.mark.timeout(400)
+def test_a_local_run_listens_on_loopback_only(fooling_home, tmp_path):
+    """`fooling evolve --workers 1` without --address: every listening socket of the run's own
+    processes (driver, GCS, raylet, agents, actors, metrics) is on 127.0.0.1, and the session
+    folder is out of other users' reach and removed at the end."""
+    out = tmp_path / "local"
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    command = [str(BIN / "fooling"), "evolve", "--workers", "1", "--scorers", "1", "--generations", "100000",
+               "--population", "40", "--batch-size", "10", "--checkpoint-every", "1", "--out", str(out),
+               "--no-progress", "--no-report"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "LATEST").exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+        sockets = listening_sockets(process.pid)
+        session = _session_folder(process.pid)
+        # Folders on the way to the session that other users cannot enter (mode ...0).
+        closed = [
+            folder for folder in (session.parents if session else []) if not folder.stat().st_mode & 0o007
+        ]
+    finally:
+        process.send_signal(signal.SIGTERM)  # as Ctrl-C: finish the generation, checkpoint, stop
+        output = process.communicate(timeout=120)[0].decode(errors="replace")
+    assert process.returncode == 130, output[-3000:]
+    names = {name for *_, name in sockets}
+    assert {"gcs_server", "raylet"} <= names and len(sockets) >= 5, sockets
+    assert [s for s in sockets if not on_loopback(s[1])] == [], sockets
+    assert session is not None and not str(session).startswith("/tmp/ray/"), session
+    assert closed and all(folder != Path("/tmp") for folder in closed), session
+    assert not session.exists(), "the private session folder outlived the run"
 
 
 def test_more_scorers_than_gpus_is_one_line_exit_2(ray_session, tmp_path, capsys):
