@@ -87,6 +87,17 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
+def _file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# Mode of files written here: 0644 under the usual umask, as PIL, matplotlib and every other
+# tool write their outputs (run folders are shared and served: the gallery is an index.html).
+FILE_MODE = _file_mode()
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` so that readers see the old object or the new one, never half."""
     filesystem, path = _filesystem(uri)
@@ -95,6 +106,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         os.makedirs(directory, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         try:
+            os.fchmod(handle, FILE_MODE)  # mkstemp makes 0600; outputs are shared like any tool's
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
                 file.flush()

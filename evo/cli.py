@@ -12,6 +12,8 @@ import sys
 import types
 import typing
 
+from fooling.fitness.limits import check_seed
+
 from .config import RunConfig
 
 logger = logging.getLogger("fooling")
@@ -26,7 +28,8 @@ class UsageError(ValueError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # one line, not usage + message
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("fooling").strip()  # "fooling: error: " comes first
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _integer_at_least(minimum: int, description: str):
@@ -87,6 +90,7 @@ FIELD_HELP = {
     "scorers": "scorer actors on Ray (one GPU each where there are GPUs)",
     "address": "Ray cluster address (auto or HOST:PORT; default: start a local one)",
     "device": "scoring device, e.g. cpu, cuda (default: CUDA when present)",
+    "image_size": "side of the evolved images in pixels, at most 1024 (0: the model's input size)",
     "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
 }
 _TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
@@ -101,7 +105,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if field.name in _TYPES:
             kind = _TYPES[field.name]
         elif hint is int:
-            kind = non_negative_int if field.name != "seed" else int
+            kind = non_negative_int
         elif hint is float:
             kind = number
         elif field.name == "classes":
@@ -131,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not match:
         raise UsageError(f"{spec.name} comes with pretrained weights; only mnist-lenet is trained here")
     seed = args.seed if args.seed is not None else int(match.group(1) or 0)
+    check_seed(seed)
     cached = lenet_weights_path(seed)
     if cached.exists() and not args.force:
         info = (
@@ -197,14 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fooling",
         description="Evolve images that deep networks classify with near-certainty.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_common_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train and cache an MNIST LeNet")
     train.add_argument("--model", default="mnist-lenet")
     train.add_argument(
-        "--seed", type=int, default=None, help="training seed (default: from the name, else 0)"
+        "--seed", type=non_negative_int, default=None, help="training seed (default: from the name, else 0)"
     )
     train.add_argument("--epochs", type=positive_int, default=None)
     train.add_argument("--force", action="store_true", help="retrain even if cached")
@@ -224,7 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in EXTENSIONS:
         importlib.import_module(name).register(commands)
+    for command in commands.choices.values():  # the common options also after the command
+        _add_common_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default=None) -> None:
+    """``--debug``, ``-v`` and ``--threads``, on ``fooling`` and (``SUPPRESS``: not
+    overwriting what was given before the command) on every command."""
+    flag = default or False
+    parser.add_argument("--debug", action="store_true", default=flag, help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", default=flag, help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help="threads for scoring in this process (default: the cores it may use, from its CPU affinity)",
+    )
 
 
 # Arguments that name a run folder or an output location, and how the command line spells them.
@@ -254,9 +275,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FOOLING_DEBUG"))
+    argv = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in argv or bool(os.environ.get("FOOLING_DEBUG"))
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not argv:
+            commands = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+            raise UsageError(f"give a command: {commands} (fooling --help, fooling COMMAND --help)")
+        args = parser.parse_args(argv)
+        if args.threads is not None:
+            from fooling.fitness.engine import configure_threads
+
+            configure_threads(args.threads)
         check_storage(args)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,

@@ -329,8 +329,8 @@ def _evolve_locked(
                 record = search.step()
                 bar.update(1)
                 bar.set_postfix(
-                    median=f"{record['median']:.4f}",
-                    max=f"{record['max']:.4f}",
+                    median=f"{100 * record['median']:.2f}%",
+                    max=f"{100 * record['max']:.2f}%",
                     evals_s=f"{record['evals_per_s']:.0f}",
                     **({"ray": backend.summary()} if hasattr(backend, "summary") else {}),
                     refresh=False,

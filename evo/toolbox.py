@@ -11,6 +11,10 @@ from fooling.encodings import GenomeBatch
 def make_toolbox(encoding) -> base.Toolbox:
     """A toolbox with the encoding's operators registered under fixed names.
 
+    Args:
+        encoding: an encoding (e.g. :class:`fooling.encodings.DirectEncoding`), or a
+            :class:`fooling.evo.config.RunConfig`, whose encoding is made for its model.
+
     Registered (all batch-first, all taking an explicit ``numpy.random.Generator``):
         ``random(count, rng)``: ``count`` new genomes.
         ``mutate(genomes, rng, generation)``: mutated copies.
@@ -19,6 +23,14 @@ def make_toolbox(encoding) -> base.Toolbox:
     Replace any of them the DEAP way, e.g.
     ``toolbox.register("mutate", my_mutation)``, before handing the toolbox to a search.
     """
+    from .config import RunConfig
+
+    if isinstance(encoding, RunConfig):
+        from fooling.fitness import get_model_spec
+
+        from .evaluation import make_encoding
+
+        encoding = make_encoding(encoding, get_model_spec(encoding.model))
     toolbox = base.Toolbox()
     toolbox.register("random", encoding.random)
     toolbox.register("mutate", encoding.mutate)

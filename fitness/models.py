@@ -139,6 +139,9 @@ def get_model_spec(name: str) -> ModelSpec:
     """
     match = LENET_PATTERN.match(name)
     if match:
+        from .limits import check_seed
+
+        check_seed(int(match.group(1) or 0), f"the seed of model {name}")
         return _lenet_spec(int(match.group(1) or 0))
     if name not in _REGISTRY:
         from .retrain import retrained_spec  # networks retrained with a fooling class, cached
