@@ -349,20 +349,9 @@ class CPPNEncoding:
         planes = coordinate_inputs(height, width, device, coordinates=self.coordinates)  # (4, pixels)
         images = []
         for start in range(0, len(genomes), chunk):
-            part = genomes.take(slice(start, start + chunk))
-            _, weights, activations = self.compile(part)
-            weights_t = torch.from_numpy(weights).to(device)
-            activation_t = torch.from_numpy(activations.astype(np.int64)).to(device)
-            batch, length = activations.shape
-            values = torch.zeros(batch, length, planes.shape[1], device=device)
-            values[:, :NUM_INPUTS] = planes
-            for position in range(NUM_INPUTS, length):
-                total = torch.bmm(weights_t[:, position : position + 1, :position], values[:, :position])[
-                    :, 0
-                ]
-                values[:, position] = _activate(total, activation_t[:, position])
-            out = values[:, length - self.outputs :].abs().clamp(0.0, 1.0)
-            images.append(out.reshape(batch, self.outputs, height, width))
+            order, weights, activations = self.compile(genomes.take(slice(start, start + chunk)))
+            out = _render_compiled(order, weights, activations, planes, self.outputs)
+            images.append(out.reshape(len(order), self.outputs, height, width))
         if not images:
             return torch.zeros((0, *self.shape), device=device)
         images = torch.cat(images)
@@ -419,6 +408,78 @@ def _activate(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         rows = ids == index
         if rows.any():
             out[rows] = function(values[rows])
+    return out
+
+
+# Pixels rendered at once on the CPU: a chunk's node values for this many pixels stay in the
+# CPU caches (32 genomes x 20 nodes x 4096 px x 4 B = 10 MB, against 160 MB for a whole
+# 224 px image), and each torch call still does enough work to hide its ~5 us overhead.
+RENDER_TILE = 4096
+
+
+def _render_compiled(
+    order: np.ndarray, weights: np.ndarray, activations: np.ndarray, planes: torch.Tensor, outputs: int
+) -> torch.Tensor:
+    """Evaluate compiled CPPNs (see :meth:`CPPNEncoding.compile`) on every pixel.
+
+    Profiled at 224x224 on the CPU (2 cores): the earlier form, a dense batched matrix
+    product per node position over all earlier positions, then a boolean-mask gather and
+    scatter per activation, spent most of its time moving memory (O(nodes^2) reads per
+    pixel, and buffers of 100+ MB per chunk). Here each node position reads only its own
+    connections: the genomes using activation ``k`` at position ``p`` form one group, and the
+    group's weighted inputs are gathered from a flat ``(genome * length + position, pixels)``
+    buffer, summed with ``index_add_`` and written back with ``index_copy_``. No Python loop
+    runs per genome or per pixel; the loops are over node positions, activations (4) and
+    pixel tiles. The sums run in the same order as before, so images are unchanged.
+
+    Args:
+        order: ``(batch, length)`` node slot per position (-1: padding, skipped).
+        weights: ``(batch, length, length)`` float32, ``weights[b, k, j]`` from ``j`` to ``k``.
+        activations: ``(batch, length)`` activation ids.
+        planes: ``(4, pixels)`` input planes (x, y, d, bias) on the rendering device.
+        outputs: output nodes, the last ``outputs`` positions.
+
+    Returns:
+        ``(batch, outputs, pixels)`` float32 in [0, 1], ``|output|`` clipped.
+    """
+    device = planes.device
+    batch, length = activations.shape
+    functions = list(ACTIVATIONS.values())
+    plan = []  # per position: (function, local rows, flat sources, weights, flat targets, group size)
+    for position in range(NUM_INPUTS, length):
+        steps = []
+        for index, function in enumerate(functions):
+            rows = np.flatnonzero((activations[:, position] == index) & (order[:, position] >= 0))
+            if rows.size == 0:
+                continue
+            incoming = weights[rows, position, :position]
+            local, source = np.nonzero(incoming)
+            steps.append((
+                function,
+                torch.from_numpy(local).to(device),
+                torch.from_numpy(rows[local] * length + source).to(device),
+                torch.from_numpy(incoming[local, source]).to(device)[:, None],
+                torch.from_numpy(rows * length + position).to(device),
+                rows.size,
+            ))  # fmt: skip
+        plan.append(steps)
+    last = (np.arange(batch)[:, None] * length + np.arange(length - outputs, length)).ravel()
+    last_t = torch.from_numpy(last).to(device)
+    pixels = planes.shape[1]
+    tile = RENDER_TILE if device.type == "cpu" else pixels
+    out = torch.empty(batch, outputs, pixels, device=device)
+    for begin in range(0, pixels, tile):
+        width = min(tile, pixels - begin)
+        values = torch.zeros(batch, length, width, device=device)
+        values[:, :NUM_INPUTS] = planes[:, begin : begin + width]
+        flat = values.view(batch * length, width)
+        for steps in plan:
+            for function, local, sources, edge_weights, targets, size in steps:
+                total = torch.zeros(size, width, device=device)
+                total.index_add_(0, local, flat.index_select(0, sources).mul_(edge_weights))
+                flat.index_copy_(0, targets, function(total))
+        chosen = flat.index_select(0, last_t).view(batch, outputs, width)
+        out[:, :, begin : begin + width] = chosen.abs_().clamp_(0.0, 1.0)
     return out
 
 

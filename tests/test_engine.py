@@ -307,3 +307,35 @@ def test_transfer_and_ablate_take_an_engine(fooling_home, tmp_path, capsys):
     capsys.readouterr()
     assert main(["transfer", out, "--to", "mnist-lenet", "--engine", "tourch"]) == 2
     assert "did you mean 'torch'" in one_error_line(capsys)
+
+
+def test_overlapped_rendering_gives_the_same_archive(fooling_home, tmp_path, monkeypatch):
+    import threading
+
+    from fooling.evo.evaluation import Evaluator
+
+    monkeypatch.setattr(Evaluator, "OVERLAP_CHUNK", 8)
+    rendered_in: list[str] = []
+    original = Evaluator.images
+
+    def spy(self, genomes):
+        rendered_in.append(threading.current_thread().name)
+        return original(self, genomes)
+
+    monkeypatch.setattr(Evaluator, "images", spy)
+    archives = {}
+    for overlap in (True, False):
+        monkeypatch.setattr(Evaluator, "OVERLAP", overlap)
+        config = RunConfig(
+            model="imagenet-lite0",
+            encoding="cppn",
+            generations=2,
+            population=20,
+            image_size=32,
+            classes=["jellyfish", "goldfish"],
+            engine="onnxruntime",
+            out=str(tmp_path / str(overlap)),
+        )
+        archives[overlap] = evolve(config, show_progress=False).archive
+    assert archives[True].equals(archives[False])
+    assert any(name.startswith("render") for name in rendered_in)  # the overlapped run used the thread
