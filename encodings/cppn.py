@@ -233,6 +233,32 @@ class CPPNEncoding:
             operations[column](out, int(row), rng)
         return out
 
+    def perturb_weights(
+        self,
+        genomes: CPPNGenomes,
+        rng: np.random.Generator,
+        generation: int = 0,
+        *,
+        scales: tuple[float, float] = (0.01, 1.0),
+    ) -> CPPNGenomes:
+        """New genomes: every used weight plus Gaussian noise, topology and activations kept.
+
+        Each genome draws one noise scale, log-uniform in ``scales`` (weight units; weights
+        live in [-10, 10]), so a batch mixes fine and coarse steps. Results are clipped to
+        the weight range. Vectorised over the batch.
+
+        Args:
+            genomes: ``batch_size`` parents; not modified.
+            scales: ``(smallest, largest)`` standard deviation of the noise.
+        """
+        out = genomes.copy()
+        low, high = np.log(scales[0]), np.log(scales[1])
+        sigma = np.exp(rng.uniform(low, high, size=(len(out), 1))).astype(np.float32)
+        noise = rng.standard_normal(out.edge_weight.shape).astype(np.float32) * sigma
+        moved = np.clip(out.edge_weight + noise, -WEIGHT_LIMIT, WEIGHT_LIMIT)
+        out.edge_weight = np.where(out.edge_used, moved, out.edge_weight).astype(np.float32)
+        return out
+
     def _free_edge(self, genomes: CPPNGenomes, row: int) -> int:
         free = np.flatnonzero(~genomes.edge_used[row])
         return int(free[0]) if free.size else -1
@@ -329,12 +355,68 @@ class CPPNEncoding:
         valid = order.ravel() >= 0
         position_of[rows[valid], order.ravel()[valid]] = np.tile(np.arange(length), batch)[valid]
         weights = np.zeros((batch, length, length), np.float32)
-        edge_rows, edge_slots = np.nonzero(genomes.edge_used)
-        targets = position_of[edge_rows, genomes.edge_target[edge_rows, edge_slots]]
-        sources = position_of[edge_rows, genomes.edge_source[edge_rows, edge_slots]]
+        edge_rows, edge_slots, targets, sources = self._edge_positions(genomes, position_of)
         np.add.at(weights, (edge_rows, targets, sources), genomes.edge_weight[edge_rows, edge_slots])
         activations = np.take_along_axis(genomes.node_activation, np.maximum(order, 0), axis=1)
         return order, weights, activations
+
+    @staticmethod
+    def _edge_positions(
+        genomes: CPPNGenomes, position_of: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every used connection as ``(row, slot, target position, source position)``, each ``(edges,)``."""
+        edge_rows, edge_slots = np.nonzero(genomes.edge_used)
+        targets = position_of[edge_rows, genomes.edge_target[edge_rows, edge_slots]]
+        sources = position_of[edge_rows, genomes.edge_source[edge_rows, edge_slots]]
+        return edge_rows, edge_slots, targets, sources
+
+    def render_differentiable(self, genomes: CPPNGenomes, edge_weight: torch.Tensor) -> torch.Tensor:
+        """Images of ``genomes`` with ``edge_weight`` as their weights, differentiable with respect to them.
+
+        The same images as :meth:`render` (up to float rounding), on ``edge_weight``'s device,
+        for gradient steps on the weights of fixed topologies. Quantising colour spaces
+        (``"hls-opencv"``) pass the gradient of the unquantised conversion (straight-through).
+
+        Args:
+            genomes: the topologies and activations (their own weights are ignored).
+            edge_weight: ``(batch_size, max_edges)`` float32; unused slots are ignored.
+
+        Returns:
+            ``(batch_size, outputs, height, width)`` float32 in [0, 1].
+        """
+        _, height, width = self.shape
+        device = edge_weight.device
+        batch = len(genomes)
+        order, weights, activations = self.compile(genomes)
+        length = order.shape[1]
+        position_of = np.full((batch, self.max_nodes), -1, np.int64)
+        rows, positions = np.nonzero(order >= 0)
+        position_of[rows, order[rows, positions]] = positions
+        edge_rows, edge_slots, targets, sources = (
+            torch.from_numpy(np.asarray(a, np.int64)).to(device)
+            for a in self._edge_positions(genomes, position_of)
+        )
+        matrix = torch.zeros(batch, length, length, device=device, dtype=edge_weight.dtype)
+        matrix = matrix.index_put(
+            (edge_rows, targets, sources), edge_weight[edge_rows, edge_slots], accumulate=True
+        )
+        activation_t = torch.from_numpy(activations.astype(np.int64)).to(device)
+        planes = coordinate_inputs(height, width, device, coordinates=self.coordinates)  # (4, pixels)
+        # A list, not one buffer written in place: autograd keeps every node's values.
+        values = [planes[i].expand(batch, -1) for i in range(NUM_INPUTS)]
+        for position in range(NUM_INPUTS, length):
+            inputs = torch.stack(values, dim=1)  # (batch, position, pixels)
+            total = torch.bmm(matrix[:, position : position + 1, :position], inputs)[:, 0]
+            values.append(_activate(total, activation_t[:, position]))
+        images = torch.stack(values[length - self.outputs :], dim=1).abs().clamp(0.0, 1.0)
+        images = images.reshape(batch, self.outputs, height, width)
+        if self.outputs == 3 and self.color_space == "hls-opencv":
+            hue = torch.remainder(images[:, :1] * (510.0 / 360.0), 1.0)  # byte * 2 degrees, wrapped
+            smooth = hls_to_rgb(torch.cat([hue, images[:, 1:]], dim=1))
+            return smooth + (hls_bytes_to_rgb(images) - smooth).detach()
+        if self.outputs == 3 and self.color_space != "rgb":
+            images = COLOR_CONVERSIONS[self.color_space](images)
+        return images
 
     def render(
         self, genomes: CPPNGenomes, device: torch.device | str = "cpu", *, chunk: int = 64

@@ -92,6 +92,8 @@ FIELD_HELP = {
     "device": "scoring device, e.g. cpu, cuda (default: CUDA when present)",
     "image_size": "side of the evolved images in pixels, at most 1024 (0: the model's input size)",
     "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
+    "emitter": "how children are made: paper (the paper's mutation), finetune (half the children: "
+    "fine weight perturbations), gradient (Adam steps on CPPN weights; in-process only)",
 }
 _TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
 

@@ -51,6 +51,8 @@ class RunConfig:
         device: scoring device (``None``: CUDA when present, else CPU).
         engine: scoring engine: ``"auto"`` (ONNX Runtime on the CPU, torch on CUDA), ``"torch"``
             or ``"onnxruntime"``. Archives are bit-identical for a fixed engine and device.
+        emitter: how children are made (see :mod:`fooling.evo.emitters`): ``"paper"`` (the
+            paper's mutation), ``"finetune"`` or ``"gradient"`` (CPPN only).
     """
 
     model: str = "mnist-lenet"
@@ -76,6 +78,7 @@ class RunConfig:
     address: str | None = None
     device: str | None = None
     engine: str = "auto"
+    emitter: str = "paper"
 
     def __post_init__(self) -> None:
         from fooling.fitness.limits import normalise_device
@@ -117,6 +120,9 @@ class RunConfig:
         from fooling.fitness.engine import check_engine
 
         check_engine(self.engine)  # UnknownNameError with close names
+        from .emitters import check_emitter
+
+        check_emitter(self.emitter, encoding=self.encoding, workers=self.workers)
         from fooling.fitness.limits import check_image_size, check_seed
 
         check_seed(self.seed)

@@ -8,8 +8,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fooling.encodings import CPPNEncoding, DirectEncoding, GenomeBatch
+from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, GenomeBatch
+from fooling.encodings.cppn import WEIGHT_LIMIT
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, resolve_name
+from fooling.fitness.weight_ascent import ascend_parameters
 
 from .config import RunConfig
 
@@ -135,3 +137,35 @@ class Evaluator:
                 scored.append(self.scorer.score(images))
             probabilities = np.concatenate(scored)
         return probabilities if self._all_classes else probabilities[:, self.class_ids]
+
+    def refine(
+        self, genomes: CPPNGenomes, cells: np.ndarray, *, steps: int, lr: float, chunk: int = 32
+    ) -> CPPNGenomes:
+        """Copies of CPPN ``genomes`` after ``steps`` Adam steps on their weights (``--emitter gradient``).
+
+        Row ``i`` climbs the log-probability of the class of archive cell ``cells[i]``
+        through the differentiable renderer and the torch network, ``chunk`` genomes per
+        forward/backward pass; weights stay in [-10, 10], topology and activations are kept.
+
+        Args:
+            genomes: ``batch_size`` CPPN genomes; not modified.
+            cells: ``(batch_size,)`` archive cell index of each genome's target class.
+        """
+        out = genomes.copy()
+        targets = torch.from_numpy(self.class_ids[np.asarray(cells)].astype(np.int64))
+        with torch.enable_grad():
+            for start in range(0, len(genomes), chunk):
+                part = genomes.take(slice(start, start + chunk))
+                weights = ascend_parameters(
+                    self.scorer,
+                    lambda w, part=part: self.encoding.render_differentiable(part, w),
+                    torch.from_numpy(part.edge_weight),
+                    targets[start : start + chunk],
+                    steps=steps,
+                    lr=lr,
+                    low=-WEIGHT_LIMIT,
+                    high=WEIGHT_LIMIT,
+                )
+                rows = slice(start, start + len(part))
+                out.edge_weight[rows] = np.where(part.edge_used, weights.numpy(), part.edge_weight)
+        return out

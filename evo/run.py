@@ -33,6 +33,7 @@ from .checkpoint import (
     write_stats,
 )
 from .config import RESUMABLE_OVERRIDES, RunConfig
+from .emitters import get_emitter
 from .evaluation import Evaluator, class_ids, make_encoding
 from .runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty, remove_stale_temporaries
 from .search import STATS_FIELDS, BackendError, LocalBackend, Search, Variation
@@ -167,7 +168,10 @@ def make_search(
     logbook: tools.Logbook | None = None,
 ) -> Search:
     """A search of ``config`` over ``archive`` on its backend; the caller closes ``search.backend``."""
-    variation = Variation(toolbox, seed=config.seed, crossover_probability=config.crossover_probability)
+    emitter = get_emitter(config.emitter)
+    variation = Variation(
+        toolbox, seed=config.seed, crossover_probability=config.crossover_probability, emitter=emitter
+    )
     return Search(
         archive=archive,
         backend=make_backend(config, variation, model),
@@ -177,6 +181,7 @@ def make_search(
         generation=generation,
         next_id=next_id,
         logbook=logbook,
+        evaluations_per_child=emitter.evaluations_per_child,
     )
 
 

@@ -13,6 +13,7 @@ from deap import base, tools
 from fooling.encodings import GenomeBatch
 
 from .archive import ClassArchive
+from .emitters import EMITTERS, Emitter
 from .toolbox import vary
 
 STATS_FIELDS = (
@@ -55,34 +56,52 @@ class Task:
         count: children in the batch.
         parent_rows: ``(count,)`` rows of the parent pool, or ``None`` for random
             genomes (generation 0).
+        parent_cells: ``(count,)`` archive cell of each child's parent (the class a
+            ``gradient`` emitter steers it toward), or ``None`` for random genomes.
     """
 
     generation: int
     batch_index: int
     count: int
     parent_rows: np.ndarray | None
+    parent_cells: np.ndarray | None = None
 
 
 class Variation:
     """Makes a task's children with the toolbox; picklable, so mutator actors run it too."""
 
-    def __init__(self, toolbox: base.Toolbox, *, seed: int, crossover_probability: float = 0.0) -> None:
+    def __init__(
+        self,
+        toolbox: base.Toolbox,
+        *,
+        seed: int,
+        crossover_probability: float = 0.0,
+        emitter: Emitter = EMITTERS["paper"],
+    ) -> None:
         self.toolbox = toolbox
         self.seed = seed
         self.crossover_probability = crossover_probability
+        self.emitter = emitter
 
     def __call__(self, task: Task, pool: GenomeBatch | None) -> GenomeBatch:
         """The children of ``task``, whose parents are ``pool.take(task.parent_rows)``."""
         rng = batch_rng(self.seed, task.generation, task.batch_index)
         if task.parent_rows is None:
             return self.toolbox.random(task.count, rng)
-        return vary(
+        parents = pool.take(task.parent_rows)
+        children = vary(
             self.toolbox,
-            pool.take(task.parent_rows),
+            parents,
             rng,
             generation=task.generation,
             crossover_probability=self.crossover_probability,
         )
+        if self.emitter.finetune_fraction > 0:
+            # Drawn after the mutation, so the mutated children are those of the paper's emitter.
+            rows = np.flatnonzero(rng.random(len(parents)) < self.emitter.finetune_fraction)
+            if rows.size:
+                children.assign(rows, self.toolbox.finetune(parents.take(rows), rng, task.generation))
+        return children
 
 
 class BackendError(OSError):
@@ -106,15 +125,24 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Everything in this process, one task after the other."""
+    """Everything in this process, one task after the other.
+
+    With an emitter that takes gradient steps, each varied batch is first refined by
+    ``evaluator.refine(children, parent_cells, steps=..., lr=...)`` and then scored.
+    """
 
     def __init__(self, variation: Variation, evaluator) -> None:
         self.variation = variation
         self.evaluator = evaluator
 
     def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+        emitter = self.variation.emitter
         for task in tasks:
             children = self.variation(task, pool)
+            if emitter.gradient_steps and task.parent_cells is not None:
+                children = self.evaluator.refine(
+                    children, task.parent_cells, steps=emitter.gradient_steps, lr=emitter.gradient_lr
+                )
             yield children, self.evaluator.evaluate(children)
 
     def close(self) -> None:
@@ -138,6 +166,8 @@ class Search:
         generation: the next generation to run (0 for a new run).
         next_id: the next unused individual id.
         logbook: per-generation statistics so far.
+        evaluations_per_child: evaluations a varied child costs (1, or more for emitters
+            that take gradient steps); random genomes cost 1. Logged as ``evals``.
     """
 
     def __init__(
@@ -151,6 +181,7 @@ class Search:
         generation: int = 0,
         next_id: int = 0,
         logbook: tools.Logbook | None = None,
+        evaluations_per_child: int = 1,
     ) -> None:
         self.archive = archive
         self.backend = backend
@@ -163,6 +194,7 @@ class Search:
             logbook = tools.Logbook()
             logbook.header = STATS_FIELDS
         self.logbook = logbook
+        self.evaluations_per_child = evaluations_per_child
         self.inserting = False  # True while the archive holds a half-inserted generation
 
     def tasks(self) -> tuple[list[Task], GenomeBatch | None, np.ndarray]:
@@ -187,7 +219,7 @@ class Search:
         pool_cells, parent_rows = np.unique(parent_cells, return_inverse=True)
         parent_rows = parent_rows.astype(np.int32)
         tasks = [
-            Task(self.generation, i, n, parent_rows[start : start + n])
+            Task(self.generation, i, n, parent_rows[start : start + n], parent_cells[start : start + n])
             for i, (start, n) in enumerate(zip(starts, counts))
         ]
         return tasks, self.archive.genomes.take(pool_cells), parent_cells
@@ -215,11 +247,12 @@ class Search:
             start += task.count
         seconds = time.perf_counter() - started
         self.inserting = False
+        evaluations = self.population * (1 if pool is None else self.evaluations_per_child)
         record = dict(
             gen=self.generation,
-            evals=self.population,
+            evals=evaluations,
             **self.archive.stats(),
-            evals_per_s=self.population / seconds,
+            evals_per_s=evaluations / seconds,
             seconds=seconds,
         )
         self.logbook.record(**record)

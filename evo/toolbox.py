@@ -19,6 +19,8 @@ def make_toolbox(encoding) -> base.Toolbox:
         ``random(count, rng)``: ``count`` new genomes.
         ``mutate(genomes, rng, generation)``: mutated copies.
         ``mate(first, second, rng)``: two batches of children (encodings with crossover).
+        ``finetune(genomes, rng, generation)``: weight-perturbed copies, topology kept
+        (encodings with ``perturb_weights``; the ``finetune`` emitter uses it).
 
     Replace any of them the DEAP way, e.g.
     ``toolbox.register("mutate", my_mutation)``, before handing the toolbox to a search.
@@ -36,6 +38,8 @@ def make_toolbox(encoding) -> base.Toolbox:
     toolbox.register("mutate", encoding.mutate)
     if hasattr(encoding, "mate"):
         toolbox.register("mate", encoding.mate)
+    if hasattr(encoding, "perturb_weights"):
+        toolbox.register("finetune", encoding.perturb_weights)
     return toolbox
 
 

@@ -1,0 +1,78 @@
+"""Gradient steps on the parameters of an image generator (e.g. a CPPN's weights) toward target classes.
+
+The generator is any differentiable function from a parameter batch to an image batch;
+this module knows the classifier, not genomes or archives. Costs are counted the way
+searches count them: one forward pass of one image is one evaluation, a forward and a
+backward pass are :data:`FORWARD_BACKWARD_COST` evaluations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .scorer import Scorer
+
+# Evaluations one image costs per gradient step: a forward pass (1) and a backward pass (2).
+FORWARD_BACKWARD_COST = 3
+
+
+def ascend_parameters(
+    scorer: Scorer,
+    generate: Callable[[torch.Tensor], torch.Tensor],
+    parameters: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    low: float,
+    high: float,
+) -> torch.Tensor:
+    """Adam steps on ``parameters``, each row toward its own target class's log-probability.
+
+    All rows go through the classifier together, one forward and one backward pass per
+    step; rows do not interact (the loss is a sum of per-row terms and Adam's state is
+    per element). After each step the parameters are clipped to ``[low, high]``.
+
+    Args:
+        scorer: the classifier; its torch network runs (any engine), in float32.
+        generate: parameters ``(batch, n)`` -> images ``(batch, channels, h, w)`` in [0, 1],
+            differentiable; images of another size are resized (bilinear) to the model's.
+        parameters: ``(batch, n)`` float32 start values (not modified).
+        targets: ``(batch,)`` int64 class index of each row.
+        steps: gradient steps (0 returns a copy of ``parameters``).
+        lr: Adam's step size, in parameter units.
+        low, high: bounds of every parameter.
+
+    Returns:
+        ``(batch, n)`` float32 parameters after ``steps`` steps, detached, on ``parameters``'
+        device.
+
+    Raises:
+        ValueError: ``steps < 0``, ``lr <= 0`` or ``targets`` not one per row.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, not {steps}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, not {lr}")
+    if targets.shape != (parameters.shape[0],):
+        raise ValueError(f"targets of shape {tuple(targets.shape)} for {parameters.shape[0]} rows")
+    weights = parameters.detach().to(scorer.device, torch.float32).clone().requires_grad_(True)
+    if steps == 0 or weights.shape[0] == 0:
+        return weights.detach().to(parameters.device)
+    targets = targets.to(scorer.device)
+    optimiser = torch.optim.Adam([weights], lr=lr)
+    for _ in range(steps):
+        images = generate(weights)
+        if tuple(images.shape[-2:]) != scorer.spec.input_size:
+            images = F.interpolate(images, size=scorer.spec.input_size, mode="bilinear", align_corners=False)
+        log_probabilities = F.log_softmax(scorer.logits(images), dim=1)
+        loss = -log_probabilities.gather(1, targets[:, None]).sum()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            weights.clamp_(low, high)
+    return weights.detach().to(parameters.device)

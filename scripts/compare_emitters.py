@@ -1,0 +1,191 @@
+"""Compare emitters at equal cost: the paper's search against stronger ones, on one fixed protocol.
+
+    python scripts/compare_emitters.py                       # the protocol: 40,000 evaluations, seeds 0 1 2
+    python scripts/compare_emitters.py --evaluations 4000 --seeds 0 --methods paper finetune
+
+Protocol: ``imagenet-lite0``, CPPN encoding rendered at ``--image-size`` (64) and resized to the
+model's 224, 20 ImageNet classes (every 50th class id), 40 children per generation, the same
+budget of evaluations for every method. Cost: one forward pass of the classifier on one image
+is 1 evaluation, a forward and a backward pass 3 (so a ``gradient`` child costs 1 + 3 x steps).
+Each method runs until its next generation would pass the budget.
+
+Results accumulate in ``OUT/results.json`` (one entry per method, seed and budget; finished
+runs are skipped when the script is run again), and every finished run rewrites
+``docs/emitters.md`` (table: final median per method and seed, wall-clock) and
+``docs/emitters.png`` (median elite confidence against evaluations per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from fooling.evo.config import RunConfig
+from fooling.evo.emitters import EMITTERS
+from fooling.evo.run import evolve
+from fooling.fitness import imagenet_class_names
+
+CLASS_STRIDE = 50
+NUM_CLASSES = 20
+
+
+def protocol_classes() -> list[str]:
+    """The 20 class names of the protocol: every 50th ImageNet class id (0, 50, ..., 950)."""
+    return list(imagenet_class_names()[::CLASS_STRIDE][:NUM_CLASSES])
+
+
+def generations_for(budget: int, population: int, per_child: int) -> int:
+    """Generations whose evaluations stay within ``budget``: generation 0 (random genomes)
+    costs ``population``, each later one ``population * per_child``."""
+    return 1 + max(0, math.floor((budget - population) / (population * per_child)))
+
+
+def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
+    """One search; returns its curve (cumulative evaluations, median) and final figures."""
+    emitter = EMITTERS[method]
+    out = Path(args.out) / f"{method}-seed{seed}-{args.evaluations}"
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt: start it again
+    config = RunConfig(
+        model=args.model,
+        encoding="cppn",
+        generations=generations_for(args.evaluations, args.population, emitter.evaluations_per_child),
+        population=args.population,
+        seed=seed,
+        classes=protocol_classes(),
+        image_size=args.image_size,
+        out=str(out),
+        checkpoint_every=0,
+        emitter=method,
+    )
+    started = time.perf_counter()
+    search = evolve(config, show_progress=False)
+    seconds = time.perf_counter() - started
+    evaluations, curve = 0, []
+    for record in search.logbook:
+        evaluations += int(record["evals"])
+        curve.append([evaluations, float(record["median"])])
+    fitness = search.archive.elite_fitness()
+    stats = search.archive.stats()
+    return {
+        "method": method,
+        "seed": seed,
+        "budget": args.evaluations,
+        "evaluations": evaluations,
+        "generations": config.generations,
+        "image_size": args.image_size,
+        "median": float(stats["median"]),
+        "mean": float(stats["mean"]),
+        "max": float(stats["max"]),
+        "over_90": int((fitness >= 0.9).sum()),
+        "seconds": seconds,
+        "curve": curve,
+    }
+
+
+def write_docs(results: dict, args: argparse.Namespace) -> None:
+    """``docs/emitters.md`` and ``docs/emitters.png`` from every finished run of this budget."""
+    runs = [r for r in results.values() if r["budget"] == args.evaluations]
+    methods = [m for m in EMITTERS if any(r["method"] == m for r in runs)]
+    by_method = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
+    seeds = sorted({r["seed"] for r in runs})
+    paper = statistics.median([r["median"] for r in by_method["paper"]]) if "paper" in by_method else None
+    lines = [
+        "# Emitters at equal cost",
+        "",
+        f"Protocol: `{args.model}`, CPPN encoding rendered at {args.image_size}x{args.image_size} and "
+        f"resized to 224, {NUM_CLASSES} classes (every {CLASS_STRIDE}th ImageNet class id), "
+        f"{args.population} children per generation, budget {args.evaluations:,} evaluations "
+        "(a forward pass of one image = 1, forward + backward = 3). "
+        "Median = median elite confidence over the 20 cells at the end of the run. "
+        "Written by `python scripts/compare_emitters.py` "
+        f"(`--evaluations {args.evaluations} --image-size {args.image_size}`).",
+        "",
+        "| method | " + " | ".join(f"seed {s} median" for s in seeds) + " | median of seeds | x paper "
+        "| mean | classes >= 90% | evaluations | wall-clock s |",
+        "|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|",
+    ]
+    for method in methods:
+        rows = by_method[method]
+        cells = {r["seed"]: f"{100 * r['median']:.2f}%" for r in rows}
+        middle = statistics.median([r["median"] for r in rows])
+        ratio = f"{middle / paper:.1f}x" if paper else ""
+        lines.append(
+            f"| `{method}` | "
+            + " | ".join(cells.get(s, "not run") for s in seeds)
+            + f" | {100 * middle:.2f}% | {ratio} | "
+            + f"{100 * statistics.mean(r['mean'] for r in rows):.2f}% | "
+            + " / ".join(str(r["over_90"]) for r in rows)
+            + f" | {' / '.join(str(r['evaluations']) for r in rows)} | "
+            + " / ".join(f"{r['seconds']:.0f}" for r in rows)
+            + " |"
+        )
+    lines += [""] + [f"* `{name}`: {EMITTERS[name].summary}." for name in methods]
+    lines += [
+        "",
+        "Wall-clock seconds are of the 2-core development CPU shared with other jobs (ONNX Runtime for "
+        "forward passes, torch for the gradient steps); compare methods by evaluations, not seconds.",
+        "",
+        "![Median elite confidence against evaluations](emitters.png)",
+        "",
+    ]
+    doc = Path(args.doc)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines))
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colours = dict(zip(EMITTERS, ("tab:gray", "tab:blue", "tab:red", "tab:green")))
+    for method in methods:
+        for index, run in enumerate(by_method[method]):
+            evaluations, medians = zip(*run["curve"])
+            axes.plot(evaluations, [100 * m for m in medians], color=colours.get(method), alpha=0.8,
+                      label=method if index == 0 else None)  # fmt: skip
+    axes.set_xlabel("evaluations (forward pass = 1, forward + backward = 3)")
+    axes.set_ylabel("median elite confidence (%)")
+    axes.set_title(f"{args.model}, {NUM_CLASSES} classes, CPPN {args.image_size}px, one line per seed")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(doc.with_suffix(".png"), dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluations", type=int, default=40_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(EMITTERS), choices=list(EMITTERS))
+    parser.add_argument("--model", default="imagenet-lite0")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--population", type=int, default=40)
+    parser.add_argument("--out", default="runs/compare-emitters")
+    parser.add_argument("--doc", default="docs/emitters.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    store = Path(args.out) / "results.json"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(store.read_text()) if store.exists() else {}
+    # Seed by seed, every method in turn: a run cut short still compares methods on the same seeds.
+    for seed in args.seeds:
+        for method in args.methods:
+            key = f"{method}/{seed}/{args.evaluations}/{args.image_size}"
+            if key in results:
+                continue
+            result = run_one(method, seed, args)
+            logging.info("%s seed %d: median %.4f after %d evaluations, %.0f s", method, seed,
+                         result["median"], result["evaluations"], result["seconds"])  # fmt: skip
+            results[key] = result
+            store.write_text(json.dumps(results, indent=1))
+            write_docs(results, args)
+
+
+if __name__ == "__main__":
+    main()
