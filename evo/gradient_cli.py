@@ -208,7 +208,9 @@ def register(commands) -> None:
     )
     perturb_parser.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     perturb_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    perturb_parser.add_argument("--out", required=True, help="new or empty folder for the results")
+    perturb_parser.add_argument(
+        "--out", required=True, help="new or empty folder for the results: local path or URI (s3://, gs://)"
+    )
     perturb_parser.set_defaults(func=cmd_perturb)
 
     ascent_parser = commands.add_parser("ascent", help="gradient-ascent fooling images, one per class")
@@ -222,5 +224,7 @@ def register(commands) -> None:
     ascent_parser.add_argument("--seed", type=int, default=0)
     ascent_parser.add_argument("--tiles", type=positive_int, default=40)
     ascent_parser.add_argument("--device", default=None)
-    ascent_parser.add_argument("--out", required=True)
+    ascent_parser.add_argument(
+        "--out", required=True, help="new or empty run folder: local path or URI (s3://, gs://)"
+    )
     ascent_parser.set_defaults(func=cmd_ascent)
