@@ -59,6 +59,8 @@ class Checkpoint:
         weights_hash: hash of the classifier's weights.
         archive: the elites.
         path: where it was read from or written to.
+        model_source: how to rebuild the model (reference string, kind, file SHA-256, labels,
+            preprocessing; see :func:`fooling.fitness.sources.describe_model`), or ``None``.
     """
 
     config: RunConfig
@@ -68,6 +70,7 @@ class Checkpoint:
     weights_hash: str
     archive: ClassArchive
     path: str = ""
+    model_source: dict | None = None
 
 
 # --- file systems ------------------------------------------------------------------------
@@ -315,6 +318,7 @@ def checkpoint_table(checkpoint: Checkpoint, images: np.ndarray | None = None) -
         },
         "model": checkpoint.model,
         "weights_hash": checkpoint.weights_hash,
+        "model_source": checkpoint.model_source,
         "genome_class": type(genomes).__name__ if genomes is not None else None,
         "class_names": list(archive.class_names),
     }
@@ -554,6 +558,7 @@ def read_checkpoint_file(uri: str, genome_classes: dict[str, type[GenomeBatch]])
             weights_hash=str(metadata["weights_hash"]),
             archive=archive,
             path=uri,
+            model_source=metadata.get("model_source"),
         )
     except CheckpointError:
         raise

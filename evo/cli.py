@@ -15,6 +15,7 @@ import typing
 from fooling.fitness.limits import check_seed
 
 from .config import RunConfig
+from .model_cli import add_model_options, apply_model_options
 
 logger = logging.getLogger("fooling")
 
@@ -76,7 +77,8 @@ def name_list(text: str) -> list[str] | None:
 
 
 FIELD_HELP = {
-    "model": "classifier to fool (e.g. mnist-lenet, imagenet-lite0)",
+    "model": "classifier to fool: a registered name (mnist-lenet, imagenet-lite0), timm:NAME, "
+    "torchvision:NAME, a file (.pt/.ts TorchScript, .pt2 torch.export, .onnx) or an installed plugin",
     "encoding": "genome encoding: direct or cppn",
     "generations": "total generations, counting the random first one",
     "population": "children per generation (paper: 200 MNIST, 400 ImageNet CPPN)",
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in EXTENSIONS:
         importlib.import_module(name).register(commands)
+    for command in commands.choices.values():
+        add_model_options(command)  # --labels, --input-size, ... wherever --model or --to is
     for command in commands.choices.values():  # the common options also after the command
         _add_common_options(command, default=argparse.SUPPRESS)
     return parser
@@ -290,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_threads(args.threads)
         check_storage(args)
+        apply_model_options(args)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(message)s",

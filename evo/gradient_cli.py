@@ -20,6 +20,7 @@ from fooling.fitness.animation import animation_frames, save_gif
 from fooling.fitness.gradient import ascent, perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
+from fooling.fitness.sources import require_gradients
 
 from .archive import ClassArchive
 from .checkpoint import Checkpoint, is_uri, join, write_bytes, write_checkpoint
@@ -98,6 +99,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
         raise UsageError("give either --target CLASS or --untargeted")
     check_device(args.device)
     model = load_or_train(args.model)
+    require_gradients(model, "perturb")
     names = model.spec.class_names
     target = None if args.untargeted else names.index(resolve_name(args.target, names, "class"))
     images, image_names = load_images(args.image, model.spec.channels, model.spec.input_size)
@@ -149,6 +151,7 @@ def cmd_ascent(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     check_device(args.device)
     model = load_or_train(args.model)
+    require_gradients(model, "ascent")
     names = model.spec.class_names
     chosen = [resolve_name(name, names, "class") for name in args.classes] if args.classes else list(names)
     if len(set(chosen)) != len(chosen):

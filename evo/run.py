@@ -18,6 +18,7 @@ from fooling.encodings import CPPNGenomes, DirectGenomes, GenomeBatch
 from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
 from fooling.fitness.limits import check_device
 from fooling.fitness.models import LENET_PATTERN
+from fooling.fitness.sources import describe_model, model_change
 
 from .archive import ClassArchive
 from .checkpoint import (
@@ -276,6 +277,9 @@ def _evolve_locked(
     if resume:
         checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
         if checkpoint.model != config.model or checkpoint.weights_hash != model.weights_hash:
+            changed = model_change(checkpoint.model_source, model)
+            if changed:
+                raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
             raise CheckpointError(
                 f"{checkpoint.path} was made with {checkpoint.model} (weights {checkpoint.weights_hash}), "
                 f"not {config.model} (weights {model.weights_hash}); refusing to mix them"
@@ -305,11 +309,15 @@ def _evolve_locked(
     )
     backend = search.backend
 
+    source = describe_model(config.model, model)  # how to rebuild the model, in every checkpoint
+
     def save() -> None:
         done = search.generation - 1
         cells = archive.occupied_cells()
         images = render_uint8(encoding, archive.genomes.take(cells))
-        state = Checkpoint(config, done, search.next_id, config.model, model.weights_hash, archive)
+        state = Checkpoint(
+            config, done, search.next_id, config.model, model.weights_hash, archive, model_source=source
+        )
         write_stats(config.out, list(search.logbook))
         uri = write_checkpoint(config.out, state, images)
         logger.debug("checkpoint %s", uri)

@@ -3,7 +3,7 @@
 Nothing here knows of archives, genomes or Ray.
 """
 
-from . import imagenet  # noqa: F401  (registers the ImageNet models)
+from . import imagenet, sources  # noqa: F401  (register the ImageNet models; timm:, files, plugins)
 from ._home import fooling_home, offline
 from ._names import UnknownNameError, resolve_name
 from .data import DigitData, load_mnist

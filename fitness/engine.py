@@ -183,6 +183,9 @@ def export_onnx(model: LoadedModel) -> bytes:
     """
     import io
 
+    own = getattr(model.network, "onnx_probabilities", None)
+    if own is not None:  # a model file exports itself (fitness/sources.py; ONNX files keep their graph)
+        return own(model.spec)
     spec = model.spec
     wrapper = _Probabilities(model.network, spec.mean, spec.std).to("cpu").eval()
     example = torch.zeros(2, spec.channels, *spec.input_size)

@@ -121,6 +121,27 @@ def _lenet_spec(seed: int) -> ModelSpec:
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {"mnist-lenet": lambda: _lenet_spec(0)}
 
 
+# Names outside the registry (see sources.py: timm:, torchvision:, model files, plugins):
+# (asked before the registry?, resolve(name) -> spec or None, extra names for suggestions).
+_RESOLVERS: list[tuple[bool, Callable[[str], ModelSpec | None], Callable[[], list[str]] | None]] = []
+
+
+def register_resolver(
+    resolve: Callable[[str], ModelSpec | None],
+    *,
+    names: Callable[[], list[str]] | None = None,
+    first: bool = False,
+) -> None:
+    """Let names outside the registry resolve.
+
+    Args:
+        resolve: returns the spec of a name it knows, else ``None``.
+        names: the names it knows, offered as suggestions for misspelt names.
+        first: ask it before the registry (for names of their own syntax, such as ``timm:``).
+    """
+    _RESOLVERS.append((first, resolve, names))
+
+
 def register_model(name: str, make_spec: Callable[[], ModelSpec]) -> None:
     """Add a model under ``name``; ``make_spec`` is called lazily on first use."""
     _REGISTRY[name] = make_spec
@@ -134,8 +155,13 @@ def model_names() -> list[str]:
 def get_model_spec(name: str) -> ModelSpec:
     """The spec registered under ``name``.
 
+    Besides registered names: ``timm:NAME``, ``torchvision:NAME``, model files and installed
+    plugins (see :mod:`fooling.fitness.sources`).
+
     Raises:
         UnknownNameError: no such model; the message suggests close names.
+        ModelFileError: a model file that cannot be used (a ``ValueError``).
+        ModelUnavailableError: a plugin that fails.
     """
     match = LENET_PATTERN.match(name)
     if match:
@@ -143,13 +169,21 @@ def get_model_spec(name: str) -> ModelSpec:
 
         check_seed(int(match.group(1) or 0), f"the seed of model {name}")
         return _lenet_spec(int(match.group(1) or 0))
+    for first, resolve, _ in _RESOLVERS:
+        if first and (spec := resolve(name)) is not None:
+            return spec
     if name not in _REGISTRY:
         from .retrain import retrained_spec  # networks retrained with a fooling class, cached
 
         spec = retrained_spec(name)
         if spec is not None:
             return spec
-    return _REGISTRY[resolve_name(name, _REGISTRY, "model")]()
+        for first, resolve, _ in _RESOLVERS:
+            if not first and (spec := resolve(name)) is not None:
+                return spec
+    extra = [extra for _, _, names in _RESOLVERS if names is not None for extra in names()]
+    resolved = resolve_name(name, [*_REGISTRY, *extra], "model")
+    return _REGISTRY[resolved]() if resolved in _REGISTRY else get_model_spec(resolved)
 
 
 def load_model(name: str) -> LoadedModel:
