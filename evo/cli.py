@@ -96,6 +96,13 @@ FIELD_HELP = {
     "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
     "emitter": "how children are made: paper (the paper's mutation), finetune (half the children: "
     "fine weight perturbations), gradient (Adam steps on CPPN weights; in-process only)",
+    "preset": "start from a named set of settings; flags given override it (paper: the original "
+    "ImageNet CPPN experiment)",
+    "color_space": "colour of 3-channel genomes: rgb, hsv, hls, hls-opencv (CPPN: the original code's)",
+    "coordinates": "CPPN x, y inputs: unit ([-1, 1]) or pixel (raw column and row, as the original)",
+    "split_weight": "CPPN add-node weights: one (NEAT) or old (the original: old weight on both)",
+    "max_nodes": "CPPN capacity in nodes",
+    "max_edges": "CPPN capacity in connections",
 }
 _TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
 
@@ -177,7 +184,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                 checkpoint.generation + 1,
             )
     else:
-        config = RunConfig(**{k: v for k, v in overrides.items() if v is not None})
+        preset = overrides.pop("preset")
+        config = RunConfig.from_preset(preset, **{k: v for k, v in overrides.items() if v is not None})
     search = evolve(
         config, resume=bool(args.resume), show_progress=not args.no_progress, checkpoint=checkpoint
     )

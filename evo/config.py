@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
+from fooling.fitness import resolve_name
+
 # Fields a resumed run may change; every other field must stay as the checkpoint says,
 # or the resumed run would not be the same search.
 RESUMABLE_OVERRIDES = (
@@ -18,6 +20,31 @@ RESUMABLE_OVERRIDES = (
     "device",
     "engine",
 )
+
+
+# Named sets of field values. "paper": the original ImageNet CPPN experiment (Nguyen et al.
+# 2015, Sferes2 + Caffe code): 256 px images scored as the softmax averaged over 10 crops,
+# raw pixel coordinates, bytes read as OpenCV 8-bit HLS, split connections keeping the old
+# weight, 400 random genomes then 400 children per generation for 5,000 generations, every
+# class a cell. The capacity stands in for "no caps": far above what 5,000 generations grow.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "encoding": "cppn",
+        "generations": 5000,
+        "population": 400,
+        "mutation_probability": 0.1,
+        "mutation_eta": 15.0,
+        "color_space": "hls-opencv",
+        "coordinates": "pixel",
+        "split_weight": "old",
+        "max_nodes": 256,
+        "max_edges": 1024,
+        "image_size": 256,
+        "crops": 10,
+        "classes": None,
+        "checkpoint_every": 100,
+    },
+}
 
 
 @dataclasses.dataclass
@@ -41,7 +68,13 @@ class RunConfig:
         halve_mutation_every: halve the direct encoding's rate every this many generations (0: never).
         crossover_probability: chance a child comes from SBX of two parents (direct only).
         crossover_eta: SBX eta.
-        color_space: colour genes of 3-channel images: ``"rgb"``, ``"hsv"`` or ``"hls"`` (CPPN).
+        color_space: colour genes of 3-channel images: ``"rgb"``, ``"hsv"``, ``"hls"``, or (CPPN
+            only) ``"hls-opencv"``, the original code's bytes read as OpenCV 8-bit HLS.
+        coordinates: CPPN inputs x, y: ``"unit"`` ([-1, 1]) or ``"pixel"`` (raw column and row).
+        split_weight: CPPN add-node weights: ``"one"`` (NEAT) or ``"old"`` (the original code).
+        max_nodes: capacity of a CPPN genome in nodes (inputs and outputs included).
+        max_edges: capacity of a CPPN genome in connections.
+        preset: name of the preset the run started from (see :data:`PRESETS`), or ``None``.
         image_size: side of the evolved images in pixels (0: the model's input size).
         crops: 1, or 10 for the paper's 10-crop averaged ImageNet fitness.
         classes: class names (or ``None`` for all) that get an archive cell.
@@ -70,6 +103,10 @@ class RunConfig:
     crossover_probability: float = 0.0
     crossover_eta: float = 10.0
     color_space: str = "rgb"
+    coordinates: str = "unit"
+    split_weight: str = "one"
+    max_nodes: int = 48
+    max_edges: int = 160
     image_size: int = 0
     crops: int = 1
     classes: list[str] | None = None
@@ -78,6 +115,7 @@ class RunConfig:
     address: str | None = None
     device: str | None = None
     engine: str = "auto"
+    preset: str | None = None
     emitter: str = "paper"
 
     def __post_init__(self) -> None:
@@ -113,8 +151,21 @@ class RunConfig:
         for name in ("mutation_eta", "crossover_eta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        if self.color_space not in ("rgb", "hsv", "hls"):
-            raise ValueError(f"--color-space must be rgb, hsv or hls, not {self.color_space!r}")
+        if self.color_space not in ("rgb", "hsv", "hls", "hls-opencv"):
+            raise ValueError(f"--color-space must be rgb, hsv, hls or hls-opencv, not {self.color_space!r}")
+        if self.color_space == "hls-opencv" and self.encoding != "cppn":
+            raise ValueError("--color-space hls-opencv maps CPPN outputs; it needs --encoding cppn")
+        if self.coordinates not in ("unit", "pixel"):
+            raise ValueError(f"--coordinates must be unit or pixel, not {self.coordinates!r}")
+        if self.split_weight not in ("one", "old"):
+            raise ValueError(f"--split-weight must be one or old, not {self.split_weight!r}")
+        # The smallest CPPN: 4 inputs, 3 outputs, every input connected to every output.
+        if self.max_nodes < 7 or self.max_edges < 12:
+            raise ValueError(
+                f"--max-nodes must be >= 7 and --max-edges >= 12, not {self.max_nodes} and {self.max_edges}"
+            )
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset {self.preset!r}: no such preset (known: {', '.join(PRESETS)})")
         if self.crops not in (1, 10):
             raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
         from fooling.fitness.engine import check_engine
@@ -135,6 +186,19 @@ class RunConfig:
                 duplicate = next(n for i, n in enumerate(self.classes) if n.lower() in
                                  {m.lower() for m in self.classes[:i]})  # fmt: skip
                 raise ValueError(f"--classes names {duplicate!r} twice; give each class once")
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **fields: Any) -> RunConfig:
+        """A config of ``preset``'s values, with ``fields`` (explicit choices) taking precedence.
+
+        Raises:
+            UnknownNameError: no such preset (close names suggested).
+            ValueError: a value out of range.
+        """
+        if preset is None:
+            return cls(**fields)
+        name = resolve_name(preset, PRESETS, "preset")
+        return cls(**{**PRESETS[name], **fields, "preset": name})
 
     @property
     def effective_batch_size(self) -> int:

@@ -35,7 +35,11 @@ def _cppn(config: RunConfig, spec: ModelSpec, size: tuple[int, int]) -> CPPNEnco
         height=size[0],
         width=size[1],
         # The paper's text says HSV; "rgb" (the config default) is taken to mean that.
-        color_space="hls" if config.color_space == "hls" else "hsv",
+        color_space="hsv" if config.color_space == "rgb" else config.color_space,
+        coordinates=config.coordinates,
+        split_weight=config.split_weight,
+        max_nodes=config.max_nodes,
+        max_edges=config.max_edges,
         weight_probability=config.mutation_probability,
         weight_eta=config.mutation_eta,
     )

@@ -16,19 +16,19 @@ import json
 import logging
 import re
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")  # reports are written on headless machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+# Figures are built with matplotlib.figure.Figure, never pyplot: no global backend is
+# chosen at import (notebooks keep inline plots) and savefig picks Agg for PNG itself.
+from matplotlib.figure import Figure
+from PIL import Image
 
-from fooling.fitness import LoadedModel, Scorer, get_model_spec  # noqa: E402
-from fooling.fitness.occlusion import occlusion_curve, repetition_test  # noqa: E402
+from fooling.fitness import LoadedModel, Scorer, get_model_spec
+from fooling.fitness.occlusion import occlusion_curve, repetition_test
 
-from .checkpoint import (  # noqa: E402
+from .checkpoint import (
     CheckpointError,
     checkpoint_metadata,
     join,
@@ -36,8 +36,8 @@ from .checkpoint import (  # noqa: E402
     read_latest_checkpoint_table,
     write_bytes,
 )
-from .config import RunConfig  # noqa: E402
-from .report import percent  # noqa: E402
+from .config import RunConfig
+from .report import percent
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,6 @@ def _score_all(scorer: Scorer, images: torch.Tensor, batch_size: int = 128) -> n
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -371,7 +370,8 @@ def _write_transfer(result: TransferResult, source: str) -> list[str]:
     )
     md_uri, png_uri = _transfer_uris(elites.run, targets, (text + "\n").encode())
     write_bytes(md_uri, (text + "\n").encode())
-    figure, axis = plt.subplots(figsize=(5, 4.5))
+    figure = Figure(figsize=(5, 4.5))
+    axis = figure.subplots()
     for target in targets:
         axis.scatter(
             100 * result.source_confidence,
@@ -554,7 +554,8 @@ def _write_ablation(result: AblationResult, model: str, grid: int, tolerance: fl
     )
     md_uri, png_uri = join(elites.run, "ablation.md"), join(elites.run, "ablation.png")
     write_bytes(md_uri, (text + "\n").encode())
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    figure = Figure(figsize=(9, 3.8))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     kept = 100 * result.fractions_kept
     for curve in result.curves:
         left.plot(kept, 100 * curve, color="tab:blue", alpha=0.15, lw=0.8)

@@ -25,19 +25,19 @@ import json
 import logging
 import time
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+# Figures are built with matplotlib.figure.Figure, never pyplot: no global backend is
+# chosen at import (notebooks keep inline plots) and savefig picks Agg for PNG itself.
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-from fooling.fitness import LoadedModel, ModelSpec, get_model_spec, load_mnist, load_model  # noqa: E402
-from fooling.fitness.limits import check_device  # noqa: E402
-from fooling.fitness.models import LENET_PATTERN  # noqa: E402
-from fooling.fitness.retrain import (  # noqa: E402
+from fooling.fitness import LoadedModel, ModelSpec, get_model_spec, load_mnist, load_model
+from fooling.fitness.limits import check_device
+from fooling.fitness.models import LENET_PATTERN
+from fooling.fitness.retrain import (
     FOOLING_CLASS_NAME,
     add_output,
     fine_tune,
@@ -46,9 +46,9 @@ from fooling.fitness.retrain import (  # noqa: E402
     save_retrained,
     with_fooling_class,
 )
-from fooling.fitness.train import accuracy, fit_lenet  # noqa: E402
+from fooling.fitness.train import accuracy, fit_lenet
 
-from .archive import ClassArchive  # noqa: E402
+from .archive import ClassArchive
 from .checkpoint import (
     Checkpoint,
     check_writable,
@@ -59,11 +59,11 @@ from .checkpoint import (
     write_checkpoint,
     write_stats,
 )  # noqa: E402,E501
-from .config import RunConfig  # noqa: E402
-from .evaluation import class_ids, make_encoding  # noqa: E402
-from .runfolder import RunLock, claim_folder, discard_if_empty, remove_stale_temporaries  # noqa: E402
-from .search import Search  # noqa: E402
-from .toolbox import make_toolbox  # noqa: E402
+from .config import RunConfig
+from .evaluation import class_ids, make_encoding
+from .runfolder import RunLock, claim_folder, discard_if_empty, remove_stale_temporaries
+from .search import Search
+from .toolbox import make_toolbox
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +274,7 @@ def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> Retrai
             without ``train_dir``, or a ``train_dir`` not in ImageFolder layout.
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
     """
+
     settings.validate()
     if checkpoint_uris(join(settings.out, "round-1")):
         raise ValueError(f"--out {settings.out} already holds a retraining run; choose another folder")
@@ -442,7 +443,8 @@ def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> lis
 
 def _figure(rows: list[dict]) -> bytes:
     rounds = [row["round"] for row in rows]
-    figure, axis = plt.subplots(figsize=(6, 3.6))
+    figure = Figure(figsize=(6, 3.6))
+    axis = figure.subplots()
     axis.plot(rounds, [100 * row["median"] for row in rows], "o-", label="median confidence (evolved)")
     axis.plot(rounds, [100 * row["test_accuracy"] for row in rows], "s--", label="test accuracy")
     axis.plot(
@@ -457,5 +459,4 @@ def _figure(rows: list[dict]) -> bytes:
     axis.set_title("Fooling-class retraining", fontsize=10)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
