@@ -448,6 +448,10 @@ def _summary(
 # --- writing ------------------------------------------------------------------------------------
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "es" if word.endswith("s") else "s")
+
+
 def _percent(value: float) -> str:
     return "" if value != value else f"{100 * value:.2f}%"
 
@@ -506,8 +510,9 @@ def write_markdown(summary: dict, table: pd.DataFrame) -> str:
         real = summary["real"]
         lines += [
             "",
-            f"Real photos ({real['classes']} classes): mean confidence {_percent(real['mean_real'])} on real "
-            f"photos, {_percent(real['mean_fooling'])} on the fooling images of the same classes.",
+            f"Real photos ({_plural(real['classes'], 'class')}): mean confidence "
+            f"{_percent(real['mean_real'])} on real photos, {_percent(real['mean_fooling'])} on the fooling "
+            "images of the same classes.",
         ]
     if summary["notes"]:
         lines += ["", *(f"- {note}" for note in summary["notes"])]
@@ -527,8 +532,8 @@ def _histogram_svg(table: pd.DataFrame) -> str:
     present = [m for m in METHODS if table[m].notna().any()]
     counts = {m: np.histogram(table[m].dropna().clip(0, 1), bins=10, range=(0, 1))[0] for m in present}
     tallest = max([1, *(int(c.max()) for c in counts.values())])
-    width, height, left, bottom = 640, 240, 40, 30
-    group = (width - left - 10) / 10
+    width, height, left, bottom = 660, 240, 40, 30
+    group = (width - left - 30) / 10
     bar = group / (len(present) + 1)
     parts = [f'<svg width="{width}" height="{height + 40}" role="img" '
              'aria-label="histogram of per-class confidence">']  # fmt: skip
@@ -631,8 +636,9 @@ def write_html(summary: dict, table: pd.DataFrame, images: dict[str, dict[int, s
     if "real" in summary:
         real = summary["real"]
         extra.append(
-            f"<p>Real photos of {real['classes']} classes: mean confidence {_percent(real['mean_real'])}, "
-            f"against {_percent(real['mean_fooling'])} on the fooling images of the same classes.</p>"
+            f"<p>Real photos of {_plural(real['classes'], 'class')}: mean confidence "
+            f"{_percent(real['mean_real'])}, against {_percent(real['mean_fooling'])} on the fooling images "
+            "of the same classes.</p>"
         )
     extra += [f'<p class="note">{escape(note)}</p>' for note in summary["notes"]]
     budget_rows = "".join(
@@ -661,7 +667,8 @@ def write_html(summary: dict, table: pd.DataFrame, images: dict[str, dict[int, s
 <p>{description}</p>
 <h2>Classes fooled</h2>
 <p>Classes for which an image was found that the model labels with at least the given confidence.</p>
-<table id="summary"><thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in SUMMARY_HEADER)}</tr></thead>
+<table id="summary"><thead><tr><th class="name">{escape(SUMMARY_HEADER[0])}</th>
+{"".join(f"<th>{escape(h)}</th>" for h in SUMMARY_HEADER[1:])}</tr></thead>
 <tbody>{summary_rows}</tbody></table>
 {"".join(extra)}
 <h2>Confidence per class</h2>

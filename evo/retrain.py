@@ -46,6 +46,7 @@ from fooling.fitness.retrain import (
     save_retrained,
     with_fooling_class,
 )
+from fooling.fitness.sources import require_extensible
 from fooling.fitness.train import accuracy, fit_lenet
 
 from .archive import ClassArchive
@@ -302,6 +303,7 @@ def _retrain_locked(settings: RetrainSettings, data, show_progress: bool) -> Ret
     from .run import load_or_train
 
     model = load_or_train(settings.model)
+    require_extensible(model, "retrain")
     real_classes = model.spec.class_names
     cells = settings.classes or list(real_classes)  # the fooling class is never a target
     pool = None

@@ -1080,3 +1080,13 @@ def model_change(recorded: dict | None, model: LoadedModel) -> str | None:
         return None
     path = split_reference(str(recorded.get("reference", model.spec.name)))[0]
     return f"{path} changed since the run was made (SHA-256 {before[:12]}... then, {now[:12]}... now)"
+
+
+def require_extensible(model: LoadedModel, command: str) -> None:
+    """Raise :class:`ModelFileError` for a model read from a file: its graph is fixed, so no output
+    unit can be added to it (the fooling class of ``retrain``)."""
+    if isinstance(model.network, FileNetwork):
+        raise ModelFileError(
+            f"{command} adds an output unit to the network, which a {KIND_NAMES[model.network.kind]} file "
+            f"({model.spec.name}) cannot take: use a timm:, torchvision: or plugin model"
+        )

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import fooling.evo.run as run_module
@@ -462,3 +463,17 @@ def test_a_cached_timm_model_loads_offline():
             torch.rand(1, 3, *model.spec.input_size)
         )
     assert probabilities.shape == (1, 1000)
+
+
+def test_retrain_refuses_a_model_file_before_any_search(tmp_path, capsys, labels):
+    path = model_file(tmp_path, "pt")
+    photos = tmp_path / "photos" / "cat"
+    photos.mkdir(parents=True)
+    torch.manual_seed(0)
+    Image.fromarray((torch.rand(20, 20, 3) * 255).to(torch.uint8).numpy()).save(photos / "0.png")
+    code, _, stderr = run_cli(capsys, "retrain", "--model", str(path), "--input-size", "16", "--labels",
+                              str(labels), "--train-dir", str(tmp_path / "photos"), "--rounds", "1",
+                              "--generations", "2", "--population", "10", "--no-progress",
+                              "--out", str(tmp_path / "retrain"))  # fmt: skip
+    assert code == 2 and stderr.count("\n") == 1 and "cannot take" in stderr
+    assert not (tmp_path / "retrain").exists()
