@@ -238,18 +238,21 @@ def _is_local(address: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def _loopback_only(temp_root: str) -> Iterator[None]:
-    """While Ray starts: node address 127.0.0.1, session folders under ``temp_root``.
+def _loopback_only(temp_root: str | None = None) -> Iterator[None]:
+    """While Ray starts or connects: node address 127.0.0.1 (and session folders under ``temp_root``).
 
-    Processes Ray starts inherit the environment set here; it is restored afterwards,
-    so that joining a cluster later in the same process behaves as usual.
+    Without this, Ray replaces 127.0.0.1 by the machine's network address, both as the
+    address a new instance listens on and as the address a driver connects to. Processes
+    Ray starts inherit the environment set here; it is restored afterwards, so that joining
+    another cluster later in the same process behaves as usual.
     """
     import ray._private.ray_constants as constants
 
     saved_env = {name: os.environ.get(name) for name in (_CLUSTER_SWITCH, "RAY_TMPDIR")}
     saved_switch = constants.ENABLE_RAY_CLUSTER
     os.environ[_CLUSTER_SWITCH] = "0"
-    os.environ["RAY_TMPDIR"] = temp_root
+    if temp_root is not None:
+        os.environ["RAY_TMPDIR"] = temp_root
     constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
@@ -290,6 +293,30 @@ def init_local_ray(**options) -> str:
     return temp_root
 
 
+def _on_loopback_only(address: str) -> bool:
+    """``True`` when ``address`` names a Ray instance on this machine that listens on loopback only.
+
+    Ray would connect to ``127.0.0.1:PORT`` through the machine's network address, which
+    works for an instance started the usual way (listening on every interface) and not for
+    one listening on 127.0.0.1 only (a local run, the tests, a ``ray start
+    --node-ip-address 127.0.0.1`` with Ray's cluster switch off): a TCP connect tells them apart.
+    """
+    import ray._private.services as services
+    from ray._common.network_utils import is_localhost, parse_address
+
+    parsed = parse_address(address.split("://", 1)[-1].rstrip("/"))
+    if parsed is None or not is_localhost(parsed[0]):
+        return False
+    network_address = services.get_node_ip_address()
+    if is_localhost(network_address):
+        return True
+    try:
+        with socket.create_connection((network_address, int(parsed[1])), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
 def shutdown_ray() -> None:
     """``ray.shutdown()``, and removal of the private session folder of :func:`init_local_ray`."""
     global _local_temp_root
@@ -325,7 +352,8 @@ def connect(address: str | None) -> bool:
         return True
     check_address(address, what=what)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        with _loopback_only() if _on_loopback_only(address) else contextlib.nullcontext():
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     except ConnectionError as error:
         raise ConnectionError(f"{what} {address}: {str(error).splitlines()[0]}") from None
     return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import secrets
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
+from netcheck import descendants, listening_sockets, on_loopback
 
 import fooling.evo.checkpoint as checkpoint_module
 import fooling.evo.distributed as distributed
@@ -42,69 +42,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def descendants(root: int) -> set[int]:
-    """``root`` and every process below it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    return found
-
-
-def _socket_owners(pids: set[int]) -> dict[int, int]:
-    """Socket inode -> pid, for the sockets the processes ``pids`` hold open."""
-    owners = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:["):
-                        owners[int(link[8:-1])] = pid
-    return owners
-
-
-def _ip(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    raw = bytes.fromhex(hex_address)
-    if len(raw) == 4:
-        return ipaddress.IPv4Address(raw[::-1])
-    return ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
-
-
-def listening_sockets(root: int) -> list[tuple[str, str, int, str]]:
-    """``(protocol, address, port, process name)`` of every TCP socket listening and every UDP
-    socket bound by process ``root`` and its descendants, from /proc (no psutil needed)."""
-    owners = _socket_owners(descendants(root))
-    found = []
-    for table, protocol, state in (("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"),
-                                   ("udp6", "udp", "07")):  # fmt: skip
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                inode = int(fields[9])
-                if fields[3] == state and inode in owners:
-                    address, port = fields[1].split(":")
-                    name = "?"
-                    with contextlib.suppress(OSError):
-                        name = Path(f"/proc/{owners[inode]}/comm").read_text().strip()
-                    found.append((protocol, str(_ip(address)), int(port, 16), name))
-    return found
-
-
-def on_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
 
 
 def one_error_line(capsys) -> str:
@@ -344,7 +281,7 @@ def test_resume_takes_the_address_from_ray_address_only(fooling_home, tmp_path):
 
 
 def test_the_session_instance_listens_on_loopback_only(ray_session):
-    sockets = listening_sockets(os.getpid())
+    sockets = listening_sockets(descendants(os.getpid()))
     assert {"gcs_server", "raylet"} <= {name for *_, name in sockets}, sockets
     assert [s for s in sockets if not on_loopback(s[1])] == []
 
@@ -375,7 +312,7 @@ def test_a_local_run_listens_on_loopback_only(fooling_home, tmp_path):
         while not (out / "checkpoints" / "LATEST").exists() and process.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.1)
-        sockets = listening_sockets(process.pid)
+        sockets = listening_sockets(descendants(process.pid))
         session = _session_folder(process.pid)
         # Folders on the way to the session that other users cannot enter (mode ...0).
         closed = [

@@ -1,0 +1,72 @@
+"""Which addresses processes listen on, read from /proc (Linux), for the network tests."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from pathlib import Path
+
+
+def descendants(root: int) -> set[int]:
+    """``root`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _socket_owners(pids: set[int]) -> dict[int, int]:
+    """Socket inode -> pid, for the sockets the processes ``pids`` hold open."""
+    owners = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        owners[int(link[8:-1])] = pid
+    return owners
+
+
+def _ip(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw[::-1])
+    return ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def listening_sockets(pids: set[int]) -> list[tuple[str, str, int, str]]:
+    """``(protocol, address, port, process name)`` of every TCP socket listening and every UDP
+    socket bound by the processes ``pids``, from /proc (no psutil needed)."""
+    owners = _socket_owners(pids)
+    found = []
+    for table, protocol, state in (("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"),
+                                   ("udp6", "udp", "07")):  # fmt: skip
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                inode = int(fields[9])
+                if fields[3] == state and inode in owners:
+                    address, port = fields[1].split(":")
+                    name = "?"
+                    with contextlib.suppress(OSError):
+                        name = Path(f"/proc/{owners[inode]}/comm").read_text().strip()
+                    found.append((protocol, str(_ip(address)), int(port, 16), name))
+    return found
+
+
+def on_loopback(address: str) -> bool:
+    """``True`` for 127.0.0.0/8, ::1 and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
