@@ -22,6 +22,7 @@ from netcheck import descendants, listening_sockets, on_loopback
 import fooling.evo.checkpoint as checkpoint_module
 import fooling.evo.distributed as distributed
 import fooling.evo.run as run_module
+import fooling.evo.runfolder as runfolder_module
 from fooling.evo.checkpoint import read_latest_checkpoint
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
@@ -220,6 +221,7 @@ def test_checkpoints_on_a_pyarrow_filesystem_uri(ray_session, reference, tmp_pat
         return original(uri)
 
     monkeypatch.setattr(checkpoint_module, "_filesystem", filesystem)
+    monkeypatch.setattr(runfolder_module, "_filesystem", filesystem)  # the run-folder lock's store
     out = "mock://bucket/runs/a"
     evolve(config(tmp_path, "unused", out=out, generations=3, workers=1), show_progress=False)
     names = [info.base_name for info in store.get_file_info(pafs.FileSelector("bucket/runs/a/checkpoints"))]
