@@ -387,6 +387,32 @@ def _kill_processes_under(marker: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
 
 
+# `ray start` for a cluster that listens on 127.0.0.1 only. Every process of the test runs with
+# Ray's cluster switch off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), so none replaces 127.0.0.1 by
+# the machine's network address; `ray start` itself refuses a second node with the switch off,
+# so here it is on, and 127.0.0.1 is kept as given (--node-ip-address, the address to join).
+_LOOPBACK_RAY_START = """
+import sys
+import ray._private.ray_constants as constants
+import ray._private.services as services
+constants.ENABLE_RAY_CLUSTER = True
+services.resolve_ip_for_localhost = lambda host: host
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+main()
+"""
+
+
+def _processes_under(marker: str) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.add(int(entry.name))
+    return found
+
+
 @pytest.mark.timeout(400)
 def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
     # Short path: Ray's socket paths must stay under the 107-byte limit of Unix sockets.
@@ -396,6 +422,7 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "RAY_USAGE_STATS_ENABLED": "0",
         "FOOLING_HOME": str(fooling_home),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
     env.pop("RAY_ADDRESS", None)
     # Token authentication, as cluster/README.md recommends: every node and client needs the token.
@@ -407,8 +434,11 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
     out = tmp_path / "job"
 
     def ray(*arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        command = (
+            [sys.executable, "-c", _LOOPBACK_RAY_START] if arguments[0] == "start" else [str(BIN / "ray")]
+        )
         return subprocess.run(
-            [str(BIN / "ray"), *arguments], env=env, capture_output=True, text=True, timeout=timeout
+            [*command, *arguments], env=env, capture_output=True, text=True, timeout=timeout
         )
 
     try:
@@ -424,6 +454,9 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
             "--num-gpus=0", *_ray_start_ports(),
         )  # fmt: skip
         assert worker.returncode == 0, worker.stderr[-3000:]
+        sockets = listening_sockets(_processes_under(temp))
+        assert [name for *_, name in sockets].count("raylet") >= 2, sockets  # both nodes' raylets
+        assert [s for s in sockets if not on_loopback(s[1])] == [], sockets
         dashboard = f"--address=http://127.0.0.1:{dashboard_port}"
         submission = f"fooling-test-{secrets.token_hex(4)}"
         job = ray(
