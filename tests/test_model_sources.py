@@ -247,6 +247,19 @@ def test_transfer_between_a_torchscript_and_an_onnx_model(tmp_path, capsys, labe
     code, stdout, _ = run_cli(capsys, "transfer", str(out), "--to", str(target), "--labels", str(labels))
     assert code == 0
     assert "same top-1 100.0%" in stdout  # same network in two formats: same answers
+    code, stdout, _ = run_cli(capsys, "ablate", str(out), "--keep", "1", "0")  # rebuilt from the run's record
+    assert code == 0 and "kept 1.00" in stdout and "kept 0.00" in stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kind", ["pt", "pt2", "onnx"])
+def test_each_file_format_scores_on_cuda(tmp_path, kind):
+    model = load_model(f"{model_file(tmp_path, kind)}?input-size={SIZE},{SIZE}")
+    images = torch.rand(7, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.softmax(tiny()(images), 1).numpy()
+    scorer = Scorer(model, engine="torch", device="cuda")  # half-precision autocast on CUDA
+    np.testing.assert_allclose(scorer.score(images.cuda()), expected, atol=1e-2)
 
 
 # --- plugins --------------------------------------------------------------------------------------
