@@ -20,7 +20,11 @@ from .model_cli import add_model_options, apply_model_options
 logger = logging.getLogger("fooling")
 
 # Modules that add sub-commands: each has ``register(subparsers)`` and sets ``func``.
-EXTENSIONS: tuple[str, ...] = ("fooling.evo.gradient_cli", "fooling.evo.experiments_cli", "fooling.evo.audit_cli")
+EXTENSIONS: tuple[str, ...] = (
+    "fooling.evo.gradient_cli",
+    "fooling.evo.experiments_cli",
+    "fooling.evo.audit_cli",
+)
 
 
 class UsageError(ValueError):
