@@ -6,14 +6,22 @@ The names users need come from here::
 
     search = evolve(RunConfig(model="mnist-lenet", generations=50, out="runs/api"))
     search.archive.data()  # pandas DataFrame, one row per occupied class cell
+
+The core (archive, search, toolbox, evaluation, config) imports no Ray, pyarrow, matplotlib
+or tqdm; :func:`evolve` and :func:`resume_config` live in :mod:`fooling.evo.run`, which
+writes checkpoints (pyarrow) and draws a progress bar (tqdm), so they are loaded on first use.
 """
 
-from .archive import AddStatus, ClassArchive
-from .config import PRESETS, RunConfig
-from .evaluation import Evaluator, make_encoding
-from .run import evolve, resume_config
-from .search import Backend, BackendError, LocalBackend, Search, Variation
-from .toolbox import make_toolbox
+import importlib
+
+from fooling.evo.archive import AddStatus, ClassArchive
+from fooling.evo.config import PRESETS, RunConfig
+from fooling.evo.evaluation import Evaluator, make_encoding
+from fooling.evo.search import Backend, BackendError, LocalBackend, Search, Variation
+from fooling.evo.toolbox import make_toolbox
+
+# Public names of the driver module, imported when first asked for (PEP 562).
+_DRIVER_NAMES = ("evolve", "resume_config")
 
 __all__ = [
     "AddStatus",
@@ -31,3 +39,13 @@ __all__ = [
     "make_toolbox",
     "resume_config",
 ]
+
+
+def __getattr__(name: str):
+    if name in _DRIVER_NAMES:
+        return getattr(importlib.import_module("fooling.evo.run"), name)
+    raise AttributeError(f"module 'fooling.evo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -171,7 +171,7 @@ class RunConfig:
         from fooling.fitness.engine import check_engine
 
         check_engine(self.engine)  # UnknownNameError with close names
-        from .emitters import check_emitter
+        from fooling.evo.emitters import check_emitter
 
         check_emitter(self.emitter, encoding=self.encoding, workers=self.workers)
         from fooling.fitness.limits import check_image_size, check_seed

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 
 from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, GenomeBatch
 from fooling.encodings.cppn import WEIGHT_LIMIT
+from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, resolve_name
 from fooling.fitness.weight_ascent import ascend_parameters
-
-from .config import RunConfig
 
 
 def _direct(config: RunConfig, spec: ModelSpec, size: tuple[int, int]) -> DirectEncoding:

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -15,13 +16,12 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fooling.encodings import CPPNGenomes, DirectGenomes, GenomeBatch
-from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
-from fooling.fitness.limits import check_device
-from fooling.fitness.models import LENET_PATTERN
-from fooling.fitness.sources import describe_model, model_change
-
-from .archive import ClassArchive
-from .checkpoint import (
+from fooling.evo.archive import ClassArchive
+from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig
+from fooling.evo.emitters import get_emitter
+from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
+from fooling.evo.search import STATS_FIELDS, Backend, BackendError, LocalBackend, Search, Variation
+from fooling.evo.store.checkpoint import (
     Checkpoint,
     CheckpointError,
     check_writable,
@@ -33,12 +33,18 @@ from .checkpoint import (
     write_checkpoint,
     write_stats,
 )
-from .config import RESUMABLE_OVERRIDES, RunConfig
-from .emitters import get_emitter
-from .evaluation import Evaluator, class_ids, make_encoding
-from .runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty, remove_stale_temporaries
-from .search import STATS_FIELDS, BackendError, LocalBackend, Search, Variation
-from .toolbox import make_toolbox
+from fooling.evo.store.runfolder import (
+    RunFolderError,
+    RunLock,
+    claim_folder,
+    discard_if_empty,
+    remove_stale_temporaries,
+)
+from fooling.evo.toolbox import make_toolbox
+from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
+from fooling.fitness.limits import check_device
+from fooling.fitness.models import LENET_PATTERN
+from fooling.fitness.sources import describe_model, model_change
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +155,22 @@ def _warn_engine_change(out: str, config: RunConfig, overrides: dict) -> None:
         )
 
 
-def make_backend(config: RunConfig, variation: Variation, model: LoadedModel):
-    """In-process for ``workers == 0``, else Ray actors."""
+# Makes the backend a search runs on: (config, variation, model) -> Backend.
+BackendFactory = Callable[[RunConfig, Variation, LoadedModel], Backend]
+
+
+def local_backend(config: RunConfig, variation: Variation, model: LoadedModel) -> LocalBackend:
+    """Everything in this process: the backend of ``workers == 0``."""
+    return LocalBackend(variation, Evaluator(config, model))
+
+
+def make_backend(config: RunConfig, variation: Variation, model: LoadedModel) -> Backend:
+    """The default backend: in-process for ``workers == 0``, else Ray actors."""
     if config.workers == 0:
-        return LocalBackend(variation, Evaluator(config, model))
-    from .distributed import RayBackend
+        return local_backend(config, variation, model)
+    # Optional heavy dependency: Ray (a second to import, a cluster to start or join) is
+    # loaded only by runs that ask for workers, so the in-process loop never touches it.
+    from fooling.evo.distributed import RayBackend
 
     return RayBackend(config, variation, model)
 
@@ -167,15 +184,20 @@ def make_search(
     generation: int = 0,
     next_id: int = 0,
     logbook: tools.Logbook | None = None,
+    backend: BackendFactory | None = None,
 ) -> Search:
-    """A search of ``config`` over ``archive`` on its backend; the caller closes ``search.backend``."""
+    """A search of ``config`` over ``archive`` on its backend; the caller closes ``search.backend``.
+
+    ``backend`` makes the backend (default :func:`make_backend`: in-process or Ray by
+    ``config.workers``).
+    """
     emitter = get_emitter(config.emitter)
     variation = Variation(
         toolbox, seed=config.seed, crossover_probability=config.crossover_probability, emitter=emitter
     )
     return Search(
         archive=archive,
-        backend=make_backend(config, variation, model),
+        backend=(backend or make_backend)(config, variation, model),
         seed=config.seed,
         population=config.population,
         batch_size=config.effective_batch_size,
@@ -224,6 +246,8 @@ def evolve(
     toolbox: base.Toolbox | None = None,
     show_progress: bool = True,
     checkpoint: Checkpoint | None = None,
+    backend: BackendFactory | None = None,
+    on_generation: Callable[[dict], None] | None = None,
 ) -> Search:
     """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
 
@@ -237,6 +261,10 @@ def evolve(
         show_progress: draw a tqdm bar.
         checkpoint: with ``resume``, the checkpoint already read (see :func:`resume_checkpoint`),
             so the file is not read twice.
+        backend: makes the backend the search runs on (default :func:`make_backend`:
+            in-process for ``workers == 0``, else Ray actors).
+        on_generation: called with each generation's stats record (the logbook row) after
+            the generation is inserted.
 
     Returns:
         The finished search (archive, logbook, generation).
@@ -256,7 +284,10 @@ def evolve(
         with RunLock(config.out, "evolve"):
             claim_folder(config.out, "evolve", resume=resume)
             remove_stale_temporaries(config.out)
-            return _evolve_locked(config, model, encoding, names, resume, toolbox, show_progress, checkpoint)
+            return _evolve_locked(
+                config, model, encoding, names, resume, toolbox, show_progress, checkpoint, backend,
+                on_generation,
+            )  # fmt: skip
     except BaseException:
         if created:
             discard_if_empty(config.out)  # a run that wrote nothing leaves nothing behind
@@ -272,6 +303,8 @@ def _evolve_locked(
     toolbox: base.Toolbox | None,
     show_progress: bool,
     checkpoint: Checkpoint | None,
+    backend: BackendFactory | None,
+    on_generation: Callable[[dict], None] | None,
 ) -> Search:
     """The body of :func:`evolve`, run while holding the run folder's lock."""
     if resume:
@@ -306,8 +339,8 @@ def _evolve_locked(
         generation=start,
         next_id=next_id,
         logbook=_logbook(records),
+        backend=backend,
     )
-    backend = search.backend
 
     source = describe_model(config.model, model)  # how to rebuild the model, in every checkpoint
 
@@ -340,12 +373,14 @@ def _evolve_locked(
         ):
             while search.generation < config.generations and not stop.requested:
                 record = search.step()
+                if on_generation is not None:
+                    on_generation(record)
                 bar.update(1)
                 bar.set_postfix(
                     median=f"{100 * record['median']:.2f}%",
                     max=f"{100 * record['max']:.2f}%",
                     evals_s=f"{record['evals_per_s']:.0f}",
-                    **({"ray": backend.summary()} if hasattr(backend, "summary") else {}),
+                    **({"ray": search.backend.summary()} if hasattr(search.backend, "summary") else {}),
                     refresh=False,
                 )
                 if config.checkpoint_every and search.generation % config.checkpoint_every == 0:
@@ -365,7 +400,7 @@ def _evolve_locked(
         raise
     finally:
         stop.restore()
-        backend.close()
+        search.backend.close()
     if search.generation - 1 > saved_at:
         save()
     if stop.requested:

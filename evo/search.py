@@ -11,10 +11,9 @@ import numpy as np
 from deap import base, tools
 
 from fooling.encodings import GenomeBatch
-
-from .archive import ClassArchive
-from .emitters import EMITTERS, Emitter
-from .toolbox import vary
+from fooling.evo.archive import ClassArchive
+from fooling.evo.emitters import EMITTERS, Emitter
+from fooling.evo.toolbox import vary
 
 STATS_FIELDS = (
     "gen",

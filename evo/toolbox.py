@@ -6,6 +6,9 @@ import numpy as np
 from deap import base
 
 from fooling.encodings import GenomeBatch
+from fooling.evo.config import RunConfig
+from fooling.evo.evaluation import make_encoding
+from fooling.fitness import get_model_spec
 
 
 def make_toolbox(encoding) -> base.Toolbox:
@@ -25,13 +28,8 @@ def make_toolbox(encoding) -> base.Toolbox:
     Replace any of them the DEAP way, e.g.
     ``toolbox.register("mutate", my_mutation)``, before handing the toolbox to a search.
     """
-    from .config import RunConfig
 
     if isinstance(encoding, RunConfig):
-        from fooling.fitness import get_model_spec
-
-        from .evaluation import make_encoding
-
         encoding = make_encoding(encoding, get_model_spec(encoding.model))
     toolbox = base.Toolbox()
     toolbox.register("random", encoding.random)

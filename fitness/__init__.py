@@ -3,13 +3,15 @@
 Nothing here knows of archives, genomes or Ray.
 """
 
-from . import imagenet, sources  # noqa: F401  (register the ImageNet models; timm:, files, plugins)
-from ._home import fooling_home, offline
-from ._names import UnknownNameError, resolve_name
-from .data import DigitData, load_mnist
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
-from .lenet import LeNet
-from .models import (
+# Imported for what they register: the ImageNet models, retrained networks, and timm:,
+# torchvision:, model files and plugins (sources last: its catch-all resolvers come after).
+from fooling.fitness import fooling_class, imagenet, sources  # noqa: F401
+from fooling.fitness._home import fooling_home, offline
+from fooling.fitness._names import UnknownNameError, resolve_name
+from fooling.fitness.data import DigitData, load_mnist
+from fooling.fitness.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
+from fooling.fitness.lenet import LeNet
+from fooling.fitness.models import (
     LoadedModel,
     ModelSpec,
     ModelUnavailableError,
@@ -21,8 +23,8 @@ from .models import (
     register_model,
     weights_hash,
 )
-from .scorer import Scorer, pick_device, ten_crops
-from .train import TrainResult, fit_lenet, train_lenet
+from fooling.fitness.scorer import Scorer, pick_device, ten_crops
+from fooling.fitness.train import TrainResult, fit_lenet, train_lenet
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._home import fooling_home, offline
+from fooling.fitness._home import fooling_home, offline
 
 logger = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._home import fooling_home
-from ._names import resolve_name
-from .models import LoadedModel
+from fooling.fitness._home import fooling_home
+from fooling.fitness._names import resolve_name
+from fooling.fitness.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .models import LoadedModel
-from .scorer import Scorer
+from fooling.fitness.models import LoadedModel
+from fooling.fitness.scorer import Scorer
 
 
 @dataclasses.dataclass

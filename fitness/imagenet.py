@@ -9,7 +9,7 @@ import socket
 import torch
 from torch import nn
 
-from .models import ModelSpec, ModelUnavailableError, register_model
+from fooling.fitness.models import ModelSpec, ModelUnavailableError, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .limits import MAX_IMAGE_PIXELS
+from fooling.fitness.limits import MAX_IMAGE_PIXELS
 
 # Real photos that ship with scikit-image, usable offline by name.
 BUNDLED_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")

@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._home import fooling_home
-from ._names import resolve_name
+from fooling.fitness._home import fooling_home
+from fooling.fitness._names import resolve_name
+from fooling.fitness.lenet import LeNet
+from fooling.fitness.limits import check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +88,6 @@ def lenet_model_name(seed: int) -> str:
 
 
 def _load_lenet(seed: int) -> nn.Module:
-    from .lenet import LeNet
-
     path = lenet_weights_path(seed)
     if not path.exists():
         raise ModelUnavailableError(
@@ -165,19 +165,12 @@ def get_model_spec(name: str) -> ModelSpec:
     """
     match = LENET_PATTERN.match(name)
     if match:
-        from .limits import check_seed
-
         check_seed(int(match.group(1) or 0), f"the seed of model {name}")
         return _lenet_spec(int(match.group(1) or 0))
     for first, resolve, _ in _RESOLVERS:
         if first and (spec := resolve(name)) is not None:
             return spec
     if name not in _REGISTRY:
-        from .retrain import retrained_spec  # networks retrained with a fooling class, cached
-
-        spec = retrained_spec(name)
-        if spec is not None:
-            return spec
         for first, resolve, _ in _RESOLVERS:
             if not first and (spec := resolve(name)) is not None:
                 return spec

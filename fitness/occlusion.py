@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .scorer import Scorer
+from fooling.fitness.scorer import Scorer
 
 # Largest tile side (pixels) at which repeats are searched for: the image is shrunk so
 # that a tile is at most this wide, which bounds the search's cost whatever the image size.

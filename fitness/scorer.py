@@ -9,8 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fooling.fitness.models import LoadedModel
+
 from . import engine as engines
-from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -63,11 +63,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._home import offline
-from ._names import UnknownNameError
-from .engine import onnx_session
-from .imagenet import imagenet_class_names
-from .models import LoadedModel, ModelSpec, ModelUnavailableError, register_resolver
+from fooling.fitness._home import offline
+from fooling.fitness._names import UnknownNameError
+from fooling.fitness.engine import onnx_session
+from fooling.fitness.imagenet import imagenet_class_names
+from fooling.fitness.models import LoadedModel, ModelSpec, ModelUnavailableError, register_resolver
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import DigitData, load_mnist
-from .lenet import LeNet
-from .models import lenet_model_name, lenet_weights_path, weights_hash
+from fooling.fitness.data import DigitData, load_mnist
+from fooling.fitness.lenet import LeNet
+from fooling.fitness.models import lenet_model_name, lenet_weights_path, weights_hash
 
 logger = logging.getLogger(__name__)
 

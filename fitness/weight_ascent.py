@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .scorer import Scorer
+from fooling.fitness.scorer import Scorer
 
 # Evaluations one image costs per gradient step: a forward pass (1) and a backward pass (2).
 FORWARD_BACKWARD_COST = 3

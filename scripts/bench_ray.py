@@ -35,7 +35,7 @@ from deap import base  # noqa: E402
 
 from fooling.evo.archive import ClassArchive  # noqa: E402
 from fooling.evo.config import RunConfig  # noqa: E402
-from fooling.evo.distributed import RayBackend, init_local_ray, shutdown_ray  # noqa: E402
+from fooling.evo.distributed.backend import RayBackend, init_local_ray, shutdown_ray  # noqa: E402
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
 from fooling.evo.run import load_or_train  # noqa: E402
 from fooling.evo.search import Search, Variation  # noqa: E402

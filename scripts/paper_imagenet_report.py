@@ -9,6 +9,10 @@ elite confidence against evaluations, to see whether it still rises), ``classes.
 mean, classes at >= 99 / 90 / 50%, evaluations, and the model's top-1 confidence on the
 photos scikit-image ships, or on ``--real-images DIR``, to read the fooling figures against).
 It reads the run's newest good checkpoint, so it works on a run still going or stopped.
+
+``--carry DIR`` also writes that checkpoint without its thumbnails (a few MB instead of
+tens) and the stats into ``DIR``, small enough for the repository, so the run continues on
+another machine: ``cp -r DIR runs/paper-lite0 && fooling evolve --resume runs/paper-lite0``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,15 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from fooling.evo.checkpoint import read_latest_checkpoint, read_latest_checkpoint_table, read_stats
-from fooling.evo.report import elites_figure
+from fooling.evo.report.figures import elites_figure
 from fooling.evo.run import GENOME_CLASSES
+from fooling.evo.store.checkpoint import (
+    read_latest_checkpoint,
+    read_latest_checkpoint_table,
+    read_stats,
+    write_checkpoint,
+    write_stats,
+)
 from fooling.fitness import Scorer, load_model
 from fooling.fitness.images import BUNDLED_PHOTOS, load_images
 
@@ -96,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", default="docs/paper-imagenet", help="folder the report goes to")
     parser.add_argument("--real-images", default=None, help="folder of real photos (default: bundled ones)")
     parser.add_argument("--tiles", type=int, default=40, help="elites shown in elites.png")
+    parser.add_argument("--carry", default=None, help="also copy the checkpoint (no thumbnails) here")
     args = parser.parse_args(argv)
     try:
         checkpoint = read_latest_checkpoint(args.run, GENOME_CLASSES)
@@ -111,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     classes.sort_values("fitness", ascending=False).to_parquet(docs / "classes.parquet", index=False)
-    (docs / "elites.png").write_bytes(elites_figure(table, args.tiles))
+    (docs / "elites.png").write_bytes(elites_figure(table.to_pylist(), args.tiles))
     progress_figure(stats).savefig(docs / "progress.png", dpi=110)
     with torch.no_grad():
         photos = real_photo_confidence(config.model, args.real_images, getattr(config, "engine", "auto"))
     evaluations = int(stats["evals"].sum())
     text = summary_markdown(args.run, classes, evaluations, checkpoint.generation, config, photos)
     (docs / "summary.md").write_text(text)
+    if args.carry:
+        write_checkpoint(args.carry, checkpoint, images=None)
+        write_stats(args.carry, stats.to_dict("records"))
     print(text)
     return 0
 

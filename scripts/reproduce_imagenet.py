@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from fooling.evo.config import RunConfig
-from fooling.evo.report import write_report
+from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve
 from fooling.fitness import imagenet_class_names
 

@@ -29,7 +29,7 @@ import torch
 
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import ENCODINGS
-from fooling.evo.report import percent, write_report
+from fooling.evo.report.figures import percent, write_report
 from fooling.evo.run import evolve
 
 BUDGETS = {
@@ -242,17 +242,17 @@ def main() -> None:
             )
 
     # --- gradient ascent (issue 6), when present -----------------------------------------------
-    from fooling.evo.cli import EXTENSIONS
-    from fooling.evo.cli import main as fooling_main
+    from fooling.evo.cli.main import EXTENSIONS
+    from fooling.evo.cli.main import main as fooling_main
 
-    if "fooling.evo.gradient_cli" in EXTENSIONS and "transfer" not in args.skip:
+    if "fooling.evo.cli.gradient" in EXTENSIONS and "transfer" not in args.skip:
         out = str(root / "mnist-ascent")
         with contextlib.redirect_stdout(io.StringIO()):
             if fooling_main(["ascent", "--model", "mnist-lenet", "--out", out]) == 0:
                 runs["mnist-ascent"] = out
 
     # --- transfer DNN_A -> DNN_B -------------------------------------------------------------
-    from fooling.evo.experiments import transfer
+    from fooling.evo.experiments.elites import transfer
 
     pairs = [
         ("mnist-direct", ["mnist-lenet-seed1"]),
@@ -279,7 +279,7 @@ def main() -> None:
 
     # --- fooling-class retraining ------------------------------------------------------------
     if "retrain" not in args.skip:
-        from fooling.evo.retrain import RetrainSettings, retrain
+        from fooling.evo.experiments.retrain import RetrainSettings, retrain
 
         settings = budget["retrain"]
         paper = (
@@ -313,7 +313,7 @@ def main() -> None:
             )
 
     # --- occlusion / repetition ablation ------------------------------------------------------
-    from fooling.evo.experiments import ablate
+    from fooling.evo.experiments.elites import ablate
 
     for run_key in ("mnist-cppn", "imagenet-cppn", "mnist-direct"):
         if run_key not in runs or "ablate" in args.skip:

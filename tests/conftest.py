@@ -43,7 +43,7 @@ def ray_session(fooling_home):
     """
     import ray
 
-    from fooling.evo.distributed import init_local_ray, shutdown_ray
+    from fooling.evo.distributed.backend import init_local_ray, shutdown_ray
 
     init_local_ray(num_cpus=2, num_gpus=2, logging_level="WARNING", log_to_driver=False)
     yield ray

@@ -1,0 +1,216 @@
+"""The ``fooling`` command line: every bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from fooling.evo.cli import audit, experiments, gradient
+from fooling.evo.cli.models import add_model_options, apply_model_options
+from fooling.evo.cli.parsing import (
+    Parser,
+    UsageError,
+    add_config_arguments,
+    config_overrides,
+    non_negative_int,
+    positive_int,
+)
+from fooling.evo.config import RunConfig
+from fooling.evo.report.figures import write_report
+from fooling.evo.run import evolve, resume_checkpoint
+from fooling.evo.store.checkpoint import check_location
+from fooling.fitness import (
+    ModelUnavailableError,
+    get_model_spec,
+    lenet_model_name,
+    lenet_weights_path,
+    train_lenet,
+)
+from fooling.fitness.engine import configure_threads
+from fooling.fitness.limits import check_seed
+from fooling.fitness.models import LENET_PATTERN
+
+logger = logging.getLogger("fooling")
+
+# Command groups beyond train/evolve/report: each has ``register(subparsers)`` setting ``func``.
+COMMAND_GROUPS = (gradient, experiments, audit)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+
+    spec = get_model_spec(args.model)
+    match = LENET_PATTERN.match(spec.name)
+    if not match:
+        raise UsageError(f"{spec.name} comes with pretrained weights; only mnist-lenet is trained here")
+    seed = args.seed if args.seed is not None else int(match.group(1) or 0)
+    check_seed(seed)
+    cached = lenet_weights_path(seed)
+    if cached.exists() and not args.force:
+        info = (
+            json.loads(cached.with_suffix(".json").read_text())
+            if cached.with_suffix(".json").exists()
+            else {}
+        )
+        accuracy = f"test accuracy {100 * info['test_accuracy']:.2f}%, " if "test_accuracy" in info else ""
+        print(f"{lenet_model_name(seed)}: already trained ({accuracy}{cached}); --force retrains it")
+        return 0
+    result = train_lenet(seed, epochs=args.epochs)
+    print(
+        f"{lenet_model_name(seed)}: test accuracy {100 * result.test_accuracy:.2f}% "
+        f"({result.data_source}); weights {result.weights_hash} in {result.path}"
+    )
+    return 0
+
+
+def cmd_evolve(args: argparse.Namespace) -> int:
+
+    overrides = config_overrides(args)
+    checkpoint = None
+    if args.resume:
+        if overrides["out"] is not None and overrides["out"] != args.resume:
+            raise UsageError("give the run folder once: --resume DIR replaces --out")
+        del overrides["out"]
+        config, checkpoint = resume_checkpoint(args.resume, **overrides)
+        if config.generations <= checkpoint.generation + 1:
+            logger.warning(
+                "%s already has its %d generations: nothing to run (--generations N > %d continues it)",
+                args.resume,
+                config.generations,
+                checkpoint.generation + 1,
+            )
+    else:
+        preset = overrides.pop("preset")
+        config = RunConfig.from_preset(preset, **{k: v for k, v in overrides.items() if v is not None})
+    search = evolve(
+        config, resume=bool(args.resume), show_progress=not args.no_progress, checkpoint=checkpoint
+    )
+    if not args.no_report:
+        for uri in write_report(config.out):
+            logger.info("wrote %s", uri)
+    stats = search.archive.stats()
+    reached = int((search.archive.elite_fitness() >= 0.9999).sum())
+    print(
+        f"{config.out}: generation {search.generation - 1}, median confidence {100 * stats['median']:.2f}%, "
+        f"{reached}/{search.archive.num_cells} classes >= 99.99%"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+
+    for uri in write_report(args.run, max_tiles=args.tiles):
+        print(uri)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="fooling",
+        description="Evolve images that deep networks classify with near-certainty.",
+    )
+    _add_common_options(parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = commands.add_parser("train", help="train and cache an MNIST LeNet")
+    train.add_argument("--model", default="mnist-lenet")
+    train.add_argument(
+        "--seed", type=non_negative_int, default=None, help="training seed (default: from the name, else 0)"
+    )
+    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--force", action="store_true", help="retrain even if cached")
+    train.set_defaults(func=cmd_train)
+
+    evolve = commands.add_parser("evolve", help="run or resume a MAP-Elites search")
+    add_config_arguments(evolve)
+    evolve.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR")
+    evolve.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evolve.add_argument("--no-report", action="store_true", help="skip elites.png / progress.png")
+    evolve.set_defaults(func=cmd_evolve)
+
+    report = commands.add_parser("report", help="write elites.png and progress.png of a run")
+    report.add_argument("run", help="run folder")
+    report.add_argument("--tiles", type=positive_int, default=40, help="elites shown in elites.png")
+    report.set_defaults(func=cmd_report)
+
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    for command in commands.choices.values():
+        add_model_options(command)  # --labels, --input-size, ... wherever --model or --to is
+    for command in commands.choices.values():  # the common options also after the command
+        _add_common_options(command, default=argparse.SUPPRESS)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default=None) -> None:
+    """``--debug``, ``-v`` and ``--threads``, on ``fooling`` and (``SUPPRESS``: not
+    overwriting what was given before the command) on every command."""
+    flag = default or False
+    parser.add_argument("--debug", action="store_true", default=flag, help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", default=flag, help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help="threads for scoring in this process (default: the cores it may use, from its CPU affinity)",
+    )
+
+
+# Arguments that name a run folder or an output location, and how the command line spells them.
+STORAGE_ARGUMENTS = {"out": "--out", "resume": "--resume", "run": "run folder"}
+
+
+def check_storage(args: argparse.Namespace) -> None:
+    """Before any work: every storage URI on the command line answers within a bounded time.
+
+    Raises:
+        OSError: a location does not answer or refuses (one line; see
+            :func:`fooling.evo.store.checkpoint.check_location`).
+    """
+    locations = [(flag, getattr(args, name, None)) for name, flag in STORAGE_ARGUMENTS.items()]
+    if any(isinstance(value, str) and "://" in value for _, value in locations):
+        for flag, value in locations:
+            if isinstance(value, str):
+                check_location(value, flag)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+
+    return (ValueError, LookupError, OSError, ModelUnavailableError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in argv or bool(os.environ.get("FOOLING_DEBUG"))
+    try:
+        parser = build_parser()
+        if not argv:
+            commands = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+            raise UsageError(f"give a command: {commands} (fooling --help, fooling COMMAND --help)")
+        args = parser.parse_args(argv)
+        if args.threads is not None:
+            configure_threads(args.threads)
+        check_storage(args)
+        apply_model_options(args)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(message)s",
+            datefmt="%H:%M:%S",
+        )
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("fooling: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as error:
+        if debug:
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"fooling: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

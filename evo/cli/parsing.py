@@ -1,0 +1,124 @@
+"""Argument types and the flags of :class:`RunConfig`, shared by every command group."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+
+from fooling.evo.config import RunConfig
+
+
+class UsageError(ValueError):
+    """A bad command line, reported as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, not usage + message
+        command = self.prog.removeprefix("fooling").strip()  # "fooling: error: " comes first
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def _integer_at_least(minimum: int, description: str):
+    """An argparse type: an integer >= ``minimum``, else a one-line error naming ``description``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _integer_at_least(1, "a positive integer")
+non_negative_int = _integer_at_least(0, "an integer >= 0")
+
+
+def number(text: str) -> float:
+    """A float, also written as a fraction such as ``8/255``."""
+    try:
+        if "/" in text:
+            numerator, denominator = text.split("/", 1)
+            return float(numerator) / float(denominator)
+        value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def name_list(text: str) -> list[str] | None:
+    """Comma-separated names; ``all`` means every one."""
+    if text.strip().lower() == "all":
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names or 'all'")
+    return names
+
+
+FIELD_HELP = {
+    "model": "classifier to fool: a registered name (mnist-lenet, imagenet-lite0), timm:NAME, "
+    "torchvision:NAME, a file (.pt/.ts TorchScript, .pt2 torch.export, .onnx) or an installed plugin",
+    "encoding": "genome encoding: direct or cppn",
+    "generations": "total generations, counting the random first one",
+    "population": "children per generation (paper: 200 MNIST, 400 ImageNet CPPN)",
+    "out": "run folder: local path or URI (s3://, gs://)",
+    "checkpoint_every": "checkpoint every K generations (0: only at the end)",
+    "keep_checkpoints": "newest checkpoints kept, older ones deleted (0: keep all; the newest good "
+    "one is never deleted)",
+    "batch_size": "children per variation/scoring batch (0: whole population)",
+    "classes": "comma-separated class names that get a cell, or 'all'",
+    "workers": "mutator actors on Ray (0: no Ray, all in this process)",
+    "scorers": "scorer actors on Ray (one GPU each where there are GPUs)",
+    "address": "Ray cluster address (auto or HOST:PORT; default: start a local one)",
+    "device": "scoring device, e.g. cpu, cuda (default: CUDA when present)",
+    "image_size": "side of the evolved images in pixels, at most 1024 (0: the model's input size)",
+    "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
+    "emitter": "how children are made: paper (the paper's mutation), finetune (half the children: "
+    "fine weight perturbations), gradient (Adam steps on CPPN weights; in-process only)",
+    "preset": "start from a named set of settings; flags given override it (paper: the original "
+    "ImageNet CPPN experiment)",
+    "color_space": "colour of 3-channel genomes: rgb, hsv, hls, hls-opencv (CPPN: the original code's)",
+    "coordinates": "CPPN x, y inputs: unit ([-1, 1]) or pixel (raw column and row, as the original)",
+    "split_weight": "CPPN add-node weights: one (NEAT) or old (the original: old weight on both)",
+    "max_nodes": "CPPN capacity in nodes",
+    "max_edges": "CPPN capacity in connections",
+}
+_TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`RunConfig` field, defaulting to ``None`` (= not given)."""
+    hints = typing.get_type_hints(RunConfig)
+    defaults = RunConfig()
+    for field in dataclasses.fields(RunConfig):
+        hint = hints[field.name]
+        if field.name in _TYPES:
+            kind = _TYPES[field.name]
+        elif hint is int:
+            kind = non_negative_int
+        elif hint is float:
+            kind = number
+        elif field.name == "classes":
+            kind = name_list
+        else:
+            kind = str
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=kind,
+            default=None,
+            metavar=field.name.upper() if not isinstance(hint, types.UnionType) else None,
+            help=f"{FIELD_HELP.get(field.name, field.name.replace('_', ' '))} "
+            f"(default: {getattr(defaults, field.name)})",
+        )
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    return {field.name: getattr(args, field.name) for field in dataclasses.fields(RunConfig)}

@@ -1,0 +1,648 @@
+"""Ray backend: mutator actors vary genomes, scorer actors score them, the driver keeps the archive.
+
+The only module of the package that imports ``ray``. The driver (this process) owns
+the archive, every random stream and the checkpoints; actors are stateless workers:
+
+* ``N`` mutator actors (CPU) run :class:`~fooling.evo.search.Variation` on groups of
+  tasks and return the children as numpy-backed genome batches;
+* ``M`` scorer actors (one GPU each when the cluster has GPUs, CPU otherwise) run
+  :class:`~fooling.evo.evaluation.Evaluator` on those children, one forward batch per
+  task, and return ``(count, num_cells)`` probabilities.
+
+A mutator's output reference goes straight into a scorer call, so children move from
+the mutator to the scorer through the object store without visiting the driver first.
+Our own ``ray.wait`` loop keeps :data:`IN_FLIGHT_PER_SCORER` calls queued on every
+scorer and hands results back in task order. Because every random draw is a pure
+function of ``(seed, generation, batch_index)`` and every task is scored as one forward
+batch whatever else travels with it, the archive does not depend on the number of
+actors, on how tasks are grouped into calls, or on actor restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import ray
+import ray.exceptions
+
+from fooling.encodings import GenomeBatch
+from fooling.evo.config import RunConfig
+from fooling.evo.search import BackendError, Task, Variation
+from fooling.fitness import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+# Restarts of one actor before the run gives up; a killed node or a preempted spot
+# instance costs one restart and a retry of the calls it held, never data.
+MAX_RESTARTS = 3
+# Two queued calls per scorer: one running, one waiting with its inputs already
+# fetched, so the scorer never idles on a Ray round trip (~1-3 ms per call).
+IN_FLIGHT_PER_SCORER = 2
+# Tasks are grouped into one call until a call does about this much work, which keeps
+# Ray's per-call cost under a few percent whatever the batch size.
+TARGET_CALL_SECONDS = 0.05
+# How long actors may take to start (worker process, torch import, model transfer)
+# before we report that the cluster cannot place them.
+START_TIMEOUT_S = float(os.environ.get("FOOLING_RAY_START_TIMEOUT", "300"))
+# No result at all for this long means the cluster is stuck (not merely slow).
+STALL_TIMEOUT_S = float(os.environ.get("FOOLING_RAY_STALL_TIMEOUT", "3600"))
+# How often per-actor throughput goes to the log.
+LOG_EVERY_S = 60.0
+# Timeout of ``ray.get`` on references that ``ray.wait`` reported ready.
+GET_TIMEOUT_S = 600.0
+
+
+def _limit_threads(threads: int) -> int:
+    """Pin torch and ONNX Runtime to ``threads`` threads: actors sharing a node must not
+    oversubscribe its cores (the decision itself is :func:`fooling.fitness.engine.configure_threads`)."""
+    from fooling.fitness.engine import configure_threads
+
+    return configure_threads(threads)
+
+
+class _MutatorActor:
+    """Varies genomes: a :class:`Variation` applied to groups of tasks."""
+
+    def __init__(self, variation: Variation, threads: int) -> None:
+        _limit_threads(threads)
+        self.variation = variation
+
+    def describe(self) -> dict:
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": "cpu"}
+
+    @ray.method(num_returns=2)
+    def vary(
+        self, tasks: list[Task], pool: GenomeBatch | None
+    ) -> tuple[list[GenomeBatch], tuple[float, int]]:
+        """Children of each task, and ``(busy seconds, pid)`` for the driver's statistics.
+
+        ``pool`` arrives as a reference resolved by Ray: one copy per node per generation,
+        read in place from the node's object store.
+        """
+        started = time.perf_counter()
+        children = [self.variation(task, pool) for task in tasks]
+        return children, (time.perf_counter() - started, os.getpid())
+
+
+class _ScorerActor:
+    """Scores genomes: an :class:`Evaluator` on this actor's GPU (or CPU)."""
+
+    def __init__(
+        self, config: RunConfig, model: LoadedModel, device: str | None, threads: int, cpu_threads: int
+    ) -> None:
+        from fooling.evo.evaluation import Evaluator
+        from fooling.fitness import pick_device
+        from fooling.fitness.engine import resolve_engine
+
+        # Arrays from the object store are read-only views; scoring never writes to them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        # Threads are set before the scorer exists, so its ONNX Runtime session gets them too.
+        # A torch CPU forward pass's floats depend on torch's thread count (reductions split
+        # differently), so a torch scorer on the CPU uses the driver's thread count, the one
+        # an in-process run (--workers 0) scores with: the archive then does not depend on
+        # the number of actors. ONNX Runtime's CPU kernels give the same floats whatever the
+        # thread count (split over outputs, not reductions), and on a GPU the floats do not
+        # depend on CPU threads: those actors keep to the CPUs Ray gave them.
+        scoring_device = pick_device(device)
+        engine = resolve_engine(config.engine, scoring_device)
+        on_cpu_torch = scoring_device.type == "cpu" and engine == "torch"
+        self.threads = _limit_threads(cpu_threads if on_cpu_torch else threads)
+        self.evaluator = Evaluator(config, model, device=device)
+
+    def describe(self) -> dict:
+        context = ray.get_runtime_context()
+        return {
+            "pid": os.getpid(),
+            "node": context.get_node_id(),
+            "device": str(self.evaluator.scorer.device),
+            "engine": self.evaluator.scorer.engine,
+            "gpu_ids": [str(i) for i in context.get_accelerator_ids().get("GPU", [])],
+            "threads": self.threads,
+        }
+
+    def score(self, children: list[GenomeBatch]) -> tuple[list[np.ndarray], float, int]:
+        """Probabilities ``(count, num_cells)`` of each task's children, busy seconds and pid.
+
+        Each task is one forward batch, so the floats do not depend on how tasks are grouped.
+        """
+        started = time.perf_counter()
+        probabilities = [self.evaluator.evaluate(batch) for batch in children]
+        return probabilities, time.perf_counter() - started, os.getpid()
+
+
+_Mutator = ray.remote(_MutatorActor)
+_Scorer = ray.remote(_ScorerActor)
+
+
+@dataclasses.dataclass
+class ActorStats:
+    """What the driver knows about one actor: placement, work done, restarts."""
+
+    kind: str
+    index: int
+    pid: int = 0
+    node: str = ""
+    device: str = ""
+    gpu_ids: list[str] = dataclasses.field(default_factory=list)
+    calls: int = 0
+    children: int = 0
+    busy_s: float = 0.0
+    restarts: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.index}"
+
+    def throughput(self) -> float:
+        """Children per busy second (0 before the first call)."""
+        return self.children / self.busy_s if self.busy_s > 0 else 0.0
+
+    def record(self, children: int, seconds: float, pid: int) -> bool:
+        """Count one finished call; ``True`` when it ran in a new process (a restart)."""
+        self.calls += 1
+        self.children += children
+        self.busy_s += seconds
+        restarted = bool(self.pid) and pid != self.pid
+        if restarted:
+            self.restarts += 1
+        self.pid = pid
+        return restarted
+
+
+@dataclasses.dataclass
+class _Call:
+    chunk: int
+    scorer: int
+    mutator: int
+    children: ray.ObjectRef
+    mutator_stats: ray.ObjectRef
+    count: int
+
+
+def check_address(address: str, timeout: float = 5.0, what: str = "--address") -> None:
+    """Fail fast, in one line, when a ``HOST:PORT`` Ray address does not answer.
+
+    ``ray.init`` on an unreachable address retries for a long time and then prints
+    pages; a TCP connect says the same in seconds. ``auto`` and ``local`` are left to Ray.
+
+    Args:
+        address: the address to try.
+        timeout: seconds the TCP connect may take.
+        what: where the address came from, for the message (``--address``, ``RAY_ADDRESS``).
+
+    Raises:
+        ConnectionError: nothing listens there, or the address is malformed.
+    """
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError(f"{what} {address}: expected auto or HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConnectionError(f"{what} {address}: no Ray cluster answers there ({reason})") from None
+
+
+# The address every process of a local Ray instance listens on: a run without
+# --address is reachable from this machine only.
+LOOPBACK = "127.0.0.1"
+# Ray's own switch for "this machine is no cluster node": with it off, Ray takes the
+# loopback address as the node's address instead of the machine's LAN address, and
+# its GCS, raylet, agents and metrics endpoints bind to that address only.
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# The private folder (mode 0700) holding the Ray session this process started, if any.
+_local_temp_root: str | None = None
+
+
+def _is_local(address: str | None) -> bool:
+    """``True`` when ``address`` asks for a new Ray instance on this machine (not a cluster)."""
+    return address is None or address == "local"
+
+
+@contextlib.contextmanager
+def _loopback_only(temp_root: str | None = None) -> Iterator[None]:
+    """While Ray starts or connects: node address 127.0.0.1 (and session folders under ``temp_root``).
+
+    Without this, Ray replaces 127.0.0.1 by the machine's network address, both as the
+    address a new instance listens on and as the address a driver connects to. Processes
+    Ray starts inherit the environment set here; it is restored afterwards, so that joining
+    another cluster later in the same process behaves as usual.
+    """
+    import ray._private.ray_constants as constants
+
+    saved_env = {name: os.environ.get(name) for name in (_CLUSTER_SWITCH, "RAY_TMPDIR")}
+    saved_switch = constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH] = "0"
+    if temp_root is not None:
+        os.environ["RAY_TMPDIR"] = temp_root
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved_switch
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def init_local_ray(**options) -> str:
+    """Start a Ray instance on this machine that only this machine can reach.
+
+    Every process of the instance (GCS, raylet, workers, dashboard and runtime-env
+    agents, metrics exporters) listens on 127.0.0.1, and its session folders live in a
+    new private folder (mode 0700) instead of the shared, world-writable ``/tmp/ray``.
+    :func:`shutdown_ray` stops the instance and removes that folder.
+
+    Args:
+        options: further ``ray.init`` arguments (``num_cpus``, ``logging_level``, ...).
+
+    Returns:
+        The private folder holding the session.
+    """
+    global _local_temp_root
+    temp_root = tempfile.mkdtemp(prefix="fooling-ray-")  # mode 0700: other users cannot enter
+    ray_temp = os.path.join(temp_root, "ray")  # Ray makes this one world-writable; its parent is not
+    options = {"include_dashboard": False, **options}
+    try:
+        with _loopback_only(temp_root):
+            ray.init(_node_ip_address=LOOPBACK, _temp_dir=ray_temp, **options)
+    except BaseException:
+        shutil.rmtree(temp_root, ignore_errors=True)
+        raise
+    _local_temp_root = temp_root
+    return temp_root
+
+
+def _on_loopback_only(address: str) -> bool:
+    """``True`` when ``address`` names a Ray instance on this machine that listens on loopback only.
+
+    Ray would connect to ``127.0.0.1:PORT`` through the machine's network address, which
+    works for an instance started the usual way (listening on every interface) and not for
+    one listening on 127.0.0.1 only (a local run, the tests, a ``ray start
+    --node-ip-address 127.0.0.1`` with Ray's cluster switch off): a TCP connect tells them apart.
+    """
+    import ray._private.services as services
+    from ray._common.network_utils import is_localhost, parse_address
+
+    parsed = parse_address(address.split("://", 1)[-1].rstrip("/"))
+    if parsed is None or not is_localhost(parsed[0]):
+        return False
+    network_address = services.get_node_ip_address()
+    if is_localhost(network_address):
+        return True
+    try:
+        with socket.create_connection((network_address, int(parsed[1])), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, and removal of the private session folder of :func:`init_local_ray`."""
+    global _local_temp_root
+    if ray.is_initialized():
+        ray.shutdown()
+    if _local_temp_root is not None:
+        shutil.rmtree(_local_temp_root, ignore_errors=True)
+        _local_temp_root = None
+
+
+def connect(address: str | None) -> bool:
+    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local instance.
+
+    A local instance (no address, or ``local``) listens on 127.0.0.1 only (see
+    :func:`init_local_ray`). The address comes from the caller or from ``RAY_ADDRESS``,
+    never from anywhere else (a checkpoint, for one).
+
+    Returns:
+        ``True`` when this call started or joined Ray and so must shut it down;
+        ``False`` when Ray was already initialised in this process (tests, notebooks).
+
+    Raises:
+        ConnectionError: the address does not answer, or Ray refuses it.
+    """
+    if address:
+        check_address(address)  # also when Ray is up already: a bad address is still a mistake
+    if ray.is_initialized():
+        return False
+    what = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if _is_local(address):
+        init_local_ray(logging_level=logging.WARNING, log_to_driver=True)
+        return True
+    check_address(address, what=what)
+    try:
+        with _loopback_only() if _on_loopback_only(address) else contextlib.nullcontext():
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    except ConnectionError as error:
+        raise ConnectionError(f"{what} {address}: {str(error).splitlines()[0]}") from None
+    return True
+
+
+def _fraction(value: float) -> float:
+    """Ray takes fractional resources in steps of 1e-4."""
+    return math.floor(value * 1e4) / 1e4
+
+
+class RayBackend:
+    """Varies and scores tasks on Ray actors; results come back in task order.
+
+    Args:
+        config: the run (``workers``, ``scorers``, ``address``, ``device``).
+        variation: what mutator actors run (shipped once through the object store).
+        model: the classifier with weights, shipped through the object store so that
+            cluster nodes need no weights cache.
+        max_restarts: restarts of each actor before the run gives up.
+        scorer_actor: class the scorer actors run instead of the real one (same
+            constructor and ``describe``/``score`` methods); benchmarks use it to simulate
+            GPUs with actors that sleep.
+
+    Raises:
+        ConnectionError: ``config.address`` does not answer.
+        ValueError: more scorers than the cluster's GPUs, or ``--device cuda`` on a
+            cluster without GPUs.
+        BackendError: actors could not be placed within :data:`START_TIMEOUT_S`.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        variation: Variation,
+        model: LoadedModel,
+        *,
+        max_restarts: int | None = None,
+        scorer_actor: type | None = None,
+    ) -> None:
+        if config.workers < 1:
+            raise ValueError("RayBackend needs --workers >= 1 (0 runs in-process without Ray)")
+        self.config = config
+        self.max_restarts = MAX_RESTARTS if max_restarts is None else max_restarts
+        self._scorer_class = _Scorer if scorer_actor is None else ray.remote(scorer_actor)
+        self._owns_ray = connect(config.address)
+        try:
+            self._start_actors(config, variation, model)
+        except BaseException:
+            self.close()
+            raise
+        self._seconds_per_child: float | None = None
+        self._last_log = time.monotonic()
+        self._warned_few_tasks = False
+
+    # --- set-up ----------------------------------------------------------------------------
+
+    def _placement(self, config: RunConfig) -> tuple[float, float, int, str | None]:
+        """``(cpus per actor, gpus per scorer, torch threads, scorer device)``.
+
+        Raises:
+            ValueError: the cluster cannot give every scorer a GPU it was asked for.
+        """
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0))
+        cpus = float(resources.get("CPU", 1))
+        device = config.device
+        wants_cuda = device is not None and device.startswith("cuda")
+        if wants_cuda and gpus == 0:
+            raise ValueError(f"--device {device}: the Ray cluster has no GPUs (use --device cpu)")
+        use_gpus = gpus > 0 and (device is None or wants_cuda)
+        if use_gpus and config.scorers > gpus:
+            raise ValueError(
+                f"--scorers {config.scorers} needs {config.scorers} GPUs (one per scorer) but the "
+                f"Ray cluster has {gpus:g}: use --scorers {int(gpus)} or --device cpu"
+            )
+        actors = config.workers + config.scorers
+        share = 1.0
+        if actors > cpus:
+            # A small machine still runs any number of actors; they share its cores.
+            share = max(_fraction(cpus / actors), 1e-4)
+            logger.warning(
+                "%d actors on %g CPUs: each gets %g of a CPU (add nodes or lower --workers)",
+                actors,
+                cpus,
+                share,
+            )
+        if not use_gpus and device is None:
+            device = "cpu"
+        return share, 1.0 if use_gpus else 0.0, max(1, int(share)), device
+
+    @staticmethod
+    def _warm_onnx_cache(config: RunConfig, model: LoadedModel, device: str | None) -> None:
+        """Export the ONNX graph here once, so CPU scorer actors on this node read it from the cache
+        instead of all exporting at once (actors on other nodes export their own copy).
+
+        Raises:
+            EngineUnavailableError: ``--engine onnxruntime`` where it cannot run.
+        """
+        from fooling.fitness import pick_device
+        from fooling.fitness.engine import onnx_model, resolve_engine
+
+        if device is None or resolve_engine(config.engine, pick_device(device)) != "onnxruntime":
+            return
+        try:
+            onnx_model(model)
+        except Exception:  # the actors fall back to torch and say why
+            logger.debug("ONNX export failed on the driver", exc_info=True)
+
+    def _start_actors(self, config: RunConfig, variation: Variation, model: LoadedModel) -> None:
+        import torch
+
+        share, gpus, threads, device = self._placement(config)
+        self._warm_onnx_cache(config, model, device)
+        restarts = dict(max_restarts=self.max_restarts, max_task_retries=-1)
+        # Put once: every actor (and every restart) reads the same object. The backend
+        # holds these references for its whole life, so restarts always find them.
+        self._variation_ref = ray.put(variation)
+        self._model_ref = ray.put(model)
+        self.mutators = [
+            _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
+            for _ in range(config.workers)
+        ]
+        self.scorers = [
+            self._scorer_class.options(num_cpus=share, num_gpus=gpus, **restarts).remote(
+                config, self._model_ref, device, threads, torch.get_num_threads()
+            )
+            for _ in range(config.scorers)
+        ]
+        self.stats = [ActorStats("mutator", i) for i in range(len(self.mutators))] + [
+            ActorStats("scorer", i) for i in range(len(self.scorers))
+        ]
+        handles = self.mutators + self.scorers
+        refs = [actor.describe.remote() for actor in handles]
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
+        if pending:
+            free = ray.available_resources()
+            raise BackendError(
+                f"{len(pending)} of {len(refs)} Ray actors did not start within {START_TIMEOUT_S:g} s "
+                f"(cluster free: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU)"
+            )
+        try:
+            described = ray.get(refs, timeout=GET_TIMEOUT_S)
+        except ray.exceptions.RayError as error:
+            logger.debug("actor start-up failed", exc_info=True)
+            raise BackendError(f"Ray actors failed to start: {_root_cause(error)}") from None
+        for stats, info in zip(self.stats, described):
+            stats.pid, stats.node, stats.device = info["pid"], info["node"], info["device"]
+            stats.gpu_ids = info.get("gpu_ids", [])
+        logger.info(
+            "Ray: %d mutators, %d scorers on %s (%d nodes)",
+            len(self.mutators),
+            len(self.scorers),
+            ", ".join(sorted({s.device for s in self.stats[len(self.mutators) :]})),
+            len({s.node for s in self.stats}),
+        )
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def _group_size(self, tasks: list[Task]) -> int:
+        """Tasks per actor call: enough work to hide Ray's per-call cost, few enough to share."""
+        if not tasks or self._seconds_per_child is None:
+            return 1
+        per_task = self._seconds_per_child * max(task.count for task in tasks)
+        wanted = max(1, math.ceil(TARGET_CALL_SECONDS / max(per_task, 1e-9)))
+        # Every scorer still gets its share of calls in flight.
+        fair = max(1, len(tasks) // (IN_FLIGHT_PER_SCORER * len(self.scorers)))
+        return min(wanted, fair)
+
+    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+        """Vary and score ``tasks``; yield ``(children, probabilities (count, num_cells))`` in task order.
+
+        Parents come from ``pool``, put in the object store once for the whole generation.
+
+        Raises:
+            BackendError: an actor died more than ``max_restarts`` times, or nothing
+                came back for :data:`STALL_TIMEOUT_S`.
+        """
+        if len(tasks) < len(self.scorers) and not self._warned_few_tasks:
+            self._warned_few_tasks = True
+            logger.warning(
+                "%d task(s) per generation for %d scorers: some scorers idle; a smaller --batch-size "
+                "keeps them busy (it changes the random streams, so only for new runs)",
+                len(tasks),
+                len(self.scorers),
+            )
+        group = self._group_size(tasks)
+        pool_ref = None if pool is None else ray.put(pool)
+        chunks = [tasks[start : start + group] for start in range(0, len(tasks), group)]
+        finished: dict[int, tuple[list[GenomeBatch], list[np.ndarray]]] = {}
+        in_flight: dict[ray.ObjectRef, _Call] = {}
+        scorer_load = [0] * len(self.scorers)
+        mutator_load = [0] * len(self.mutators)
+        submitted = yielded = 0
+        while yielded < len(chunks):
+            while submitted < len(chunks) and min(scorer_load) < IN_FLIGHT_PER_SCORER:
+                scorer = int(np.argmin(scorer_load))
+                mutator = int(np.argmin(mutator_load))
+                children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted], pool_ref)
+                probabilities = self.scorers[scorer].score.remote(children)
+                count = sum(task.count for task in chunks[submitted])
+                in_flight[probabilities] = _Call(submitted, scorer, mutator, children, mutator_stats, count)
+                scorer_load[scorer] += 1
+                mutator_load[mutator] += 1
+                submitted += 1
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=STALL_TIMEOUT_S)
+            if not ready:
+                raise BackendError(f"no result from any Ray actor for {STALL_TIMEOUT_S:g} s; giving up")
+            for ref in ready:
+                call = in_flight.pop(ref)
+                scorer_load[call.scorer] -= 1
+                mutator_load[call.mutator] -= 1
+                finished[call.chunk] = self._collect(ref, call)
+            while yielded in finished:
+                children_list, probabilities_list = finished.pop(yielded)
+                yield from zip(children_list, probabilities_list)
+                yielded += 1
+        self._maybe_log()
+
+    def _collect(self, ref: ray.ObjectRef, call: _Call) -> tuple[list[GenomeBatch], list[np.ndarray]]:
+        """Fetch one finished call and account for it (restarts show up as a new pid)."""
+        try:
+            probabilities, seconds, pid = ray.get(ref, timeout=GET_TIMEOUT_S)
+            children, (mutator_seconds, mutator_pid) = ray.get(
+                [call.children, call.mutator_stats], timeout=GET_TIMEOUT_S
+            )
+        except ray.exceptions.RayActorError as error:
+            raise BackendError(
+                f"a Ray actor died more than {self.max_restarts} times (its restart limit), giving up: "
+                f"{_first_line(error)}"
+            ) from None
+        except ray.exceptions.GetTimeoutError:
+            raise BackendError(f"a finished Ray call gave no result within {GET_TIMEOUT_S:g} s") from None
+        mutator = self.stats[call.mutator]
+        scorer = self.stats[len(self.mutators) + call.scorer]
+        for stats, busy, process in ((mutator, mutator_seconds, mutator_pid), (scorer, seconds, pid)):
+            if stats.record(call.count, busy, process):
+                logger.warning(
+                    "%s restarted (now pid %d, %d restart(s) of %d allowed); its calls were retried",
+                    stats.name,
+                    process,
+                    stats.restarts,
+                    self.max_restarts,
+                )
+        per_child = seconds / max(call.count, 1)
+        self._seconds_per_child = (
+            per_child if self._seconds_per_child is None else 0.8 * self._seconds_per_child + 0.2 * per_child
+        )
+        return children, probabilities
+
+    # --- reporting and shutdown ----------------------------------------------------------------
+
+    def summary(self) -> str:
+        """One short line for the progress bar: scorer throughput and restarts."""
+        scorers = self.stats[len(self.mutators) :]
+        rates = "/".join(f"{s.throughput():.0f}" for s in scorers)
+        restarts = sum(s.restarts for s in self.stats)
+        return f"scorers {rates} ev/s, restarts {restarts}"
+
+    def report(self) -> list[str]:
+        """One line per actor: placement, calls, throughput, restarts."""
+        return [
+            f"{s.name:9} pid {s.pid:<7} node {s.node[:8]} {s.device:6} {s.calls:6} calls "
+            f"{s.children:9} children {s.throughput():9.0f}/s busy {s.busy_s:7.1f} s restarts {s.restarts}"
+            for s in self.stats
+        ]
+
+    def _maybe_log(self) -> None:
+        if time.monotonic() - self._last_log >= LOG_EVERY_S:
+            self._last_log = time.monotonic()
+            logger.info("Ray actors:\n  %s", "\n  ".join(self.report()))
+
+    def close(self) -> None:
+        """Stop the actors (and Ray itself when this backend started it)."""
+        for actor in getattr(self, "mutators", []) + getattr(self, "scorers", []):
+            with contextlib.suppress(Exception):  # already dead, or Ray is going away
+                ray.kill(actor, no_restart=True)
+        if getattr(self, "stats", None) and any(s.calls for s in self.stats):
+            logger.info("Ray actors:\n  %s", "\n  ".join(self.report()))
+        if self._owns_ray:
+            shutdown_ray()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(error: BaseException) -> str:
+    text = _ANSI.sub("", str(error)).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _root_cause(error: BaseException) -> str:
+    """The last line of a Ray error: the remote exception, e.g. ``ModuleNotFoundError: ...``."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(error).__name__

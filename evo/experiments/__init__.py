@@ -1,0 +1,2 @@
+"""The paper's experiments beyond one search: transfer between networks, ablation,
+retraining with a fooling class, and the audit of a user's classifier."""

@@ -1,0 +1,158 @@
+"""A finished run's elites as the experiments use them: images, scores, tables, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fooling.evo.config import RunConfig
+from fooling.evo.evaluation import make_encoding
+from fooling.evo.run import GENOME_CLASSES
+from fooling.evo.store.checkpoint import (
+    CheckpointError,
+    checkpoint_metadata,
+    read_latest_checkpoint,
+    read_latest_checkpoint_table,
+)
+from fooling.fitness import LoadedModel, Scorer, get_model_spec
+
+logger = logging.getLogger(__name__)
+
+HIGH = 0.9999  # the paper's "99.99% confidence"
+FAIR = 0.99
+
+
+@dataclasses.dataclass
+class Elites:
+    """A run's elites, ready to score.
+
+    Attributes:
+        run: the run folder.
+        config: its configuration.
+        model: registry name of the network it was evolved against.
+        class_names: ``(n,)`` class of each elite's cell.
+        fitness: ``(n,)`` float32 confidence stored in the checkpoint.
+        images: ``(n, channels, height, width)`` float in ``[0, 1]``.
+        source: ``"genomes"`` (rendered again) or ``"stored images"`` (the checkpoint's PNGs,
+            for genome classes this build does not know).
+    """
+
+    run: str
+    config: RunConfig
+    model: str
+    class_names: list[str]
+    fitness: np.ndarray
+    images: torch.Tensor
+    source: str
+    weights_hash: str = ""
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def load_elites(run: str) -> Elites:
+    """The elites of run folder ``run``'s newest good checkpoint.
+
+    Genomes are rendered again when their class is known (full resolution); otherwise
+    (e.g. an encoding from a newer version) the stored PNG thumbnails are used.
+
+    Raises:
+        CheckpointError: no readable checkpoint, or one with no elites.
+    """
+
+    table = read_latest_checkpoint_table(run)
+    metadata = checkpoint_metadata(table)
+    if table.num_rows == 0:
+        raise CheckpointError(f"{run}: the newest checkpoint holds no elites")
+    config = RunConfig.from_json(json.dumps(metadata["config"]))
+    model = str(metadata["model"])
+    images = None
+    source = "stored images"
+    if metadata.get("genome_class") in GENOME_CLASSES:
+        try:
+            checkpoint = read_latest_checkpoint(run, GENOME_CLASSES)
+            encoding = make_encoding(config, get_model_spec(model))
+            cells = checkpoint.archive.occupied_cells()
+            genomes = checkpoint.archive.genomes.take(cells)
+            images = torch.cat(
+                [encoding.render(genomes.take(slice(s, s + 256)), "cpu") for s in range(0, len(cells), 256)]
+            ).clamp(0, 1)
+            names = [checkpoint.archive.class_names[c] for c in cells]
+            fitness = checkpoint.archive.fitness[cells]
+            source = "genomes"
+        except LookupError as error:  # an encoding this build does not have
+            logger.info("rendering %s from stored images (%s)", run, error)
+            images = None
+    if images is None:
+        rows = table.sort_by("class_id").to_pylist()
+        if any(not row["image_png"] for row in rows):
+            raise CheckpointError(f"{run}: genomes of an unknown kind and no stored images")
+        arrays = [decode_png(row["image_png"]) for row in rows]
+        stacked = np.stack([a[..., None] if a.ndim == 2 else a[..., :3] for a in arrays])
+        images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
+        names = [row["class_name"] for row in rows]
+        fitness = np.array([row["fitness"] for row in rows], dtype=np.float32)
+    return Elites(
+        run, config, model, names, np.asarray(fitness, np.float32), images, source,
+        str(metadata.get("weights_hash", "")),
+    )  # fmt: skip
+
+
+def check_weights(elites: Elites, model: LoadedModel) -> None:
+    """Refuse to rescore ``elites`` when their network's weights changed since the run,
+    as resuming does: the stored confidences would belong to another network.
+
+    Raises:
+        CheckpointError: the weights hash differs from the checkpoint's.
+    """
+    if elites.weights_hash and elites.weights_hash != model.weights_hash:
+        raise CheckpointError(
+            f"{elites.run} was evolved against {elites.model} with weights {elites.weights_hash}, "
+            f"but {elites.model} now has weights {model.weights_hash}; refusing to mix them"
+        )
+
+
+def fit_images(images: torch.Tensor, scorer: Scorer) -> torch.Tensor:
+    """``images`` ``(n, c, h, w)`` resized (bilinear) and converted to the scorer's input.
+
+    Gray images are repeated over 3 channels for colour networks; colour images are
+    averaged to gray for gray networks.
+    """
+    channels = scorer.spec.channels
+    if images.shape[1] != channels:
+        images = images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
+    if tuple(images.shape[-2:]) != scorer.image_size:
+        images = F.interpolate(images, size=scorer.image_size, mode="bilinear", align_corners=False)
+    return images.contiguous()
+
+
+def score_all(scorer: Scorer, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+    """Probabilities ``(n, num_classes)`` of ``images`` (any size; fitted first)."""
+    parts = [
+        scorer.score(fit_images(images[start : start + batch_size], scorer))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- transfer --------------------------------------------------------------------------------
+
+
+def class_map(source: tuple[str, ...], target: tuple[str, ...], names: list[str]) -> np.ndarray:
+    """Index in ``target`` of each of ``names`` matched by name, case-insensitively (-1: none)."""
+    index = {name.lower(): i for i, name in enumerate(target)}
+    return np.array([index.get(name.lower(), -1) for name in names], dtype=np.int64)

@@ -1,0 +1,328 @@
+"""Run folders: one writer at a time, one kind of run per folder, no stale temporaries.
+
+Every command that writes a run folder (``evolve``, ``retrain``, ``perturb``, ``ascent``)
+holds :class:`RunLock` on it while it works and records what kind of run the folder
+holds, so that nothing already written is lost:
+
+- ``OUT/.fooling-lock`` holds the owner's pid and host while a command runs. A second
+  process refuses at once; a lock left by a dead process on this host is taken over
+  with a warning (a lock of another host cannot be checked, so it is never taken over).
+- ``OUT/.fooling-run`` names the kind of run (``{"kind": "evolve"}``). A folder is
+  accepted when it is new (absent or empty), or holds a run of the same kind
+  (to be resumed); anything else is refused with one line.
+
+Locks are local-filesystem locks; object stores (``s3://``, ``gs://``) have no atomic
+create-if-absent here, so on them the lock is advisory: written, checked, but racy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from fooling.evo.store.checkpoint import (
+    CHECKPOINT_PATTERN,
+    _filesystem,
+    exists,
+    join,
+    list_names,
+    read_bytes,
+    write_bytes,
+)
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".fooling-lock"
+KIND_NAME = ".fooling-run"
+TEMPORARY_PREFIX = ".tmp-"
+RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent")
+
+
+class RunFolderError(ValueError):
+    """``--out`` or ``--resume`` points at the wrong kind of folder, or one in use."""
+
+
+class RunLockedError(RunFolderError):
+    """Another live process holds the run folder's lock."""
+
+
+def _local_path(out: str) -> Path | None:
+    filesystem, path = _filesystem(out)
+    return Path(path) if filesystem is None else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against a reused pid), where /proc has it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_text(owner: dict) -> str:
+    return f"pid {owner.get('pid')} on {owner.get('host')} ({owner.get('command', '?')})"
+
+
+class RunLock:
+    """Exclusive use of run folder ``out`` by this process, as a context manager.
+
+    Args:
+        out: the run folder (created if absent).
+        command: what holds it, shown to a process that is refused.
+
+    Raises:
+        RunLockedError: (on entering) another live process holds the folder.
+    """
+
+    def __init__(self, out: str, command: str) -> None:
+        self.out = out
+        self.command = command
+        self.uri = join(out, LOCK_NAME)
+        self.held = False
+
+    def _record(self) -> bytes:
+        pid = os.getpid()
+        owner = {
+            "pid": pid,
+            "host": socket.gethostname(),
+            "command": self.command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "start_time": _start_time(pid),
+        }
+        return (json.dumps(owner) + "\n").encode()
+
+    def _stale(self, owner: dict) -> bool:
+        """True when ``owner`` is a process of this host that is gone."""
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            pid = int(owner["pid"])
+        except (KeyError, TypeError, ValueError):
+            return True  # unreadable lock of this host: nobody can hold it
+        if pid == os.getpid():
+            return False
+        if not _process_alive(pid):
+            return True
+        recorded = owner.get("start_time")
+        return recorded is not None and _start_time(pid) not in (None, recorded)
+
+    def acquire(self) -> None:
+        """Take the lock (see the class)."""
+        local = _local_path(self.out)
+        if local is None:
+            self._acquire_remote()
+            return
+        local.mkdir(parents=True, exist_ok=True)
+        path = local / LOCK_NAME
+        for _ in range(3):
+            try:
+                handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self._read_owner(path)
+                if owner is None:  # being written right now by its owner
+                    time.sleep(0.05)
+                    owner = self._read_owner(path) or {}
+                if not self._stale(owner):
+                    raise RunLockedError(
+                        f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish "
+                        f"or choose another folder"
+                    ) from None
+                logger.warning(
+                    "taking over the lock of %s left by %s, which is no longer running",
+                    self.out,
+                    _owner_text(owner),
+                )
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            with os.fdopen(handle, "wb") as file:
+                file.write(self._record())
+                file.flush()
+                os.fsync(file.fileno())
+            self.held = True
+            return
+        raise RunLockedError(f"{self.out} is in use by another process (its lock keeps changing)")
+
+    def _acquire_remote(self) -> None:
+        try:
+            owner = json.loads(read_bytes(self.uri))
+        except FileNotFoundError:
+            owner = None
+        except ValueError:
+            owner = {}
+        if owner is not None and not self._stale(owner):
+            raise RunLockedError(
+                f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish, or delete "
+                f"{self.uri} if that process is gone"
+            )
+        write_bytes(self.uri, self._record())
+        self.held = True
+
+    @staticmethod
+    def _read_owner(path: Path) -> dict | None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return {}
+        if not text.strip():
+            return None
+        try:
+            owner = json.loads(text)
+        except ValueError:
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def release(self) -> None:
+        """Give the lock back (only if this process still holds it)."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            owner = json.loads(read_bytes(self.uri))
+        except (FileNotFoundError, ValueError):
+            return
+        if owner.get("pid") != os.getpid() or owner.get("host") != socket.gethostname():
+            return
+        filesystem, path = _filesystem(self.uri)
+        try:
+            if filesystem is None:
+                os.unlink(path)
+            else:
+                filesystem.delete_file(path)
+        except (OSError, FileNotFoundError):
+            pass
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# --- what a folder holds -------------------------------------------------------------------
+
+# Files a command writes itself besides its run files; they never make a folder "foreign".
+_OWN_NAMES = {LOCK_NAME, KIND_NAME, ".fooling-write-probe"}
+
+
+def folder_kind(out: str) -> str | None:
+    """The kind of run ``out`` holds: its ``.fooling-run`` record, else inferred for runs
+    written before that record existed (checkpoints: ``evolve``; ``round-1``: ``retrain``);
+    ``None`` for an absent or empty folder.
+
+    Raises:
+        RunFolderError: the folder holds files of no run.
+    """
+    try:
+        record = json.loads(read_bytes(join(out, KIND_NAME)))
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if kind in RUN_KINDS:
+            return kind
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        pass
+    names = [name for name in list_names(out) if name not in _OWN_NAMES]
+    if not names:
+        return None
+    if any(CHECKPOINT_PATTERN.match(name) for name in list_names(join(out, "checkpoints"))):
+        return "evolve"
+    if "round-1" in names and list_names(join(out, "round-1")):
+        return "retrain"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    raise RunFolderError(f"--out {out} holds other files ({shown}); choose a new or empty folder")
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
+    """Check that ``out`` may take a run of ``kind`` and record the kind in it.
+
+    Call while holding :class:`RunLock` on ``out``.
+
+    Args:
+        resume: a run of the same kind is being continued (otherwise the folder must be new).
+
+    Raises:
+        RunFolderError: ``out`` holds other files or another kind of run, or (without
+            ``resume``) already holds a run.
+    """
+    found = folder_kind(out)
+    if found is not None and found != kind:
+        raise RunFolderError(
+            f"--out {out} holds {_a(found)} run, not {_a(kind)} run; choose a new or empty folder"
+        )
+    if found is None and resume:
+        raise RunFolderError(f"--resume {out}: no run there")
+    if found is not None and not resume:
+        raise RunFolderError(
+            f"--out {out} already holds a run; continue it with --resume {out} or choose another folder"
+            if kind == "evolve"
+            else f"--out {out} already holds {_a(kind)} run; choose another folder"
+        )
+    if not exists(join(out, KIND_NAME)):
+        write_bytes(join(out, KIND_NAME), (json.dumps({"kind": kind}) + "\n").encode())
+
+
+def remove_stale_temporaries(out: str) -> int:
+    """Delete ``.tmp-*`` files left by killed writes in ``out`` and ``out/checkpoints``.
+
+    Only safe while holding :class:`RunLock` (no write of ours is in flight). Local folders only.
+
+    Returns:
+        How many were removed.
+    """
+    local = _local_path(out)
+    if local is None:
+        return 0
+    removed = 0
+    for folder in (local, local / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(TEMPORARY_PREFIX) and path.is_file():
+                try:
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    if removed:
+        logger.warning("removed %d temporary file(s) left by an interrupted write in %s", removed, out)
+    return removed
+
+
+def discard_if_empty(out: str) -> None:
+    """Remove local folder ``out`` if it holds nothing but this module's own files.
+
+    Used when a run that created ``out`` fails before writing anything: no empty folder
+    (or one holding only a lock or kind record) is left behind.
+    """
+    local = _local_path(out)
+    if local is None or not local.is_dir() or (local / LOCK_NAME).exists():
+        return  # a lock present now is another process's: leave its folder alone
+    if any(path.name not in _OWN_NAMES for path in local.iterdir()):
+        return
+    for path in local.iterdir():
+        try:
+            path.unlink()
+        except OSError:
+            return
+    with contextlib.suppress(OSError):
+        local.rmdir()

@@ -1,0 +1,115 @@
+"""Inputs that must be refused in one line (exit 2) and small things a user notices (issue 14)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from fooling.evo.cli.main import build_parser, main
+from fooling.evo.config import RunConfig
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--seed", "-1"], "--seed"),
+        (["--seed", "4294967296"], "--seed must be in [0, 4294967295]"),
+        (["--model", "mnist-lenet-seed99999999999999999999"], "seed of model"),
+        (["--classes", "3,3"], "names '3' twice"),
+        (["--image-size", "100000"], "--image-size must be in [0, 1024]"),
+        (["--color-space", "hls"], "--color-space hls is for CPPN"),
+        (["--keep-checkpoints", "-1"], "--keep-checkpoints"),
+    ],
+)
+def test_evolve_refuses_in_one_line_and_leaves_nothing(fooling_home, tmp_path, capsys, arguments, message):
+    out = tmp_path / "x"
+    assert main(["evolve", "--out", str(out), "--generations", "2", *arguments]) == 2
+    line = one_line(capsys)
+    assert line.startswith("fooling: error: ") and message in line
+    assert not out.exists()
+
+
+def test_train_refuses_negative_and_huge_seeds(fooling_home, capsys):
+    assert main(["train", "--seed", "-1"]) == 2
+    assert "--seed" in one_line(capsys)
+    assert main(["train", "--model", "mnist-lenet-seed99999999999999999999"]) == 2
+    assert "4294967295" in one_line(capsys)
+
+
+def test_retrain_suggests_a_misspelt_model(fooling_home, tmp_path, capsys):
+    assert main(["retrain", "--model", "mnist-lenat", "--out", str(tmp_path / "r")]) == 2
+    assert "did you mean 'mnist-lenet'" in one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_bare_fooling_and_parse_errors_say_fooling_once(capsys):
+    assert main([]) == 2
+    line = one_line(capsys)
+    assert line.count("fooling:") == 1 and "give a command" in line and "evolve" in line
+    assert main(["evolve", "--generations", "zero"]) == 2
+    line = one_line(capsys)
+    assert line.startswith("fooling: error: evolve: argument --generations")
+
+
+def test_debug_verbose_and_threads_work_after_the_command(fooling_home, tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main(["report", str(tmp_path / "none"), "--threads", "1", "-v"]) == 2
+        assert "holds no checkpoint" in one_line(capsys)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="holds no checkpoint"):  # --debug: the traceback
+            main(["report", str(tmp_path / "none"), "--debug"])
+        assert main(["--threads", "0", "report", "x"]) == 2
+        assert "--threads" in one_line(capsys)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_image_size_help_says_what_zero_means():
+    evolve = build_parser()._subparsers._group_actions[0].choices["evolve"]
+    text = " ".join(evolve.format_help().split())
+    assert "0: the model's input size" in text and "--threads" in text and "--keep-checkpoints" in text
+
+
+def test_gpu_is_cuda_and_device_names_are_checked():
+    assert RunConfig(device="gpu").device == "cuda"
+    with pytest.raises(ValueError, match="not a device"):
+        from fooling.fitness.limits import check_device
+
+        check_device("quantum")
+
+
+def test_run_files_are_written_0644_under_the_usual_umask(fooling_home, tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    out = tmp_path / "modes"
+    assert (
+        main(["evolve", "--out", str(out), "--generations", "2", "--population", "10", "--no-progress"]) == 0
+    )
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in Path(out).rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+    assert modes and set(modes.values()) == {0o666 & ~mask}, modes
+
+
+def test_make_toolbox_takes_a_run_config():
+    from fooling.evo.toolbox import make_toolbox
+
+    toolbox = make_toolbox(RunConfig(model="mnist-lenet", generations=2))
+    import numpy as np
+
+    genomes = toolbox.random(3, np.random.default_rng(0))
+    assert genomes.pixels.shape == (3, 1, 28, 28)

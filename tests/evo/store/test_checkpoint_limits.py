@@ -1,0 +1,110 @@
+"""Crafted checkpoints and broken statistics: refused or tolerated cheaply, with the file named."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fooling.evo.cli import main
+from fooling.evo.run import GENOME_CLASSES
+from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint_file, read_stats
+
+TINY = ["--population", "20", "--batch-size", "10", "--no-progress", "--no-report"]
+
+
+@pytest.fixture
+def finished(fooling_home, tmp_path) -> Path:
+    out = tmp_path / "run"
+    assert main(["evolve", "--out", str(out), "--generations", "4", "--checkpoint-every", "2", *TINY]) == 0
+    return out
+
+
+def bomb_npz(megabytes: int) -> bytes:
+    """An ``.npz`` whose one member inflates to ``megabytes`` MB of zeros (about 0.1% of it stored)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": (megabytes * 262144,)}
+        )
+        with archive.open("pixels.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            chunk = bytes(1 << 20)
+            for _ in range(megabytes):
+                member.write(chunk)
+    return buffer.getvalue()
+
+
+def replace_genomes(path: Path, blob: bytes) -> None:
+    table = pq.read_table(path)
+    genomes = pa.array([blob] * table.num_rows, pa.binary())
+    table = table.set_column(table.schema.get_field_index("genome"), "genome", genomes)
+    pq.write_table(table, path, compression="zstd")
+
+
+def test_genome_bomb_is_refused_before_inflating_and_resume_falls_back(finished, caplog):
+    newest = finished / "checkpoints" / "gen-000003.parquet"
+    replace_genomes(newest, bomb_npz(200))
+    assert newest.stat().st_size < 3_000_000
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match="declares .* bytes, more than"):
+        read_checkpoint_file(str(newest), GENOME_CLASSES)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - started < 5 and peak < 100_000_000
+    assert main(["evolve", "--resume", str(finished), "--generations", "5", *TINY]) == 0
+    assert "skipping" in caplog.text and "gen-000003.parquet" in caplog.text
+
+
+def test_npy_header_larger_than_its_member_is_refused(finished):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": (1, 28, 28)}
+        )
+        archive.writestr("pixels.npy", header.getvalue() + bytes(16))
+    newest = finished / "checkpoints" / "gen-000003.parquet"
+    replace_genomes(newest, buffer.getvalue())
+    with pytest.raises(CheckpointError, match="more than its"):
+        read_checkpoint_file(str(newest), GENOME_CLASSES)
+
+
+def test_declared_parquet_sizes_are_checked_before_reading(finished):
+    newest = finished / "checkpoints" / "gen-000003.parquet"
+    table = pq.read_table(newest)
+    metadata = json.loads(table.schema.metadata[METADATA_KEY])
+    metadata["config"]["image_size"] = 1  # the run's genomes now may take 16 kB each at most
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+    big = pa.array([bytes([row]) * 4_000_000 for row in range(table.num_rows)], pa.binary())
+    table = table.set_column(table.schema.get_field_index("image_png"), "image_png", big)
+    pq.write_table(table, newest, compression="zstd")
+    with pytest.raises(CheckpointError, match="uncompressed"):
+        read_checkpoint_file(str(newest), GENOME_CLASSES)
+
+
+def test_corrupt_stats_are_named_kept_and_tolerated(finished, caplog, capsys):
+    stats = finished / "stats.parquet"
+    stats.write_bytes(b"PAR1 not really")
+    assert read_stats(str(finished)) == []
+    assert str(stats) in caplog.text
+    assert main(["report", str(finished)]) == 0
+    assert main(["evolve", "--resume", str(finished), "--generations", "5", *TINY]) == 0
+    assert (finished / "stats.corrupt-1.parquet").read_bytes() == b"PAR1 not really"
+    assert [row["gen"] for row in read_stats(str(finished))] == [4]
+
+
+def test_missing_stats_are_warned_on_resume(finished, caplog):
+    (finished / "stats.parquet").unlink()
+    assert main(["evolve", "--resume", str(finished), "--generations", "5", *TINY]) == 0
+    assert "stats.parquet is missing" in caplog.text

@@ -1,0 +1,178 @@
+"""Run folders: one writer at a time, one kind of run per folder, nothing written is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fooling.evo.cli import main
+from fooling.evo.config import RunConfig
+from fooling.evo.run import evolve
+from fooling.evo.store.checkpoint import checkpoint_uris, prune_checkpoints
+from fooling.evo.store.runfolder import KIND_NAME, LOCK_NAME, RunLock, RunLockedError, folder_kind
+
+TINY = ["--population", "20", "--batch-size", "10", "--no-progress", "--no-report"]
+
+
+def snapshot(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME}
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.fixture
+def sleeper():
+    """A live process of this host, to own a lock."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def plant_lock(folder: Path, pid: int, host: str | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = {"pid": pid, "host": host or socket.gethostname(), "command": "evolve"}
+    (folder / LOCK_NAME).write_text(json.dumps(owner))
+
+
+def test_second_evolve_on_a_locked_folder_refuses_at_once_and_keeps_the_first_runs_files(
+    fooling_home, tmp_path, capsys, sleeper
+):
+    out = tmp_path / "run"
+    assert main(["evolve", "--out", str(out), "--generations", "2", *TINY]) == 0
+    before = snapshot(out)
+    plant_lock(out, sleeper.pid)
+    capsys.readouterr()
+    assert main(["evolve", "--resume", str(out), "--generations", "4", *TINY]) == 2
+    line = one_error_line(capsys)
+    assert f"in use by pid {sleeper.pid}" in line
+    assert snapshot(out) == before
+    assert main(["evolve", "--out", str(tmp_path / "run"), "--generations", "2", *TINY]) == 2
+    assert snapshot(out) == before
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(fooling_home, tmp_path, caplog):
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    out = tmp_path / "stale"
+    plant_lock(out, process.pid)
+    search = evolve(RunConfig(population=20, generations=2, out=str(out), seed=1), show_progress=False)
+    assert search.generation == 2
+    assert "no longer running" in caplog.text
+    assert not (out / LOCK_NAME).exists()  # released at the end
+
+
+def test_lock_of_another_host_is_never_taken_over(tmp_path):
+    plant_lock(tmp_path / "x", 1, host="some-other-host.invalid")
+    with pytest.raises(RunLockedError, match="some-other-host.invalid"):
+        RunLock(str(tmp_path / "x"), "evolve").acquire()
+
+
+def test_two_processes_race_for_one_folder_and_exactly_one_wins(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from fooling.evo.store.runfolder import RunLock, RunLockedError\n"
+        "try:\n"
+        "    lock = RunLock(sys.argv[1], 'evolve'); lock.acquire()\n"
+        "except RunLockedError:\n"
+        "    sys.exit(3)\n"
+        "time.sleep(3); lock.release()\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "r")]) for _ in range(2)]
+    codes = sorted(p.wait() for p in processes)
+    assert codes == [0, 3]
+
+
+def test_evolve_refuses_a_folder_of_other_files_and_leaves_them(fooling_home, tmp_path, capsys):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("<html>mine</html>")
+    (out / "stats.parquet").write_bytes(b"not yours")
+    before = snapshot(out)
+    assert main(["evolve", "--out", str(out), "--generations", "2", *TINY]) == 2
+    assert "holds other files (index.html, stats.parquet)" in one_error_line(capsys)
+    assert snapshot(out) == before and sorted(os.listdir(out)) == ["index.html", "stats.parquet"]
+
+
+def test_evolve_and_retrain_refuse_each_others_folders(fooling_home, tmp_path, capsys):
+    perturbed = tmp_path / "perturbed"
+    perturbed.mkdir()
+    (perturbed / KIND_NAME).write_text('{"kind": "perturb"}')
+    (perturbed / "final.png").write_bytes(b"png")
+    assert main(["evolve", "--out", str(perturbed), "--generations", "2", *TINY]) == 2
+    assert "holds a perturb run" in one_error_line(capsys)
+    evolved = tmp_path / "evolved"
+    assert main(["evolve", "--out", str(evolved), "--generations", "2", *TINY]) == 0
+    assert folder_kind(str(evolved)) == "evolve"
+    before = snapshot(evolved)
+    capsys.readouterr()
+    code = main(["retrain", "--out", str(evolved), "--rounds", "1", "--generations", "2", "--no-progress"])
+    assert code == 2
+    assert "holds an evolve run" in one_error_line(capsys)
+    assert snapshot(evolved) == before
+
+
+def test_run_without_a_kind_record_but_with_checkpoints_is_an_evolve_run(fooling_home, tmp_path, capsys):
+    out = tmp_path / "old"
+    assert main(["evolve", "--out", str(out), "--generations", "2", *TINY]) == 0
+    (out / KIND_NAME).unlink()  # as written before the record existed
+    assert main(["evolve", "--resume", str(out), "--generations", "3", *TINY]) == 0
+
+
+def test_stale_temporaries_are_removed_on_start(fooling_home, tmp_path):
+    out = tmp_path / "tmps"
+    assert main(["evolve", "--out", str(out), "--generations", "2", *TINY]) == 0
+    for folder in (out, out / "checkpoints"):
+        (folder / ".tmp-abc123").write_bytes(b"x" * 100)
+    assert main(["evolve", "--resume", str(out), "--generations", "3", *TINY]) == 0
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_keep_checkpoints_deletes_old_ones_but_never_the_newest_good_one(fooling_home, tmp_path):
+    out = tmp_path / "keep"
+    args = ["--generations", "6", "--checkpoint-every", "1", "--keep-checkpoints", "2", *TINY]
+    assert main(["evolve", "--out", str(out), *args]) == 0
+    assert [Path(u).name for u in checkpoint_uris(str(out))] == ["gen-000005.parquet", "gen-000004.parquet"]
+    # A corrupt newest file does not count: two good ones stay besides it.
+    (out / "checkpoints" / "gen-000006.parquet").write_bytes(b"garbage")
+    assert prune_checkpoints(str(out), 1) == [str(out / "checkpoints" / "gen-000004.parquet")]
+    assert [Path(u).name for u in checkpoint_uris(str(out))] == ["gen-000006.parquet", "gen-000005.parquet"]
+    assert prune_checkpoints(str(out), 0) == []
+
+
+def test_resume_with_generations_not_above_the_checkpoint_says_so(fooling_home, tmp_path, capsys):
+    out = tmp_path / "short"
+    assert main(["evolve", "--out", str(out), "--generations", "3", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["evolve", "--resume", str(out), "--generations", "3", *TINY]) == 2
+    assert "already has 3 generations" in one_error_line(capsys)
+
+
+def test_gpu_device_without_a_gpu_is_one_line_and_leaves_nothing(fooling_home, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for device in ("cuda", "gpu", "cuda:3"):
+        out = tmp_path / f"dev-{device}"
+        assert main(["evolve", "--out", str(out), "--generations", "2", "--device", device, *TINY]) == 2
+        assert "no CUDA GPU" in one_error_line(capsys)
+        assert not out.exists()
+    assert main(["evolve", "--out", str(tmp_path / "d"), "--device", "tpu7", *TINY]) == 2
+    assert "not" in one_error_line(capsys) and not (tmp_path / "d").exists()
+
+
+def test_failed_run_leaves_no_empty_folder(fooling_home, tmp_path, capsys):
+    out = tmp_path / "failed"
+    assert main(["evolve", "--out", str(out), "--classes", "7,eleven", *TINY]) == 2
+    assert not out.exists()

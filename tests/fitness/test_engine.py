@@ -1,0 +1,341 @@
+"""Scoring engines: torch and ONNX Runtime agree, the ONNX cache, thread counts, --engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fooling.fitness.engine as engine_module
+from fooling.evo.cli import main
+from fooling.evo.config import RunConfig
+from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
+from fooling.evo.store.checkpoint import read_latest_checkpoint
+from fooling.fitness import Scorer, UnknownNameError, load_model
+from fooling.fitness.engine import (
+    EngineUnavailableError,
+    cache_entry,
+    configure_threads,
+    onnx_model,
+    resolve_engine,
+    scoring_threads,
+)
+
+# Every registered model that works offline (the torchvision ones need a download).
+OFFLINE_MODELS = ("mnist-lenet", "imagenet-lite0", "imagenet-lite1", "imagenet-lite2")
+TOLERANCE = 1e-4
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("fooling: error: ")
+    return err[0]
+
+
+def photos(channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Real photos from scikit-image, ``(4, channels, *size)`` in [0, 1]."""
+    from skimage import color, data
+
+    images = [data.chelsea(), data.astronaut(), data.coffee(), data.rocket()]
+    tensors = []
+    for image in images:
+        if channels == 1:
+            image = color.rgb2gray(image)[..., None] * 255
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().unsqueeze(0) / 255
+        tensors.append(F.interpolate(tensor, size=size, mode="bilinear", antialias=True))
+    return torch.cat(tensors).clamp(0, 1)
+
+
+@pytest.fixture
+def threads_restored():
+    """Put this process's thread count back after a test that changes it."""
+    before = scoring_threads()
+    yield
+    configure_threads(before)
+
+
+@pytest.mark.parametrize("name", OFFLINE_MODELS)
+def test_engines_agree_on_random_images_and_real_photos(fooling_home, name):
+    model = load_model(name)
+    by_torch = Scorer(model, engine="torch")
+    by_onnx = Scorer(model, engine="onnxruntime")
+    assert (by_torch.engine, by_onnx.engine) == ("torch", "onnxruntime")
+    size = by_torch.image_size
+    generator = torch.Generator().manual_seed(0)
+    for images in (
+        torch.rand(5, model.spec.channels, *size, generator=generator),
+        photos(model.spec.channels, size),
+    ):
+        expected, actual = by_torch.score(images), by_onnx.score(images)
+        assert by_onnx.engine == "onnxruntime"  # no silent fallback
+        assert actual.shape == expected.shape == (len(images), model.spec.num_classes)
+        assert np.abs(actual - expected).max() < TOLERANCE
+        assert np.allclose(actual.sum(1), 1, atol=1e-5)
+
+
+def test_engines_agree_with_ten_crops(fooling_home):
+    model = load_model("imagenet-lite0")
+    images = photos(3, (256, 256))[:2]
+    expected = Scorer(model, engine="torch", crops=10).score(images)
+    actual = Scorer(model, engine="onnxruntime", crops=10).score(images)
+    assert np.abs(actual - expected).max() < TOLERANCE
+
+
+def test_auto_is_onnxruntime_on_the_cpu_and_torch_on_cuda(monkeypatch):
+    assert resolve_engine("auto", "cpu") == "onnxruntime"
+    assert resolve_engine("AUTO", "cuda") == "torch"
+    assert resolve_engine("torch", "cpu") == "torch"
+    with pytest.raises(EngineUnavailableError, match="scores on the CPU"):
+        resolve_engine("onnxruntime", "cuda")
+    monkeypatch.setattr(engine_module, "onnxruntime_available", lambda: False)
+    assert resolve_engine("auto", "cpu") == "torch"
+    with pytest.raises(EngineUnavailableError, match="package is not installed"):
+        resolve_engine("onnxruntime", "cpu")
+
+
+def test_unknown_engine_suggests_close_names(fooling_home, tmp_path, capsys):
+    with pytest.raises(UnknownNameError, match="did you mean 'onnxruntime'"):
+        RunConfig(engine="onnx")
+    assert main(["evolve", "--engine", "onnxrun", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown engine 'onnxrun'; did you mean 'onnxruntime'" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_onnxruntime_missing_is_one_line(fooling_home, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(engine_module, "onnxruntime_available", lambda: False)
+    arguments = ["evolve", "--engine", "onnxruntime", "--generations", "1", "--population", "4"]
+    assert main([*arguments, "--out", str(tmp_path / "r"), "--no-progress", "--no-report"]) == 2
+    assert "the onnxruntime package is not installed" in one_error_line(capsys)
+
+
+def test_model_that_cannot_be_exported_falls_back_to_torch(lenet, monkeypatch, caplog):
+    def refuse(model):
+        raise RuntimeError("unsupported operator aten::weird\nmore detail")
+
+    monkeypatch.setattr(engine_module, "export_onnx", refuse)
+    monkeypatch.setattr(engine_module, "_read_cached", lambda entry, model: None)
+    scorer = Scorer(lenet, engine="onnxruntime")
+    images = torch.rand(3, 1, 28, 28)
+    with caplog.at_level(logging.WARNING):
+        probabilities = scorer.score(images)
+        scorer.score(images)
+    assert scorer.engine == "torch"
+    lines = [r.getMessage() for r in caplog.records if "ONNX Runtime" in r.getMessage()]
+    assert lines == [
+        "mnist-lenet cannot run on ONNX Runtime (unsupported operator aten::weird): scoring with torch"
+    ]
+    assert np.array_equal(probabilities, Scorer(lenet, engine="torch").score(images))
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+
+def _exports(monkeypatch) -> list[str]:
+    """Record every export (the model's name) from now on."""
+    calls: list[str] = []
+    original = engine_module.export_onnx
+
+    def counting(model):
+        calls.append(model.spec.name)
+        return original(model)
+
+    monkeypatch.setattr(engine_module, "export_onnx", counting)
+    return calls
+
+
+def test_cache_exports_once_and_records_the_hash(lenet, tmp_path, monkeypatch):
+    exports = _exports(monkeypatch)
+    first = onnx_model(lenet, home=tmp_path)
+    second = onnx_model(lenet, home=tmp_path)
+    assert first == second and exports == ["mnist-lenet"]
+    entry = cache_entry(lenet, home=tmp_path)
+    record = json.loads(entry.meta.read_text())
+    import hashlib
+
+    assert record["sha256"] == hashlib.sha256(entry.onnx.read_bytes()).hexdigest()
+    assert record["weights_hash"] == lenet.weights_hash and record["opset"] == 17
+    assert not [p for p in entry.onnx.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "stale_record", "no_record"])
+def test_damaged_cache_is_exported_again_never_loaded(lenet, tmp_path, monkeypatch, caplog, damage):
+    good = onnx_model(lenet, home=tmp_path)
+    entry = cache_entry(lenet, home=tmp_path)
+    if damage == "truncate":
+        entry.onnx.write_bytes(good[: len(good) // 2])
+    elif damage == "flip":
+        entry.onnx.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    elif damage == "stale_record":
+        record = json.loads(entry.meta.read_text())
+        entry.meta.write_text(json.dumps({**record, "weights_hash": "0" * 16}))
+    else:
+        entry.meta.unlink()
+    loaded: list[bytes] = []
+    monkeypatch.setattr(engine_module, "onnx_session", lambda data, threads=None: loaded.append(data))
+    exports = _exports(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        data = onnx_model(lenet, home=tmp_path)
+    assert exports == ["mnist-lenet"]
+    assert data == entry.onnx.read_bytes() and len(data) == len(good)
+    if damage != "no_record":
+        assert "does not match its record" in caplog.text or "unreadable" in caplog.text
+    # What a scorer hands to ONNX Runtime is always the verified graph.
+    monkeypatch.setenv("FOOLING_HOME", str(tmp_path))
+    entry.onnx.write_bytes(good[:100])
+    Scorer(lenet, engine="onnxruntime")._onnx_session()
+    assert loaded and all(blob == entry.onnx.read_bytes() != good[:100] for blob in loaded)
+
+
+def test_unwritable_cache_keeps_the_graph_in_memory(lenet, tmp_path, caplog):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "onnx").write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING):
+        data = onnx_model(lenet, home=home)
+    assert data[:2] and "kept in memory" in caplog.text
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def test_thread_count_comes_from_the_cores_available(threads_restored):
+    assert configure_threads() == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+    assert configure_threads(1.5) == 1 == torch.get_num_threads() == scoring_threads()
+    assert configure_threads(0.25) == 1  # a fractional Ray share still gets one thread
+
+
+def test_onnx_sessions_use_the_decided_thread_count(lenet, threads_restored):
+    configure_threads(1)
+    session = Scorer(lenet, engine="onnxruntime")._onnx_session()
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+
+
+def test_onnxruntime_floats_do_not_depend_on_the_thread_count(lenet, threads_restored):
+    images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    configure_threads(1)
+    one = Scorer(lenet, engine="onnxruntime").score(images)
+    configure_threads(2)
+    two = Scorer(lenet, engine="onnxruntime").score(images)
+    assert np.array_equal(one, two)
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+TINY = dict(model="mnist-lenet", population=40, batch_size=20, seed=5, generations=4, checkpoint_every=2)
+
+
+def test_runs_on_either_engine_agree(fooling_home, tmp_path):
+    runs = {
+        name: evolve(RunConfig(**TINY, engine=name, out=str(tmp_path / name)), show_progress=False)
+        for name in ("torch", "onnxruntime")
+    }
+    torch_fitness = runs["torch"].archive.elite_fitness()
+    onnx_fitness = runs["onnxruntime"].archive.elite_fitness()
+    assert np.abs(torch_fitness - onnx_fitness).max() < TOLERANCE
+    stored = read_latest_checkpoint(str(tmp_path / "onnxruntime"), GENOME_CLASSES).config
+    assert stored.engine == "onnxruntime"
+
+
+def test_tiny_cppn_runs_on_lite0_agree(fooling_home, tmp_path):
+    fitness = {}
+    for name in ("torch", "onnxruntime"):
+        config = RunConfig(
+            model="imagenet-lite0",
+            encoding="cppn",
+            generations=2,
+            population=6,
+            image_size=32,
+            classes=["jellyfish", "goldfish", "king penguin"],
+            engine=name,
+            out=str(tmp_path / name),
+        )
+        fitness[name] = evolve(config, show_progress=False).archive.elite_fitness()
+    assert np.abs(fitness["torch"] - fitness["onnxruntime"]).max() < TOLERANCE
+
+
+def test_resume_keeps_the_engine_and_warns_when_it_changes(fooling_home, tmp_path, caplog):
+    out = str(tmp_path / "run")
+    evolve(RunConfig(**{**TINY, "generations": 2}, engine="torch", out=out), show_progress=False)
+    assert resume_config(out, generations=4).engine == "torch"
+    with caplog.at_level(logging.WARNING):
+        assert resume_config(out, generations=4, engine="torch").engine == "torch"
+    assert "bit-identical" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        config = resume_config(out, generations=4, engine="onnxruntime")
+    assert config.engine == "onnxruntime"
+    assert "will no longer be bit-identical to an uninterrupted run" in caplog.text
+    resumed = evolve(config, resume=True, show_progress=False)
+    assert resumed.generation == 4
+    assert read_latest_checkpoint(out, GENOME_CLASSES).config.engine == "onnxruntime"
+
+
+def test_resume_with_the_same_engine_is_bit_identical(fooling_home, tmp_path):
+    whole = evolve(RunConfig(**TINY, engine="onnxruntime", out=str(tmp_path / "whole")), show_progress=False)
+    part = str(tmp_path / "part")
+    evolve(RunConfig(**{**TINY, "generations": 2}, engine="onnxruntime", out=part), show_progress=False)
+    resumed = evolve(resume_config(part, generations=4), resume=True, show_progress=False)
+    assert resumed.archive.equals(whole.archive)
+
+
+def test_configs_stored_before_the_engine_setting_read_as_torch():
+    stored = json.loads(RunConfig().to_json())
+    del stored["engine"]
+    assert RunConfig.from_json(json.dumps(stored)).engine == "torch"
+    assert RunConfig.from_json(RunConfig(engine="onnxruntime").to_json()).engine == "onnxruntime"
+
+
+def test_ray_run_with_onnxruntime_matches_in_process(ray_session, fooling_home, tmp_path):
+    local = evolve(RunConfig(**TINY, engine="onnxruntime", out=str(tmp_path / "local")), show_progress=False)
+    config = RunConfig(**TINY, engine="onnxruntime", workers=1, scorers=1, out=str(tmp_path / "ray"))
+    remote = evolve(config, show_progress=False)
+    # The actor scores with 1 thread (its Ray share), this process with all its cores.
+    assert remote.archive.equals(local.archive)
+    assert read_latest_checkpoint(config.out, GENOME_CLASSES).config.engine == "onnxruntime"
+
+
+def test_transfer_and_ablate_take_an_engine(fooling_home, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    evolve(RunConfig(**{**TINY, "generations": 2}, out=out), show_progress=False)
+    assert main(["transfer", out, "--to", "mnist-lenet", "--engine", "torch"]) == 0
+    capsys.readouterr()
+    assert main(["transfer", out, "--to", "mnist-lenet", "--engine", "tourch"]) == 2
+    assert "did you mean 'torch'" in one_error_line(capsys)
+
+
+def test_overlapped_rendering_gives_the_same_archive(fooling_home, tmp_path, monkeypatch):
+    import threading
+
+    from fooling.evo.evaluation import Evaluator
+
+    monkeypatch.setattr(Evaluator, "OVERLAP_CHUNK", 8)
+    rendered_in: list[str] = []
+    original = Evaluator.images
+
+    def spy(self, genomes):
+        rendered_in.append(threading.current_thread().name)
+        return original(self, genomes)
+
+    monkeypatch.setattr(Evaluator, "images", spy)
+    archives = {}
+    for overlap in (True, False):
+        monkeypatch.setattr(Evaluator, "OVERLAP", overlap)
+        config = RunConfig(
+            model="imagenet-lite0",
+            encoding="cppn",
+            generations=2,
+            population=20,
+            image_size=32,
+            classes=["jellyfish", "goldfish"],
+            engine="onnxruntime",
+            out=str(tmp_path / str(overlap)),
+        )
+        archives[overlap] = evolve(config, show_progress=False).archive
+    assert archives[True].equals(archives[False])
+    assert any(name.startswith("render") for name in rendered_in)  # the overlapped run used the thread

@@ -1,0 +1,492 @@
+"""``--model`` beyond the registry: TorchScript, torch.export and ONNX files, plugins, timm:, torchvision:.
+
+Every network here is tiny, built and saved inside the test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import fooling.evo.run as run_module
+from fooling.evo.cli import main
+from fooling.evo.config import RunConfig
+from fooling.evo.run import GENOME_CLASSES, evolve
+from fooling.evo.store.checkpoint import checkpoint_uris, read_latest_checkpoint
+from fooling.fitness import Scorer, load_model
+from fooling.fitness.sources import FileNetwork, probabilities_graph
+
+LABELS = ("cat", "dog", "owl", "fox", "yak")
+SIZE = 16
+
+
+class ConvNet(nn.Module):
+    """``(batch, 3, H, W)`` -> ``(batch, 5)`` logits, for any H, W >= 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Linear(24, len(LABELS))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images)) * 4.0  # sharper than chance, so search has a slope
+
+
+class DenseNet(nn.Module):
+    """``(batch, 3, 16, 16)`` only -> ``(batch, 5)``: rejects any other input size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * SIZE * SIZE, len(LABELS))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(images.flatten(1))
+
+
+def tiny(seed: int = 0, kind: type[nn.Module] = ConvNet) -> nn.Module:
+    torch.manual_seed(seed)
+    return kind().eval()
+
+
+def save_torchscript(path: Path, seed: int = 0, kind: type[nn.Module] = ConvNet) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny(seed, kind)), str(path))
+    return path
+
+
+def save_export(path: Path, seed: int = 0) -> Path:
+    example = torch.zeros(2, 3, SIZE, SIZE)
+    program = torch.export.export(tiny(seed), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def save_onnx(path: Path, seed: int = 0) -> Path:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tiny(seed), (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
+    return path
+
+
+SAVERS = {"pt": save_torchscript, "pt2": save_export, "onnx": save_onnx}
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """A fresh FOOLING_HOME (the ONNX cache) for each test, unless a session one is set up."""
+    if "FOOLING_HOME" not in os.environ:
+        monkeypatch.setenv("FOOLING_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def labels(tmp_path) -> Path:
+    path = tmp_path / "labels.txt"
+    path.write_text("\n".join(LABELS) + "\n")
+    return path
+
+
+def model_file(tmp_path: Path, kind: str, seed: int = 0) -> Path:
+    return SAVERS[kind](tmp_path / f"net{seed}.{kind}", seed)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def evolve_args(model: Path | str, out: Path, *extra: str) -> list[str]:
+    return ["evolve", "--model", str(model), "--generations", "3", "--population", "24", "--out", str(out),
+            "--no-progress", "--no-report", *extra]  # fmt: skip
+
+
+# --- loading: every format scores like the network it was saved from ----------------------------
+
+
+@pytest.mark.parametrize("kind", ["pt", "pt2", "onnx"])
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_each_file_format_scores_like_the_network_it_came_from(tmp_path, kind, engine):
+    reference = f"{model_file(tmp_path, kind)}?input-size={SIZE},{SIZE}"
+    model = load_model(reference)
+    assert model.spec.input_size == (SIZE, SIZE) and model.spec.channels == 3
+    assert model.spec.class_names == ("0", "1", "2", "3", "4")  # no --labels: indices
+    images = torch.rand(7, 3, SIZE, SIZE)
+    scorer = Scorer(model, engine=engine, device="cpu")
+    with torch.no_grad():
+        expected = torch.softmax(tiny()(images), 1).numpy()
+    np.testing.assert_allclose(scorer.score(images), expected, atol=1e-5)
+    assert scorer.engine == engine  # the ONNX Runtime engine really ran (no fallback to torch)
+
+
+def test_onnx_wrapping_keeps_a_user_input_named_images(tmp_path):
+    path = tmp_path / "named.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tiny(), (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["probabilities"],
+                          dynamic_axes={"images": {0: "n"}})  # fmt: skip
+    import onnxruntime as ort
+
+    graph = probabilities_graph(path.read_bytes(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    images = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.softmax(tiny()((images - 0.5) / 0.25), 1).numpy()
+    np.testing.assert_allclose(session.run(None, {"images": images.numpy()})[0], expected, atol=1e-5)
+
+
+def test_a_file_model_pickles_as_its_bytes(tmp_path):
+    import pickle
+
+    model = load_model(str(model_file(tmp_path, "pt2")))
+    (tmp_path / "net0.pt2").unlink()  # the copy is rebuilt from the bytes, not from the path
+    copy = pickle.loads(pickle.dumps(model))
+    assert isinstance(copy.network, FileNetwork) and copy.weights_hash == model.weights_hash
+    images = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(copy.network(images), model.network(images))
+
+
+def test_a_fixed_batch_file_is_run_in_chunks(tmp_path):
+    path = tmp_path / "one.pt2"
+    torch.export.save(torch.export.export(tiny(), (torch.zeros(1, 3, SIZE, SIZE),)), str(path))
+    model = load_model(str(path))
+    assert model.network.fixed_batch == 1
+    images = torch.rand(5, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.softmax(tiny()(images), 1).numpy()
+    np.testing.assert_allclose(Scorer(model, device="cpu").score(images), expected, atol=1e-5)
+
+
+# --- the commands, in-process ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["pt", "pt2", "onnx"])
+def test_evolve_a_model_file_records_how_to_rebuild_it(tmp_path, capsys, labels, kind):
+    path = model_file(tmp_path, kind)
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, *evolve_args(path, out, "--labels", str(labels),
+                                                   "--input-size", f"{SIZE},{SIZE}"))  # fmt: skip
+    assert code == 0 and "generation 2" in stdout
+    checkpoint = read_latest_checkpoint(str(out), GENOME_CLASSES)
+    assert list(checkpoint.archive.class_names) == list(LABELS)
+    source = checkpoint.model_source
+    assert source["kind"] == "file" and source["labels"] == list(LABELS)
+    assert source["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert source["input_size"] == [SIZE, SIZE] and source["mean"] == [0.0] * 3 and source["std"] == [1.0] * 3
+    assert source["differentiable"] == (kind != "onnx")
+    assert source["reference"] == checkpoint.config.model
+    assert checkpoint.config.model.startswith(str(path.absolute()) + "?labels=")
+    # The table is readable as it is, with the run's model record in its metadata.
+    metadata = json.loads(pq.read_schema(checkpoint_uris(str(out))[0]).metadata[b"fooling"])
+    assert metadata["model_source"]["weights_hash"] == checkpoint.weights_hash
+
+
+def test_resume_continues_the_same_file_and_refuses_a_changed_one(tmp_path, capsys, labels):
+    path = model_file(tmp_path, "pt")
+    out = tmp_path / "run"
+    args = evolve_args(path, out, "--labels", str(labels), "--input-size", f"{SIZE},{SIZE}")
+    assert run_cli(capsys, *args)[0] == 0
+    code, stdout, _ = run_cli(capsys, "evolve", "--resume", str(out), "--generations", "5", "--no-progress",
+                              "--no-report")  # fmt: skip
+    assert code == 0 and "generation 4" in stdout
+    save_torchscript(path, seed=1)  # other weights under the same name
+    code, _, stderr = run_cli(capsys, "evolve", "--resume", str(out), "--generations", "7", "--no-progress")
+    assert code == 2 and stderr.count("\n") == 1
+    assert "changed since the run was made" in stderr and str(path.absolute()) in stderr
+
+
+def test_ascent_and_perturb_on_differentiable_files(tmp_path, capsys, labels):
+    script = model_file(tmp_path, "pt")
+    exported = model_file(tmp_path, "pt2")
+    code, stdout, _ = run_cli(capsys, "ascent", "--model", str(exported), "--labels", str(labels),
+                              "--steps", "20", "--lr", "0.5", "--out", str(tmp_path / "ascent"))  # fmt: skip
+    assert code == 0 and "median confidence" in stdout
+    ascended = read_latest_checkpoint(str(tmp_path / "ascent"), GENOME_CLASSES)
+    assert list(ascended.archive.class_names) == list(LABELS)
+    with torch.no_grad():
+        noise = torch.softmax(tiny()(torch.rand(64, 3, SIZE, SIZE)), 1).max(0).values.numpy()
+    assert (ascended.archive.fitness > noise).all()  # gradients flowed: above any noise image's confidence
+    code, stdout, _ = run_cli(capsys, "perturb", "--model", str(script), "--input-size", f"{SIZE},{SIZE}",
+                              "--labels", str(labels), "--image", "chelsea", "--untargeted", "--steps", "30",
+                              "--eps", "0.3", "--no-progress",
+                              "--out", str(tmp_path / "perturb"))  # fmt: skip
+    assert code in (0, 1) and "chelsea:" in stdout
+    assert (tmp_path / "perturb" / "final.png").exists()
+
+
+@pytest.mark.parametrize("command", ["ascent", "perturb"])
+def test_gradient_commands_refuse_onnx_in_one_line(tmp_path, capsys, command):
+    path = model_file(tmp_path, "onnx")
+    extra = ["--image", "chelsea", "--untargeted"] if command == "perturb" else []
+    code, _, stderr = run_cli(capsys, command, "--model", str(path), *extra, "--out", str(tmp_path / "out"))
+    assert code == 2 and stderr.count("\n") == 1
+    assert "ONNX Runtime" in stderr and "gradients" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_transfer_between_a_torchscript_and_an_onnx_model(tmp_path, capsys, labels):
+    source = model_file(tmp_path, "pt", seed=0)
+    target = model_file(tmp_path, "onnx", seed=0)  # the same weights: the labels must agree
+    out = tmp_path / "run"
+    assert run_cli(capsys, *evolve_args(source, out, "--labels", str(labels), "--input-size", "16"))[0] == 0
+    code, stdout, _ = run_cli(capsys, "transfer", str(out), "--to", str(target), "--labels", str(labels))
+    assert code == 0
+    assert "same top-1 100.0%" in stdout  # same network in two formats: same answers
+    code, stdout, _ = run_cli(capsys, "ablate", str(out), "--keep", "1", "0")  # rebuilt from the run's record
+    assert code == 0 and "kept 1.00" in stdout and "kept 0.00" in stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kind", ["pt", "pt2", "onnx"])
+def test_each_file_format_scores_on_cuda(tmp_path, kind):
+    model = load_model(f"{model_file(tmp_path, kind)}?input-size={SIZE},{SIZE}")
+    images = torch.rand(7, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.softmax(tiny()(images), 1).numpy()
+    scorer = Scorer(model, engine="torch", device="cuda")  # half-precision autocast on CUDA
+    np.testing.assert_allclose(scorer.score(images.cuda()), expected, atol=1e-2)
+
+
+# --- plugins --------------------------------------------------------------------------------------
+
+PLUGIN = """
+import torch
+from torch import nn
+
+from fooling.fitness import ModelSpec
+
+
+def _build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(144, 4)).eval()
+
+
+def make_spec():
+    return ModelSpec(name="fake-plugin", channels=1, input_size=(12, 12), mean=(0.0,), std=(1.0,),
+                     class_names=("north", "south", "east", "west"), build=_build)
+
+
+def broken():
+    raise RuntimeError("the plugin's own error")
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """A package declaring two ``fooling.models`` entry points, 'installed' on ``sys.path``."""
+    site = tmp_path / "site"
+    info = site / "fake_fooling_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "fake_fooling_plugin.py").write_text(PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-fooling-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[fooling.models]\nfake-plugin = fake_fooling_plugin:make_spec\n"
+        "broken-plugin = fake_fooling_plugin:broken\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("fake_fooling_plugin", None)
+
+
+def test_an_installed_plugin_model_evolves_and_is_suggested(plugin, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, *evolve_args("fake-plugin", out))
+    assert code == 0 and "/4 classes" in stdout
+    checkpoint = read_latest_checkpoint(str(out), GENOME_CLASSES)
+    assert list(checkpoint.archive.class_names) == ["north", "south", "east", "west"]
+    assert checkpoint.model_source["kind"] == "plugin"
+    code, _, stderr = run_cli(capsys, *evolve_args("fake-plugn", tmp_path / "other"))
+    assert code == 2 and "did you mean 'fake-plugin'" in stderr
+
+
+# --- Ray: the file reaches the actors through the object store ------------------------------
+
+
+def test_a_model_file_on_ray_gives_the_in_process_archive(ray_session, tmp_path, monkeypatch):
+    path = model_file(tmp_path, "pt")
+    reference = f"{path.absolute()}?input-size={SIZE},{SIZE}"
+    tiny_run = {"model": reference, "generations": 3, "population": 24, "batch_size": 8, "engine": "torch"}
+    local = evolve(RunConfig(**tiny_run, out=str(tmp_path / "local")), show_progress=False)
+    original = run_module.load_or_train
+
+    def load_then_delete(name):
+        model = original(name)
+        path.unlink()  # the actors can only get the network from the driver
+        return model
+
+    monkeypatch.setattr(run_module, "load_or_train", load_then_delete)
+    remote = evolve(
+        RunConfig(**tiny_run, out=str(tmp_path / "ray"), workers=1, scorers=1), show_progress=False
+    )
+    assert not path.exists()
+    assert remote.archive.equals(local.archive)
+
+
+# --- bad input: one line, exit code 2, no traceback --------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this touches ``target``: the mark of a loader that ran a pickle."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def _pickle_payload(tmp_path: Path) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(_Payload(tmp_path / "EXECUTED"), buffer)
+    return buffer.getvalue()
+
+
+def _bad_models(tmp_path: Path, labels: Path) -> dict[str, tuple[list[str], str]]:
+    """case -> (command-line arguments after evolve's model flags, what stderr must say)."""
+    (tmp_path / "junk.pt").write_bytes(b"not a model at all")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model either")
+    torch.save(tiny().state_dict(), tmp_path / "state.pt")
+    (tmp_path / "payload.pt").write_bytes(_pickle_payload(tmp_path))
+    save_torchscript(tmp_path / "dense.pt", kind=DenseNet)
+    # A valid ExportedProgram whose sample inputs were replaced by a malicious pickle.
+    save_export(tmp_path / "clean.pt2")
+    with (
+        zipfile.ZipFile(tmp_path / "clean.pt2") as clean,
+        zipfile.ZipFile(tmp_path / "evil.pt2", "w") as evil,
+    ):
+        for item in clean.infolist():
+            data = clean.read(item.filename)
+            evil.writestr(item, _pickle_payload(tmp_path) if "sample_inputs" in item.filename else data)
+    (tmp_path / "four.txt").write_text("a\nb\nc\nd\n")
+    save_onnx(tmp_path / "net.onnx")
+    return {
+        "missing": (["--model", str(tmp_path / "nowhere.pt2")], "does not exist"),
+        "not a model": (["--model", str(tmp_path / "junk.pt")], "is not a TorchScript or torch.export file"),
+        "not onnx": (["--model", str(tmp_path / "junk.onnx")], "is not an ONNX model"),
+        "state dict": (["--model", str(tmp_path / "state.pt")], "is a pickle"),
+        "pickled object": (["--model", str(tmp_path / "payload.pt")], "is a pickle"),
+        "pth": (["--model", str(tmp_path / "weights.pth")], "are pickles"),
+        "pickle inside pt2": (["--model", str(tmp_path / "evil.pt2")], "pickled Python objects"),
+        "labels mismatch": (
+            ["--model", str(tmp_path / "net.onnx"), "--labels", str(tmp_path / "four.txt")],
+            "has 5 outputs but --labels",
+        ),  # fmt: skip
+        "labels missing": (
+            ["--model", str(tmp_path / "net.onnx"), "--labels", str(tmp_path / "no.txt")],
+            "no such file",
+        ),  # fmt: skip
+        "input size rejected": (
+            ["--model", str(tmp_path / "dense.pt"), "--input-size", "8,8"],
+            "rejects images",
+        ),
+        "no input size": (["--model", str(tmp_path / "dense.pt")], "give --input-size"),
+        "bad input size": (["--model", str(tmp_path / "dense.pt"), "--input-size", "0,8"], "--input-size"),
+        "options for a registry model": (["--model", "mnist-lenet", "--labels", str(labels)], "model file"),
+        "unknown timm": (["--model", "timm:resnet5"], "did you mean 'resnet50'"),
+        "unknown torchvision": (["--model", "torchvision:alexnett"], "did you mean 'alexnet'"),
+        "unknown torchvision weights": (["--model", "torchvision:alexnet.IMAGENET1K_V9"], "IMAGENET1K_V1"),
+    }
+
+
+CASES = [
+    "missing", "not a model", "not onnx", "state dict", "pickled object", "pth", "pickle inside pt2",
+    "labels mismatch", "labels missing", "input size rejected", "no input size", "bad input size",
+    "options for a registry model", "unknown timm", "unknown torchvision", "unknown torchvision weights",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_model_input_is_one_line_exit_2(tmp_path, capsys, labels, case):
+    flags, expected = _bad_models(tmp_path, labels)[case]
+    code, _, stderr = run_cli(capsys, "evolve", *flags, "--generations", "2", "--out", str(tmp_path / "run"))
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("fooling: error: ") and "Traceback" not in stderr
+    assert expected in stderr
+    assert not (tmp_path / "EXECUTED").exists()  # no pickle ran
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plugin_that_raises_is_one_line_exit_2(plugin, tmp_path, capsys):
+    code, _, stderr = run_cli(capsys, *evolve_args("broken-plugin", tmp_path / "run"))
+    assert code == 2 and stderr.count("\n") == 1
+    assert "broken-plugin" in stderr and "the plugin's own error" in stderr
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """No weights cached anywhere (torch hub and Hugging Face caches point at empty folders)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("timm:resnet18.a1_in1k", "not in the local cache"), ("torchvision:alexnet", "not in the local cache")],
+)
+def test_hub_models_offline_and_not_cached_are_one_line_exit_2(
+    empty_caches, tmp_path, capsys, model, expected
+):
+    assert os.environ.get("FOOLING_OFFLINE") == "1"
+    code, _, stderr = run_cli(capsys, *evolve_args(model, tmp_path / "run"))
+    assert code == 2 and stderr.count("\n") == 1 and expected in stderr and "FOOLING_OFFLINE" in stderr
+
+
+def test_hub_model_names_give_their_preprocessing_without_weights():
+    from fooling.fitness import get_model_spec
+
+    timm_spec = get_model_spec("timm:resnet50.a1_in1k")
+    assert timm_spec.input_size == (224, 224) and timm_spec.num_classes == 1000
+    assert timm_spec.mean == (0.485, 0.456, 0.406) and timm_spec.class_names[281] == "tabby"
+    vision = get_model_spec("torchvision:alexnet")
+    assert vision.name == "torchvision:alexnet.IMAGENET1K_V1" and vision.input_size == (224, 224)
+
+
+TIMM_TEST_MODEL = os.environ.get("FOOLING_TIMM_TEST_MODEL", "resnet18.a1_in1k")
+
+
+def _timm_cached() -> bool:
+    from fooling.fitness.sources import _timm_cached_weights, timm_config
+
+    return _timm_cached_weights(timm_config(TIMM_TEST_MODEL)[0]) is not None
+
+
+@pytest.mark.skipif(not _timm_cached(), reason=f"timm {TIMM_TEST_MODEL} weights are not in the local cache")
+def test_a_cached_timm_model_loads_offline():
+    model = load_model(f"timm:{TIMM_TEST_MODEL}")
+    assert model.spec.num_classes == 1000
+    with torch.no_grad():
+        probabilities = Scorer(model, device="cpu", engine="torch").score(
+            torch.rand(1, 3, *model.spec.input_size)
+        )
+    assert probabilities.shape == (1, 1000)
+
+
+def test_retrain_refuses_a_model_file_before_any_search(tmp_path, capsys, labels):
+    path = model_file(tmp_path, "pt")
+    photos = tmp_path / "photos" / "cat"
+    photos.mkdir(parents=True)
+    torch.manual_seed(0)
+    Image.fromarray((torch.rand(20, 20, 3) * 255).to(torch.uint8).numpy()).save(photos / "0.png")
+    code, _, stderr = run_cli(capsys, "retrain", "--model", str(path), "--input-size", "16", "--labels",
+                              str(labels), "--train-dir", str(tmp_path / "photos"), "--rounds", "1",
+                              "--generations", "2", "--population", "10", "--no-progress",
+                              "--out", str(tmp_path / "retrain"))  # fmt: skip
+    assert code == 2 and stderr.count("\n") == 1 and "cannot take" in stderr
+    assert not (tmp_path / "retrain").exists()
