@@ -1,10 +1,12 @@
-"""Which addresses processes listen on, read from /proc (Linux), for the network tests."""
+"""Helpers of the network tests: which addresses processes listen on (read from /proc, Linux),
+and waiting for a Ray job."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
 import os
+import time
 from pathlib import Path
 
 
@@ -70,3 +72,19 @@ def on_loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     mapped = getattr(ip, "ipv4_mapped", None)
     return (mapped or ip).is_loopback
+
+
+def wait_for_job(ray_cli, address: str, submission: str, timeout: float) -> tuple[str, str]:
+    """Poll ``ray job status`` until the job ends or ``timeout`` seconds pass.
+
+    ``ray_cli(*arguments)`` runs the ``ray`` command and returns its CompletedProcess.
+
+    Returns:
+        The last status (lower case) and the job's log.
+    """
+    status, deadline = "", time.monotonic() + timeout
+    ended = ("succeeded", "failed", "stopped")
+    while time.monotonic() < deadline and not any(word in status for word in ended):
+        time.sleep(2)
+        status = ray_cli("job", "status", address, submission).stdout.lower()
+    return status, ray_cli("job", "logs", address, submission).stdout

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from netcheck import listening_sockets, on_loopback
+from netcheck import listening_sockets, on_loopback, wait_for_job
 
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import read_latest_checkpoint
@@ -305,13 +305,7 @@ def test_ray_up_submit_job_submit_and_down_of_the_local_config(fooling_home):
             evolve += ["--population", "20", "--batch-size", "10", "--out", str(job_out), "--no-progress"]
             job = run("job", "submit", address, f"--submission-id={submission}", "--no-wait", "--", *evolve)
             assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
-            status, deadline = "", time.monotonic() + 300
-            while time.monotonic() < deadline and not any(
-                word in status for word in ("succeeded", "failed", "stopped")
-            ):
-                time.sleep(2)
-                status = run("job", "status", address, submission).stdout.lower()
-            log = run("job", "logs", address, submission).stdout
+            status, log = wait_for_job(run, address, submission, timeout=300)
             assert "succeeded" in status, status[-1000:] + log[-3000:]
             saved = read_latest_checkpoint(str(job_out), GENOME_CLASSES)
             assert saved.generation == 2 and saved.config.workers == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from netcheck import descendants, listening_sockets, on_loopback
+from netcheck import descendants, listening_sockets, on_loopback, wait_for_job
 
 import fooling.evo.distributed.backend as distributed
 import fooling.evo.run as run_module
@@ -465,13 +465,7 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
             "--population", "20", "--batch-size", "10", "--out", str(out), "--no-progress", "--no-report",
         )  # fmt: skip
         assert job.returncode == 0, job.stderr[-3000:]
-        status, deadline = "", time.monotonic() + 240
-        while time.monotonic() < deadline and not any(
-            s in status for s in ("succeeded", "failed", "stopped")
-        ):
-            time.sleep(2)
-            status = ray("job", "status", dashboard, submission).stdout.lower()
-        log = ray("job", "logs", dashboard, submission).stdout
+        status, log = wait_for_job(ray, dashboard, submission, timeout=240)
         assert "succeeded" in status, status[-1000:] + log[-3000:]
         assert "Ray: 2 mutators, 1 scorers on cpu (2 nodes)" in log, log[-3000:]
         saved = read_latest_checkpoint(str(out), GENOME_CLASSES)
