@@ -26,7 +26,6 @@ def _share(text: str) -> float:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-
     result = transfer(args.run, args.to, map_classes=args.map_classes, device=args.device, engine=args.engine)
     for row in result.rows:
         print(
@@ -40,7 +39,6 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-
     settings = RetrainSettings(
         model=args.model,
         rounds=args.rounds,
@@ -74,7 +72,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-
     result = ablate(
         args.run,
         fractions_kept=tuple(args.keep) if args.keep else DEFAULT_FRACTIONS,

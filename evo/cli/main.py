@@ -40,7 +40,6 @@ COMMAND_GROUPS = (gradient, experiments, audit)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-
     spec = get_model_spec(args.model)
     match = LENET_PATTERN.match(spec.name)
     if not match:
@@ -66,7 +65,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
-
     overrides = config_overrides(args)
     checkpoint = None
     if args.resume:
@@ -100,7 +98,6 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-
     for uri in write_report(args.run, max_tiles=args.tiles):
         print(uri)
     return 0
@@ -178,7 +175,6 @@ def check_storage(args: argparse.Namespace) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-
     return (ValueError, LookupError, OSError, ModelUnavailableError)
 
 

@@ -374,7 +374,6 @@ def _retrain_locked(settings: RetrainSettings, data, show_progress: bool) -> Ret
 
 
 def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> list[str]:
-
     header = [
         "round",
         "network",

@@ -88,3 +88,14 @@ def wait_for_job(ray_cli, address: str, submission: str, timeout: float) -> tupl
         time.sleep(2)
         status = ray_cli("job", "status", address, submission).stdout.lower()
     return status, ray_cli("job", "logs", address, submission).stdout
+
+
+def processes_with(marker: str) -> set[int]:
+    """Pids of the processes (other than this one) whose command line contains ``marker``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.add(int(entry.name))
+    return found

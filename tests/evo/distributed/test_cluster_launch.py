@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from netcheck import listening_sockets, on_loopback, wait_for_job
+from netcheck import listening_sockets, on_loopback, processes_with, wait_for_job
 
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import read_latest_checkpoint
@@ -92,16 +92,6 @@ def _missing_tools() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed; .ci/run installs it"
     return None
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(entry.name))
-    return found
 
 
 @contextlib.contextmanager
@@ -280,7 +270,7 @@ def test_ray_up_submit_job_submit_and_down_of_the_local_config(fooling_home):
             assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
             assert (home / "fooling" / "setup.cfg").exists(), "the file mount of the project is missing"
             assert (home / "ray_bootstrap_config.yaml").exists()
-            cluster = set(_processes_with(marker))
+            cluster = processes_with(marker)
             sockets = listening_sockets(cluster)
             assert {"gcs_server", "raylet"} <= {name for *_, name in sockets}, sockets
             assert [s for s in sockets if not on_loopback(s[1])] == [], sockets
@@ -313,11 +303,11 @@ def test_ray_up_submit_job_submit_and_down_of_the_local_config(fooling_home):
             down = run("down", "-y", str(config_path))
             assert down.returncode == 0, (down.stdout + down.stderr)[-3000:]
             deadline = time.monotonic() + 30
-            while _processes_with(marker) and time.monotonic() < deadline:
+            while processes_with(marker) and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert _processes_with(marker) == [], "ray down left processes of the cluster running"
+            assert processes_with(marker) == set(), "ray down left processes of the cluster running"
     finally:
-        for pid in _processes_with(marker):
+        for pid in processes_with(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)

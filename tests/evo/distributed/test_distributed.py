@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from netcheck import descendants, listening_sockets, on_loopback, wait_for_job
+from netcheck import descendants, listening_sockets, on_loopback, processes_with, wait_for_job
 
 import fooling.evo.distributed.backend as distributed
 import fooling.evo.run as run_module
@@ -375,16 +375,9 @@ def _kill_processes_under(marker: str) -> None:
 
     ``ray stop`` would stop every Ray instance on the machine, the session's included.
     """
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+    for pid in processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # `ray start` for a cluster that listens on 127.0.0.1 only. Every process of the test runs with
@@ -401,16 +394,6 @@ from ray.scripts.scripts import main
 sys.argv[0] = "ray"
 main()
 """
-
-
-def _processes_under(marker: str) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.add(int(entry.name))
-    return found
 
 
 @pytest.mark.timeout(400)
@@ -454,7 +437,7 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
             "--num-gpus=0", *_ray_start_ports(),
         )  # fmt: skip
         assert worker.returncode == 0, worker.stderr[-3000:]
-        sockets = listening_sockets(_processes_under(temp))
+        sockets = listening_sockets(processes_with(temp))
         assert [name for *_, name in sockets].count("raylet") >= 2, sockets  # both nodes' raylets
         assert [s for s in sockets if not on_loopback(s[1])] == [], sockets
         dashboard = f"--address=http://127.0.0.1:{dashboard_port}"
