@@ -35,12 +35,18 @@ from collections.abc import Iterator
 
 import numpy as np
 import ray
+import ray._private.ray_constants as ray_constants  # private: the cluster switch (see _loopback_only)
+import ray._private.services as ray_services  # private: this machine's network address
 import ray.exceptions
+import torch
+from ray._common.network_utils import is_localhost, parse_address
 
 from fooling.encodings import GenomeBatch
 from fooling.evo.config import RunConfig
+from fooling.evo.evaluation import Evaluator
 from fooling.evo.search import BackendError, Task, Variation
-from fooling.fitness import LoadedModel
+from fooling.fitness import LoadedModel, pick_device
+from fooling.fitness.engine import configure_threads, onnx_model, resolve_engine
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +73,6 @@ GET_TIMEOUT_S = 600.0
 def _limit_threads(threads: int) -> int:
     """Pin torch and ONNX Runtime to ``threads`` threads: actors sharing a node must not
     oversubscribe its cores (the decision itself is :func:`fooling.fitness.engine.configure_threads`)."""
-    from fooling.fitness.engine import configure_threads
-
     return configure_threads(threads)
 
 
@@ -102,10 +106,6 @@ class _ScorerActor:
     def __init__(
         self, config: RunConfig, model: LoadedModel, device: str | None, threads: int, cpu_threads: int
     ) -> None:
-        from fooling.evo.evaluation import Evaluator
-        from fooling.fitness import pick_device
-        from fooling.fitness.engine import resolve_engine
-
         # Arrays from the object store are read-only views; scoring never writes to them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         # Threads are set before the scorer exists, so its ONNX Runtime session gets them too.
@@ -244,18 +244,16 @@ def _loopback_only(temp_root: str | None = None) -> Iterator[None]:
     Ray starts inherit the environment set here; it is restored afterwards, so that joining
     another cluster later in the same process behaves as usual.
     """
-    import ray._private.ray_constants as constants
-
     saved_env = {name: os.environ.get(name) for name in (_CLUSTER_SWITCH, "RAY_TMPDIR")}
-    saved_switch = constants.ENABLE_RAY_CLUSTER
+    saved_switch = ray_constants.ENABLE_RAY_CLUSTER
     os.environ[_CLUSTER_SWITCH] = "0"
     if temp_root is not None:
         os.environ["RAY_TMPDIR"] = temp_root
-    constants.ENABLE_RAY_CLUSTER = False
+    ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
-        constants.ENABLE_RAY_CLUSTER = saved_switch
+        ray_constants.ENABLE_RAY_CLUSTER = saved_switch
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -299,13 +297,10 @@ def _on_loopback_only(address: str) -> bool:
     one listening on 127.0.0.1 only (a local run, the tests, a ``ray start
     --node-ip-address 127.0.0.1`` with Ray's cluster switch off): a TCP connect tells them apart.
     """
-    import ray._private.services as services
-    from ray._common.network_utils import is_localhost, parse_address
-
     parsed = parse_address(address.split("://", 1)[-1].rstrip("/"))
     if parsed is None or not is_localhost(parsed[0]):
         return False
-    network_address = services.get_node_ip_address()
+    network_address = ray_services.get_node_ip_address()
     if is_localhost(network_address):
         return True
     try:
@@ -450,9 +445,6 @@ class RayBackend:
         Raises:
             EngineUnavailableError: ``--engine onnxruntime`` where it cannot run.
         """
-        from fooling.fitness import pick_device
-        from fooling.fitness.engine import onnx_model, resolve_engine
-
         if device is None or resolve_engine(config.engine, pick_device(device)) != "onnxruntime":
             return
         try:
@@ -461,8 +453,6 @@ class RayBackend:
             logger.debug("ONNX export failed on the driver", exc_info=True)
 
     def _start_actors(self, config: RunConfig, variation: Variation, model: LoadedModel) -> None:
-        import torch
-
         share, gpus, threads, device = self._placement(config)
         self._warm_onnx_cache(config, model, device)
         restarts = dict(max_restarts=self.max_restarts, max_task_retries=-1)
