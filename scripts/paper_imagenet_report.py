@@ -29,8 +29,7 @@ from matplotlib.figure import Figure
 from fooling.evo.report.figures import elites_figure
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import (
-    read_latest_checkpoint,
-    read_latest_checkpoint_table,
+    read_latest_rows,
     read_stats,
     write_checkpoint,
     write_stats,
@@ -109,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--carry", default=None, help="also copy the checkpoint (no thumbnails) here")
     args = parser.parse_args(argv)
     try:
-        checkpoint = read_latest_checkpoint(args.run, GENOME_CLASSES)
-        table = read_latest_checkpoint_table(args.run)
+        stored = read_latest_rows(args.run, GENOME_CLASSES)  # read once: rows and genomes agree
+        checkpoint, rows = stored.checkpoint, stored.rows
+        if checkpoint is None:
+            raise ValueError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
     except Exception as error:  # one line for any unreadable run
         print(f"paper_imagenet_report: {args.run}: {error}", file=sys.stderr)
         return 2
@@ -118,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     stats = stats[stats["gen"] <= checkpoint.generation]
     config = checkpoint.config
     columns = ["class_id", "class_name", "fitness", "birth_generation"]
-    classes = table.select(columns).to_pandas()
+    classes = pd.DataFrame([{column: row[column] for column in columns} for row in rows], columns=columns)
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     classes.sort_values("fitness", ascending=False).to_parquet(docs / "classes.parquet", index=False)
-    (docs / "elites.png").write_bytes(elites_figure(table.to_pylist(), args.tiles))
+    (docs / "elites.png").write_bytes(elites_figure(rows, args.tiles))
     progress_figure(stats).savefig(docs / "progress.png", dpi=110)
     with torch.no_grad():
         photos = real_photo_confidence(config.model, args.real_images, getattr(config, "engine", "auto"))

@@ -15,12 +15,7 @@ from PIL import Image
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
 from fooling.evo.run import GENOME_CLASSES
-from fooling.evo.store.checkpoint import (
-    CheckpointError,
-    checkpoint_metadata,
-    read_latest_checkpoint,
-    read_latest_checkpoint_table,
-)
+from fooling.evo.store.checkpoint import CheckpointError, read_latest_rows
 from fooling.fitness import LoadedModel, Scorer, get_model_spec
 
 logger = logging.getLogger(__name__)
@@ -61,38 +56,38 @@ def decode_png(data: bytes) -> np.ndarray:
 def load_elites(run: str) -> Elites:
     """The elites of run folder ``run``'s newest good checkpoint.
 
-    Genomes are rendered again when their class is known (full resolution); otherwise
-    (e.g. an encoding from a newer version) the stored PNG thumbnails are used.
+    The checkpoint is read once. Genomes are rendered again when their class is known (full
+    resolution); otherwise (e.g. an encoding from a newer version) the stored PNG thumbnails
+    are used.
 
     Raises:
         CheckpointError: no readable checkpoint, or one with no elites.
     """
 
-    table = read_latest_checkpoint_table(run)
-    metadata = checkpoint_metadata(table)
-    if table.num_rows == 0:
+    stored = read_latest_rows(run, GENOME_CLASSES)  # the file is read once
+    metadata, rows = stored.metadata, stored.rows
+    if not rows:
         raise CheckpointError(f"{run}: the newest checkpoint holds no elites")
     config = RunConfig.from_json(json.dumps(metadata["config"]))
     model = str(metadata["model"])
     images = None
     source = "stored images"
-    if metadata.get("genome_class") in GENOME_CLASSES:
+    if stored.checkpoint is not None:
         try:
-            checkpoint = read_latest_checkpoint(run, GENOME_CLASSES)
+            archive = stored.checkpoint.archive
             encoding = make_encoding(config, get_model_spec(model))
-            cells = checkpoint.archive.occupied_cells()
-            genomes = checkpoint.archive.genomes.take(cells)
+            cells = archive.occupied_cells()
+            genomes = archive.genomes.take(cells)
             images = torch.cat(
                 [encoding.render(genomes.take(slice(s, s + 256)), "cpu") for s in range(0, len(cells), 256)]
             ).clamp(0, 1)
-            names = [checkpoint.archive.class_names[c] for c in cells]
-            fitness = checkpoint.archive.fitness[cells]
+            names = [archive.class_names[c] for c in cells]
+            fitness = archive.fitness[cells]
             source = "genomes"
         except LookupError as error:  # an encoding this build does not have
             logger.info("rendering %s from stored images (%s)", run, error)
             images = None
     if images is None:
-        rows = table.sort_by("class_id").to_pylist()
         if any(not row["image_png"] for row in rows):
             raise CheckpointError(f"{run}: genomes of an unknown kind and no stored images")
         arrays = [decode_png(row["image_png"]) for row in rows]

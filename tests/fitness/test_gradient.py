@@ -9,7 +9,7 @@ from PIL import Image
 
 from fooling.evo.cli import main
 from fooling.evo.report.animation import PANELS, frame_figure
-from fooling.evo.store.checkpoint import read_latest_checkpoint_table
+from fooling.evo.store.checkpoint import read_latest_checkpoint_rows
 from fooling.fitness.gradient import ascent, perturb
 from fooling.fitness.images import load_images
 
@@ -93,9 +93,9 @@ def test_ascent_cli_writes_a_run_that_report_can_read(fooling_home, tmp_path):
         main(["ascent", "--model", "mnist-lenet", "--classes", "3,8", "--steps", "60", "--out", str(out)])
         == 0
     )
-    table = read_latest_checkpoint_table(str(out))
-    assert table.column("class_name").to_pylist() == ["3", "8"]
-    assert all(0 < f <= 1 for f in table.column("fitness").to_pylist())
+    rows = read_latest_checkpoint_rows(str(out))
+    assert [row["class_name"] for row in rows] == ["3", "8"]
+    assert all(0 < row["fitness"] <= 1 for row in rows)
     assert (out / "elites.png").exists() and (out / "index.html").exists()
 
 

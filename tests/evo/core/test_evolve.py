@@ -16,7 +16,7 @@ from fooling.encodings import DirectGenomes
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
-from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, read_latest_checkpoint
+from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, genome_columns, read_latest_checkpoint
 
 TINY = dict(model="mnist-lenet", population=40, batch_size=20, seed=3)
 
@@ -118,7 +118,7 @@ def test_checkpoint_round_trips_through_pyarrow_and_pandas(fooling_home, tmp_pat
             "class_id",
             "class_name",
             "fitness",
-            "genome",
+            "genome_pixels",
             "image_png",
             "birth_generation",
             "parent_cell",
@@ -126,10 +126,13 @@ def test_checkpoint_round_trips_through_pyarrow_and_pandas(fooling_home, tmp_pat
         ]
     ) <= set(frame.columns)
     assert frame["class_name"].tolist() == [str(d) for d in range(10)]
-    genomes = DirectGenomes.from_row_bytes(frame["genome"].tolist())
-    assert genomes.equals(search.archive.genomes)
+    # Each cell is one genome's float32 values as byte planes (all first bytes, then all second...).
+    planes = [np.frombuffer(cell, np.uint8).reshape(4, -1) for cell in frame["genome_pixels"]]
+    pixels = np.stack([np.ascontiguousarray(p.T).view("<f4").reshape(1, 28, 28) for p in planes])
+    assert DirectGenomes(pixels).equals(search.archive.genomes)
     assert np.array_equal(frame["fitness"].to_numpy(), search.archive.fitness)
     metadata = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+    assert metadata["genome_fields"] == [{"name": "pixels", "dtype": "<f4", "shape": [1, 28, 28]}]
     assert metadata["generation"] == 2 and metadata["model"] == "mnist-lenet"
     assert metadata["config"]["seed"] == 3 and len(metadata["weights_hash"]) == 16
     restored = load(tmp_path / "rt")
@@ -167,8 +170,8 @@ def test_genome_that_fails_validation_is_refused(fooling_home, tmp_path, capsys)
     path = tmp_path / "shape" / "checkpoints" / "gen-000001.parquet"
     table = pq.read_table(path)
     wrong = DirectGenomes(np.full((10, 1, 28, 28), 7.0, np.float32))  # values outside [0, 1]
-    column = [wrong.row_bytes(i) for i in range(10)]
-    table = table.set_column(table.schema.get_field_index("genome"), "genome", [column])
+    column = genome_columns(wrong)[0]["genome_pixels"]
+    table = table.set_column(table.schema.get_field_index("genome_pixels"), "genome_pixels", column)
     pq.write_table(table, path)
     assert main(["evolve", "--resume", str(tmp_path / "shape"), "--generations", "3"]) == 2
     assert "outside [0, 1]" in capsys.readouterr().err

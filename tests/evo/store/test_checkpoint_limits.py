@@ -45,9 +45,14 @@ def bomb_npz(megabytes: int) -> bytes:
 
 
 def replace_genomes(path: Path, blob: bytes) -> None:
+    """Make ``path`` a format 1 checkpoint (one ``.npz`` per genome) whose genomes are all ``blob``."""
     table = pq.read_table(path)
+    metadata = json.loads(table.schema.metadata[METADATA_KEY])
+    metadata["format_version"] = 1
     genomes = pa.array([blob] * table.num_rows, pa.binary())
-    table = table.set_column(table.schema.get_field_index("genome"), "genome", genomes)
+    table = table.drop_columns([name for name in table.column_names if name.startswith("genome_")])
+    table = table.append_column("genome", genomes)
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
     pq.write_table(table, path, compression="zstd")
 
 

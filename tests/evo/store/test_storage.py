@@ -22,7 +22,7 @@ import pytest
 import fooling.evo.store.checkpoint as checkpoint_module
 import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.cli import main
-from fooling.evo.store.checkpoint import StorageError, check_location, read_latest_checkpoint_table
+from fooling.evo.store.checkpoint import StorageError, check_location, read_latest_checkpoint_rows
 
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 2.0
@@ -220,8 +220,8 @@ def test_ascent_and_perturb_write_to_a_storage_uri(memory_store, fooling_home, t
     )
     assert code == 0
     assert {"checkpoints/LATEST", "elites.png", "index.html"} <= _names(memory_store, "b/asc")
-    table = read_latest_checkpoint_table("mock://b/asc")
-    assert table.column("class_name").to_pylist() == ["3", "8"]
+    rows = read_latest_checkpoint_rows("mock://b/asc")
+    assert [row["class_name"] for row in rows] == ["3", "8"]
     assert "grid in mock://b/asc/elites.png" in capsys.readouterr().out
 
     from PIL import Image
