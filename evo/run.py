@@ -24,6 +24,7 @@ from fooling.evo.search import STATS_FIELDS, Backend, BackendError, LocalBackend
 from fooling.evo.store.checkpoint import (
     Checkpoint,
     CheckpointError,
+    ThumbnailCache,
     check_writable,
     checkpoint_uris,
     exists,
@@ -343,16 +344,17 @@ def _evolve_locked(
     )
 
     source = describe_model(config.model, model)  # how to rebuild the model, in every checkpoint
+    thumbnails = ThumbnailCache()  # checkpoints render only the cells that changed since the last
 
     def save() -> None:
         done = search.generation - 1
-        cells = archive.occupied_cells()
-        images = render_uint8(encoding, archive.genomes.take(cells))
         state = Checkpoint(
             config, done, search.next_id, config.model, model.weights_hash, archive, model_source=source
         )
         write_stats(config.out, list(search.logbook))
-        uri = write_checkpoint(config.out, state, images)
+        uri = write_checkpoint(
+            config.out, state, render=lambda genomes: render_uint8(encoding, genomes), thumbnails=thumbnails
+        )
         logger.debug("checkpoint %s", uri)
         prune_checkpoints(config.out, config.keep_checkpoints)
 
