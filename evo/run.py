@@ -248,7 +248,7 @@ def evolve(
     show_progress: bool = True,
     checkpoint: Checkpoint | None = None,
     backend: BackendFactory | None = None,
-    on_generation: Callable[[dict], None] | None = None,
+    on_generation: Callable[[Search], None] | None = None,
 ) -> Search:
     """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
 
@@ -264,8 +264,8 @@ def evolve(
             so the file is not read twice.
         backend: makes the backend the search runs on (default :func:`make_backend`:
             in-process for ``workers == 0``, else Ray actors).
-        on_generation: called with each generation's stats record (the logbook row) after
-            the generation is inserted.
+        on_generation: called with the search after each generation is inserted: its
+            archive holds the generation's elites, ``search.logbook[-1]`` is its stats record.
 
     Returns:
         The finished search (archive, logbook, generation).
@@ -305,7 +305,7 @@ def _evolve_locked(
     show_progress: bool,
     checkpoint: Checkpoint | None,
     backend: BackendFactory | None,
-    on_generation: Callable[[dict], None] | None,
+    on_generation: Callable[[Search], None] | None,
 ) -> Search:
     """The body of :func:`evolve`, run while holding the run folder's lock."""
     if resume:
@@ -376,7 +376,7 @@ def _evolve_locked(
             while search.generation < config.generations and not stop.requested:
                 record = search.step()
                 if on_generation is not None:
-                    on_generation(record)
+                    on_generation(search)
                 bar.update(1)
                 bar.set_postfix(
                     median=f"{100 * record['median']:.2f}%",

@@ -27,10 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fooling.evo.cli.main import main as fooling_main
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import ENCODINGS
+from fooling.evo.experiments.ablation import ablate
+from fooling.evo.experiments.retrain import RetrainSettings, retrain
+from fooling.evo.experiments.transfer import transfer
 from fooling.evo.report.figures import percent, write_report
 from fooling.evo.run import evolve
+from fooling.fitness import imagenet_class_names
 
 BUDGETS = {
     # About 20 minutes on an idle 2-core CPU: the paper's MNIST settings (3 seeds of its 5)
@@ -125,8 +130,6 @@ def _summary(search) -> tuple[float, float, int, int]:
 
 
 def _imagenet_classes(count: int) -> list[str] | None:
-    from fooling.fitness import imagenet_class_names
-
     names = imagenet_class_names()
     return (
         None if count >= len(names) else [names[i] for i in range(0, len(names), len(names) // count)][:count]
@@ -241,19 +244,14 @@ def main() -> None:
                 + report.figure(Path(config.out) / "progress.png", f"imagenet-{encoding}-progress.png")
             )
 
-    # --- gradient ascent (issue 6), when present -----------------------------------------------
-    from fooling.evo.cli.main import EXTENSIONS
-    from fooling.evo.cli.main import main as fooling_main
-
-    if "fooling.evo.cli.gradient" in EXTENSIONS and "transfer" not in args.skip:
+    # --- gradient ascent (issue 6) --------------------------------------------------------------
+    if "transfer" not in args.skip:
         out = str(root / "mnist-ascent")
         with contextlib.redirect_stdout(io.StringIO()):
             if fooling_main(["ascent", "--model", "mnist-lenet", "--out", out]) == 0:
                 runs["mnist-ascent"] = out
 
     # --- transfer DNN_A -> DNN_B -------------------------------------------------------------
-    from fooling.evo.experiments.elites import transfer
-
     pairs = [
         ("mnist-direct", ["mnist-lenet-seed1"]),
         ("mnist-cppn", ["mnist-lenet-seed1"]),
@@ -279,8 +277,6 @@ def main() -> None:
 
     # --- fooling-class retraining ------------------------------------------------------------
     if "retrain" not in args.skip:
-        from fooling.evo.experiments.retrain import RetrainSettings, retrain
-
         settings = budget["retrain"]
         paper = (
             "MNIST still fooled after 15 rounds with the fooling class 25% of the training data; "
@@ -289,12 +285,14 @@ def main() -> None:
         with report.part("fooling class (n+1) retraining, MNIST", paper) as part:
             result = retrain(
                 RetrainSettings(
-                    model="mnist-lenet",
+                    run=RunConfig(
+                        model="mnist-lenet",
+                        generations=settings["generations"],
+                        population=settings["population"],
+                        out=str(root / "retrain"),
+                    ),
                     rounds=settings["rounds"],
-                    generations=settings["generations"],
-                    population=settings["population"],
                     epochs=settings["epochs"],
-                    out=str(root / "retrain"),
                 )
             )
             part["ours"] = "<br>".join(
@@ -313,8 +311,6 @@ def main() -> None:
             )
 
     # --- occlusion / repetition ablation ------------------------------------------------------
-    from fooling.evo.experiments.elites import ablate
-
     for run_key in ("mnist-cppn", "imagenet-cppn", "mnist-direct"):
         if run_key not in runs or "ablate" in args.skip:
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fooling.evo.cli.parsing import FIELD_HELP, non_negative_int, positive_int
+from fooling.evo.cli.parsing import FIELD_HELP, add_scoring_arguments
 from fooling.evo.experiments.audit import BUDGETS, audit
 
 BUDGET_HELP = "; ".join(
@@ -57,11 +57,7 @@ def register(commands) -> None:
         help="model the fooling images are transferred to (default: one with the same classes; none: skip)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help=FIELD_HELP["device"])
-    parser.add_argument("--engine", default="auto", help=FIELD_HELP["engine"])
-    parser.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])
-    parser.add_argument("--scorers", type=positive_int, default=1, help=FIELD_HELP["scorers"])
-    parser.add_argument("--address", default=None, help=FIELD_HELP["address"])
+    add_scoring_arguments(parser, actors=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, help="new or empty folder for the report")
     parser.set_defaults(func=cmd_audit)

@@ -15,10 +15,10 @@ from fooling.evo.cli.parsing import (
     UsageError,
     add_config_arguments,
     config_overrides,
+    new_config,
     non_negative_int,
     positive_int,
 )
-from fooling.evo.config import RunConfig
 from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve, resume_checkpoint
 from fooling.evo.store.checkpoint import check_location
@@ -80,8 +80,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                 checkpoint.generation + 1,
             )
     else:
-        preset = overrides.pop("preset")
-        config = RunConfig.from_preset(preset, **{k: v for k, v in overrides.items() if v is not None})
+        config = new_config(args)
     search = evolve(
         config, resume=bool(args.resume), show_progress=not args.no_progress, checkpoint=checkpoint
     )

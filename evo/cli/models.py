@@ -36,6 +36,25 @@ def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
     return convert
 
 
+# The flags that describe a model file: (flag, metavar, parser of the value, help).
+_FILE_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    ("--input-size", "H,W", parse_input_size, "input size (default: read from the file where it holds it)"),
+    ("--channels", "C", parse_channels, "1 or 3 (default 3)"),
+    (
+        "--mean",
+        "M",
+        lambda text: parse_floats(text, "--mean"),
+        "normalisation mean, one value or one per channel (default 0)",
+    ),
+    (
+        "--std",
+        "S",
+        lambda text: parse_floats(text, "--std"),
+        "normalisation std (default 1): the model sees (image - mean) / std, image in [0, 1]",
+    ),
+)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Add the model-file flags to ``parser`` when it has ``--model`` or ``--to``."""
     if not any(flag in parser._option_string_actions for flag in ("--model", "--to")):
@@ -46,34 +65,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "of the group fooling.models)",
     )
     group.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line")
-    group.add_argument(
-        "--input-size",
-        metavar="H,W",
-        type=_argument_type(parse_input_size),
-        default=None,
-        help="input size (default: read from the file where it holds it)",
-    )
-    group.add_argument(
-        "--channels",
-        metavar="C",
-        type=_argument_type(parse_channels),
-        default=None,
-        help="1 or 3 (default 3)",
-    )
-    group.add_argument(
-        "--mean",
-        metavar="M",
-        type=_argument_type(lambda text: parse_floats(text, "--mean")),
-        default=None,
-        help="normalisation mean, one value or one per channel (default 0)",
-    )
-    group.add_argument(
-        "--std",
-        metavar="S",
-        type=_argument_type(lambda text: parse_floats(text, "--std")),
-        default=None,
-        help="normalisation std (default 1): the model sees (image - mean) / std, image in [0, 1]",
-    )
+    for flag, metavar, parse, text in _FILE_FLAGS:
+        group.add_argument(flag, metavar=metavar, type=_argument_type(parse), default=None, help=text)
 
 
 def apply_model_options(args: argparse.Namespace) -> None:

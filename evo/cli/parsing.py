@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from typing import Any
 
 from fooling.evo.config import RunConfig
 
@@ -94,10 +95,28 @@ FIELD_HELP = {
 _TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`RunConfig` field, defaulting to ``None`` (= not given)."""
+def add_scoring_arguments(parser: argparse.ArgumentParser, *, actors: bool = False) -> None:
+    """``--device`` and ``--engine``; with ``actors``, also ``--workers``, ``--scorers`` and ``--address``.
+
+    For commands that score without a :class:`RunConfig`; the defaults are ``RunConfig``'s.
+    """
+    parser.add_argument("--device", default=None, help=FIELD_HELP["device"])
+    parser.add_argument("--engine", default="auto", help=FIELD_HELP["engine"])
+    if actors:
+        parser.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])
+        parser.add_argument("--scorers", type=positive_int, default=1, help=FIELD_HELP["scorers"])
+        parser.add_argument("--address", default=None, help=FIELD_HELP["address"])
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: RunConfig | None = None) -> None:
+    """One flag per :class:`RunConfig` field, defaulting to ``None`` (= not given).
+
+    Args:
+        parser: the command's parser.
+        defaults: the values the help text names as defaults (default: ``RunConfig()``'s).
+    """
     hints = typing.get_type_hints(RunConfig)
-    defaults = RunConfig()
+    defaults = defaults or RunConfig()
     for field in dataclasses.fields(RunConfig):
         hint = hints[field.name]
         if field.name in _TYPES:
@@ -121,4 +140,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
+    """Every :class:`RunConfig` field's flag as parsed: ``{field: value or None (not given)}``."""
     return {field.name: getattr(args, field.name) for field in dataclasses.fields(RunConfig)}
+
+
+def new_config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
+    """The config of a new run: ``--preset``'s values, then ``defaults``, then the flags given.
+
+    Args:
+        args: parsed by a parser with :func:`add_config_arguments`.
+        **defaults: fields this command defaults differently from :class:`RunConfig`
+            (e.g. ``out``); they replace a preset's value too.
+
+    Raises:
+        UnknownNameError: no such preset.
+        ValueError: a value out of range.
+    """
+    overrides = config_overrides(args)
+    preset = overrides.pop("preset")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    return RunConfig.from_preset(preset, **{**defaults, **given})

@@ -12,8 +12,9 @@ are fine-tuned from DNN_k on a user's ImageFolder of natural images (``train_dir
 the fooling images, their output layer grown by one.
 
 Every DNN_k is cached in ``$FOOLING_HOME/models/retrained`` under a registry name
-``BASE-retrainK-HASH``, so each round's run folder (``OUT/round-K``) is an ordinary run that
-``fooling report``, ``transfer`` and ``ablate`` can read.
+``BASE-retrainK-HASH``, and each round is an ordinary run of :func:`fooling.evo.run.evolve`
+in its own run folder (``OUT/round-K``: checkpoints, Ctrl-C handling, ``fooling evolve
+--resume``), which ``fooling report``, ``transfer`` and ``ablate`` can read.
 """
 
 from __future__ import annotations
@@ -27,27 +28,16 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from fooling.evo.archive import ClassArchive
+from fooling.encodings import GenomeBatch
 from fooling.evo.config import RunConfig
-from fooling.evo.evaluation import class_ids, make_encoding
+from fooling.evo.evaluation import make_encoding
 from fooling.evo.report.experiments import retrain_figure
 from fooling.evo.report.figures import percent
-from fooling.evo.run import load_or_train, make_search, render_uint8
+from fooling.evo.run import evolve, load_or_train, render_uint8
 from fooling.evo.search import Search
-from fooling.evo.store.checkpoint import (
-    Checkpoint,
-    check_writable,
-    checkpoint_uris,
-    exists,
-    join,
-    write_bytes,
-    write_checkpoint,
-    write_stats,
-)  # noqa: E402,E501
+from fooling.evo.store.checkpoint import checkpoint_uris, exists, join, write_bytes
 from fooling.evo.store.runfolder import RunLock, claim_folder, discard_if_empty, remove_stale_temporaries
-from fooling.evo.toolbox import make_toolbox
 from fooling.fitness import LoadedModel, ModelSpec, get_model_spec, load_mnist, load_model
 from fooling.fitness.fooling_class import (
     FOOLING_CLASS_NAME,
@@ -84,15 +74,14 @@ RETRAIN_COLUMNS = (
 
 @dataclasses.dataclass
 class RetrainSettings:
-    """One fooling-class experiment.
+    """One fooling-class experiment: every round's evolution as a :class:`RunConfig`, plus retraining.
 
     Attributes:
-        model: DNN_1, a registry name.
+        run: the evolution of every round. ``run.model`` is DNN_1 (a registry name); ``run.out``
+            the folder for the table, the plot and one run folder per round (``round-K``); round k
+            evolves with seed ``run.seed + k - 1`` (training draws from ``run.seed`` too);
+            ``run.classes`` the cells (``None``: every real class, never the fooling class).
         rounds: retraining rounds (paper: 15 for MNIST); ``rounds + 1`` networks are fooled.
-        generations, population, encoding, image_size, classes, device, engine: of every round's
-            evolution (see :class:`RunConfig`).
-        seed: round k evolves with seed ``seed + k - 1``; training draws from ``seed`` too.
-        out: folder for the table, the plot and one run folder per round.
         share: the fooling class's share of the training set in the last round.
         epochs: LeNet training epochs per round (``None``: as ``fooling train``).
         train_dir: ImageFolder of natural images (needed for non-LeNet models).
@@ -100,43 +89,44 @@ class RetrainSettings:
         keep_from: fooling images are the distinct elites present in the archive after each
             generation from this fraction of the run on (0.5: the second half), so weak
             early noise is not added.
-        workers, scorers, address: where each round's evolution runs, as for
-            ``fooling evolve`` (``workers=0``: in this process; else Ray actors).
     """
 
-    model: str = "mnist-lenet"
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(out="runs/retrain"))
     rounds: int = 15
-    generations: int = 200
-    population: int = 200
-    encoding: str = "direct"
-    seed: int = 0
-    out: str = "runs/retrain"
     share: float = 0.25
     epochs: int | None = None
     train_dir: str | None = None
     steps: int = 100
-    image_size: int = 0
-    classes: list[str] | None = None
-    device: str | None = None
-    engine: str = "auto"
     keep_from: float = 0.5
-    workers: int = 0
-    scorers: int = 1
-    address: str | None = None
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting out of range."""
-        for name in ("rounds", "generations", "population", "steps", "scorers"):
+        """Raise ``ValueError`` naming the first retraining setting out of range.
+
+        The run's own fields were checked when ``run`` was made (:meth:`RunConfig.validate`).
+        """
+        for name in ("rounds", "steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--{name} must be a positive integer, not {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"--epochs must be a positive integer, not {self.epochs}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be 0 or more, not {self.workers}")
         if not 0 < self.share < 1:
             raise ValueError(f"--share must be in (0, 1), not {self.share}")
         if not 0 <= self.keep_from < 1:
             raise ValueError(f"keep_from must be in [0, 1), not {self.keep_from}")
+
+    def round_config(self, round_index: int, model: str, classes: list[str]) -> RunConfig:
+        """The run of round ``round_index`` (from 1): ``run`` against ``model``, in ``OUT/round-K``.
+
+        Raises:
+            ValueError: the round's seed out of range.
+        """
+        return dataclasses.replace(
+            self.run,
+            model=model,
+            seed=self.run.seed + round_index - 1,
+            out=join(self.run.out, f"round-{round_index}"),
+            classes=classes,
+        )
 
 
 @dataclasses.dataclass
@@ -147,49 +137,33 @@ class RetrainResult:
     uris: list[str]
 
 
-def evolve_round(
-    config: RunConfig, model: LoadedModel, *, keep_from: float, show_progress: bool = False
-) -> tuple[Search, np.ndarray]:
-    """Evolve against an in-memory model; write ``config.out`` as a normal run folder.
+class _NewElites:
+    """Called by :func:`evolve` after each generation: collects the genomes of the distinct
+    elites present in the archive from generation ``first`` on."""
 
-    Returns:
-        The finished search and the fooling images: ``(m, height, width[, 3])`` uint8
-        renderings of every distinct elite present after a generation >= ``keep_from``
-        of the run.
-    """
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.seen: set[int] = set()
+        self.kept: list[GenomeBatch] = []
 
-    if checkpoint_uris(config.out):
-        raise ValueError(f"{config.out} already holds a run; choose another --out")
-    claim_folder(config.out, "retrain-round")
-    check_writable(config.out)
-    encoding = make_encoding(config, model.spec)
-    names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
-    archive = ClassArchive(names)
-    search = make_search(config, model, archive, toolbox=make_toolbox(encoding))
-    first_kept = int(keep_from * config.generations)
-    seen: set[int] = set()
-    kept = []
-    try:
-        for _ in tqdm(range(config.generations), desc=config.out, unit="gen", disable=not show_progress):
-            search.step()
-            if search.generation - 1 < first_kept:
-                continue
-            cells = archive.occupied_cells()
-            new = [c for c in cells if int(archive.individual_id[c]) not in seen]
-            seen.update(int(archive.individual_id[c]) for c in new)
-            if new:
-                kept.append(archive.genomes.take(np.array(new)))
-    finally:
-        search.backend.close()
-    genomes = type(kept[0]).concatenate(kept)
-    images = render_uint8(encoding, genomes)
-    cells = archive.occupied_cells()
-    state = Checkpoint(
-        config, search.generation - 1, search.next_id, model.spec.name, model.weights_hash, archive
-    )
-    write_stats(config.out, list(search.logbook))
-    write_checkpoint(config.out, state, render_uint8(encoding, archive.genomes.take(cells)))
-    return search, images
+    def __call__(self, search: Search) -> None:
+        if search.generation - 1 < self.first:
+            return
+        archive = search.archive
+        new = [c for c in archive.occupied_cells() if int(archive.individual_id[c]) not in self.seen]
+        self.seen.update(int(archive.individual_id[c]) for c in new)
+        if new:
+            self.kept.append(archive.genomes.take(np.array(new)))
+
+    def genomes(self) -> GenomeBatch:
+        """Every genome collected, in the order found.
+
+        Raises:
+            ValueError: none collected (the run had no generation from ``first`` on).
+        """
+        if not self.kept:
+            raise ValueError(f"no generation from {self.first} on: no fooling images to add")
+        return type(self.kept[0]).concatenate(self.kept)
 
 
 class _Digits:
@@ -208,7 +182,7 @@ class _Digits:
         epochs = self.settings.epochs or (3 if len(self.real_labels) > 20_000 else 12)
         num_classes = previous.spec.num_classes if round_index > 1 else previous.spec.num_classes + 1
         return fit_lenet(
-            images, labels, num_classes=num_classes, epochs=epochs, seed=self.settings.seed + round_index
+            images, labels, num_classes=num_classes, epochs=epochs, seed=self.settings.run.seed + round_index
         )
 
     def accuracy(self, model: LoadedModel) -> float:
@@ -244,7 +218,7 @@ class _Folder:
             mean=previous.spec.mean,
             std=previous.spec.std,
             steps=self.settings.steps,
-            seed=self.settings.seed + round_index,
+            seed=self.settings.run.seed + round_index,
         )
 
     def accuracy(self, model: LoadedModel) -> float:
@@ -266,65 +240,54 @@ class _Folder:
 def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> RetrainResult:
     """Run the fooling-class loop and write ``retrain.md``, ``retrain.json`` and ``retrain.png``.
 
+    Each round is an ordinary run of :func:`fooling.evo.run.evolve` in ``OUT/round-K``: it
+    checkpoints every ``run.checkpoint_every`` generations, and a Ctrl-C writes a checkpoint
+    of the last finished generation before the ``KeyboardInterrupt`` comes through.
+
     Raises:
         ValueError: a setting out of range, ``out`` already holding rounds, a non-LeNet model
             without ``train_dir``, or a ``train_dir`` not in ImageFolder layout.
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
+        KeyboardInterrupt: after the round's checkpoint is written.
     """
-
     settings.validate()
-    if checkpoint_uris(join(settings.out, "round-1")):
-        raise ValueError(f"--out {settings.out} already holds a retraining run; choose another folder")
-    spec = get_model_spec(settings.model)  # a misspelt name gets suggestions first
+    run = settings.run
+    if checkpoint_uris(join(run.out, "round-1")):
+        raise ValueError(f"--out {run.out} already holds a retraining run; choose another folder")
+    spec = get_model_spec(run.model)  # a misspelt name gets suggestions first
     lenet = LENET_PATTERN.match(spec.name) and settings.train_dir is None
     if not lenet and settings.train_dir is None:
-        raise ValueError(f"{settings.model} needs --train-dir (an ImageFolder of natural images) to retrain")
-    check_device(settings.device)
+        raise ValueError(f"{run.model} needs --train-dir (an ImageFolder of natural images) to retrain")
+    check_device(run.device)
     # The folder is checked before any model is loaded or trained: bad input fails fast.
     data = _Digits(settings) if lenet else _Folder(settings, spec)
-    created = not exists(settings.out)
+    created = not exists(run.out)
     try:
-        with RunLock(settings.out, "retrain"):
-            claim_folder(settings.out, "retrain")
-            remove_stale_temporaries(settings.out)
+        with RunLock(run.out, "retrain"):
+            claim_folder(run.out, "retrain")
+            remove_stale_temporaries(run.out)
             return _retrain_locked(settings, data, show_progress)
     except BaseException:
         if created:
-            discard_if_empty(settings.out)
+            discard_if_empty(run.out)
         raise
 
 
-def _retrain_locked(settings: RetrainSettings, data, show_progress: bool) -> RetrainResult:
+def _retrain_locked(settings: RetrainSettings, data: _Digits | _Folder, show_progress: bool) -> RetrainResult:
     """The body of :func:`retrain`, run while holding the folder's lock."""
-
-    model = load_or_train(settings.model)
+    model = load_or_train(settings.run.model)
     require_extensible(model, "retrain")
     real_classes = model.spec.class_names
-    cells = settings.classes or list(real_classes)  # the fooling class is never a target
+    cells = settings.run.classes or list(real_classes)  # the fooling class is never a target
     pool = None
     rows: list[dict] = []
     training = dict(fooling_share=0.0, fooling_images=0, unique_fooling=0)
     for round_index in range(1, settings.rounds + 2):
         started = time.perf_counter()
-        config = RunConfig(
-            model=model.spec.name,
-            encoding=settings.encoding,
-            generations=settings.generations,
-            population=settings.population,
-            seed=settings.seed + round_index - 1,
-            out=join(settings.out, f"round-{round_index}"),
-            checkpoint_every=0,
-            image_size=settings.image_size,
-            classes=cells,
-            device=settings.device,
-            engine=settings.engine,
-            workers=settings.workers,
-            scorers=settings.scorers,
-            address=settings.address,
-        )
-        search, images = evolve_round(
-            config, model, keep_from=settings.keep_from, show_progress=show_progress
-        )
+        config = settings.round_config(round_index, model.spec.name, cells)
+        elites = _NewElites(int(settings.keep_from * config.generations))
+        search = evolve(config, show_progress=show_progress, on_generation=elites)
+        images = render_uint8(make_encoding(config, model.spec), elites.genomes())
         stats = search.archive.stats()
         fitness = search.archive.elite_fitness()
         row = dict(
@@ -352,14 +315,14 @@ def _retrain_locked(settings: RetrainSettings, data, show_progress: bool) -> Ret
             new = data.pool_images(images, model.spec)
             pool = new if pool is None else np.concatenate([pool, new])
             share = fooling_share(round_index, settings.rounds, settings.share)
-            rng = np.random.default_rng([settings.seed, round_index, 7])
+            rng = np.random.default_rng([settings.run.seed, round_index, 7])
             # Class n+1 is always index len(real_classes): DNN_1 has n outputs, later ones n+1.
             dataset = with_fooling_class(
                 data.real_images, data.real_labels, pool, share, num_classes=len(real_classes), rng=rng
             )
             network = data.train(model, dataset.images, dataset.labels, round_index)
             name = save_retrained(
-                network, settings.model, round_index + 1, tuple(real_classes) + (FOOLING_CLASS_NAME,)
+                network, settings.run.model, round_index + 1, tuple(real_classes) + (FOOLING_CLASS_NAME,)
             )
             model = load_model(name)
             training = dict(
@@ -411,9 +374,9 @@ def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> lis
     )
     text = "\n\n".join(
         [
-            f"# Fooling-class retraining from {settings.model}",
-            f"{settings.rounds} rounds; each evolves {settings.generations} generations x "
-            f"{settings.population} children ({settings.encoding} encoding) against DNN_k, adds the "
+            f"# Fooling-class retraining from {settings.run.model}",
+            f"{settings.rounds} rounds; each evolves {settings.run.generations} generations x "
+            f"{settings.run.population} children ({settings.run.encoding} encoding) against DNN_k, adds the "
             f"distinct elites of the last {100 * (1 - settings.keep_from):.0f}% of generations to the "
             "fooling pool, and trains DNN_k+1 with the pool as one more class, growing linearly to "
             f"{100 * settings.share:.0f}% of the training set. "
@@ -430,7 +393,7 @@ def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> lis
         ("retrain.json", json.dumps(rows, indent=1).encode()),
         ("retrain.png", retrain_figure(rows)),
     ):
-        uri = join(settings.out, name)
+        uri = join(settings.run.out, name)
         write_bytes(uri, data)
         written.append(uri)
     return written

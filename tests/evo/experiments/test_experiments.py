@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from small_setups import small_retrain
 
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
@@ -177,22 +179,20 @@ def test_fooling_share_and_training_set():
     assert (dataset.images[dataset.labels == 10] == 7).all()
 
 
-def _retrain(out, **changes):
-    from fooling.evo.experiments.retrain import RetrainSettings, retrain
-
-    settings = RetrainSettings(rounds=2, generations=3, population=16, epochs=1, seed=5, out=str(out))
-    for key, value in changes.items():
-        setattr(settings, key, value)
-    return retrain(settings)
+@pytest.fixture(scope="module")
+def retrained(fooling_home, tmp_path_factory):
+    """A finished two-round MNIST retraining run (in this process) and its folder."""
+    out = tmp_path_factory.mktemp("retrain") / "a"
+    return out, small_retrain(out)
 
 
-def test_retrain_mnist_adds_one_class_at_the_stated_share(fooling_home, ray_session, tmp_path):
+def test_retrain_mnist_adds_one_class_at_the_stated_share(retrained):
     from fooling.evo.experiments.retrain import RETRAIN_COLUMNS
     from fooling.evo.run import GENOME_CLASSES
     from fooling.evo.store.checkpoint import read_latest_checkpoint
     from fooling.fitness import load_model
 
-    result = _retrain(tmp_path / "a")
+    out, result = retrained
     rows = result.rows
     assert [row["round"] for row in rows] == [1, 2, 3]
     for row in rows:
@@ -205,14 +205,28 @@ def test_retrain_mnist_adds_one_class_at_the_stated_share(fooling_home, ray_sess
     assert rows[2]["fooling_share"] == pytest.approx(0.25, abs=1e-3)
     last = load_model(rows[2]["model"])
     assert last.spec.class_names == DIGITS + ("fooling",)
-    checkpoint = read_latest_checkpoint(str(tmp_path / "a" / "round-3"), GENOME_CLASSES)
+    checkpoint = read_latest_checkpoint(str(out / "round-3"), GENOME_CLASSES)
     assert checkpoint.model == rows[2]["model"] and checkpoint.archive.class_names == DIGITS
+    assert checkpoint.config.seed == 5 + 2  # round k evolves with seed + k - 1
     for name in ("retrain.md", "retrain.json", "retrain.png"):
-        assert (tmp_path / "a" / name).stat().st_size > 100
-    # Same seed, same everything (but the time taken), also with evolution on Ray actors.
-    again = _retrain(tmp_path / "b", workers=1, scorers=1).rows
-    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
-    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in again]
+        assert (out / name).stat().st_size > 100
+
+
+def test_a_retrain_round_is_the_run_evolve_makes(retrained, tmp_path):
+    """Round 1 is an ordinary ``evolve`` run of the same config: the same archive, bit for bit."""
+    from fooling.evo.run import GENOME_CLASSES, evolve
+    from fooling.evo.store.checkpoint import read_latest_checkpoint
+    from fooling.evo.store.runfolder import folder_kind
+
+    out, result = retrained
+    config = RunConfig(generations=3, population=16, seed=5, classes=list(DIGITS), out=str(tmp_path / "run"))
+    search = evolve(config, show_progress=False)
+    round_one = read_latest_checkpoint(str(out / "round-1"), GENOME_CLASSES)
+    assert folder_kind(str(out / "round-1")) == "evolve"  # `fooling evolve --resume` takes it
+    assert dataclasses.replace(round_one.config, out=config.out) == config
+    assert round_one.generation == search.generation - 1 and round_one.next_id == search.next_id
+    assert round_one.archive.equals(search.archive)
+    assert result.rows[0]["median"] == search.archive.stats()["median"]
 
 
 def _image_folder(root, classes, count=2, size=12):
@@ -235,7 +249,7 @@ def test_retrain_imagenet_fine_tunes_on_an_image_folder(fooling_home, tmp_path):
     except ModelUnavailableError as error:
         pytest.skip(str(error))
     folder = _image_folder(tmp_path / "train", ["tabby", "goldfish"])
-    result = _retrain(
+    result = small_retrain(
         tmp_path / "out",
         model="imagenet-lite0",
         rounds=1,
