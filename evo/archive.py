@@ -174,7 +174,7 @@ class ClassArchive:
 
     def data(self):
         """The occupied cells as a pandas DataFrame (no genomes), for notebooks."""
-        import pandas as pd
+        import pandas as pd  # optional heavy dependency: only notebooks ask for a DataFrame
 
         cells = self.occupied_cells()
         return pd.DataFrame(

@@ -6,7 +6,10 @@ import dataclasses
 import json
 from typing import Any
 
+from fooling.evo.emitters import check_emitter
 from fooling.fitness import resolve_name
+from fooling.fitness.engine import check_engine
+from fooling.fitness.limits import check_image_size, check_seed, normalise_device
 
 # Fields a resumed run may change; every other field must stay as the checkpoint says,
 # or the resumed run would not be the same search.
@@ -119,8 +122,6 @@ class RunConfig:
     emitter: str = "paper"
 
     def __post_init__(self) -> None:
-        from fooling.fitness.limits import normalise_device
-
         self.device = normalise_device(self.device)
         self.validate()
 
@@ -168,14 +169,8 @@ class RunConfig:
             raise ValueError(f"--preset {self.preset!r}: no such preset (known: {', '.join(PRESETS)})")
         if self.crops not in (1, 10):
             raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
-        from fooling.fitness.engine import check_engine
-
         check_engine(self.engine)  # UnknownNameError with close names
-        from fooling.evo.emitters import check_emitter
-
         check_emitter(self.emitter, encoding=self.encoding, workers=self.workers)
-        from fooling.fitness.limits import check_image_size, check_seed
-
         check_seed(self.seed)
         check_image_size(self.image_size)
         if self.color_space == "hls" and self.encoding == "direct":

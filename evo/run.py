@@ -42,7 +42,8 @@ from fooling.evo.store.runfolder import (
     remove_stale_temporaries,
 )
 from fooling.evo.toolbox import make_toolbox
-from fooling.fitness import LoadedModel, ModelUnavailableError, load_model
+from fooling.fitness import LoadedModel, ModelUnavailableError, load_model, pick_device, train_lenet
+from fooling.fitness.engine import check_engine, resolve_engine
 from fooling.fitness.limits import check_device
 from fooling.fitness.models import LENET_PATTERN
 from fooling.fitness.sources import describe_model, model_change
@@ -61,8 +62,6 @@ def load_or_train(name: str) -> LoadedModel:
         match = LENET_PATTERN.match(name)
         if not match:
             raise
-        from fooling.fitness import train_lenet
-
         logger.info("%s is not trained yet: training it once (cached for later runs)", name)
         train_lenet(int(match.group(1) or 0))
         return load_model(name)
@@ -133,9 +132,6 @@ def _warn_engine_change(out: str, config: RunConfig, overrides: dict) -> None:
     engine); engines agree to about 1e-6, not bit for bit, so the archive then differs from
     the one an uninterrupted run would end with.
     """
-    from fooling.fitness import pick_device
-    from fooling.fitness.engine import check_engine, resolve_engine
-
     engine = overrides.get("engine")
     if engine is None:
         return

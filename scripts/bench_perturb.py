@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fooling.fitness import load_model
+from fooling.fitness import Scorer, load_model
 from fooling.fitness.gradient import perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_images
 
@@ -40,11 +40,10 @@ def ours(model, images, targets, args) -> dict:
 
 def library(model, images, targets, args) -> dict | None:
     try:
+        # Optional heavy dependency: torchattacks pins an old requests, so it may be absent.
         import torchattacks
     except ImportError:
         return None
-    from fooling.fitness import Scorer
-
     scorer = Scorer(model, device=args.device, amp=False)
 
     class Wrapped(torch.nn.Module):
@@ -90,8 +89,6 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     images = photos.repeat_interleave(args.targets, dim=0)
     targets = torch.randint(0, model.spec.num_classes, (len(images),), generator=generator)
-    from fooling.fitness import Scorer
-
     labels = torch.from_numpy(Scorer(model, device="cpu").score(images)).argmax(1)
     targets = torch.where(targets == labels, (targets + 1) % model.spec.num_classes, targets)
     print(f"{args.model}: {len(args.photos)} photos x {args.targets} targets, eps {255 * args.eps:.1f}/255, "
