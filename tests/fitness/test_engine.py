@@ -291,15 +291,6 @@ def test_configs_stored_before_the_engine_setting_read_as_torch():
     assert RunConfig.from_json(RunConfig(engine="onnxruntime").to_json()).engine == "onnxruntime"
 
 
-def test_ray_run_with_onnxruntime_matches_in_process(ray_session, fooling_home, tmp_path):
-    local = evolve(RunConfig(**TINY, engine="onnxruntime", out=str(tmp_path / "local")), show_progress=False)
-    config = RunConfig(**TINY, engine="onnxruntime", workers=1, scorers=1, out=str(tmp_path / "ray"))
-    remote = evolve(config, show_progress=False)
-    # The actor scores with 1 thread (its Ray share), this process with all its cores.
-    assert remote.archive.equals(local.archive)
-    assert read_latest_checkpoint(config.out, GENOME_CLASSES).config.engine == "onnxruntime"
-
-
 def test_transfer_and_ablate_take_an_engine(fooling_home, tmp_path, capsys):
     out = str(tmp_path / "run")
     evolve(RunConfig(**{**TINY, "generations": 2}, out=out), show_progress=False)

@@ -20,10 +20,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-import fooling.evo.run as run_module
 from fooling.evo.cli import main
-from fooling.evo.config import RunConfig
-from fooling.evo.run import GENOME_CLASSES, evolve
+from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import checkpoint_uris, read_latest_checkpoint
 from fooling.fitness import Scorer, load_model
 from fooling.fitness.sources import FileNetwork, probabilities_graph
@@ -312,29 +310,6 @@ def test_an_installed_plugin_model_evolves_and_is_suggested(plugin, tmp_path, ca
     assert checkpoint.model_source["kind"] == "plugin"
     code, _, stderr = run_cli(capsys, *evolve_args("fake-plugn", tmp_path / "other"))
     assert code == 2 and "did you mean 'fake-plugin'" in stderr
-
-
-# --- Ray: the file reaches the actors through the object store ------------------------------
-
-
-def test_a_model_file_on_ray_gives_the_in_process_archive(ray_session, tmp_path, monkeypatch):
-    path = model_file(tmp_path, "pt")
-    reference = f"{path.absolute()}?input-size={SIZE},{SIZE}"
-    tiny_run = {"model": reference, "generations": 3, "population": 24, "batch_size": 8, "engine": "torch"}
-    local = evolve(RunConfig(**tiny_run, out=str(tmp_path / "local")), show_progress=False)
-    original = run_module.load_or_train
-
-    def load_then_delete(name):
-        model = original(name)
-        path.unlink()  # the actors can only get the network from the driver
-        return model
-
-    monkeypatch.setattr(run_module, "load_or_train", load_then_delete)
-    remote = evolve(
-        RunConfig(**tiny_run, out=str(tmp_path / "ray"), workers=1, scorers=1), show_progress=False
-    )
-    assert not path.exists()
-    assert remote.archive.equals(local.archive)
 
 
 # --- bad input: one line, exit code 2, no traceback --------------------------------------------------

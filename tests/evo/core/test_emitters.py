@@ -104,14 +104,6 @@ def test_emitter_resume_gives_the_uninterrupted_archive(fooling_home, tmp_path, 
     assert resumed.next_id == straight.next_id
 
 
-def test_finetune_on_ray_gives_the_in_process_archive(ray_session, fooling_home, tmp_path):
-    local = evolve(run(tmp_path, "local", generations=3, emitter="finetune"), show_progress=False)
-    on_ray = evolve(
-        run(tmp_path, "ray", generations=3, emitter="finetune", workers=1, scorers=1), show_progress=False
-    )
-    assert on_ray.archive.equals(local.archive)
-
-
 def test_unknown_emitter_suggests_close_names():
     with pytest.raises(UnknownNameError, match="did you mean 'gradient'"):
         get_emitter("gradiant")

@@ -15,27 +15,14 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from small_setups import LABELS, tiny
 
 from fooling.evo.cli import main
-from fooling.evo.experiments.audit import BUDGETS, audit, budget_table
+from fooling.evo.experiments.audit import BUDGETS, budget_table
 
-LABELS = ("cat", "dog", "owl", "fox", "yak")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def tiny(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    layers = [
-        nn.Conv2d(3, 6, 3),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(24, len(LABELS)),
-    ]
-    return nn.Sequential(*layers).eval()
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +157,3 @@ def test_audit_report_sorts_in_chromium(report, tmp_path):
                     "--window-size=1100,1400", f"file://{report / 'report.html'}"],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     assert screenshot.stat().st_size > 20_000  # a page with tables and images, not a blank one
-
-
-def test_audit_on_ray_finds_what_the_in_process_audit_found(ray_session, files, report, tmp_path):
-    reference = f"{files / 'net.pt'}?labels={files / 'labels.txt'}&input-size=16,16"
-    result = audit(
-        reference, str(tmp_path / "ray"), reference="none", workers=1, scorers=1, show_progress=False
-    )
-    local = pd.read_parquet(report / "audit.parquet")
-    for method in ("cppn", "direct"):  # the same searches, run by Ray actors
-        np.testing.assert_array_equal(result.table[method].to_numpy(), local[method].to_numpy())
