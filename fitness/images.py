@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -11,27 +12,109 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from fooling.fitness.limits import MAX_IMAGE_PIXELS
+from fooling.fitness.models import ModelSpec
 
 # Real photos that ship with scikit-image, usable offline by name.
 BUNDLED_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# PIL's resampling filters by the names timm's and torchvision's configs give them.
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
 
 
 def _bundled(name: str) -> np.ndarray:
-    from skimage import data  # optional heavy dependency: only the bundled photos
+    from skimage import data  # heavy (scikit-image): only for the bundled photos
 
     return getattr(data, name)()
 
 
-def to_model_input(picture: np.ndarray, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """``(height, width[, 3])`` uint8 -> ``(channels, *size)`` float in [0, 1]: centre square
-    crop, then an antialiased resize, so nothing is stretched."""
+def resize_and_crop(
+    picture: np.ndarray, size: tuple[int, int], crop_pct: float, interpolation: str = "bilinear"
+) -> np.ndarray:
+    """timm's (and torchvision's) evaluation transform of a photo, as it does it, on PIL images.
+
+    The photo is resized with ``interpolation`` so that a centre crop of ``size`` keeps the middle
+    ``crop_pct`` of it: for a square ``size`` of side ``s``, the shorter side becomes
+    ``floor(s / crop_pct)`` (aspect kept); for a non-square one, the photo is scaled until it
+    covers ``floor(H / crop_pct), floor(W / crop_pct)``. Then the centre ``size`` is cut out
+    (padded with black where the photo is smaller, as torchvision's ``CenterCrop`` does).
+
+    Args:
+        picture: ``(height, width)`` or ``(height, width, channels)`` uint8 photo.
+        size: ``(H, W)`` the model takes.
+        crop_pct: fraction of the resized photo the crop keeps, in ``(0, 2]`` (timm: 0.875 for
+            most ImageNet models, 1.0 for many recent ones).
+        interpolation: a name of :data:`RESAMPLING`.
+
+    Returns:
+        ``(H, W)`` or ``(H, W, channels)`` uint8.
+
+    Raises:
+        ValueError: ``crop_pct`` out of range, or an unknown ``interpolation``.
+    """
+    if not 0 < crop_pct <= 2:
+        raise ValueError(f"crop_pct must be in (0, 2], not {crop_pct}")
+    if interpolation not in RESAMPLING:
+        raise ValueError(f"unknown interpolation {interpolation!r} (known: {', '.join(RESAMPLING)})")
+    picture = np.asarray(picture)
+    image = Image.fromarray(picture[..., :3] if picture.ndim == 3 else picture)
+    width, height = image.size
+    # A hair above the quotient: torchvision's resize/crop pairs (232 -> 224) give crop_pct
+    # whose quotient falls a rounding error short of the resize side.
+    scale = (math.floor(size[0] / crop_pct + 1e-6), math.floor(size[1] / crop_pct + 1e-6))
+    if scale[0] == scale[1]:  # torchvision's Resize(int): the shorter side to scale, aspect kept
+        short, long = sorted((width, height))
+        other = int(scale[0] * long / short)
+        target = (scale[0], other) if width <= height else (other, scale[0])
+    else:  # timm's ResizeKeepRatio: scaled until it covers ``scale``
+        ratio = min(height / scale[0], width / scale[1])
+        target = (round(width / ratio), round(height / ratio))
+    if target != (width, height):
+        image = image.resize(target, RESAMPLING[interpolation])
+    array = np.asarray(image)
+    height, width = array.shape[:2]
+    pad_top, pad_left = max(size[0] - height, 0), max(size[1] - width, 0)
+    if pad_top or pad_left:  # as CenterCrop: the larger half of the padding after the image
+        padding = [(pad_top // 2, (pad_top + 1) // 2), (pad_left // 2, (pad_left + 1) // 2)]
+        array = np.pad(array, padding + [(0, 0)] * (array.ndim - 2))
+        height, width = array.shape[:2]
+    top, left = int(round((height - size[0]) / 2.0)), int(round((width - size[1]) / 2.0))
+    return array[top : top + size[0], left : left + size[1]]
+
+
+def to_model_input(
+    picture: np.ndarray,
+    channels: int,
+    size: tuple[int, int],
+    *,
+    crop_pct: float | None = None,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """``(height, width[, 3])`` uint8 -> ``(channels, *size)`` float in [0, 1].
+
+    With ``crop_pct`` (a timm or torchvision model's): :func:`resize_and_crop`, as the model's
+    own evaluation transform. Without: the centre square, then an antialiased bilinear resize,
+    so nothing is stretched.
+
+    Raises:
+        ValueError: see :func:`resize_and_crop`.
+    """
+    if crop_pct is not None:
+        picture = resize_and_crop(picture, size, crop_pct, interpolation)
     image = torch.from_numpy(np.array(picture, copy=True)).float() / 255.0
     image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)[:3]
     if image.shape[0] == 1 and channels == 3:
         image = image.expand(3, -1, -1)
     elif image.shape[0] == 3 and channels == 1:
         image = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    if crop_pct is not None:
+        return image.contiguous()
     height, width = image.shape[1:]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -41,20 +124,44 @@ def to_model_input(picture: np.ndarray, channels: int, size: tuple[int, int]) ->
     )
 
 
-def load_images(source: str, channels: int, size: tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
+def load_model_images(source: str, spec: ModelSpec) -> tuple[torch.Tensor, list[str]]:
+    """Photos as ``spec``'s model takes them: :func:`load_images` with its channels, input size,
+    ``crop_pct`` and interpolation (a timm model's pretrained config, a torchvision weights'
+    transform); images ``(batch, channels, H, W)`` in [0, 1] and their names.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`load_images`.
+    """
+    return load_images(
+        source, spec.channels, spec.input_size, crop_pct=spec.crop_pct, interpolation=spec.interpolation
+    )
+
+
+def load_images(
+    source: str,
+    channels: int,
+    size: tuple[int, int],
+    *,
+    crop_pct: float | None = None,
+    interpolation: str = "bilinear",
+) -> tuple[torch.Tensor, list[str]]:
     """Images ``(batch, channels, *size)`` in [0, 1] and their names.
 
     Args:
         source: a bundled photo name (:data:`BUNDLED_PHOTOS`), an image file, or a folder
             of image files.
+        channels, size: what the model takes.
+        crop_pct, interpolation: how photos are fitted to ``size`` (see :func:`to_model_input`;
+            :func:`load_model_images` takes them from a model's spec).
 
     Raises:
         FileNotFoundError: no such file or folder.
         ValueError: a file that is not a readable image, one above :data:`MAX_IMAGE_PIXELS`
             (refused from its header, before decoding), or a folder with no images.
     """
+    fit = {"crop_pct": crop_pct, "interpolation": interpolation}
     if source in BUNDLED_PHOTOS:
-        return to_model_input(_bundled(source), channels, size).unsqueeze(0), [source]
+        return to_model_input(_bundled(source), channels, size, **fit).unsqueeze(0), [source]
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(
@@ -85,7 +192,7 @@ def load_images(source: str, channels: int, size: tuple[int, int]) -> tuple[torc
             ) from None
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"{file} is not a readable image ({type(error).__name__})") from None
-        images.append(to_model_input(array, channels, size))
+        images.append(to_model_input(array, channels, size, **fit))
     return torch.stack(images), unique_names(files)
 
 

@@ -38,6 +38,10 @@ class ModelSpec:
         class_names: one name per output.
         build: returns the network with its weights loaded, on the CPU, in eval mode.
         description: one line for ``--help`` and reports.
+        crop_pct: how real photos are fitted to ``input_size`` (timm's and torchvision's eval
+            transform): resized so that ``input_size / crop_pct`` covers the shorter side, then
+            centre-cropped; ``None``: the centre square, resized (see :mod:`fooling.fitness.images`).
+        interpolation: the resampling filter of that resize (``"bilinear"``, ``"bicubic"``, ...).
     """
 
     name: str
@@ -48,6 +52,8 @@ class ModelSpec:
     class_names: tuple[str, ...]
     build: Callable[[], nn.Module]
     description: str = ""
+    crop_pct: float | None = None
+    interpolation: str = "bilinear"
 
     @property
     def num_classes(self) -> int:

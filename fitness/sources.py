@@ -47,12 +47,15 @@ import difflib
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import logging
 import os
 import pickle
+import site
 import socket
+import sysconfig
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -67,6 +70,7 @@ from fooling.fitness._home import offline
 from fooling.fitness._names import UnknownNameError
 from fooling.fitness.engine import onnx_session
 from fooling.fitness.imagenet import imagenet_class_names
+from fooling.fitness.images import RESAMPLING
 from fooling.fitness.models import LoadedModel, ModelSpec, ModelUnavailableError, register_resolver
 
 logger = logging.getLogger(__name__)
@@ -84,6 +88,8 @@ SAVE_HINT = (
     "save the network with torch.jit.save(torch.jit.script(model), 'model.pt'), "
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt2') or torch.onnx.export"
 )
+# timm's crop_pct where a pretrained config gives none (timm.data.DEFAULT_CROP_PCT).
+TIMM_DEFAULT_CROP_PCT = 0.875
 # Seconds a weights download may wait on the network.
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -547,12 +553,28 @@ class FileNetwork(nn.Module):
         return probabilities_graph(buffer.getvalue(), spec.mean, spec.std)
 
     def __reduce__(self):
-        return (_rebuild_file_network, (self.kind, self._data, self.shown))
+        # The file's bytes travel (to Ray actors: through the object store) with their SHA-256,
+        # checked on arrival, and the batch size the driver found the file to take.
+        return (_rebuild_file_network, (self.kind, self._data, self.shown, self.sha256, self.fixed_batch))
 
 
-def _rebuild_file_network(kind: str, data: bytes, shown: str) -> FileNetwork:
-    """Unpickling a :class:`FileNetwork`: load the shipped file bytes again."""
-    return FileNetwork(kind, data, shown)
+def _rebuild_file_network(
+    kind: str, data: bytes, shown: str, sha256: str, fixed_batch: int | None
+) -> FileNetwork:
+    """Unpickling a :class:`FileNetwork`: check the shipped file bytes, then load them again.
+
+    Raises:
+        ModelFileError: the bytes do not have the SHA-256 the sender computed (damaged on the way).
+    """
+    arrived = hashlib.sha256(data).hexdigest()
+    if arrived != sha256:
+        raise ModelFileError(
+            f"{shown} arrived damaged (SHA-256 {arrived[:12]}..., sent {sha256[:12]}...); "
+            "the model file did not reach this process intact"
+        )
+    network = FileNetwork(kind, data, shown)
+    network.fixed_batch = fixed_batch
+    return network
 
 
 def _onnx_session(data: bytes):
@@ -855,6 +877,8 @@ def timm_spec(name: str) -> ModelSpec:
         class_names=names,
         build=functools.partial(_build_timm, full),
         description=f"timm {full} ({config.interpolation} resize, crop {config.crop_pct})",
+        crop_pct=float(config.crop_pct or TIMM_DEFAULT_CROP_PCT),
+        interpolation=config.interpolation if config.interpolation in RESAMPLING else "bicubic",
     )
 
 
@@ -922,6 +946,9 @@ def torchvision_spec(name: str) -> ModelSpec:
     transform = weights.transforms()
     crop = list(getattr(transform, "crop_size", [224]))
     height, width = (crop[0], crop[0]) if len(crop) == 1 else (crop[0], crop[1])
+    # Photos: the shorter side resized to resize_size, then the centre crop (crop_pct = crop/resize).
+    resize = list(getattr(transform, "resize_size", None) or [height])
+    interpolation = getattr(getattr(transform, "interpolation", None), "value", "bilinear")
     return ModelSpec(
         name=f"{TORCHVISION_PREFIX}{architecture}.{weights.name}",
         channels=3,
@@ -931,6 +958,8 @@ def torchvision_spec(name: str) -> ModelSpec:
         class_names=tuple(weights.meta["categories"]),
         build=functools.partial(_build_torchvision, architecture, weights.name),
         description=f"torchvision {architecture} with {weights.name} weights",
+        crop_pct=min(height, width) / resize[0],
+        interpolation=interpolation if interpolation in RESAMPLING else "bilinear",
     )
 
 
@@ -1001,6 +1030,51 @@ def _build_plugin(name: str, where: str, build) -> nn.Module:
     return network.eval()
 
 
+def plugin_name(spec: ModelSpec) -> str | None:
+    """The entry point name of the plugin that made ``spec`` (see :func:`plugin_spec`), else ``None``."""
+    build = spec.build
+    if isinstance(build, functools.partial) and build.func is _build_plugin:
+        return str(build.args[0])
+    return None
+
+
+def _interpreter_folders() -> set[Path]:
+    """The folders every process of this interpreter searches anyway: stdlib and site-packages."""
+    folders = {Path(path) for path in sysconfig.get_paths().values()}
+    folders.update(Path(path) for path in site.getsitepackages())
+    folders.add(Path(site.getusersitepackages()))
+    return {folder.resolve() for folder in folders}
+
+
+def plugin_import_paths(spec: ModelSpec) -> tuple[str, ...]:
+    """The folders, beyond this interpreter's own site-packages, that hold the installed plugin
+    which made ``spec``: where its distribution metadata (``*.dist-info``, so that its entry
+    points resolve) and its module live. Other processes (Ray workers) put them on their
+    ``sys.path`` to import the plugin as this process does. Empty for a spec of no plugin, and
+    for a plugin installed in site-packages, which every worker of the same environment sees.
+    """
+    name = plugin_name(spec)
+    entry = plugin_entry_points().get(name) if name is not None else None
+    if entry is None:
+        return ()
+    roots: list[Path] = []
+    with contextlib.suppress(Exception):  # a distribution not read from a folder (a zip, a custom finder)
+        roots.append(Path(entry.dist.locate_file("")))
+    with contextlib.suppress(ImportError, ValueError, AttributeError):
+        found = importlib.util.find_spec(entry.module)
+        if found is not None and found.origin and Path(found.origin).is_file():
+            origin = Path(found.origin)
+            depth = entry.module.count(".") + (1 if origin.name == "__init__.py" else 0)
+            roots.append(origin.parents[depth])
+    own = _interpreter_folders()
+    paths: list[str] = []
+    for root in roots:
+        resolved = str(root.resolve())
+        if root.resolve() not in own and resolved not in paths:
+            paths.append(resolved)
+    return tuple(paths)
+
+
 # --- the resolver and what a checkpoint records -----------------------------------------------
 
 
@@ -1042,6 +1116,8 @@ def describe_model(reference: str, model: LoadedModel) -> dict:
         "input_size": list(model.spec.input_size),
         "mean": list(model.spec.mean),
         "std": list(model.spec.std),
+        "crop_pct": model.spec.crop_pct,
+        "interpolation": model.spec.interpolation,
         "labels": list(model.spec.class_names),
         "weights_hash": model.weights_hash,
         "differentiable": differentiable(model),

@@ -26,7 +26,7 @@ from fooling.evo.store.checkpoint import Checkpoint, is_uri, join, write_bytes, 
 from fooling.evo.store.runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty
 from fooling.fitness import resolve_name
 from fooling.fitness.gradient import ascent, perturb
-from fooling.fitness.images import BUNDLED_PHOTOS, load_images
+from fooling.fitness.images import BUNDLED_PHOTOS, load_model_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
 from fooling.fitness.sources import require_gradients
 
@@ -101,7 +101,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     require_gradients(model, "perturb")
     names = model.spec.class_names
     target = None if args.untargeted else names.index(resolve_name(args.target, names, "class"))
-    images, image_names = load_images(args.image, model.spec.channels, model.spec.input_size)
+    images, image_names = load_model_images(args.image, model.spec)
     with _fresh_folder(args.out, "perturb") as out:
         return _perturb_into(out, args, model, images, image_names, target)
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import logging
 import math
 import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -37,6 +39,7 @@ import numpy as np
 import ray
 import ray._private.ray_constants as ray_constants  # private: the cluster switch (see _loopback_only)
 import ray._private.services as ray_services  # private: this machine's network address
+import ray.cloudpickle
 import ray.exceptions
 import torch
 from ray._common.network_utils import is_localhost, parse_address
@@ -47,6 +50,7 @@ from fooling.evo.evaluation import Evaluator
 from fooling.evo.search import BackendError, Task, Variation
 from fooling.fitness import LoadedModel, pick_device
 from fooling.fitness.engine import configure_threads, onnx_model, resolve_engine
+from fooling.fitness.sources import plugin_import_paths, plugin_name
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +356,47 @@ def connect(address: str | None) -> bool:
     return True
 
 
+class _WithImportPaths:
+    """A value that, unpickled in another process, first puts ``paths`` on that process's ``sys.path``.
+
+    A plugin model (an entry point of ``fooling.models``) pickles by reference to the plugin's
+    module, so a scorer must import the plugin as the driver does. A plugin installed in the
+    environment's site-packages is seen by every worker of that environment; one the driver
+    finds elsewhere on its ``sys.path`` (``PYTHONPATH``, a ``pip install --target`` folder) is
+    not, as Ray workers do not inherit the driver's ``sys.path``. So the model travels pickled
+    inside this wrapper, and the folders holding the plugin's module and its ``*.dist-info``
+    (where its entry points resolve) go on the worker's ``sys.path`` before the model is
+    unpickled. (A runtime_env ``PYTHONPATH`` would do the same for new processes, but appending
+    the cluster's own ``${PYTHONPATH}`` leaves an empty entry where that is unset, which puts
+    the worker's working folder first and lets the project's ``encodings`` folder shadow the
+    standard library's at interpreter start.)
+    """
+
+    def __init__(self, value: object, paths: tuple[str, ...]) -> None:
+        self.value = value
+        self.paths = paths
+
+    def __reduce__(self):
+        return (_import_paths_then_load, (self.paths, ray.cloudpickle.dumps(self.value)))
+
+
+def _import_paths_then_load(paths: tuple[str, ...], data: bytes) -> object:
+    """Unpickling a :class:`_WithImportPaths`: ``paths`` first on ``sys.path``, then the value."""
+    for folder in reversed(paths):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    importlib.invalidate_caches()
+    return ray.cloudpickle.loads(data)
+
+
+def model_for_actors(model: LoadedModel) -> LoadedModel | _WithImportPaths:
+    """What the object store holds for the scorer actors: ``model``, wrapped with the folders of
+    its plugin where the plugin lies outside site-packages (see :class:`_WithImportPaths`).
+    Either way the actors receive the :class:`LoadedModel` itself."""
+    paths = plugin_import_paths(model.spec)
+    return _WithImportPaths(model, paths) if paths else model
+
+
 def _fraction(value: float) -> float:
     """Ray takes fractional resources in steps of 1e-4."""
     return math.floor(value * 1e4) / 1e4
@@ -459,7 +504,7 @@ class RayBackend:
         # Put once: every actor (and every restart) reads the same object. The backend
         # holds these references for its whole life, so restarts always find them.
         self._variation_ref = ray.put(variation)
-        self._model_ref = ray.put(model)
+        self._model_ref = ray.put(model_for_actors(model))
         self.mutators = [
             _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
             for _ in range(config.workers)
@@ -486,7 +531,11 @@ class RayBackend:
             described = ray.get(refs, timeout=GET_TIMEOUT_S)
         except ray.exceptions.RayError as error:
             logger.debug("actor start-up failed", exc_info=True)
-            raise BackendError(f"Ray actors failed to start: {_root_cause(error)}") from None
+            cause = _root_cause(error)
+            plugin = plugin_name(model.spec)
+            if plugin is not None and cause.startswith(("ModuleNotFoundError", "ImportError")):
+                cause += f" (plugin model {plugin!r}: install its package on every node of the Ray cluster)"
+            raise BackendError(f"Ray actors failed to start: {cause}") from None
         for stats, info in zip(self.stats, described):
             stats.pid, stats.node, stats.device = info["pid"], info["node"], info["device"]
             stats.gpu_ids = info.get("gpu_ids", [])

@@ -44,7 +44,7 @@ from fooling.evo.run import logger as run_logger
 from fooling.evo.store.runfolder import RunLock, claim_folder, discard_if_empty
 from fooling.fitness import LoadedModel, ModelUnavailableError, Scorer, get_model_spec, imagenet_class_names
 from fooling.fitness.gradient import ascent
-from fooling.fitness.images import IMAGE_SUFFIXES, load_images
+from fooling.fitness.images import IMAGE_SUFFIXES, load_model_images
 from fooling.fitness.sources import describe_model, differentiable
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def _real_photos(
     scorer = Scorer(model, device=device, engine=engine)
     found = {}
     for class_id, folder in photos.items():
-        images, _ = load_images(str(folder), model.spec.channels, model.spec.input_size)
+        images, _ = load_model_images(str(folder), model.spec)
         probabilities = np.concatenate([scorer.score(images[s : s + 32]) for s in range(0, len(images), 32)])
         found[class_id] = (float(probabilities[:, class_id].mean()), len(images))
     return found

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import pickle
 import sys
 import warnings
 import zipfile
@@ -20,10 +22,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+import fooling.fitness.sources as sources
 from fooling.evo.cli import main
+from fooling.evo.experiments.audit import _real_photos
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import checkpoint_uris, read_latest_checkpoint
-from fooling.fitness import Scorer, load_model
+from fooling.fitness import LoadedModel, Scorer, get_model_spec, load_model
+from fooling.fitness.images import load_images, load_model_images, to_model_input
 from fooling.fitness.sources import FileNetwork, probabilities_graph
 
 LABELS = ("cat", "dog", "owl", "fox", "yak")
@@ -137,7 +142,7 @@ def test_onnx_wrapping_keeps_a_user_input_named_images(tmp_path):
         torch.onnx.export(tiny(), (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False,
                           input_names=["images"], output_names=["probabilities"],
                           dynamic_axes={"images": {0: "n"}})  # fmt: skip
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional heavy dependency: only ONNX files
 
     graph = probabilities_graph(path.read_bytes(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
@@ -148,8 +153,6 @@ def test_onnx_wrapping_keeps_a_user_input_named_images(tmp_path):
 
 
 def test_a_file_model_pickles_as_its_bytes(tmp_path):
-    import pickle
-
     model = load_model(str(model_file(tmp_path, "pt2")))
     (tmp_path / "net0.pt2").unlink()  # the copy is rebuilt from the bytes, not from the path
     copy = pickle.loads(pickle.dumps(model))
@@ -157,6 +160,44 @@ def test_a_file_model_pickles_as_its_bytes(tmp_path):
     images = torch.rand(2, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(copy.network(images), model.network(images))
+
+
+def test_file_bytes_are_checked_on_arrival(tmp_path):
+    model = load_model(str(model_file(tmp_path, "pt")) + f"?input-size={SIZE},{SIZE}")
+    shipped = pickle.dumps(model)
+    data = (tmp_path / "net0.pt").read_bytes()
+    start = shipped.index(data)
+    middle = start + len(data) // 2
+    damaged = shipped[:middle] + bytes([shipped[middle] ^ 1]) + shipped[middle + 1 :]
+    with pytest.raises(sources.ModelFileError, match="arrived damaged"):
+        pickle.loads(damaged)
+
+
+class BatchOfOne(nn.Module):
+    """Takes exactly one image at a time, like a network traced or exported with batch 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[0] != 1:
+            raise ValueError("one image at a time")
+        return self.net(images)
+
+
+def test_a_torchscript_file_of_batch_one_stays_so_when_shipped(tmp_path):
+    path = tmp_path / "one.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(BatchOfOne()), str(path))
+    model = load_model(f"{path}?input-size={SIZE},{SIZE}")
+    assert model.network.fixed_batch == 1  # found by probing: TorchScript records no input shape
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.network.fixed_batch == 1
+    images = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(copy.network(images), tiny()(images))
 
 
 def test_a_fixed_batch_file_is_run_in_chunks(tmp_path):
@@ -405,7 +446,7 @@ def test_a_plugin_that_raises_is_one_line_exit_2(plugin, tmp_path, capsys):
 @pytest.fixture
 def empty_caches(tmp_path, monkeypatch):
     """No weights cached anywhere (torch hub and Hugging Face caches point at empty folders)."""
-    import huggingface_hub.constants
+    import huggingface_hub.constants  # optional heavy dependency: only timm models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -424,8 +465,6 @@ def test_hub_models_offline_and_not_cached_are_one_line_exit_2(
 
 
 def test_hub_model_names_give_their_preprocessing_without_weights():
-    from fooling.fitness import get_model_spec
-
     timm_spec = get_model_spec("timm:resnet50.a1_in1k")
     assert timm_spec.input_size == (224, 224) and timm_spec.num_classes == 1000
     assert timm_spec.mean == (0.485, 0.456, 0.406) and timm_spec.class_names[281] == "tabby"
@@ -437,9 +476,7 @@ TIMM_TEST_MODEL = os.environ.get("FOOLING_TIMM_TEST_MODEL", "resnet18.a1_in1k")
 
 
 def _timm_cached() -> bool:
-    from fooling.fitness.sources import _timm_cached_weights, timm_config
-
-    return _timm_cached_weights(timm_config(TIMM_TEST_MODEL)[0]) is not None
+    return sources._timm_cached_weights(sources.timm_config(TIMM_TEST_MODEL)[0]) is not None
 
 
 @pytest.mark.skipif(not _timm_cached(), reason=f"timm {TIMM_TEST_MODEL} weights are not in the local cache")
@@ -465,3 +502,83 @@ def test_retrain_refuses_a_model_file_before_any_search(tmp_path, capsys, labels
                               "--out", str(tmp_path / "retrain"))  # fmt: skip
     assert code == 2 and stderr.count("\n") == 1 and "cannot take" in stderr
     assert not (tmp_path / "retrain").exists()
+
+
+# --- photos fitted as the model's own evaluation transform (timm's crop_pct and interpolation) ------
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth ``(height, width, 3)`` uint8 picture with detail near its edges (so crops differ)."""
+    rows, columns = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    waves = [np.sin(rows / rng.uniform(2, 6) + columns / rng.uniform(2, 6) + phase) for phase in (0, 1, 2)]
+    return ((np.stack(waves, -1) + 1) * 127.5).round().astype(np.uint8)
+
+
+def _timm_transform(size: tuple[int, int], crop_pct: float, interpolation: str):
+    from timm.data import create_transform  # optional heavy dependency: only timm models
+
+    return create_transform(input_size=(3, *size), crop_pct=crop_pct, interpolation=interpolation,
+                            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # fmt: skip
+
+
+@pytest.mark.parametrize("photo_shape", [(37, 53), (53, 37)])
+@pytest.mark.parametrize("size", [(20, 20), (20, 28)])
+@pytest.mark.parametrize(
+    ("crop_pct", "interpolation"), [(0.5, "bicubic"), (0.875, "bilinear"), (1.0, "nearest")]
+)
+def test_photos_are_fitted_as_timms_eval_transform_fits_them(photo_shape, size, crop_pct, interpolation):
+    picture = _photo(*photo_shape)
+    ours = to_model_input(picture, 3, size, crop_pct=crop_pct, interpolation=interpolation)
+    theirs = _timm_transform(size, crop_pct, interpolation)(Image.fromarray(picture))
+    assert ours.shape == (3, *size)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+@pytest.fixture
+def fake_timm(monkeypatch):
+    """``timm:fake_net`` with a tiny pretrained config (20x20, crop 0.5, bicubic); nothing downloaded."""
+    from timm.models._pretrained import PretrainedCfg  # optional heavy dependency: only timm models
+
+    config = PretrainedCfg(input_size=(3, 20, 20), crop_pct=0.5, interpolation="bicubic", num_classes=5,
+                           mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), tag="test")  # fmt: skip
+    real = sources.timm_config
+    monkeypatch.setattr(
+        sources,
+        "timm_config",
+        lambda name: (config, "fake_net.test") if name.startswith("fake_net") else real(name),
+    )
+    return config
+
+
+def test_a_timm_models_photos_are_resized_with_its_interpolation_and_crop(fake_timm, tmp_path):
+    spec = get_model_spec("timm:fake_net")
+    assert (spec.input_size, spec.crop_pct, spec.interpolation) == ((20, 20), 0.5, "bicubic")
+    assert spec.mean == (0.5, 0.5, 0.5) and spec.num_classes == 5
+    Image.fromarray(_photo(37, 53)).save(tmp_path / "photo.png")
+    images, names = load_model_images(str(tmp_path / "photo.png"), spec)
+    expected = _timm_transform((20, 20), 0.5, "bicubic")(Image.open(tmp_path / "photo.png"))
+    assert names == ["photo"] and images.shape == (1, 3, 20, 20)
+    torch.testing.assert_close(images[0], expected, atol=1e-6, rtol=0)
+    # Not what a model without a crop gets: the whole centre square.
+    plain, _ = load_images(str(tmp_path / "photo.png"), 3, (20, 20))
+    assert (plain - images).abs().max() > 0.1
+
+
+def test_torchvision_weights_give_their_resize_and_crop():
+    spec = get_model_spec("torchvision:resnet50.IMAGENET1K_V2")  # resize 232, crop 224, bilinear
+    assert spec.input_size == (224, 224) and spec.interpolation == "bilinear"
+    assert math.floor(224 / spec.crop_pct + 1e-6) == 232
+
+
+def test_audit_scores_real_photos_as_the_model_takes_them(fake_timm, tmp_path):
+    spec = get_model_spec("timm:fake_net")
+    model = LoadedModel(spec=spec, network=tiny(), weights_hash="test")
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    for seed in range(2):
+        Image.fromarray(_photo(40 + seed, 60, seed)).save(folder / f"{seed}.png")
+    found = _real_photos(model, {0: folder}, "cpu", "torch")
+    images, _ = load_model_images(str(folder), spec)
+    expected = Scorer(model, device="cpu", engine="torch").score(images)[:, 0].mean()
+    assert found[0][1] == 2 and found[0][0] == pytest.approx(float(expected), abs=1e-6)
