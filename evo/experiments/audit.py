@@ -15,6 +15,7 @@ Stages, each within the budget (:data:`BUDGETS`):
 
 Results: ``OUT/audit.parquet`` (one row per class), ``OUT/report.md`` and a self-contained
 ``OUT/report.html`` (images inline, sortable per-class table, histogram, no network access).
+``OUT`` is a local folder or a storage URI (``s3://``, ``gs://``, ``file://``), as for ``evolve``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from fooling.evo.config import RunConfig
 from fooling.evo.experiments.elites import load_elites
 from fooling.evo.run import evolve, load_or_train
 from fooling.evo.run import logger as run_logger
-from fooling.evo.store.runfolder import RunLock, claim_folder, discard_if_empty
+from fooling.evo.store.checkpoint import check_location, folder_entries, join, write_bytes, write_columns
+from fooling.evo.store.runfolder import LOCK_NAME, RunLock, claim_folder, discard_if_empty
 from fooling.fitness import LoadedModel, ModelUnavailableError, Scorer, get_model_spec, imagenet_class_names
 from fooling.fitness.gradient import ascent
 from fooling.fitness.images import IMAGE_SUFFIXES, load_model_images
@@ -115,14 +117,14 @@ class AuditResult:
             the best image), ``real`` (mean confidence on real photos of the class) and
             ``real_count`` (photos).
         summary: JSON-able facts: model, budget, evaluations, counts per threshold, notes.
-        out: the audit folder.
-        files: files written.
+        out: the audit folder (a local path or a storage URI).
+        files: URIs of the files written.
     """
 
     table: pd.DataFrame
     summary: dict
-    out: Path
-    files: list[Path]
+    out: str
+    files: list[str]
 
 
 @contextlib.contextmanager
@@ -227,7 +229,7 @@ def audit(
     Args:
         model_name: anything ``--model`` takes (registry name, ``timm:``, ``torchvision:``,
             a model file reference, a plugin).
-        out: a new or empty local folder.
+        out: a new or empty folder: a local path or a storage URI (``s3://``, ``gs://``, ``file://``).
         budget: a key of :data:`BUDGETS`.
         real_images: ``DIR/CLASS/IMAGE`` photos, or ``None``.
         reference: the model fooling images are transferred to; ``"auto"`` picks one with the
@@ -236,24 +238,29 @@ def audit(
 
     Raises:
         ValueError: unknown budget, ``out`` not new or empty, bad photos folder.
+        StorageError: a storage URI that cannot be reached or used.
         UnknownNameError, ModelUnavailableError, ModelFileError: a model that cannot be had.
     """
     if budget not in BUDGETS:
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
     plan = BUDGETS[budget]
-    root = Path(out)
-    if root.exists() and (not root.is_dir() or any(p.name != ".fooling-lock" for p in root.iterdir())):
+    check_location(out, "--out")
+    try:
+        entries = folder_entries(out)
+    except NotADirectoryError:
+        entries = ["(a file)"]
+    if entries is not None and any(name != LOCK_NAME for name in entries):
         raise ValueError(f"--out {out} already exists and is not empty; choose another folder")
     model = load_or_train(model_name)
     if reference not in (None, "auto", "none"):
         get_model_spec(reference)  # a bad name fails before any search
     photos = _photo_folders(model, real_images) if real_images is not None else {}
-    created = not root.exists()
+    created = entries is None
     try:
         with RunLock(out, "audit"):
             claim_folder(out, "audit")
             return _audit_locked(
-                model_name, model, root, plan, budget, real_images, photos, reference, seed, device,
+                model_name, model, out, plan, budget, real_images, photos, reference, seed, device,
                 engine, workers, scorers, address, show_progress,
             )  # fmt: skip
     except BaseException:
@@ -265,7 +272,7 @@ def audit(
 def _audit_locked(
     model_name: str,
     model: LoadedModel,
-    root: Path,
+    root: str,
     plan: Budget,
     budget: str,
     real_images: str | None,
@@ -303,12 +310,12 @@ def _audit_locked(
             bar.set_description(f"audit: {METHOD_NAMES[method]} search")
             config = RunConfig(
                 model=model_name, encoding=method, generations=plan.generations, population=plan.population,
-                seed=seed, out=str(root / method), checkpoint_every=0, workers=workers, scorers=scorers,
+                seed=seed, out=join(root, method), checkpoint_every=0, workers=workers, scorers=scorers,
                 address=address, device=device, engine=engine,
             )  # fmt: skip
             with _quiet(run_logger):  # the stage bar says what runs; each run's settings are in its folder
                 evolve(config, show_progress=False)
-            elites = load_elites(str(root / method))
+            elites = load_elites(join(root, method))
             ids = [names.index(name) for name in elites.class_names]
             table.loc[ids, method] = elites.fitness.astype(np.float64)
             for row, class_id in enumerate(ids):
@@ -685,11 +692,16 @@ def write_html(summary: dict, table: pd.DataFrame, images: dict[str, dict[int, s
 """
 
 
-def _write(root: Path, table: pd.DataFrame, summary: dict, images: dict[str, dict[int, str]]) -> list[Path]:
-    files = [root / "audit.parquet", root / "summary.json", root / "report.md", root / "report.html"]
-    table.attrs = {}  # pandas would store attrs in the Parquet metadata; summary.json holds them
-    table.to_parquet(files[0], index=False)
-    files[1].write_text(json.dumps(summary, indent=1) + "\n")
-    files[2].write_text(write_markdown(summary, table))
-    files[3].write_text(write_html(summary, table, images))
+def _write(root: str, table: pd.DataFrame, summary: dict, images: dict[str, dict[int, str]]) -> list[str]:
+    """Write the results into ``root`` (a local folder or a storage URI) through the store.
+
+    Returns:
+        URIs of ``audit.parquet``, ``summary.json``, ``report.md`` and ``report.html``.
+    """
+    files = [join(root, name) for name in ("audit.parquet", "summary.json", "report.md", "report.html")]
+    table.attrs = {}  # summary.json holds what attrs held
+    write_columns(files[0], {name: table[name].to_numpy() for name in table.columns})
+    write_bytes(files[1], (json.dumps(summary, indent=1) + "\n").encode())
+    write_bytes(files[2], write_markdown(summary, table).encode())
+    write_bytes(files[3], write_html(summary, table, images).encode())
     return files

@@ -173,6 +173,41 @@ def list_names(uri: str) -> list[str]:
     return sorted(os.path.basename(info.path) for info in filesystem.get_file_info(selector))
 
 
+def folder_entries(uri: str) -> list[str] | None:
+    """Names directly inside folder ``uri``; ``None`` when nothing is there.
+
+    Raises:
+        NotADirectoryError: ``uri`` is a file.
+    """
+    filesystem, path = _filesystem(uri)
+    if filesystem is None:
+        found, folder = os.path.exists(path), os.path.isdir(path)
+    else:
+        kind = filesystem.get_file_info(path).type
+        found, folder = kind != pafs.FileType.NotFound, kind == pafs.FileType.Directory
+    if not found:
+        return None
+    if not folder:
+        raise NotADirectoryError(f"{uri} is a file, not a folder")
+    return list_names(uri)
+
+
+def write_columns(uri: str, columns: dict[str, np.ndarray | list]) -> None:
+    """Write a Parquet table of ``columns`` (name -> one value per row, all of one length) to
+    ``uri``, atomically, for readers such as pandas, pyarrow and duckdb.
+
+    Raises:
+        ValueError: columns of different lengths or of values Parquet cannot hold.
+    """
+    try:
+        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    except (pa.ArrowException, TypeError) as error:
+        raise ValueError(f"{uri}: {_error_text(error)}") from None
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes(uri, buffer.getvalue())
+
+
 def check_writable(out: str) -> None:
     """Fail before any work when run folder ``out`` cannot take objects.
 

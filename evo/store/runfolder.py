@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".fooling-lock"
 KIND_NAME = ".fooling-run"
 TEMPORARY_PREFIX = ".tmp-"
-RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent")
+RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent", "audit")
 
 
 class RunFolderError(ValueError):

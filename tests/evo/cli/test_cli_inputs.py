@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from fooling.evo.cli.main import build_parser, main
 from fooling.evo.config import RunConfig
@@ -25,6 +27,7 @@ def one_line(capsys) -> str:
         (["--seed", "4294967296"], "--seed must be in [0, 4294967295]"),
         (["--model", "mnist-lenet-seed99999999999999999999"], "seed of model"),
         (["--classes", "3,3"], "names '3' twice"),
+        (["--classes", "3,Cat,7,cat"], "names 'cat' twice"),  # one class in two spellings
         (["--image-size", "100000"], "--image-size must be in [0, 1024]"),
         (["--color-space", "hls"], "--color-space hls is for CPPN"),
         (["--keep-checkpoints", "-1"], "--keep-checkpoints"),
@@ -113,3 +116,15 @@ def test_make_toolbox_takes_a_run_config():
 
     genomes = toolbox.random(3, np.random.default_rng(0))
     assert genomes.pixels.shape == (3, 1, 28, 28)
+
+
+def test_progress_bars_show_percent_and_perturb_steps(fooling_home, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["evolve", "--out", str(out), "--generations", "2", "--population", "20", "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"median=\d+\.\d\d%", err), err[-400:]  # as the summary says it, not 0.0258
+    Image.new("L", (28, 28), 0).save(tmp_path / "zero.png")
+    code = main(["perturb", "--model", "mnist-lenet", "--image", str(tmp_path / "zero.png"), "--target", "7",
+                 "--steps", "3", "--out", str(tmp_path / "p")])  # fmt: skip
+    assert code in (0, 1)
+    assert re.search(r"perturb: .*\d+/3 \[", capsys.readouterr().err), "perturb shows a progress bar"
