@@ -6,6 +6,7 @@ import argparse
 
 from fooling.evo.cli.parsing import FIELD_HELP, add_scoring_arguments
 from fooling.evo.experiments.audit import BUDGETS, audit
+from fooling.evo.store.checkpoint import join
 
 BUDGET_HELP = "; ".join(
     f"{name}: {budget.evaluations:,} CPPN + {budget.evaluations:,} direct evaluations, "
@@ -33,7 +34,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(
         f"{result.summary['model']}: {best.get('>=99%', 0)} of {result.summary['classes']} classes fooled at "
         f">= 99%, {best.get('>=90%', 0)} at >= 90%, {best.get('>=50%', 0)} at >= 50% "
-        f"(budget {args.budget}); report in {result.out / 'report.html'} and {result.out / 'report.md'}"
+        f"(budget {args.budget}); report in {join(result.out, 'report.html')} and "
+        f"{join(result.out, 'report.md')}"
     )
     return 0
 
@@ -59,5 +61,7 @@ def register(commands) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_scoring_arguments(parser, actors=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--out", required=True, help="new or empty folder for the report")
+    parser.add_argument(
+        "--out", required=True, help="new or empty folder for the report: local path or URI (s3://, gs://)"
+    )
     parser.set_defaults(func=cmd_audit)
