@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 from pathlib import Path
 
 import torch
@@ -12,6 +14,29 @@ from fooling.evo.config import RunConfig
 from fooling.evo.experiments.retrain import RetrainResult, RetrainSettings, retrain
 
 LABELS = ("cat", "dog", "owl", "fox", "yak")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+          "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def chromium(page: Path, profile: Path, *, query: str = "", screenshot: Path | None = None,
+             window: str = "1000,700") -> str:  # fmt: skip
+    """Open ``page`` (``?query``) in headless Chromium with its own ``profile`` folder.
+
+    Returns:
+        The page's DOM after its scripts ran, or ``""`` when ``screenshot`` is given (a PNG
+        of a ``window``-sized view is written there instead).
+
+    Raises:
+        subprocess.CalledProcessError, subprocess.TimeoutExpired: Chromium failed or hung.
+    """
+    assert CHROMIUM is not None, "skip the test where chromium is not installed"
+    action = (
+        ["--dump-dom"] if screenshot is None else [f"--screenshot={screenshot}", f"--window-size={window}"]
+    )
+    url = f"file://{page}" + (f"?{query}" if query else "")
+    command = [CHROMIUM, *_FLAGS, f"--user-data-dir={profile}", *action, url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 def tiny(seed: int) -> nn.Module:

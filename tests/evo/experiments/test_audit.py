@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -15,14 +13,10 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from small_setups import LABELS, tiny
+from small_setups import CHROMIUM, LABELS, chromium, tiny
 
 from fooling.evo.cli import main
 from fooling.evo.experiments.audit import BUDGETS, budget_table
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +137,7 @@ def test_audit_refuses_a_folder_that_holds_files(files, tmp_path, capsys):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_audit_report_sorts_in_chromium(report, tmp_path):
     def dom(query: str) -> str:
-        command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / query}", "--dump-dom",
-                   f"file://{report / 'report.html'}?{query}"]  # fmt: skip
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+        return chromium(report / "report.html", tmp_path / query, query=query)
 
     table = pd.read_parquet(report / "audit.parquet")
     for key in ("cppn", "direct", "class_name"):
@@ -153,7 +145,5 @@ def test_audit_report_sorts_in_chromium(report, tmp_path):
         expected = table.sort_values(key, ascending=False, kind="stable")["class_name"].tolist()
         assert shown == expected
     screenshot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={screenshot}",
-                    "--window-size=1100,1400", f"file://{report / 'report.html'}"],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    chromium(report / "report.html", tmp_path / "shot", screenshot=screenshot, window="1100,1400")
     assert screenshot.stat().st_size > 20_000  # a page with tables and images, not a blank one

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 
 import pytest
+from small_setups import CHROMIUM, chromium
 
 from fooling.evo.config import RunConfig
 from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +32,7 @@ def test_gallery_embeds_every_cell(run_folder):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_gallery_filters_and_sorts_in_chromium(run_folder, tmp_path):
     def dom(query: str) -> str:
-        command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / query}", "--dump-dom",
-                   f"file://{run_folder / 'index.html'}?{query}"]  # fmt: skip
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+        return chromium(run_folder / "index.html", tmp_path / query, query=query)
 
     everything = re.findall(r'<figure data-class-name="([^"]+)"', dom("sort=class_id"))
     assert everything == [str(d) for d in range(10)]
@@ -48,7 +41,5 @@ def test_gallery_filters_and_sorts_in_chromium(run_folder, tmp_path):
     shown = [float(v) for v in re.findall(r'class="conf">([0-9.]+)%', by_confidence)]
     assert shown == sorted(shown, reverse=True) and len(shown) == 10
     screenshot = tmp_path / "gallery.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={screenshot}",
-                    "--window-size=1000,700", f"file://{run_folder / 'index.html'}"],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    chromium(run_folder / "index.html", tmp_path / "shot", screenshot=screenshot)
     assert screenshot.stat().st_size > 10_000  # a page with ten images, not a blank one
