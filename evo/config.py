@@ -170,7 +170,7 @@ class RunConfig:
         if self.crops not in (1, 10):
             raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
         check_engine(self.engine)  # UnknownNameError with close names
-        check_emitter(self.emitter, encoding=self.encoding, workers=self.workers)
+        check_emitter(self.emitter, encoding=self.encoding, workers=self.workers, population=self.population)
         check_seed(self.seed)
         check_image_size(self.image_size)
         if self.color_space == "hls" and self.encoding == "direct":

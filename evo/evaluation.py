@@ -142,7 +142,14 @@ class Evaluator:
         return probabilities if self._all_classes else probabilities[:, self.class_ids]
 
     def refine(
-        self, genomes: CPPNGenomes, cells: np.ndarray, *, steps: int, lr: float, chunk: int = 32
+        self,
+        genomes: CPPNGenomes,
+        cells: np.ndarray,
+        *,
+        steps: int,
+        lr: float,
+        keep_best: bool = False,
+        chunk: int = 32,
     ) -> CPPNGenomes:
         """Copies of CPPN ``genomes`` after ``steps`` Adam steps on their weights (``--emitter gradient``).
 
@@ -153,6 +160,9 @@ class Evaluator:
         Args:
             genomes: ``batch_size`` CPPN genomes; not modified.
             cells: ``(batch_size,)`` archive cell index of each genome's target class.
+            steps, lr: Adam steps and step size (weight units).
+            keep_best: keep each genome's best-scoring weights along its steps
+                (:func:`~fooling.fitness.weight_ascent.ascend_parameters`), not the last.
         """
         out = genomes.copy()
         targets = torch.from_numpy(self.class_ids[np.asarray(cells)].astype(np.int64))
@@ -168,6 +178,7 @@ class Evaluator:
                     lr=lr,
                     low=-WEIGHT_LIMIT,
                     high=WEIGHT_LIMIT,
+                    keep_best=keep_best,
                 )
                 rows = slice(start, start + len(part))
                 out.edge_weight[rows] = np.where(part.edge_used, weights.numpy(), part.edge_weight)

@@ -202,6 +202,7 @@ def make_search(
         next_id=next_id,
         logbook=logbook,
         evaluations_per_child=emitter.evaluations_per_child,
+        emitter=emitter,
     )
 
 

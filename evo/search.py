@@ -126,8 +126,10 @@ class Backend(Protocol):
 class LocalBackend:
     """Everything in this process, one task after the other.
 
-    With an emitter that takes gradient steps, each varied batch is first refined by
-    ``evaluator.refine(children, parent_cells, steps=..., lr=...)`` and then scored.
+    With an emitter that takes gradient steps, the children it names
+    (:meth:`Emitter.refined_rows`) are first refined by
+    ``evaluator.refine(children, parent_cells, steps=..., lr=..., keep_best=...)``
+    (``ascent``: from copies of their parents), then the batch is scored.
     """
 
     def __init__(self, variation: Variation, evaluator) -> None:
@@ -136,12 +138,23 @@ class LocalBackend:
 
     def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
         emitter = self.variation.emitter
+        offset = 0  # row of the task's first child in the generation
         for task in tasks:
             children = self.variation(task, pool)
             if emitter.gradient_steps and task.parent_cells is not None:
-                children = self.evaluator.refine(
-                    children, task.parent_cells, steps=emitter.gradient_steps, lr=emitter.gradient_lr
+                rows = emitter.refined_rows(offset, task.count)
+                start = pool.take(task.parent_rows[rows]) if emitter.refine_every else children.take(rows)
+                children.assign(
+                    rows,
+                    self.evaluator.refine(
+                        start,
+                        task.parent_cells[rows],
+                        steps=emitter.gradient_steps,
+                        lr=emitter.gradient_lr,
+                        keep_best=emitter.keep_best,
+                    ),
                 )
+            offset += task.count
             yield children, self.evaluator.evaluate(children)
 
     def close(self) -> None:
@@ -167,6 +180,7 @@ class Search:
         logbook: per-generation statistics so far.
         evaluations_per_child: evaluations a varied child costs (1, or more for emitters
             that take gradient steps); random genomes cost 1. Logged as ``evals``.
+        emitter: picks the parent cells (:meth:`Emitter.select_parents`).
     """
 
     def __init__(
@@ -180,7 +194,8 @@ class Search:
         generation: int = 0,
         next_id: int = 0,
         logbook: tools.Logbook | None = None,
-        evaluations_per_child: int = 1,
+        evaluations_per_child: float = 1,
+        emitter: Emitter = EMITTERS["paper"],
     ) -> None:
         self.archive = archive
         self.backend = backend
@@ -194,6 +209,7 @@ class Search:
             logbook.header = STATS_FIELDS
         self.logbook = logbook
         self.evaluations_per_child = evaluations_per_child
+        self.emitter = emitter
         self.inserting = False  # True while the archive holds a half-inserted generation
 
     def tasks(self) -> tuple[list[Task], GenomeBatch | None, np.ndarray]:
@@ -210,8 +226,8 @@ class Search:
             parent_cells = np.full(self.population, -1, dtype=np.int32)
             tasks = [Task(self.generation, i, n, None) for i, n in enumerate(counts)]
             return tasks, None, parent_cells
-        parent_cells = self.archive.sample_parents(
-            self.population, selection_rng(self.seed, self.generation)
+        parent_cells = self.emitter.select_parents(
+            self.archive, self.population, selection_rng(self.seed, self.generation)
         ).astype(np.int32)
         # Many children share a parent (with 10 classes, all 8000 children of a generation
         # have at most 10 parents): copy each parent once, not once per child.
@@ -246,7 +262,7 @@ class Search:
             start += task.count
         seconds = time.perf_counter() - started
         self.inserting = False
-        evaluations = self.population * (1 if pool is None else self.evaluations_per_child)
+        evaluations = round(self.population * (1 if pool is None else self.evaluations_per_child))
         record = dict(
             gen=self.generation,
             evals=evaluations,

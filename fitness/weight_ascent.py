@@ -29,6 +29,7 @@ def ascend_parameters(
     lr: float,
     low: float,
     high: float,
+    keep_best: bool = False,
 ) -> torch.Tensor:
     """Adam steps on ``parameters``, each row toward its own target class's log-probability.
 
@@ -45,10 +46,13 @@ def ascend_parameters(
         steps: gradient steps (0 returns a copy of ``parameters``).
         lr: Adam's step size, in parameter units.
         low, high: bounds of every parameter.
+        keep_best: return, row by row, the parameters whose forward pass gave the highest
+            target log-probability (the start included; the parameters after the last step,
+            never put through the classifier, are not candidates) instead of the last ones.
 
     Returns:
-        ``(batch, n)`` float32 parameters after ``steps`` steps, detached, on ``parameters``'
-        device.
+        ``(batch, n)`` float32 parameters after ``steps`` steps (or the best seen), detached,
+        on ``parameters``' device.
 
     Raises:
         ValueError: ``steps < 0``, ``lr <= 0`` or ``targets`` not one per row.
@@ -64,15 +68,22 @@ def ascend_parameters(
         return weights.detach().to(parameters.device)
     targets = targets.to(scorer.device)
     optimiser = torch.optim.Adam([weights], lr=lr)
+    best = weights.detach().clone()
+    best_score = torch.full((weights.shape[0],), -torch.inf, device=weights.device)
     for _ in range(steps):
         images = generate(weights)
         if tuple(images.shape[-2:]) != scorer.spec.input_size:
             images = F.interpolate(images, size=scorer.spec.input_size, mode="bilinear", align_corners=False)
-        log_probabilities = F.log_softmax(scorer.logits(images), dim=1)
-        loss = -log_probabilities.gather(1, targets[:, None]).sum()
+        log_probabilities = F.log_softmax(scorer.logits(images), dim=1).gather(1, targets[:, None])[:, 0]
+        if keep_best:
+            with torch.no_grad():
+                better = log_probabilities > best_score
+                best[better] = weights[better]
+                best_score = torch.where(better, log_probabilities, best_score)
+        loss = -log_probabilities.sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         with torch.no_grad():
             weights.clamp_(low, high)
-    return weights.detach().to(parameters.device)
+    return (best if keep_best else weights.detach()).to(parameters.device)

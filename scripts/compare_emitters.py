@@ -91,6 +91,36 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
+def exploration_table(results: dict, args: argparse.Namespace) -> list[str]:
+    """Markdown lines: every finished run at other budgets than ``args.evaluations`` (the
+    shorter runs that picked the methods), one row per budget and method."""
+    other = [
+        r for r in results.values() if r["budget"] != args.evaluations and r["image_size"] == args.image_size
+    ]
+    if not other:
+        return []
+    lines = [
+        "",
+        "Shorter runs (how the methods were picked), same protocol at smaller budgets:",
+        "",
+        "| budget | method | median per seed | median of seeds | x paper (same budget, same seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    for budget in sorted({r["budget"] for r in other}):
+        at = [r for r in other if r["budget"] == budget]
+        paper = {r["seed"]: r["median"] for r in at if r["method"] == "paper"}
+        for method in [m for m in EMITTERS if any(r["method"] == m for r in at)]:
+            rows = sorted((r for r in at if r["method"] == method), key=lambda r: r["seed"])
+            middle = statistics.median(r["median"] for r in rows)
+            seeds = [r["seed"] for r in rows]
+            ratio = ""
+            if all(s in paper for s in seeds):
+                ratio = f"{middle / statistics.median(paper[s] for s in seeds):.1f}x"
+            per_seed = ", ".join(f"seed {r['seed']}: {100 * r['median']:.2f}%" for r in rows)
+            lines.append(f"| {budget:,} | `{method}` | {per_seed} | {100 * middle:.2f}% | {ratio} |")
+    return lines
+
+
 def write_docs(results: dict, args: argparse.Namespace) -> None:
     """``docs/emitters.md`` and ``docs/emitters.png`` from every finished run of this budget."""
     runs = [r for r in results.values() if r["budget"] == args.evaluations]
@@ -128,7 +158,9 @@ def write_docs(results: dict, args: argparse.Namespace) -> None:
             + " / ".join(f"{r['seconds']:.0f}" for r in rows)
             + " |"
         )
-    lines += [""] + [f"* `{name}`: {EMITTERS[name].summary}." for name in methods]
+    lines += exploration_table(results, args)
+    named = sorted({r["method"] for r in results.values()}, key=list(EMITTERS).index)
+    lines += [""] + [f"* `{name}`: {EMITTERS[name].summary}." for name in named]
     lines += [
         "",
         "Wall-clock seconds are of the 2-core development CPU shared with other jobs (ONNX Runtime for "
@@ -143,7 +175,8 @@ def write_docs(results: dict, args: argparse.Namespace) -> None:
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    colours = dict(zip(EMITTERS, ("tab:gray", "tab:blue", "tab:red", "tab:green")))
+    colours = dict(zip(EMITTERS, ("tab:gray", "tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple",
+                                  "tab:brown", "tab:pink", "tab:olive", "tab:cyan")))  # fmt: skip
     for method in methods:
         for index, run in enumerate(by_method[method]):
             evaluations, medians = zip(*run["curve"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fooling.encodings import CPPNEncoding
+from fooling.evo.archive import ClassArchive
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS, get_emitter
@@ -71,6 +73,40 @@ def test_ascend_parameters_raises_each_target_log_probability(lenet):
         ascend_parameters(scorer, generate, start, targets, steps=1, lr=0.0, low=-10.0, high=10.0)
 
 
+def test_ascend_parameters_keep_best_never_returns_worse_than_the_start(lenet):
+    scorer = Scorer(lenet, device="cpu", engine="torch")
+    encoding = CPPNEncoding(outputs=1, height=28, width=28)
+    genomes = mutated_genomes(encoding, 8, seed=2, rounds=5)
+    targets = torch.arange(8) % 10
+
+    def log_probability(weights: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = scorer.logits(encoding.render_differentiable(genomes, weights))
+            return F.log_softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
+
+    start = torch.from_numpy(genomes.edge_weight)
+    generate = lambda w: encoding.render_differentiable(genomes, w)  # noqa: E731
+    # Steps far too long for the rugged weight landscape: the last weights are worse for some rows,
+    # the best ones never are.
+    last = ascend_parameters(scorer, generate, start, targets, steps=4, lr=3.0, low=-10.0, high=10.0)
+    best = ascend_parameters(scorer, generate, start, targets, steps=4, lr=3.0, low=-10.0, high=10.0,
+                             keep_best=True)  # fmt: skip
+    assert (log_probability(last) < log_probability(start)).any()
+    assert (log_probability(best) >= log_probability(start) - 1e-5).all()
+    assert not torch.equal(best, start)
+
+
+def test_refined_rows_of_each_batch():
+    ascent = get_emitter("ascent")
+    assert ascent.refine_every == 8 and ascent.keep_best
+    assert ascent.refined_rows(0, 6).tolist() == [0]
+    assert ascent.refined_rows(6, 6).tolist() == [2]  # row 8 of the generation
+    assert ascent.refined_rows(12, 4).tolist() == []
+    assert ascent.evaluations_per_child == 1 + 3 * 10 / 8
+    assert get_emitter("gradient").refined_rows(6, 3).tolist() == [0, 1, 2]
+    assert get_emitter("paper").refined_rows(0, 6).tolist() == []
+
+
 def test_perturb_weights_keeps_topology_and_bounds():
     encoding = CPPNEncoding(outputs=3, height=8, width=8)
     genomes = mutated_genomes(encoding, 16)
@@ -82,21 +118,58 @@ def test_perturb_weights_keeps_topology_and_bounds():
     encoding.validate(moved)
 
 
-@pytest.mark.parametrize("emitter", ["finetune", "gradient"])
+def test_focus_draws_parents_among_the_weaker_half():
+    archive = ClassArchive([f"c{i}" for i in range(10)])
+    archive.occupied[:7] = True  # cells 7-9 empty
+    archive.fitness[:7] = [0.5, 0.1, 0.9, 0.2, 0.05, 0.7, 0.3]
+    weaker_half = {4, 1, 3, 6}  # the 4 lowest of 7 occupied cells
+
+    def draw(name: str) -> np.ndarray:
+        emitter = (
+            dataclasses.replace(get_emitter("focus"), focus=0.5)
+            if name == "focus-half"
+            else get_emitter(name)
+        )
+        return emitter.select_parents(archive, 4000, np.random.default_rng(3))
+
+    assert np.array_equal(draw("paper"), archive.sample_parents(4000, np.random.default_rng(3)))
+    assert set(draw("focus").tolist()) == weaker_half
+    half = draw("focus-half")
+    assert set(half.tolist()) == set(range(7))
+    assert 0.7 < np.isin(half, list(weaker_half)).mean() < 0.8  # 1/2 + 1/2 * 4/7 = 0.79 expected
+    assert np.array_equal(draw("focus"), draw("focus"))  # a function of the generator alone
+
+
+# ascent refines one child in 8, so its population is a multiple of 8 (16: rows 0 and 8, the
+# second one in the second batch of 6).
+POPULATION = {"ascent": 16}
+
+
+@pytest.mark.parametrize("emitter", ["finetune", "gradient", "ascent", "focus"])
 def test_emitter_same_seed_same_archive(fooling_home, tmp_path, emitter):
-    first = evolve(run(tmp_path, "a", generations=3, emitter=emitter), show_progress=False)
-    second = evolve(run(tmp_path, "b", generations=3, emitter=emitter), show_progress=False)
-    paper = evolve(run(tmp_path, "c", generations=3), show_progress=False)
+    population = POPULATION.get(emitter, 12)
+    first = evolve(
+        run(tmp_path, "a", generations=3, emitter=emitter, population=population), show_progress=False
+    )
+    second = evolve(
+        run(tmp_path, "b", generations=3, emitter=emitter, population=population), show_progress=False
+    )
+    paper = evolve(run(tmp_path, "c", generations=3, population=population), show_progress=False)
     assert first.archive.equals(second.archive)
     assert not first.archive.equals(paper.archive)  # the emitter changed the children
     per_child = EMITTERS[emitter].evaluations_per_child
-    assert [r["evals"] for r in first.logbook] == [12, 12 * per_child, 12 * per_child]
+    varied = population * per_child
+    assert varied == int(varied)  # every child's cost counted, none rounded away
+    assert [r["evals"] for r in first.logbook] == [population, varied, varied]
 
 
-@pytest.mark.parametrize("emitter", ["finetune", "gradient"])
+@pytest.mark.parametrize("emitter", ["finetune", "gradient", "ascent", "focus"])
 def test_emitter_resume_gives_the_uninterrupted_archive(fooling_home, tmp_path, emitter):
-    straight = evolve(run(tmp_path, "straight", generations=4, emitter=emitter), show_progress=False)
-    evolve(run(tmp_path, "split", generations=2, emitter=emitter), show_progress=False)
+    population = POPULATION.get(emitter, 12)
+    straight = evolve(
+        run(tmp_path, "straight", generations=4, emitter=emitter, population=population), show_progress=False
+    )
+    evolve(run(tmp_path, "split", generations=2, emitter=emitter, population=population), show_progress=False)
     config = resume_config(str(tmp_path / "split"), generations=4)
     assert config.emitter == emitter  # stored in the checkpoint
     resumed = evolve(config, resume=True, show_progress=False)
@@ -116,6 +189,7 @@ def test_unknown_emitter_suggests_close_names():
         (["--emitter", "gradiant"], "unknown emitter 'gradiant'; did you mean 'gradient'"),
         (["--emitter", "gradient", "--workers", "2"], "--emitter gradient does not run on Ray yet"),
         (["--emitter", "finetune", "--encoding", "direct"], "it needs --encoding cppn"),
+        (["--emitter", "ascent", "--population", "12"], "--population must be a multiple of 8, not 12"),
     ],
 )
 def test_bad_emitter_is_one_line_and_exit_2(fooling_home, tmp_path, capsys, arguments, message):
