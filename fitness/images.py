@@ -1,7 +1,8 @@
-"""Reading photos for the gradient methods: files, folders, or the photos scikit-image ships."""
+"""Reading photos: files, folders, labelled ``DIR/CLASS/IMAGE`` folders, or the photos scikit-image ships."""
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -13,6 +14,9 @@ from PIL import Image, UnidentifiedImageError
 
 from fooling.fitness.limits import MAX_IMAGE_PIXELS
 from fooling.fitness.models import ModelSpec
+from fooling.fitness.scorer import Scorer
+
+logger = logging.getLogger(__name__)
 
 # Real photos that ship with scikit-image, usable offline by name.
 BUNDLED_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -194,6 +198,54 @@ def load_images(
             raise ValueError(f"{file} is not a readable image ({type(error).__name__})") from None
         images.append(to_model_input(array, channels, size, **fit))
     return torch.stack(images), unique_names(files)
+
+
+def class_photo_folders(folder: str, spec: ModelSpec) -> dict[int, Path]:
+    """The sub-folders of a labelled photo folder ``DIR/CLASS/IMAGE`` named after a class of
+    ``spec`` (case and ``_``/space ignored), by class index; others are logged and left out.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: no sub-folder holding images is named after a class of ``spec``.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--real-images {folder}: no such folder (expected DIR/CLASS/IMAGE)")
+    index = {name.lower().replace("_", " "): i for i, name in enumerate(spec.class_names)}
+    found = {}
+    for sub in sorted(path for path in root.iterdir() if path.is_dir()):
+        class_id = index.get(sub.name.lower().replace("_", " "))
+        if class_id is None:
+            logger.warning("--real-images: %s is not a class of %s; left out", sub.name, spec.name)
+        elif any(p.suffix.lower() in IMAGE_SUFFIXES for p in sub.iterdir()):
+            found[class_id] = sub
+    if not found:
+        raise ValueError(
+            f"--real-images {folder}: no sub-folder of images is named after a class of {spec.name} "
+            "(expected DIR/CLASS/IMAGE)"
+        )
+    return found
+
+
+def real_photo_confidence(scorer: Scorer, photos: dict[int, Path]) -> dict[int, tuple[float, int]]:
+    """The classifier's mean confidence in each class on that class's photos.
+
+    Args:
+        scorer: the classifier; photos are fitted to it by :func:`load_model_images`.
+        photos: ``{class index: folder of its photos}`` (:func:`class_photo_folders`).
+
+    Returns:
+        ``{class index: (mean probability of that class over its photos, number of photos)}``.
+
+    Raises:
+        ValueError: a file that is not a readable image.
+    """
+    found = {}
+    for class_id, folder in photos.items():
+        images, _ = load_model_images(str(folder), scorer.spec)
+        probabilities = np.concatenate([scorer.score(images[s : s + 32]) for s in range(0, len(images), 32)])
+        found[class_id] = (float(probabilities[:, class_id].mean()), len(images))
+    return found
 
 
 def unique_names(files: list[Path]) -> list[str]:

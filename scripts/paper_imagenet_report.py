@@ -7,7 +7,8 @@ Writes into ``--docs``: ``elites.png`` (the best classes), ``progress.png`` (med
 elite confidence against evaluations, to see whether it still rises), ``classes.parquet``
 (one row per class: id, name, confidence, generation found) and ``summary.md`` (median,
 mean, classes at >= 99 / 90 / 50%, evaluations, and the model's top-1 confidence on the
-photos scikit-image ships, or on ``--real-images DIR``, to read the fooling figures against).
+photos scikit-image ships and, with ``--real-images DIR`` (``DIR/CLASS/IMAGE``), its mean
+confidence on a user's labelled photos of each class beside the run's fooling confidence).
 It reads the run's newest good checkpoint, so it works on a run still going or stopped.
 
 ``--carry DIR`` also writes that checkpoint without its thumbnails (a few MB instead of
@@ -35,24 +36,49 @@ from fooling.evo.store.checkpoint import (
     write_stats,
 )
 from fooling.fitness import Scorer, load_model
-from fooling.fitness.images import BUNDLED_PHOTOS, load_images
+from fooling.fitness.images import (
+    BUNDLED_PHOTOS,
+    class_photo_folders,
+    load_model_images,
+    real_photo_confidence,
+)
 
 PAPER = {"median": 0.8811, "evaluations": 2_000_000}
 THRESHOLDS = (0.99, 0.9, 0.5)
 
 
-def real_photo_confidence(model_name: str, source: str | None, engine: str) -> pd.DataFrame:
-    """Top-1 class and confidence of the model on each real photo (bundled, or ``source``)."""
-    model = load_model(model_name)
-    scorer = Scorer(model, engine=engine)
-    sources = [source] if source else list(BUNDLED_PHOTOS)
+def bundled_photo_table(scorer: Scorer) -> pd.DataFrame:
+    """Top-1 class and confidence of the model on each photo scikit-image ships."""
     rows = []
-    for item in sources:
-        images, names = load_images(item, model.spec.channels, model.spec.input_size)
-        probabilities = scorer.score(images)
-        for name, probs in zip(names, probabilities):
-            top = int(np.argmax(probs))
-            rows.append({"photo": name, "top1": model.spec.class_names[top], "confidence": float(probs[top])})
+    for name in BUNDLED_PHOTOS:
+        images, _ = load_model_images(name, scorer.spec)
+        probabilities = scorer.score(images)[0]
+        top = int(np.argmax(probabilities))
+        rows.append(
+            {"photo": name, "top1": scorer.spec.class_names[top], "confidence": float(probabilities[top])}
+        )
+    return pd.DataFrame(rows)
+
+
+def labelled_photo_table(scorer: Scorer, folder: str, classes: pd.DataFrame) -> pd.DataFrame:
+    """Per class of a ``DIR/CLASS/IMAGE`` folder: the model's mean confidence in the class on
+    its photos, beside the run's fooling confidence for that class.
+
+    Raises:
+        FileNotFoundError, ValueError: not such a folder, no class folder of the model, an
+            unreadable image (see :func:`fooling.fitness.images.class_photo_folders`).
+    """
+    found = real_photo_confidence(scorer, class_photo_folders(folder, scorer.spec))
+    fooling = dict(zip(classes["class_id"], classes["fitness"]))
+    rows = [
+        {
+            "class_name": scorer.spec.class_names[class_id],
+            "photos": count,
+            "real": confidence,
+            "fooling": fooling.get(class_id, float("nan")),
+        }
+        for class_id, (confidence, count) in sorted(found.items())
+    ]
     return pd.DataFrame(rows)
 
 
@@ -72,7 +98,14 @@ def progress_figure(stats: pd.DataFrame) -> Figure:
 
 
 def summary_markdown(
-    run: str, classes: pd.DataFrame, evaluations: int, generation: int, config, photos
+    run: str,
+    classes: pd.DataFrame,
+    evaluations: int,
+    generation: int,
+    config,
+    photos: pd.DataFrame,
+    labelled: pd.DataFrame | None = None,
+    labelled_source: str | None = None,
 ) -> str:
     fitness = classes["fitness"]
     counts = ", ".join(f">= {100 * t:.0f}%: {int((fitness >= t).sum())}" for t in THRESHOLDS)
@@ -96,15 +129,89 @@ def summary_markdown(
         *[f"| {r.photo} | {r.top1} | {100 * r.confidence:.2f}% |" for r in photos.itertuples()],
         "",
     ]
+    if labelled is not None:
+        lines += [
+            f"On the labelled photos of `{labelled_source}`: the model's mean confidence in each photo's "
+            "own class, beside the fooling confidence the run reached for that class.",
+            "",
+            "| class | photos | real photos | fooling image |",
+            "|---|---|---|---|",
+            *[
+                f"| {r.class_name} | {r.photos} | {100 * r.real:.2f}% | {100 * r.fooling:.2f}% |"
+                for r in labelled.itertuples()
+            ],
+            "",
+        ]
     return "\n".join(lines)
+
+
+SECTION_START = "<!-- paper-scale ImageNet run: written by scripts/paper_imagenet_report.py -->"
+SECTION_END = "<!-- end of the paper-scale ImageNet run -->"
+
+
+def reproduction_section(
+    classes: pd.DataFrame, evaluations: int, generation: int, config, photos: pd.DataFrame
+) -> str:
+    """The paper-scale row of docs/REPRODUCTION.md, between markers so it can be replaced."""
+    fitness = classes["fitness"]
+    counts = ", ".join(f"{int((fitness >= t).sum())} classes >= {100 * t:.0f}%" for t in THRESHOLDS)
+    real = "; ".join(f"{r.photo} {100 * r.confidence:.0f}% ({r.top1})" for r in photos.itertuples())
+    status = "done" if evaluations >= PAPER["evaluations"] else "in progress"
+    return "\n".join(
+        [
+            SECTION_START,
+            f"## The paper's ImageNet CPPN experiment at full scale ({status})",
+            "",
+            "| experiment | paper | ours | settings |",
+            "|---|---|---|---|",
+            f"| ImageNet, cppn, paper scale | median {100 * PAPER['median']:.2f}% at "
+            f"{PAPER['evaluations']:,} evaluations (AlexNet, 10 crops) | "
+            f"median {100 * fitness.median():.2f}%, "
+            f"mean {100 * fitness.mean():.2f}%, {counts}, of {len(classes)} classes at {evaluations:,} "
+            f"evaluations (generation {generation}); the model on real photos: {real} | "
+            f"`{config.model}`, `--preset {config.preset}`, crops {config.crops}, population "
+            f"{config.population}, seed {config.seed} |",
+            "",
+            "Written by `python scripts/paper_imagenet_report.py`; details, curve and elites in "
+            "[paper-imagenet/summary.md](paper-imagenet/summary.md).",
+            SECTION_END,
+        ]
+    )
+
+
+def splice_section(document: Path, section: str) -> None:
+    """Put ``section`` into ``document``: in place of its previous version, else before
+    ``## Plots``, else at the end (a missing document is created)."""
+    text = document.read_text() if document.exists() else ""
+    if SECTION_START in text and SECTION_END in text:
+        before, rest = text.split(SECTION_START, 1)
+        after = rest.split(SECTION_END, 1)[1]
+        text = before + section + after
+    elif "\n## Plots" in text:
+        before, after = text.split("\n## Plots", 1)
+        text = before.rstrip("\n") + "\n\n" + section + "\n\n## Plots" + after
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + section + "\n"
+    document.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run folder of `fooling evolve`")
     parser.add_argument("--docs", default="docs/paper-imagenet", help="folder the report goes to")
-    parser.add_argument("--real-images", default=None, help="folder of real photos (default: bundled ones)")
+    parser.add_argument(
+        "--real-images",
+        metavar="DIR",
+        default=None,
+        help="labelled photos as DIR/CLASS/IMAGE (class folders named after the model's classes), "
+        "scored beside the bundled photos",
+    )
     parser.add_argument("--tiles", type=int, default=40, help="elites shown in elites.png")
+    parser.add_argument(
+        "--reproduction",
+        default="docs/REPRODUCTION.md",
+        help="Markdown file whose paper-scale row is (re)written ('' for none)",
+    )
     parser.add_argument("--carry", default=None, help="also copy the checkpoint (no thumbnails) here")
     args = parser.parse_args(argv)
     try:
@@ -125,11 +232,22 @@ def main(argv: list[str] | None = None) -> int:
     classes.sort_values("fitness", ascending=False).to_parquet(docs / "classes.parquet", index=False)
     (docs / "elites.png").write_bytes(elites_figure(rows, args.tiles))
     progress_figure(stats).savefig(docs / "progress.png", dpi=110)
-    with torch.no_grad():
-        photos = real_photo_confidence(config.model, args.real_images, getattr(config, "engine", "auto"))
+    scorer = Scorer(load_model(config.model), engine=getattr(config, "engine", "auto"))
+    try:
+        with torch.no_grad():
+            photos = bundled_photo_table(scorer)
+            labelled = labelled_photo_table(scorer, args.real_images, classes) if args.real_images else None
+    except (OSError, ValueError) as error:  # a bad --real-images folder or image: one line
+        print(f"paper_imagenet_report: {error}", file=sys.stderr)
+        return 2
     evaluations = int(stats["evals"].sum())
-    text = summary_markdown(args.run, classes, evaluations, checkpoint.generation, config, photos)
+    text = summary_markdown(
+        args.run, classes, evaluations, checkpoint.generation, config, photos, labelled, args.real_images
+    )
     (docs / "summary.md").write_text(text)
+    if args.reproduction:
+        section = reproduction_section(classes, evaluations, checkpoint.generation, config, photos)
+        splice_section(Path(args.reproduction), section)
     if args.carry:
         write_checkpoint(args.carry, checkpoint, images=None)
         write_stats(args.carry, stats.to_dict("records"))

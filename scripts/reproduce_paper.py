@@ -55,6 +55,11 @@ BUDGETS = {
     ),
 }
 logger = logging.getLogger("reproduce")
+# Markers of the section scripts/paper_imagenet_report.py writes into REPRODUCTION.md.
+PAPER_SCALE_MARKERS = (
+    "<!-- paper-scale ImageNet run: written by scripts/paper_imagenet_report.py -->",
+    "<!-- end of the paper-scale ImageNet run -->",
+)
 
 
 class Report:
@@ -117,11 +122,23 @@ class Report:
                 "generations and classes than the paper, so ImageNet numbers are not comparable in "
                 "size, only in direction.",
                 table,
+                # The paper-scale ImageNet run takes days, not this script's hour: its row is
+                # written by scripts/paper_imagenet_report.py and kept when this file is rewritten.
+                *_paper_scale_section(self.docs / "REPRODUCTION.md"),
                 "## Plots",
                 *self.sections,
             ]
         )
         (self.docs / "REPRODUCTION.md").write_text(text + "\n")
+
+
+def _paper_scale_section(document: Path) -> list[str]:
+    """The paper-scale ImageNet section of ``document`` (between its markers), if it has one."""
+    text = document.read_text() if document.exists() else ""
+    start, end = PAPER_SCALE_MARKERS
+    if start not in text or end not in text:
+        return []
+    return [start + text.split(start, 1)[1].split(end, 1)[0] + end]
 
 
 def _summary(search) -> tuple[float, float, int, int]:

@@ -46,7 +46,7 @@ from fooling.evo.store.checkpoint import check_location, folder_entries, join, w
 from fooling.evo.store.runfolder import LOCK_NAME, RunLock, claim_folder, discard_if_empty
 from fooling.fitness import LoadedModel, ModelUnavailableError, Scorer, get_model_spec, imagenet_class_names
 from fooling.fitness.gradient import ascent
-from fooling.fitness.images import IMAGE_SUFFIXES, load_model_images
+from fooling.fitness.images import class_photo_folders, real_photo_confidence
 from fooling.fitness.sources import describe_model, differentiable
 
 logger = logging.getLogger(__name__)
@@ -165,50 +165,6 @@ def _png_data_uri(image: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _photo_folders(model: LoadedModel, folder: str) -> dict[int, Path]:
-    """Sub-folders of ``folder`` named after a class of ``model`` (case and ``_``/space ignored);
-    the others are logged and left out.
-
-    Raises:
-        FileNotFoundError: ``folder`` does not exist.
-        ValueError: no sub-folder with images is named after a class.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--real-images {folder}: no such folder (expected DIR/CLASS/IMAGE)")
-    index = {name.lower().replace("_", " "): i for i, name in enumerate(model.spec.class_names)}
-    found = {}
-    for sub in sorted(path for path in root.iterdir() if path.is_dir()):
-        class_id = index.get(sub.name.lower().replace("_", " "))
-        if class_id is None:
-            logger.warning("--real-images: %s is not a class of %s; left out", sub.name, model.spec.name)
-        elif any(p.suffix.lower() in IMAGE_SUFFIXES for p in sub.iterdir()):
-            found[class_id] = sub
-    if not found:
-        raise ValueError(
-            f"--real-images {folder}: no sub-folder of images is named after a class of {model.spec.name} "
-            "(expected DIR/CLASS/IMAGE)"
-        )
-    return found
-
-
-def _real_photos(
-    model: LoadedModel, photos: dict[int, Path], device: str | None, engine: str
-) -> dict[int, tuple[float, int]]:
-    """``{class index: (mean confidence of model in the class, photos)}`` over ``photos``' folders.
-
-    Raises:
-        ValueError: a file that is not a readable image.
-    """
-    scorer = Scorer(model, device=device, engine=engine)
-    found = {}
-    for class_id, folder in photos.items():
-        images, _ = load_model_images(str(folder), model.spec)
-        probabilities = np.concatenate([scorer.score(images[s : s + 32]) for s in range(0, len(images), 32)])
-        found[class_id] = (float(probabilities[:, class_id].mean()), len(images))
-    return found
-
-
 def audit(
     model_name: str,
     out: str,
@@ -254,7 +210,7 @@ def audit(
     model = load_or_train(model_name)
     if reference not in (None, "auto", "none"):
         get_model_spec(reference)  # a bad name fails before any search
-    photos = _photo_folders(model, real_images) if real_images is not None else {}
+    photos = class_photo_folders(real_images, model.spec) if real_images is not None else {}
     created = entries is None
     try:
         with RunLock(out, "audit"):
@@ -347,7 +303,7 @@ def _audit_locked(
         bar.update(1)
         bar.set_description("audit: real photos")
         if photos:
-            found = _real_photos(model, photos, device, engine)
+            found = real_photo_confidence(Scorer(model, device=device, engine=engine), photos)
             for class_id, (confidence, photos) in found.items():
                 table.at[class_id, "real"] = confidence
                 table.at[class_id, "real_count"] = photos

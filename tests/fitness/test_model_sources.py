@@ -24,11 +24,10 @@ from torch import nn
 
 import fooling.fitness.sources as sources
 from fooling.evo.cli import main
-from fooling.evo.experiments.audit import _real_photos
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import checkpoint_uris, read_latest_checkpoint
 from fooling.fitness import LoadedModel, Scorer, get_model_spec, load_model
-from fooling.fitness.images import load_images, load_model_images, to_model_input
+from fooling.fitness.images import load_images, load_model_images, real_photo_confidence, to_model_input
 from fooling.fitness.sources import FileNetwork, probabilities_graph
 
 LABELS = ("cat", "dog", "owl", "fox", "yak")
@@ -578,7 +577,7 @@ def test_audit_scores_real_photos_as_the_model_takes_them(fake_timm, tmp_path):
     folder.mkdir()
     for seed in range(2):
         Image.fromarray(_photo(40 + seed, 60, seed)).save(folder / f"{seed}.png")
-    found = _real_photos(model, {0: folder}, "cpu", "torch")
+    found = real_photo_confidence(Scorer(model, device="cpu", engine="torch"), {0: folder})
     images, _ = load_model_images(str(folder), spec)
     expected = Scorer(model, device="cpu", engine="torch").score(images)[:, 0].mean()
     assert found[0][1] == 2 and found[0][0] == pytest.approx(float(expected), abs=1e-6)
