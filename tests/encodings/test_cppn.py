@@ -15,6 +15,7 @@ from fooling.encodings import ACTIVATIONS, CPPNEncoding, CPPNGenomes
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve, resume_config
+from fooling.evo.store.checkpoint import genome_columns
 
 GRAY = CPPNEncoding(outputs=1, height=9, width=7, max_nodes=24, max_edges=64)
 COLOUR = CPPNEncoding(outputs=3, height=8, width=8, max_nodes=24, max_edges=64, color_space="rgb")
@@ -141,8 +142,9 @@ def test_corrupt_cppn_genome_in_checkpoint_is_refused(fooling_home, tmp_path, ca
     genomes = search.archive.genomes.take(search.archive.occupied_cells())
     slot = int(np.flatnonzero(genomes.edge_used[0])[0])
     genomes.edge_source[0, slot], genomes.edge_target[0, slot] = 4, 4
-    column = [genomes.row_bytes(i) for i in range(len(genomes))]
-    pq.write_table(table.set_column(table.schema.get_field_index("genome"), "genome", [column]), path)
+    for name, column in genome_columns(genomes)[0].items():
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    pq.write_table(table, path)
     assert main(["evolve", "--resume", str(out), "--generations", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cycle" in err[0]
