@@ -216,8 +216,11 @@ class CPPNEncoding:
     # --- variation --------------------------------------------------------------------
 
     def mutate(self, genomes: CPPNGenomes, rng: np.random.Generator, generation: int = 0) -> CPPNGenomes:
-        """New genomes: weights and activations mutated for the whole batch at once, then
-        each structural mutation with its probability (cheap per genome); inputs unchanged."""
+        """New genomes: weights, activations and structure mutated; inputs unchanged.
+
+        Weights and activations are mutated for the whole batch at once, then each
+        structural mutation is applied with its probability (cheap per genome).
+        """
         out = genomes.copy()
         # Weights of every connection at once; unused slots are masked back afterwards.
         mutated = polynomial_mutation(out.edge_weight, rng, probability=self.weight_probability,
@@ -249,6 +252,8 @@ class CPPNEncoding:
 
         Args:
             genomes: ``batch_size`` parents; not modified.
+            rng: source of every random draw.
+            generation: unused (the operator has no schedule); kept for the common signature.
             scales: ``(smallest, largest)`` standard deviation of the noise.
         """
         out = genomes.copy()

@@ -78,6 +78,15 @@ class DirectEncoding:
         return DirectGenomes(rng.random((count, *self.shape), dtype=np.float32))
 
     def mutation_rate(self, generation: int) -> float:
+        """The per-gene mutation probability at ``generation``.
+
+        Args:
+            generation: the current generation (0-based).
+
+        Returns:
+            ``mutation_probability``, halved every ``halve_mutation_every`` generations when that
+            is set.
+        """
         if not self.halve_mutation_every:
             return self.mutation_probability
         return self.mutation_probability * 0.5 ** (generation // self.halve_mutation_every)

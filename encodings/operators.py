@@ -26,7 +26,8 @@ def polynomial_mutation(
         rng: source of every random draw.
         probability: chance that a gene mutates.
         eta: crowding degree; larger keeps children closer to their parents.
-        low, high: bounds of every gene.
+        low: lower bound of every gene.
+        high: upper bound of every gene.
 
     Returns:
         A new array of the same shape and dtype, values in ``[low, high]``.

@@ -50,6 +50,7 @@ class ClassArchive:
 
     @property
     def num_cells(self) -> int:
+        """Number of cells, one per class."""
         return len(self.class_names)
 
     def __len__(self) -> int:

@@ -197,9 +197,11 @@ class RunConfig:
 
     @property
     def effective_batch_size(self) -> int:
+        """Children per variation/scoring batch: ``batch_size``, or the population when it is 0."""
         return self.batch_size or self.population
 
     def to_json(self) -> str:
+        """Every field as a JSON object with sorted keys (what :meth:`from_json` reads back)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod

@@ -160,9 +160,14 @@ class Evaluator:
         Args:
             genomes: ``batch_size`` CPPN genomes; not modified.
             cells: ``(batch_size,)`` archive cell index of each genome's target class.
-            steps, lr: Adam steps and step size (weight units).
+            steps: Adam steps per genome.
+            lr: Adam step size (weight units).
             keep_best: keep each genome's best-scoring weights along its steps
                 (:func:`~fooling.fitness.weight_ascent.ascend_parameters`), not the last.
+            chunk: genomes per forward/backward pass.
+
+        Returns:
+            ``batch_size`` new CPPN genomes, the refined copies in the order of ``genomes``.
         """
         out = genomes.copy()
         targets = torch.from_numpy(self.class_ids[np.asarray(cells)].astype(np.int64))

@@ -215,8 +215,11 @@ def _logbook(records: list[dict]) -> tools.Logbook:
 
 
 class _StopRequest:
-    """First Ctrl-C or SIGTERM (e.g. ``ray job stop``, a preempted node): finish the
-    generation, checkpoint, stop. A second one: stop at once, keeping the last checkpoint."""
+    """Stops a run cleanly on Ctrl-C or SIGTERM (e.g. ``ray job stop``, a preempted node).
+
+    The first one: finish the generation, checkpoint, stop. A second one: stop at once,
+    keeping the last checkpoint.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

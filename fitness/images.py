@@ -41,7 +41,7 @@ def _bundled(name: str) -> np.ndarray:
 def resize_and_crop(
     picture: np.ndarray, size: tuple[int, int], crop_pct: float, interpolation: str = "bilinear"
 ) -> np.ndarray:
-    """timm's (and torchvision's) evaluation transform of a photo, as it does it, on PIL images.
+    """A photo resized and centre-cropped with PIL as timm's (and torchvision's) evaluation does it.
 
     The photo is resized with ``interpolation`` so that a centre crop of ``size`` keeps the middle
     ``crop_pct`` of it: for a square ``size`` of side ``s``, the shorter side becomes
@@ -129,9 +129,10 @@ def to_model_input(
 
 
 def load_model_images(source: str, spec: ModelSpec) -> tuple[torch.Tensor, list[str]]:
-    """Photos as ``spec``'s model takes them: :func:`load_images` with its channels, input size,
-    ``crop_pct`` and interpolation (a timm model's pretrained config, a torchvision weights'
-    transform); images ``(batch, channels, H, W)`` in [0, 1] and their names.
+    """Photos as ``spec``'s model takes them: images ``(batch, channels, H, W)`` in [0, 1] and their names.
+
+    This is :func:`load_images` with the model's channels, input size, ``crop_pct`` and
+    interpolation (a timm model's pretrained config, a torchvision weights' transform).
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_images`.
@@ -154,9 +155,12 @@ def load_images(
     Args:
         source: a bundled photo name (:data:`BUNDLED_PHOTOS`), an image file, or a folder
             of image files.
-        channels, size: what the model takes.
-        crop_pct, interpolation: how photos are fitted to ``size`` (see :func:`to_model_input`;
-            :func:`load_model_images` takes them from a model's spec).
+        channels: channels the model takes (1 or 3).
+        size: ``(height, width)`` the model takes.
+        crop_pct: share of a photo the model's evaluation transform keeps; ``None``: the
+            centre square, resized (see :func:`to_model_input`; :func:`load_model_images`
+            takes it from a model's spec).
+        interpolation: the resize of that transform (used with ``crop_pct`` only).
 
     Raises:
         FileNotFoundError: no such file or folder.
@@ -201,8 +205,10 @@ def load_images(
 
 
 def class_photo_folders(folder: str, spec: ModelSpec) -> dict[int, Path]:
-    """The sub-folders of a labelled photo folder ``DIR/CLASS/IMAGE`` named after a class of
-    ``spec`` (case and ``_``/space ignored), by class index; others are logged and left out.
+    """The sub-folders of a labelled photo folder ``DIR/CLASS/IMAGE`` named after a class of ``spec``.
+
+    They are keyed by class index; case and ``_``/space are ignored in the names, and other
+    sub-folders are logged and left out.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
@@ -249,8 +255,11 @@ def real_photo_confidence(scorer: Scorer, photos: dict[int, Path]) -> dict[int, 
 
 
 def unique_names(files: list[Path]) -> list[str]:
-    """A distinct output name per file: its stem, or its whole name where stems repeat
-    (``x.png`` and ``x.jpg`` become ``x.png`` and ``x.jpg``, never both ``x``)."""
+    """A distinct output name per file: its stem, or its whole name where stems repeat.
+
+    ``x.png`` and ``x.jpg`` become ``x.png`` and ``x.jpg``, never both ``x``; where even whole
+    names collide, every name is prefixed with the file's position (``000-x.png``).
+    """
     stems = [file.stem for file in files]
     names = [file.name if stems.count(file.stem) > 1 else file.stem for file in files]
     if len(set(names)) != len(names):  # e.g. "x.png" beside a file whose stem is "x.png"

@@ -57,6 +57,7 @@ class ModelSpec:
 
     @property
     def num_classes(self) -> int:
+        """Number of output classes, one per class name."""
         return len(self.class_names)
 
 

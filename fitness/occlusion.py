@@ -72,8 +72,10 @@ def _score(
     batch_size: int,
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """Probability of ``class_ids[i]`` for each image, ``(n,)`` float32 (``prepare``: applied
-    to each batch first, e.g. a resize to the scorer's input size)."""
+    """Probability of ``class_ids[i]`` for each image, ``(n,)`` float32.
+
+    ``prepare`` is applied to each batch first, e.g. a resize to the scorer's input size.
+    """
     parts = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size]
@@ -105,6 +107,7 @@ def occlusion_curve(
         fractions_kept: ``(k,)`` fractions of tiles left visible, in ``[0, 1]``.
         grid: tiles per side (``grid * grid`` tiles).
         seed: seeds the tile orders.
+        batch_size: images per scoring batch.
 
     Returns:
         ``(n, k)`` float32 probabilities.
@@ -214,10 +217,17 @@ def repetition_test(
         scorer: the classifier (images of ``scorer.image_size``, or made so by ``prepare``).
         images: ``(n, channels, height, width)`` float in ``[0, 1]``.
         class_ids: ``(n,)`` class tracked for each image.
-        grid, tolerance: see :func:`repeated_tiles`.
+        grid: tiles per side (see :func:`repeated_tiles`).
+        tolerance: largest mean absolute pixel difference of two copies of a motif (see
+            :func:`repeated_tiles`).
         seed: seeds the control's random tiles.
+        batch_size: images per scoring batch.
         prepare: applied to each batch before scoring (tiles are found and replaced at the
             images' own size, as evolved), e.g. a resize to ``scorer.image_size``.
+
+    Returns:
+        The tiles removed and the confidences of the originals, without repeats and of the
+        random-tile control.
     """
     masks = repeated_tiles(images, grid=grid, tolerance=tolerance)
     removed = masks.sum(axis=1)

@@ -28,6 +28,7 @@ def ten_crops(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Args:
         images: ``(batch_size, channels, H, W)`` with ``H >= size[0]``, ``W >= size[1]``.
+        size: ``(height, width)`` of each crop.
 
     Returns:
         ``(10, batch_size, channels, size[0], size[1])``.

@@ -103,8 +103,11 @@ class GradientUnavailableError(ValueError):
 
 
 def reason(error: BaseException) -> str:
-    """One line saying why ``error`` happened: for TorchScript's many-line errors, the last line
-    naming an exception (``RuntimeError: ...``), else the first line; at most 200 characters."""
+    """One line saying why ``error`` happened, at most 200 characters.
+
+    For TorchScript's many-line errors it is the last line naming an exception
+    (``RuntimeError: ...``), else the first line.
+    """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
@@ -117,8 +120,11 @@ def reason(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def weights_only_loads() -> Iterator[None]:
-    """While inside: every ``torch.load`` uses the safe weights-only unpickler, even where its
-    caller passes ``weights_only=False`` (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, read per call)."""
+    """While inside: every ``torch.load`` uses the safe weights-only unpickler.
+
+    This holds even where its caller passes ``weights_only=False``
+    (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, read per call).
+    """
     previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
@@ -213,6 +219,7 @@ class FileOptions:
     std: tuple[float, ...] | None = None
 
     def given(self) -> bool:
+        """Whether any option is set (not ``None``)."""
         return any(getattr(self, field.name) is not None for field in dataclasses.fields(self))
 
     def query(self) -> str:
@@ -274,8 +281,11 @@ def is_model_file(name: str) -> bool:
 
 
 def file_reference(path: str, options: FileOptions = FileOptions()) -> str:
-    """The canonical reference of model file ``path`` with ``options``: absolute paths (so a run
-    resumed from another directory finds the files), options in a fixed order."""
+    """The canonical reference of model file ``path`` with ``options``.
+
+    Paths are absolute (so a run resumed from another directory finds the files) and options
+    come in a fixed order.
+    """
     labels = options.labels
     if labels is not None:
         labels = str(Path(labels).expanduser().absolute())
@@ -385,8 +395,9 @@ def _input_from_onnx(session) -> tuple[tuple[int | None, ...], str]:
 
 
 class FileNetwork(nn.Module):
-    """A classifier read from a model file: ``(batch, channels, H, W)`` normalised images ->
-    ``(batch, classes)`` logits.
+    """A classifier read from a model file, giving the logits of normalised images.
+
+    It maps ``(batch, channels, H, W)`` normalised images to ``(batch, classes)`` logits.
 
     Pickles as the file's bytes (a Ray object), rebuilt by loading them again on the other
     side. A file that takes a fixed batch size is run in chunks of that size (the last one
@@ -480,8 +491,10 @@ class FileNetwork(nn.Module):
         return self.kind != "onnx"
 
     def train(self, mode: bool = True) -> FileNetwork:
-        """Sets only this wrapper's flag: files are saved in eval mode (and an ExportedProgram's
-        module refuses ``eval()``)."""
+        """Sets only this wrapper's flag, never the file's module's.
+
+        Files are saved in eval mode (and an ExportedProgram's module refuses ``eval()``).
+        """
         self.training = mode
         return self
 
@@ -521,10 +534,12 @@ class FileNetwork(nn.Module):
         return torch.from_numpy(np.ascontiguousarray(logits)).to(images.device)
 
     def onnx_probabilities(self, spec: ModelSpec) -> bytes:
-        """For the ONNX Runtime engine: this network as an ONNX graph taking images in ``[0, 1]``
-        named ``images`` ``(batch, channels, H, W)`` and giving softmax ``probabilities``
-        ``(batch, classes)`` (see :func:`probabilities_graph`). An ONNX file's own graph is
-        used; TorchScript and torch.export files are exported (opset 17, dynamic batch).
+        """For the ONNX Runtime engine: this network as an ONNX graph of images to probabilities.
+
+        The graph takes images in ``[0, 1]`` named ``images`` ``(batch, channels, H, W)`` and
+        gives softmax ``probabilities`` ``(batch, classes)`` (see :func:`probabilities_graph`).
+        An ONNX file's own graph is used; TorchScript and torch.export files are exported
+        (opset 17, dynamic batch).
 
         Raises:
             ValueError: a file that takes a fixed batch size (scored by torch instead).
@@ -583,9 +598,10 @@ def _onnx_session(data: bytes):
 
 
 def probabilities_graph(data: bytes, mean: tuple[float, ...], std: tuple[float, ...]) -> bytes:
-    """A user's ONNX classifier wrapped as the engine's graphs are: input ``images``
-    ``(batch, channels, H, W)`` in ``[0, 1]``, normalised inside the graph with ``mean`` and
-    ``std``; output ``probabilities`` ``(batch, classes)``, the softmax of the logits.
+    """A user's ONNX classifier wrapped as the engine's graphs are.
+
+    Input ``images`` ``(batch, channels, H, W)`` in ``[0, 1]``, normalised inside the graph with
+    ``mean`` and ``std``; output ``probabilities`` ``(batch, classes)``, the softmax of the logits.
 
     Raises:
         ValueError: the graph has not exactly one input and one output.
@@ -816,7 +832,7 @@ def _timm_names() -> list[str]:
 
 
 def timm_config(name: str):
-    """timm's pretrained config of ``name`` (``ARCH`` or ``ARCH.TAG``) and its full tagged name.
+    """The timm pretrained config of ``name`` (``ARCH`` or ``ARCH.TAG``) and its full tagged name.
 
     Raises:
         UnknownNameError: no pretrained timm model of that name; suggests close names.
@@ -1047,9 +1063,10 @@ def _interpreter_folders() -> set[Path]:
 
 
 def plugin_import_paths(spec: ModelSpec) -> tuple[str, ...]:
-    """The folders, beyond this interpreter's own site-packages, that hold the installed plugin
-    which made ``spec``: where its distribution metadata (``*.dist-info``, so that its entry
-    points resolve) and its module live. Other processes (Ray workers) put them on their
+    """The folders, beyond this interpreter's own site-packages, that hold the plugin which made ``spec``.
+
+    They are where its distribution metadata (``*.dist-info``, so that its entry points
+    resolve) and its module live. Other processes (Ray workers) put them on their
     ``sys.path`` to import the plugin as this process does. Empty for a spec of no plugin, and
     for a plugin installed in site-packages, which every worker of the same environment sees.
     """
@@ -1106,8 +1123,11 @@ def source_kind(reference: str) -> str:
 
 
 def describe_model(reference: str, model: LoadedModel) -> dict:
-    """How to rebuild ``model`` (JSON-able, stored in checkpoints): the reference string, its
-    kind, the file's SHA-256 (files), labels, preprocessing and the weights hash."""
+    """How to rebuild ``model`` (JSON-able, stored in checkpoints).
+
+    The record holds the reference string, its kind, the file's SHA-256 (files), labels,
+    preprocessing and the weights hash.
+    """
     record = {
         "reference": reference,
         "kind": source_kind(reference),
@@ -1147,8 +1167,11 @@ register_resolver(plugin_spec, names=lambda: list(plugin_entry_points()))
 
 
 def model_change(recorded: dict | None, model: LoadedModel) -> str | None:
-    """What changed in a model file since ``recorded`` (a :func:`describe_model` record) was
-    made, as a sentence; ``None`` when the record names no file or its SHA-256 still matches."""
+    """What changed in a model file since ``recorded`` was made, as a sentence.
+
+    ``recorded`` is a :func:`describe_model` record. ``None`` when the record names no file or
+    its SHA-256 still matches.
+    """
     if not recorded or "sha256" not in recorded or not isinstance(model.network, FileNetwork):
         return None
     before, now = str(recorded["sha256"]), model.network.sha256
@@ -1159,8 +1182,10 @@ def model_change(recorded: dict | None, model: LoadedModel) -> str | None:
 
 
 def require_extensible(model: LoadedModel, command: str) -> None:
-    """Raise :class:`ModelFileError` for a model read from a file: its graph is fixed, so no output
-    unit can be added to it (the fooling class of ``retrain``)."""
+    """Raise :class:`ModelFileError` for a model read from a file.
+
+    Its graph is fixed, so no output unit can be added to it (the fooling class of ``retrain``).
+    """
     if isinstance(model.network, FileNetwork):
         raise ModelFileError(
             f"{command} adds an output unit to the network, which a {KIND_NAMES[model.network.kind]} file "

@@ -54,7 +54,16 @@ def fit_lenet(
     """Train a LeNet with Adam on ``images`` ``(n, 28, 28)`` uint8 and ``labels`` ``(n,)``.
 
     Args:
+        images: ``(n, 28, 28)`` uint8 digits.
+        labels: ``(n,)`` integer class of each image, in ``[0, num_classes)``.
+        num_classes: outputs of a new network.
+        epochs: passes over the data, each in a new random order.
+        seed: seed of the initial weights (torch's global generator) and of the orders.
+        batch_size: images per Adam step.
         network: continue training this one (same number of outputs) instead of a new one.
+
+    Returns:
+        The trained network, in eval mode.
     """
     torch.manual_seed(seed)
     network = network or LeNet(num_classes=num_classes)

@@ -61,8 +61,9 @@ def bundled_photo_table(scorer: Scorer) -> pd.DataFrame:
 
 
 def labelled_photo_table(scorer: Scorer, folder: str, classes: pd.DataFrame) -> pd.DataFrame:
-    """Per class of a ``DIR/CLASS/IMAGE`` folder: the model's mean confidence in the class on
-    its photos, beside the run's fooling confidence for that class.
+    """Per class of a ``DIR/CLASS/IMAGE`` folder: the model's mean confidence in it on its photos.
+
+    Each class's row sets that beside the run's fooling confidence for the class.
 
     Raises:
         FileNotFoundError, ValueError: not such a folder, no class folder of the model, an
@@ -180,8 +181,10 @@ def reproduction_section(
 
 
 def splice_section(document: Path, section: str) -> None:
-    """Put ``section`` into ``document``: in place of its previous version, else before
-    ``## Plots``, else at the end (a missing document is created)."""
+    """Put ``section`` into ``document``, which is created when missing.
+
+    It goes in place of its previous version, else before ``## Plots``, else at the end.
+    """
     text = document.read_text() if document.exists() else ""
     if SECTION_START in text and SECTION_END in text:
         before, rest = text.split(SECTION_START, 1)

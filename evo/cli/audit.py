@@ -16,6 +16,15 @@ BUDGET_HELP = "; ".join(
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    """``fooling audit``: write the audit report of ``args.model`` and print a one-line summary.
+
+    Args:
+        args: the parsed command line (``model``, ``out``, ``budget``, ``real_images``,
+            ``reference``, ``seed`` and the scoring options).
+
+    Returns:
+        The exit code, 0.
+    """
     result = audit(
         args.model,
         args.out,

@@ -60,6 +60,14 @@ def _ablate_line(row: dict) -> str:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
+    """``fooling transfer``: score a run's elites on the target networks, one line per target.
+
+    Args:
+        args: the parsed command line (``run``, ``to``, ``map_classes`` and the scoring options).
+
+    Returns:
+        The exit code, 0.
+    """
     result = transfer(args.run, args.to, map_classes=args.map_classes, device=args.device, engine=args.engine)
     return _print_result(result.rows, result.uris, _transfer_line)
 
@@ -69,6 +77,15 @@ RETRAIN_OUT = "runs/retrain"
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    """``fooling retrain``: evolve and retrain with a fooling class, one line per round.
+
+    Args:
+        args: the parsed command line (the run's settings, ``rounds``, ``share``, ``epochs``,
+            ``train_dir``, ``steps``).
+
+    Returns:
+        The exit code, 0.
+    """
     settings = RetrainSettings(
         run=new_config(args, out=RETRAIN_OUT),
         rounds=args.rounds,
@@ -82,6 +99,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    """``fooling ablate``: a run's elites under occlusion and repeat removal, one line per fraction kept.
+
+    Args:
+        args: the parsed command line (``run``, ``keep``, ``grid``, ``tolerance``, ``seed`` and the
+            scoring options).
+
+    Returns:
+        The exit code, 0.
+    """
     result = ablate(
         args.run,
         fractions_kept=tuple(args.keep) if args.keep else DEFAULT_FRACTIONS,

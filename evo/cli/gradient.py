@@ -145,6 +145,21 @@ def _perturb_into(out: Path, args: argparse.Namespace, model, images, image_name
 
 
 def cmd_ascent(args: argparse.Namespace) -> int:
+    """``fooling ascent``: gradient ascent per class, saved as a direct-encoding run in ``--out``.
+
+    Args:
+        args: the parsed command line (``model``, ``classes``, ``steps``, ``lr``, ``start``,
+            ``seed``, ``device``, ``out``, ``tiles``).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        UsageError: ``--lr`` is not positive, a class is named twice, or ``--out`` is not a new
+            or empty folder.
+        ValueError: a seed out of range, or a device this machine cannot use.
+        GradientUnavailableError: the model is scored without gradients (ONNX Runtime).
+    """
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, not {args.lr}")
     check_seed(args.seed)

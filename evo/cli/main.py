@@ -40,6 +40,18 @@ COMMAND_GROUPS = (gradient, experiments, audit)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``fooling train``: train and cache an MNIST LeNet (unless cached and not ``--force``).
+
+    Args:
+        args: the parsed command line (``model``, ``seed``, ``epochs``, ``force``).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        UsageError: the model comes with pretrained weights (only ``mnist-lenet`` is trained).
+        ValueError: the seed is out of range.
+    """
     spec = get_model_spec(args.model)
     match = LENET_PATTERN.match(spec.name)
     if not match:
@@ -65,6 +77,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
+    """``fooling evolve``: run or resume a MAP-Elites search, then write its report.
+
+    Args:
+        args: the parsed command line (the run's settings, ``resume``, ``no_progress``,
+            ``no_report``).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        UsageError: ``--out`` names another folder than ``--resume``.
+    """
     overrides = config_overrides(args)
     checkpoint = None
     if args.resume:
@@ -97,12 +121,25 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``fooling report``: write a run's figures and print their URIs.
+
+    Args:
+        args: the parsed command line (``run``, ``tiles``).
+
+    Returns:
+        The exit code, 0.
+    """
     for uri in write_report(args.run, max_tiles=args.tiles):
         print(uri)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fooling`` parser with every command, each setting ``func`` to its handler.
+
+    Returns:
+        A parser whose errors raise :class:`UsageError` instead of exiting.
+    """
     parser = Parser(
         prog="fooling",
         description="Evolve images that deep networks classify with near-certainty.",
@@ -141,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_common_options(parser: argparse.ArgumentParser, default=None) -> None:
-    """``--debug``, ``-v`` and ``--threads``, on ``fooling`` and (``SUPPRESS``: not
-    overwriting what was given before the command) on every command."""
+    """Add ``--debug``, ``-v`` and ``--threads`` to ``parser``.
+
+    They are added on ``fooling`` and on every command; on a command, ``default`` is
+    ``SUPPRESS`` so as not to overwrite what was given before the command.
+    """
     flag = default or False
     parser.add_argument("--debug", action="store_true", default=flag, help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", default=flag, help="debug logging")
@@ -178,6 +218,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``fooling`` command line.
+
+    A user error (bad input, missing file, unknown model, ...) is one line on stderr and exit
+    code 2; ``--debug`` (or ``FOOLING_DEBUG``) raises it with its traceback instead.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 2 for a user error, 130 when interrupted.
+    """
     argv = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in argv or bool(os.environ.get("FOOLING_DEBUG"))
     try:

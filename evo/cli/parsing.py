@@ -16,7 +16,17 @@ class UsageError(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors raise :class:`UsageError` instead of exiting."""
+
     def error(self, message: str) -> typing.NoReturn:  # one line, not usage + message
+        """Raise ``message``, prefixed with the command's name, as one line.
+
+        Args:
+            message: argparse's description of the error.
+
+        Raises:
+            UsageError: always.
+        """
         command = self.prog.removeprefix("fooling").strip()  # "fooling: error: " comes first
         raise UsageError(f"{command}: {message}" if command else message)
 

@@ -75,8 +75,11 @@ GET_TIMEOUT_S = 600.0
 
 
 def _limit_threads(threads: int) -> int:
-    """Pin torch and ONNX Runtime to ``threads`` threads: actors sharing a node must not
-    oversubscribe its cores (the decision itself is :func:`fooling.fitness.engine.configure_threads`)."""
+    """Pin torch and ONNX Runtime to ``threads`` threads.
+
+    Actors sharing a node must not oversubscribe its cores (the decision itself is
+    :func:`fooling.fitness.engine.configure_threads`).
+    """
     return configure_threads(threads)
 
 
@@ -167,6 +170,7 @@ class ActorStats:
 
     @property
     def name(self) -> str:
+        """The actor's name in the log, its kind and index (e.g. ``scorer0``)."""
         return f"{self.kind}{self.index}"
 
     def throughput(self) -> float:
@@ -390,9 +394,11 @@ def _import_paths_then_load(paths: tuple[str, ...], data: bytes) -> object:
 
 
 def model_for_actors(model: LoadedModel) -> LoadedModel | _WithImportPaths:
-    """What the object store holds for the scorer actors: ``model``, wrapped with the folders of
-    its plugin where the plugin lies outside site-packages (see :class:`_WithImportPaths`).
-    Either way the actors receive the :class:`LoadedModel` itself."""
+    """What the object store holds for the scorer actors: ``model``, wrapped where needed.
+
+    It is wrapped with the folders of its plugin where the plugin lies outside site-packages
+    (see :class:`_WithImportPaths`). Either way the actors receive the :class:`LoadedModel` itself.
+    """
     paths = plugin_import_paths(model.spec)
     return _WithImportPaths(model, paths) if paths else model
 
@@ -484,8 +490,9 @@ class RayBackend:
 
     @staticmethod
     def _warm_onnx_cache(config: RunConfig, model: LoadedModel, device: str | None) -> None:
-        """Export the ONNX graph here once, so CPU scorer actors on this node read it from the cache
-        instead of all exporting at once (actors on other nodes export their own copy).
+        """Export the ONNX graph here once, so CPU scorer actors on this node read it from the cache.
+
+        Otherwise they would all export it at once (actors on other nodes export their own copy).
 
         Raises:
             EngineUnavailableError: ``--engine onnxruntime`` where it cannot run.

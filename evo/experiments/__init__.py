@@ -1,2 +1,5 @@
-"""The paper's experiments beyond one search: transfer between networks, ablation,
-retraining with a fooling class, and the audit of a user's classifier."""
+"""The paper's experiments beyond one search.
+
+Transfer between networks, ablation, retraining with a fooling class, and the audit of a
+user's classifier.
+"""

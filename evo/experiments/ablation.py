@@ -1,5 +1,7 @@
-"""Ablation (paper, section 3.2): how confidence falls as parts of each elite are hidden,
-and when its repeated elements are removed. Writes a table and a plot into the run folder.
+"""Ablation (paper, section 3.2): how confidence falls as parts of each elite are hidden.
+
+Also how it falls when an elite's repeated elements are removed. Writes a table and a plot
+into the run folder.
 """
 
 from __future__ import annotations
@@ -85,7 +87,6 @@ def ablate(
         CheckpointError: the run has no readable checkpoint.
         ValueError: a fraction outside ``[0, 1]`` or ``grid < 1``.
     """
-
     fractions = np.asarray(sorted(set(fractions_kept), reverse=True), dtype=np.float64)
     if ((fractions < 0) | (fractions > 1)).any():
         raise ValueError("--keep fractions must lie in [0, 1]")

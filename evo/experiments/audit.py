@@ -190,7 +190,17 @@ def audit(
         real_images: ``DIR/CLASS/IMAGE`` photos, or ``None``.
         reference: the model fooling images are transferred to; ``"auto"`` picks one with the
             same class names (see module docs); ``None`` or ``"none"``: no transfer.
-        workers, scorers, address: run the searches on Ray (see ``fooling evolve``).
+        seed: seed of the searches and of the gradient ascent.
+        device: scoring and ascent device (``None``: CUDA when present, else CPU).
+        engine: scoring engine of the searches and the scorers (``"auto"``, ``"torch"``,
+            ``"onnxruntime"``).
+        workers: mutator actors of the searches (0: no Ray; see ``fooling evolve``).
+        scorers: scorer actors of the searches (Ray only).
+        address: Ray cluster address (``None``: start a local instance).
+        show_progress: show a progress bar over the audit's stages.
+
+    Returns:
+        The per-class table, the summary, the folder and the files written.
 
     Raises:
         ValueError: unknown budget, ``out`` not new or empty, bad photos folder.
@@ -326,8 +336,11 @@ def _transfer(
     device: str | None,
     engine: str,
 ) -> None:
-    """Fill ``table["reference"]``: the reference model's confidence in each class, matched by
-    name, on the class's best fooling image (resized to the reference's input size)."""
+    """Fill ``table["reference"]``: the reference model's confidence in each class, matched by name.
+
+    The confidence is that on the class's best fooling image (resized to the reference's input
+    size).
+    """
     target = load_or_train(reference)
     lookup = {name.lower(): i for i, name in enumerate(target.spec.class_names)}
     scorer = Scorer(target, device=device, engine=engine)

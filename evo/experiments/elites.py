@@ -50,6 +50,15 @@ class Elites:
 
 
 def decode_png(data: bytes) -> np.ndarray:
+    """The pixels of PNG file contents ``data``.
+
+    Args:
+        data: the bytes of a PNG file.
+
+    Returns:
+        ``(height, width)`` for a gray image, else ``(height, width, channels)``; uint8 for
+        8-bit images.
+    """
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
@@ -63,7 +72,6 @@ def load_elites(run: str) -> Elites:
     Raises:
         CheckpointError: no readable checkpoint, or one with no elites.
     """
-
     stored = read_latest_rows(run, GENOME_CLASSES)  # the file is read once
     metadata, rows = stored.metadata, stored.rows
     if not rows:
@@ -102,8 +110,9 @@ def load_elites(run: str) -> Elites:
 
 
 def check_weights(elites: Elites, model: LoadedModel) -> None:
-    """Refuse to rescore ``elites`` when their network's weights changed since the run,
-    as resuming does: the stored confidences would belong to another network.
+    """Refuse to rescore ``elites`` when their network's weights changed since the run.
+
+    Resuming refuses it too: the stored confidences would belong to another network.
 
     Raises:
         CheckpointError: the weights hash differs from the checkpoint's.
@@ -139,6 +148,15 @@ def score_all(scorer: Scorer, images: torch.Tensor, batch_size: int = 128) -> np
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, without a trailing newline.
+
+    Args:
+        header: the column titles.
+        rows: the cells of each row, as text, one per column.
+
+    Returns:
+        The header line, the separator line and one line per row.
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

@@ -138,8 +138,11 @@ class RetrainResult:
 
 
 class _NewElites:
-    """Called by :func:`evolve` after each generation: collects the genomes of the distinct
-    elites present in the archive from generation ``first`` on."""
+    """Called by :func:`evolve` after each generation: collects the distinct elites' genomes.
+
+    Those are the genomes of the distinct elites present in the archive from generation
+    ``first`` on.
+    """
 
     def __init__(self, first: int) -> None:
         self.first = first

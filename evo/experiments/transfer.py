@@ -99,7 +99,6 @@ def transfer(
         ValueError: no targets, or a target with another class set without ``map_classes``.
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
     """
-
     if not targets:
         raise ValueError("give at least one --to MODEL")
     elites = load_elites(run)
@@ -158,9 +157,11 @@ def transfer(
 
 
 def _transfer_uris(run: str, targets: list[str], text: bytes) -> tuple[str, str]:
-    """``RUN/transfer-to-TARGETS.md`` and ``.png``; when that file already holds another
-    result (e.g. the target's weights changed), ``-2``, ``-3``, ... instead: nothing is overwritten."""
+    """``RUN/transfer-to-TARGETS.md`` and ``.png``, or a numbered name when that one is taken.
 
+    When that file already holds another result (e.g. the target's weights changed), the names
+    end in ``-2``, ``-3``, ... instead: nothing is overwritten.
+    """
     stem = "transfer-to-" + "+".join(re.sub(r"[^A-Za-z0-9._-]+", "_", target) for target in targets)
     for number in range(1, 10_000):
         name = stem if number == 1 else f"{stem}-{number}"

@@ -39,9 +39,12 @@ def frame_figure(
     Args:
         frames: ``(num_frames, channels, height, width)`` snapshots.
         frame_steps: step of each snapshot.
+        index: which frame to draw (0-based; frame ``index - 1`` gives the change panel).
         probabilities: ``(steps + 1, num_classes)`` softmax per step.
         loss: ``(steps + 1,)`` loss per step.
-        source: the image's original label; ``target``: the class pushed towards (or None).
+        class_names: ``(num_classes,)`` names for titles and legend labels.
+        source: the image's original label.
+        target: the class pushed towards (or None).
         others: how many other top classes (at the end) get a labelled line.
 
     Returns:

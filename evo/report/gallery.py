@@ -58,8 +58,10 @@ render();
 
 
 def gallery_html(rows: list[dict], title: str = "fooling: elites") -> str:
-    """The gallery page of a checkpoint's rows (keys class_id, class_name, fitness,
-    birth_generation, image_png), with every thumbnail embedded as a data URI."""
+    """The gallery page of a checkpoint's rows, with every thumbnail embedded as a data URI.
+
+    Each row has the keys class_id, class_name, fitness, birth_generation and image_png.
+    """
     cells = [
         {
             "class_id": row["class_id"],

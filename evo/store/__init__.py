@@ -1,2 +1,4 @@
-"""Storage, the only user of pyarrow: locations (local, ``s3://``, ``gs://``), run folders,
-checkpoints and per-generation stats."""
+"""Storage, the only user of pyarrow.
+
+Locations (local, ``s3://``, ``gs://``), run folders, checkpoints and per-generation stats.
+"""

@@ -102,6 +102,15 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem | None, str]:
 
 
 def join(uri: str, *parts: str) -> str:
+    """``uri`` and ``parts`` joined with ``/`` (for local paths and storage URIs alike).
+
+    Args:
+        uri: a folder: a local path or a storage URI; a trailing ``/`` is dropped.
+        *parts: names to append, in order.
+
+    Returns:
+        The joined path or URI.
+    """
     return "/".join([uri.rstrip("/"), *parts])
 
 
@@ -158,6 +167,17 @@ def read_bytes(uri: str) -> bytes:
 
 
 def exists(uri: str) -> bool:
+    """Whether anything (a file or a folder) is at ``uri``.
+
+    Args:
+        uri: a local path or a storage URI.
+
+    Returns:
+        ``True`` when something is there.
+
+    Raises:
+        CheckpointError: the storage of ``uri`` cannot be opened.
+    """
     filesystem, path = _filesystem(uri)
     if filesystem is None:
         return os.path.exists(path)
@@ -193,8 +213,10 @@ def folder_entries(uri: str) -> list[str] | None:
 
 
 def write_columns(uri: str, columns: dict[str, np.ndarray | list]) -> None:
-    """Write a Parquet table of ``columns`` (name -> one value per row, all of one length) to
-    ``uri``, atomically, for readers such as pandas, pyarrow and duckdb.
+    """Write a Parquet table of ``columns`` to ``uri``, atomically.
+
+    ``columns`` maps each name to one value per row, all of one length; the table is for
+    readers such as pandas, pyarrow and duckdb.
 
     Raises:
         ValueError: columns of different lengths or of values Parquet cannot hold.
@@ -331,9 +353,10 @@ def thumbnail_png(image: np.ndarray, max_side: int = 128) -> bytes:
 
 
 class ThumbnailCache:
-    """PNG thumbnails of the cells earlier checkpoints of one run wrote, so that a checkpoint
-    renders and encodes only the cells whose elite changed since (cheap for a 1,000-class
-    run where few cells change between checkpoints).
+    """PNG thumbnails of the cells earlier checkpoints of one run wrote.
+
+    A checkpoint then renders and encodes only the cells whose elite changed since (cheap for
+    a 1,000-class run where few cells change between checkpoints).
 
     A cell's thumbnail is kept with the id of the individual it shows: ids are never reused
     within a run, so the same id is the same genome, hence the same image.
@@ -430,6 +453,7 @@ def checkpoint_table(
     """The Parquet table of ``checkpoint`` (format version :data:`FORMAT_VERSION`).
 
     Args:
+        checkpoint: the run's state to store (config, generation, model, archive).
         images: ``(num_occupied, height, width[, 3])`` uint8 renderings of the occupied
             cells in ascending cell order, stored as PNG; ``None`` stores no images.
         thumbnails: the PNGs themselves, one per occupied cell (instead of ``images``).
@@ -477,6 +501,7 @@ def checkpoint_table(
 
 
 def checkpoint_name(generation: int) -> str:
+    """The file name of generation ``generation``'s checkpoint, e.g. ``gen-000042.parquet``."""
     return f"gen-{generation:06d}.parquet"
 
 
@@ -491,6 +516,8 @@ def write_checkpoint(
     """Write ``checkpoint`` under ``out/checkpoints`` and point ``LATEST`` at it.
 
     Args:
+        out: the run folder: a local path or a storage URI.
+        checkpoint: the run's state to store (config, generation, model, archive).
         images: ``(num_occupied, height, width[, 3])`` uint8 images of the occupied cells in
             ascending cell order, stored as PNG thumbnails; ``None``: see ``render``.
         render: genomes -> uint8 images; renders the thumbnails when ``images`` is ``None``
@@ -602,8 +629,10 @@ ROW_PAGE_SLACK = 64
 
 @dataclasses.dataclass
 class CheckpointRows:
-    """One checkpoint file as read (once): its run metadata, one dict per occupied cell, and
-    the checkpoint itself where its genome class is known.
+    """One checkpoint file as read (once).
+
+    It holds the run metadata, one dict per occupied cell, and the checkpoint itself where
+    its genome class is known.
 
     Attributes:
         uri: the file.
@@ -681,9 +710,10 @@ def _describe(fields: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
 
 
 def _open_checkpoint(uri: str) -> tuple[pq.ParquetFile, dict]:
-    """Read ``uri`` (once) and check everything its footer declares, before any column is
-    decompressed: format version, the genome fields' dtypes and shapes exactly against the
-    run's config (version 2), each genome column's width, and every column's uncompressed size.
+    """Read ``uri`` (once) and check everything its footer declares, before any column is decompressed.
+
+    The checks: format version, the genome fields' dtypes and shapes exactly against the run's
+    config (version 2), each genome column's width, and every column's uncompressed size.
 
     Returns:
         The Parquet file (in memory) and its run metadata.
@@ -918,7 +948,11 @@ def read_checkpoint_file(uri: str, genome_classes: dict[str, type[GenomeBatch]])
     """Read one checkpoint file, checking everything it holds.
 
     Args:
+        uri: the checkpoint file: a local path or a storage URI.
         genome_classes: genome class name -> class, for rebuilding genomes.
+
+    Returns:
+        The checkpoint, with its archive and genomes.
 
     Raises:
         CheckpointError: unreadable, truncated, inconsistent, or of a genome class not in
@@ -975,8 +1009,10 @@ def read_latest_checkpoint(out: str, genome_classes: dict[str, type[GenomeBatch]
 
 
 def read_latest_rows(out: str, genome_classes: dict[str, type[GenomeBatch]] | None = None) -> CheckpointRows:
-    """The newest good checkpoint of run ``out``, read once: metadata, rows and (where
-    ``genome_classes`` knows its genome class) the checkpoint with genomes.
+    """The newest good checkpoint of run ``out``, read once.
+
+    It comes as metadata, rows and (where ``genome_classes`` knows its genome class) the
+    checkpoint with genomes.
 
     Raises:
         CheckpointError: the run has no readable checkpoint.
@@ -985,8 +1021,9 @@ def read_latest_rows(out: str, genome_classes: dict[str, type[GenomeBatch]] | No
 
 
 def read_latest_checkpoint_rows(out: str) -> list[dict]:
-    """The newest good checkpoint of run ``out`` as one dict per occupied cell, ascending
-    (keys: :data:`ROW_COLUMNS`; genomes are not decompressed).
+    """The newest good checkpoint of run ``out`` as one dict per occupied cell, ascending.
+
+    The keys are :data:`ROW_COLUMNS`; genomes are not decompressed.
 
     Raises:
         CheckpointError: no readable checkpoint.
@@ -995,10 +1032,13 @@ def read_latest_checkpoint_rows(out: str) -> list[dict]:
 
 
 def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
-    """Rows of ``out/stats.parquet``; empty, with a warning naming the file, when it is
-    missing (warned only when ``resuming``) or unreadable, as unreadable checkpoints are skipped.
+    """Rows of ``out/stats.parquet``, one dict per generation.
+
+    Empty, with a warning naming the file, when it is missing (warned only when ``resuming``)
+    or unreadable, as unreadable checkpoints are skipped.
 
     Args:
+        out: the run folder: a local path or a storage URI.
         resuming: the run goes on and will rewrite the file: a missing one is worth a
             warning, and an unreadable one is first kept as ``stats.corrupt-N.parquet``.
     """

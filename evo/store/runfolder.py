@@ -223,9 +223,10 @@ _OWN_NAMES = {LOCK_NAME, KIND_NAME, ".fooling-write-probe"}
 
 
 def folder_kind(out: str) -> str | None:
-    """The kind of run ``out`` holds: its ``.fooling-run`` record, else inferred for runs
-    written before that record existed (checkpoints: ``evolve``; ``round-1``: ``retrain``);
-    ``None`` for an absent or empty folder.
+    """The kind of run ``out`` holds; ``None`` for an absent or empty folder.
+
+    The kind is read from its ``.fooling-run`` record, else inferred for runs written before
+    that record existed (checkpoints: ``evolve``; ``round-1``: ``retrain``).
 
     Raises:
         RunFolderError: the folder holds files of no run.
@@ -258,6 +259,8 @@ def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
     Call while holding :class:`RunLock` on ``out``.
 
     Args:
+        out: the run folder: a local path or a storage URI.
+        kind: the command's kind of run (one of :data:`RUN_KINDS`).
         resume: a run of the same kind is being continued (otherwise the folder must be new).
 
     Raises:
