@@ -77,6 +77,62 @@ def render_uint8(encoding, genomes: GenomeBatch, batch_size: int = 256) -> np.nd
     return images[..., 0] if images.shape[-1] == 1 else images
 
 
+def save_checkpoint(
+    config: RunConfig,
+    model: LoadedModel,
+    archive: ClassArchive,
+    *,
+    generation: int,
+    next_id: int,
+    stats: list[dict] | None = None,
+    thumbnails: ThumbnailCache | None = None,
+    out: str | None = None,
+) -> str:
+    """Write a run's checkpoint and statistics: what evolve, retrain's rounds and ascent all call.
+
+    The checkpoint records the config, how to rebuild the model and its weights hash, and
+    PNG thumbnails of the occupied cells; old checkpoints beyond ``config.keep_checkpoints``
+    are pruned afterwards.
+
+    Args:
+        config: the run.
+        model: the classifier the archive was scored with.
+        archive: the elites.
+        generation: the last finished generation.
+        next_id: the next unused individual id.
+        stats: the per-generation statistics records so far (``None``: not written).
+        thumbnails: the run's thumbnail cache (only cells changed since it was filled are
+            rendered).
+        out: where to write (default ``config.out``; a command staging files for a URI
+            passes its local staging folder).
+
+    Returns:
+        The checkpoint's URI.
+
+    Raises:
+        OSError: the storage cannot be written (nothing earlier is lost: writes are atomic).
+    """
+    encoding = make_encoding(config, model.spec)
+    state = Checkpoint(
+        config,
+        generation,
+        next_id,
+        config.model,
+        model.weights_hash,
+        archive,
+        model_source=describe_model(config.model, model),
+    )
+    out = config.out if out is None else out
+    if stats is not None:
+        write_stats(out, stats)
+    uri = write_checkpoint(
+        out, state, render=lambda genomes: render_uint8(encoding, genomes), thumbnails=thumbnails
+    )
+    logger.debug("checkpoint %s", uri)
+    prune_checkpoints(out, config.keep_checkpoints)
+    return uri
+
+
 def resume_config(out: str, **overrides) -> RunConfig:
     """The configuration stored in run ``out``'s newest good checkpoint, with ``overrides``.
 
@@ -343,20 +399,18 @@ def _evolve_locked(
         backend=backend,
     )
 
-    source = describe_model(config.model, model)  # how to rebuild the model, in every checkpoint
     thumbnails = ThumbnailCache()  # checkpoints render only the cells that changed since the last
 
     def save() -> None:
-        done = search.generation - 1
-        state = Checkpoint(
-            config, done, search.next_id, config.model, model.weights_hash, archive, model_source=source
+        save_checkpoint(
+            config,
+            model,
+            archive,
+            generation=search.generation - 1,
+            next_id=search.next_id,
+            stats=list(search.logbook),
+            thumbnails=thumbnails,
         )
-        write_stats(config.out, list(search.logbook))
-        uri = write_checkpoint(
-            config.out, state, render=lambda genomes: render_uint8(encoding, genomes), thumbnails=thumbnails
-        )
-        logger.debug("checkpoint %s", uri)
-        prune_checkpoints(config.out, config.keep_checkpoints)
 
     saved_at = search.generation - 1
     started = time.perf_counter()

@@ -18,11 +18,10 @@ from fooling.encodings import DirectGenomes
 from fooling.evo.archive import ClassArchive
 from fooling.evo.cli.parsing import UsageError, name_list, number, positive_int
 from fooling.evo.config import RunConfig
-from fooling.evo.evaluation import make_encoding
 from fooling.evo.report.animation import animation_frames, save_gif
 from fooling.evo.report.figures import write_report
-from fooling.evo.run import load_or_train, render_uint8
-from fooling.evo.store.checkpoint import Checkpoint, is_uri, join, write_bytes, write_checkpoint
+from fooling.evo.run import load_or_train, save_checkpoint
+from fooling.evo.store.checkpoint import is_uri, join, write_bytes
 from fooling.evo.store.runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty
 from fooling.fitness import resolve_name
 from fooling.fitness.gradient import ascent, perturb
@@ -193,9 +192,7 @@ def _ascent_into(out: Path, args: argparse.Namespace, model, chosen: list[str], 
     archive.occupied[:] = True
     archive.individual_id[:] = cells
     archive.birth_generation[:] = 0
-    encoding = make_encoding(config, model.spec)
-    state = Checkpoint(config, 0, len(chosen), args.model, model.weights_hash, archive)
-    write_checkpoint(str(out), state, render_uint8(encoding, genomes))
+    save_checkpoint(config, model, archive, generation=0, next_id=len(chosen), out=str(out))
     write_report(str(out), max_tiles=args.tiles)
     reached = int((archive.fitness >= 0.9999).sum())
     print(
