@@ -7,9 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 from torch import nn
 
+import fooling.evo.store.checkpoint as checkpoint_module
+import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.config import RunConfig
 from fooling.evo.experiments.retrain import RetrainResult, RetrainSettings, retrain
 
@@ -76,3 +79,25 @@ def small_retrain(out: Path, **changes) -> RetrainResult:
     run = RunConfig(**{"generations": 3, "population": 16, "seed": 5, "out": str(out), **given})
     own = {key: value for key, value in changes.items() if key not in run_fields}
     return retrain(RetrainSettings(run=run, **{"rounds": 2, "epochs": 1, **own}))
+
+
+def install_memory_store(monkeypatch, tmp_path: Path, *probing_modules) -> pafs.FileSystem:
+    """Serve ``mock://`` URIs from an in-memory pyarrow filesystem (an object store stand-in).
+
+    ``probing_modules`` (besides the store) imported ``check_location``; it is switched off
+    there too, since no child process can reach an in-memory store. Runs in ``tmp_path``.
+    """
+    store = pafs._MockFileSystem()
+    original = checkpoint_module._filesystem
+
+    def filesystem(uri: str):
+        if uri.startswith("mock://"):
+            return store, uri.removeprefix("mock://")
+        return original(uri)
+
+    monkeypatch.setattr(checkpoint_module, "_filesystem", filesystem)
+    monkeypatch.setattr(runfolder_module, "_filesystem", filesystem)
+    for module in (checkpoint_module, *probing_modules):
+        monkeypatch.setattr(module, "check_location", lambda location, what="--out": None)
+    monkeypatch.chdir(tmp_path)
+    return store

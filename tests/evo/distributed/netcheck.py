@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -99,3 +100,19 @@ def processes_with(marker: str) -> set[int]:
                 if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
                     found.add(int(entry.name))
     return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ray_start_port_flags(low: int) -> list[str]:
+    """``ray start`` flags putting a node's services on free loopback ports and its workers on
+    ports ``low`` to ``low + 99`` (so two Ray instances on one machine never collide)."""
+    services = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc",
+                "metrics-export", "runtime-env-agent")  # fmt: skip
+    flags = [f"--{service}-port={free_port()}" for service in services]
+    return flags + [f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]

@@ -29,7 +29,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from netcheck import listening_sockets, on_loopback, processes_with, wait_for_job
+from netcheck import (
+    free_port,
+    listening_sockets,
+    on_loopback,
+    processes_with,
+    ray_start_port_flags,
+    wait_for_job,
+)
 
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import read_latest_checkpoint
@@ -76,12 +83,6 @@ for sig in (signal.SIGTERM, signal.SIGKILL):
             pass
     time.sleep(2)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _missing_tools() -> str | None:
@@ -201,22 +202,16 @@ def _cluster_config(folder: Path, ssh_port: int, gcs: int, dashboard: int) -> di
     assert installs
     config["setup_commands"] = [command for command in config["setup_commands"] if command not in installs]
     config["setup_commands"].append("~/venv/bin/python -c 'import fooling.evo'")
-    ports = {
-        "--node-ip-address": "127.0.0.1",
-        "--num-cpus": 2,
-        "--num-gpus": 0,
-        "--dashboard-port": dashboard,
-        "--ray-client-server-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-    }
-    low = 21000 + (os.getpid() % 100) * 100
-    extra = " ".join(f"{flag}={value}" for flag, value in ports.items())
-    extra += f" --min-worker-port={low} --max-worker-port={low + 99} --include-dashboard=true"
+    flags = [
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        *ray_start_port_flags(21000 + (os.getpid() % 100) * 100),
+        "--include-dashboard=true",
+    ]
+    extra = " ".join(flags)
     head = config["head_start_ray_commands"]
     assert head[0].endswith("ray stop") and "--port=6379" in head[1]
     head[1] = head[1].replace("--port=6379", f"--port={gcs} {extra}")

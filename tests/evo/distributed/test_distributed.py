@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from netcheck import descendants, listening_sockets, on_loopback, processes_with, wait_for_job
+from netcheck import (
+    descendants,
+    free_port,
+    listening_sockets,
+    on_loopback,
+    processes_with,
+    ray_start_port_flags,
+    wait_for_job,
+)
 
 import fooling.evo.distributed.backend as distributed
 import fooling.evo.run as run_module
@@ -37,12 +44,6 @@ REPO = Path(__file__).resolve().parents[3]
 
 def config(tmp_path: Path, name: str, **fields) -> RunConfig:
     return RunConfig(**{**TINY, "generations": GENERATIONS, "out": str(tmp_path / name), **fields})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def one_error_line(capsys) -> str:
@@ -356,20 +357,6 @@ def test_backend_error_is_a_user_error():
 # --- a real cluster: `ray start` (two nodes) and `ray job submit` -------------------------------------
 
 
-def _ray_start_ports() -> list[str]:
-    ports = {
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-    }
-    low = 20000 + (os.getpid() % 200) * 100
-    arguments = [f"{flag}={port}" for flag, port in ports.items()]
-    return arguments + [f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]
-
-
 def _kill_processes_under(marker: str) -> None:
     """SIGKILL the processes whose command line names ``marker`` (only what this test started).
 
@@ -429,12 +416,12 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
             "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
             "--num-gpus=0", f"--temp-dir={temp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
-            "--disable-usage-stats", *_ray_start_ports(),
+            "--disable-usage-stats", *ray_start_port_flags(20000 + (os.getpid() % 200) * 100),
         )  # fmt: skip
         assert head.returncode == 0, head.stderr[-3000:]
         worker = ray(
             "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-            "--num-gpus=0", *_ray_start_ports(),
+            "--num-gpus=0", *ray_start_port_flags(20000 + (os.getpid() % 200) * 100),
         )  # fmt: skip
         assert worker.returncode == 0, worker.stderr[-3000:]
         sockets = listening_sockets(processes_with(temp))

@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+from small_setups import install_memory_store
 
 import fooling.evo.experiments.audit as audit_module
-import fooling.evo.store.checkpoint as checkpoint_module
-import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.cli import main
 from fooling.evo.experiments.audit import Budget
 from fooling.evo.store.checkpoint import read_bytes
@@ -29,20 +28,7 @@ def tiny_budget(monkeypatch):
 @pytest.fixture
 def memory_store(monkeypatch, tmp_path) -> pafs.FileSystem:
     """``mock://`` URIs served by an in-memory pyarrow filesystem (an object store stand-in)."""
-    store = pafs._MockFileSystem()
-    original = checkpoint_module._filesystem
-
-    def filesystem(uri: str):
-        if uri.startswith("mock://"):
-            return store, uri.removeprefix("mock://")
-        return original(uri)
-
-    monkeypatch.setattr(checkpoint_module, "_filesystem", filesystem)
-    monkeypatch.setattr(runfolder_module, "_filesystem", filesystem)
-    for module in (checkpoint_module, audit_module):
-        monkeypatch.setattr(module, "check_location", lambda location, what="--out": None)
-    monkeypatch.chdir(tmp_path)
-    return store
+    return install_memory_store(monkeypatch, tmp_path, audit_module)
 
 
 def test_audit_writes_to_a_file_uri(fooling_home, tmp_path, capsys):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from small_setups import install_memory_store
 
 import fooling.evo.store.checkpoint as checkpoint_module
-import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.cli import main
 from fooling.evo.store.checkpoint import StorageError, check_location, read_latest_checkpoint_rows
 
@@ -194,19 +194,7 @@ def test_local_paths_are_not_probed(monkeypatch, tmp_path):
 @pytest.fixture
 def memory_store(monkeypatch, tmp_path) -> pafs.FileSystem:
     """``mock://`` URIs served by an in-memory pyarrow filesystem (an object store stand-in)."""
-    store = pafs._MockFileSystem()
-    original = checkpoint_module._filesystem
-
-    def filesystem(uri: str):
-        if uri.startswith("mock://"):
-            return store, uri.removeprefix("mock://")
-        return original(uri)
-
-    monkeypatch.setattr(checkpoint_module, "_filesystem", filesystem)
-    monkeypatch.setattr(runfolder_module, "_filesystem", filesystem)
-    monkeypatch.setattr(checkpoint_module, "check_location", lambda location, what="--out": None)
-    monkeypatch.chdir(tmp_path)
-    return store
+    return install_memory_store(monkeypatch, tmp_path)
 
 
 def _names(store: pafs.FileSystem, folder: str) -> set[str]:
