@@ -2,7 +2,9 @@
 # Everything that needs a GPU, in one script sized for about 40 minutes on one H100:
 #   1. the ImageNet benchmark at AMP and channels_last (torch engine on CUDA),
 #   2. the paper-scale ImageNet CPPN run with the paper's 10 crops (resumable: run the script again),
-#   3. its report beside the model's confidence on real photos.
+#   3. its report beside the model's confidence on real photos,
+#   4. the emitter comparison (paper, finetune, focus at 40,000 evaluations, 3 seeds), for as long
+#      as $EMITTER_MINUTES allows (default 10; the doc is rewritten from whatever finished).
 # Figures go to docs/gpu/ (the card's name first), where the README cites them.
 #
 #   scripts/gpu_suite.sh [minutes for the paper run, default 25]
@@ -35,4 +37,12 @@ timeout --signal=INT --kill-after=120 "${MINUTES}m" "$FOOLING" evolve "${args[@]
   2>&1 | tail -n 5 | tee "$OUT/paper_run.txt" || true
 
 # 3. Median, mean, classes >= 99/90/50%, the curve against evaluations, real photos.
-"$PYTHON" scripts/paper_imagenet_report.py "$RUN" --docs "$OUT/paper-imagenet" | tee "$OUT/paper_report.md"
+#    (--reproduction '': docs/REPRODUCTION.md keeps the CPU run's row.)
+"$PYTHON" scripts/paper_imagenet_report.py "$RUN" --docs "$OUT/paper-imagenet" --reproduction '' \
+  | tee "$OUT/paper_report.md"
+
+# 4. Emitters at equal cost on the GPU.
+EMITTERS=runs/compare-emitters-gpu
+timeout --signal=INT "${EMITTER_MINUTES:-10}m" "$PYTHON" scripts/compare_emitters.py --evaluations 40000 \
+  --seeds 0 1 2 --methods paper finetune focus --out "$EMITTERS" --doc "$OUT/emitters.md" || true
+"$PYTHON" scripts/compare_emitters.py --docs-only --out "$EMITTERS" --doc "$OUT/emitters.md" || true
