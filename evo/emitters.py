@@ -78,15 +78,21 @@ class Emitter:
 
     @property
     def evaluations_per_child(self) -> float:
-        """Evaluations a varied child costs on average: its score (1) plus 3 per gradient
-        step of the refined children (all of them, or one in ``refine_every``; exact when
-        ``refine_every`` divides the population, which :func:`check_emitter` requires)."""
+        """Evaluations a varied child costs on average.
+
+        Its score (1) plus 3 per gradient step of the refined children (all of them, or one
+        in ``refine_every``; exact when ``refine_every`` divides the population, which
+        :func:`check_emitter` requires).
+        """
         refined_share = 1 / self.refine_every if self.refine_every else 1
         return 1 + FORWARD_BACKWARD_COST * self.gradient_steps * refined_share
 
     def refined_rows(self, offset: int, count: int) -> np.ndarray:
-        """Which of ``count`` children, the first being row ``offset`` of its generation,
-        take gradient steps.
+        """Which of a task's children take gradient steps.
+
+        Args:
+            offset: the generation row of the task's first child.
+            count: the task's children.
 
         Returns:
             ``(k,)`` int64 rows in ``[0, count)``, ascending; empty without gradient steps.

@@ -120,7 +120,9 @@ class Backend(Protocol):
         """
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the backend's workers (a no-op where there are none)."""
+        ...
 
 
 class LocalBackend:
@@ -137,6 +139,7 @@ class LocalBackend:
         self.evaluator = evaluator
 
     def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+        """Vary, refine (where the emitter says) and score each task in turn; see :meth:`Backend.run`."""
         emitter = self.variation.emitter
         offset = 0  # row of the task's first child in the generation
         for task in tasks:
@@ -158,7 +161,7 @@ class LocalBackend:
             yield children, self.evaluator.evaluate(children)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: everything ran in this process."""
 
 
 class Search:

@@ -45,7 +45,8 @@ def ascend_parameters(
         targets: ``(batch,)`` int64 class index of each row.
         steps: gradient steps (0 returns a copy of ``parameters``).
         lr: Adam's step size, in parameter units.
-        low, high: bounds of every parameter.
+        low: lower bound of every parameter.
+        high: upper bound of every parameter.
         keep_best: return, row by row, the parameters whose forward pass gave the highest
             target log-probability (the start included; the parameters after the last step,
             never put through the classifier, are not candidates) instead of the last ones.

@@ -47,8 +47,10 @@ def protocol_classes() -> list[str]:
 
 
 def generations_for(budget: int, population: int, per_child: int) -> int:
-    """Generations whose evaluations stay within ``budget``: generation 0 (random genomes)
-    costs ``population``, each later one ``population * per_child``."""
+    """Generations whose evaluations stay within ``budget``.
+
+    Generation 0 (random genomes) costs ``population``, each later one ``population * per_child``.
+    """
     return 1 + max(0, math.floor((budget - population) / (population * per_child)))
 
 
@@ -95,8 +97,10 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def exploration_table(results: dict, args: argparse.Namespace) -> list[str]:
-    """Markdown lines: every finished run at other budgets than ``args.evaluations`` (the
-    shorter runs that picked the methods), one row per budget and method."""
+    """Markdown lines of the shorter runs that picked the methods, one row per budget and method.
+
+    Every finished run at another budget than ``args.evaluations``.
+    """
     other = [
         r for r in results.values() if r["budget"] != args.evaluations and r["image_size"] == args.image_size
     ]

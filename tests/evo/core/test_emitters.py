@@ -49,19 +49,26 @@ def test_differentiable_render_equals_render_and_passes_gradients(color_space, c
     assert np.count_nonzero(gradient[genomes.edge_used]) > genomes.edge_used.sum() // 4
 
 
-def test_ascend_parameters_raises_each_target_log_probability(lenet):
+def _ascent_setup(lenet, seed: int):
+    """A LeNet scorer, 8 mutated CPPNs, a target digit each, their weights, the renderer of
+    weights, and the target log-probability of weights."""
     scorer = Scorer(lenet, device="cpu", engine="torch")
     encoding = CPPNEncoding(outputs=1, height=28, width=28)
-    genomes = mutated_genomes(encoding, 8, seed=1, rounds=5)
+    genomes = mutated_genomes(encoding, 8, seed=seed, rounds=5)
     targets = torch.arange(8) % 10
+
+    def generate(weights: torch.Tensor) -> torch.Tensor:
+        return encoding.render_differentiable(genomes, weights)
 
     def log_probability(weights: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            logits = scorer.logits(encoding.render_differentiable(genomes, weights))
-            return F.log_softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
+            return F.log_softmax(scorer.logits(generate(weights)), dim=1).gather(1, targets[:, None])[:, 0]
 
-    start = torch.from_numpy(genomes.edge_weight)
-    generate = lambda w: encoding.render_differentiable(genomes, w)  # noqa: E731
+    return scorer, genomes, targets, torch.from_numpy(genomes.edge_weight), generate, log_probability
+
+
+def test_ascend_parameters_raises_each_target_log_probability(lenet):
+    scorer, genomes, targets, start, generate, log_probability = _ascent_setup(lenet, 1)
     after = ascend_parameters(scorer, generate, start, targets, steps=5, lr=0.02, low=-10.0, high=10.0)
     assert torch.equal(start, torch.from_numpy(genomes.edge_weight))  # the input is not modified
     assert after.abs().max() <= 10.0
@@ -74,18 +81,7 @@ def test_ascend_parameters_raises_each_target_log_probability(lenet):
 
 
 def test_ascend_parameters_keep_best_never_returns_worse_than_the_start(lenet):
-    scorer = Scorer(lenet, device="cpu", engine="torch")
-    encoding = CPPNEncoding(outputs=1, height=28, width=28)
-    genomes = mutated_genomes(encoding, 8, seed=2, rounds=5)
-    targets = torch.arange(8) % 10
-
-    def log_probability(weights: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            logits = scorer.logits(encoding.render_differentiable(genomes, weights))
-            return F.log_softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
-
-    start = torch.from_numpy(genomes.edge_weight)
-    generate = lambda w: encoding.render_differentiable(genomes, w)  # noqa: E731
+    scorer, genomes, targets, start, generate, log_probability = _ascent_setup(lenet, 2)
     # Steps far too long for the rugged weight landscape: the last weights are worse for some rows,
     # the best ones never are.
     last = ascend_parameters(scorer, generate, start, targets, steps=4, lr=3.0, low=-10.0, high=10.0)
