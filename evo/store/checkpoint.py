@@ -381,7 +381,8 @@ class ThumbnailCache:
         Args:
             cells: ``(n,)`` occupied cells, ascending.
             individual_ids: ``(n,)`` id of each cell's elite.
-            genomes: the ``n`` elites' genomes, in the order of ``cells``.
+            genomes: the archive's genomes, one row per cell (only the stale cells' rows are
+                copied out and rendered).
             render: genomes -> ``(m, height, width[, 3])`` uint8 images.
         """
         stale = [
@@ -390,7 +391,7 @@ class ThumbnailCache:
             if self._png.get(cell, (None, b""))[0] != ident
         ]
         if stale:
-            images = render(genomes.take(np.asarray(stale, dtype=np.int64)))
+            images = render(genomes.take(cells[np.asarray(stale, dtype=np.int64)]))
             for row, image in zip(stale, images):
                 self._png[int(cells[row])] = (int(individual_ids[row]), thumbnail_png(image))
             self.rendered += len(stale)
@@ -532,7 +533,7 @@ def write_checkpoint(
     if images is None and render is not None and archive.genomes is not None:
         cells = archive.occupied_cells()
         cache = thumbnails if thumbnails is not None else ThumbnailCache()
-        pngs = cache.thumbnails(cells, archive.individual_id[cells], archive.genomes.take(cells), render)
+        pngs = cache.thumbnails(cells, archive.individual_id[cells], archive.genomes, render)
     table = checkpoint_table(checkpoint, images, thumbnails=pngs)
     buffer = io.BytesIO()
     genome_data = [name for name in table.column_names if name.startswith(GENOME_PREFIX)]
