@@ -257,7 +257,6 @@ def make_search(
         generation=generation,
         next_id=next_id,
         logbook=logbook,
-        evaluations_per_child=emitter.evaluations_per_child,
         emitter=emitter,
     )
 

@@ -181,9 +181,9 @@ class Search:
         generation: the next generation to run (0 for a new run).
         next_id: the next unused individual id.
         logbook: per-generation statistics so far.
-        evaluations_per_child: evaluations a varied child costs (1, or more for emitters
-            that take gradient steps); random genomes cost 1. Logged as ``evals``.
-        emitter: picks the parent cells (:meth:`Emitter.select_parents`).
+        emitter: picks the parent cells (:meth:`Emitter.select_parents`); a varied child
+            costs its :attr:`Emitter.evaluations_per_child` (random genomes cost 1), logged
+            as ``evals``.
     """
 
     def __init__(
@@ -197,7 +197,6 @@ class Search:
         generation: int = 0,
         next_id: int = 0,
         logbook: tools.Logbook | None = None,
-        evaluations_per_child: float = 1,
         emitter: Emitter = EMITTERS["paper"],
     ) -> None:
         self.archive = archive
@@ -211,7 +210,6 @@ class Search:
             logbook = tools.Logbook()
             logbook.header = STATS_FIELDS
         self.logbook = logbook
-        self.evaluations_per_child = evaluations_per_child
         self.emitter = emitter
         self.inserting = False  # True while the archive holds a half-inserted generation
 
@@ -265,7 +263,7 @@ class Search:
             start += task.count
         seconds = time.perf_counter() - started
         self.inserting = False
-        evaluations = round(self.population * (1 if pool is None else self.evaluations_per_child))
+        evaluations = round(self.population * (1 if pool is None else self.emitter.evaluations_per_child))
         record = dict(
             gen=self.generation,
             evals=evaluations,
