@@ -180,6 +180,14 @@ def reproduction_section(
     )
 
 
+def current_section(document: Path) -> str | None:
+    """The paper-scale section of ``document``, markers included; ``None`` where it has none."""
+    text = document.read_text() if document.exists() else ""
+    if SECTION_START not in text or SECTION_END not in text:
+        return None
+    return SECTION_START + text.split(SECTION_START, 1)[1].split(SECTION_END, 1)[0] + SECTION_END
+
+
 def splice_section(document: Path, section: str) -> None:
     """Put ``section`` into ``document``, which is created when missing.
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from paper_imagenet_report import current_section  # scripts/ is on sys.path when run
 
 from fooling.evo.cli.main import main as fooling_main
 from fooling.evo.config import RunConfig
@@ -55,11 +56,6 @@ BUDGETS = {
     ),
 }
 logger = logging.getLogger("reproduce")
-# Markers of the section scripts/paper_imagenet_report.py writes into REPRODUCTION.md.
-PAPER_SCALE_MARKERS = (
-    "<!-- paper-scale ImageNet run: written by scripts/paper_imagenet_report.py -->",
-    "<!-- end of the paper-scale ImageNet run -->",
-)
 
 
 class Report:
@@ -124,21 +120,12 @@ class Report:
                 table,
                 # The paper-scale ImageNet run takes days, not this script's hour: its row is
                 # written by scripts/paper_imagenet_report.py and kept when this file is rewritten.
-                *_paper_scale_section(self.docs / "REPRODUCTION.md"),
+                *filter(None, [current_section(self.docs / "REPRODUCTION.md")]),
                 "## Plots",
                 *self.sections,
             ]
         )
         (self.docs / "REPRODUCTION.md").write_text(text + "\n")
-
-
-def _paper_scale_section(document: Path) -> list[str]:
-    """The paper-scale ImageNet section of ``document`` (between its markers), if it has one."""
-    text = document.read_text() if document.exists() else ""
-    start, end = PAPER_SCALE_MARKERS
-    if start not in text or end not in text:
-        return []
-    return [start + text.split(start, 1)[1].split(end, 1)[0] + end]
 
 
 def _summary(search) -> tuple[float, float, int, int]:
