@@ -98,12 +98,15 @@ class Evaluator:
 
     # Rendering overlaps scoring on ONNX Runtime: a helper thread renders sub-batch k+1 (torch,
     # which releases the GIL in its kernels) while this thread scores sub-batch k (ONNX Runtime
-    # releases it too). Measured on the 2-core machine with scripts/bench_imagenet.py (README's
-    # speed table): end-to-end CPPN evaluations/s rose from the sum of the two times to about the
-    # larger one. Rendering on the mutator side instead would ship 224x224x3 float images
-    # (600 kB each) through Ray instead of ~3 kB genomes. Sub-batches of OVERLAP_CHUNK genomes
-    # are rendered and scored independently of what else is in the batch (ONNX Runtime gives
-    # each image the same floats in any batch), so archives do not depend on the split.
+    # releases it too). The helper runs torch on one thread (torch's thread count is per OpenMP
+    # thread, so this leaves the scoring thread's two alone): with two, it and ONNX Runtime's
+    # two oversubscribed the 2 cores and overlapping was slower than taking turns. Measured on
+    # 128 paper-preset CPPNs of the paper-scale run, medians of 4 interleaved rounds: 53
+    # evaluations/s overlapped with two render threads, 58 in turn, 62 overlapped with one.
+    # Rendering on the mutator side instead would ship 224x224x3 float images (600 kB each)
+    # through Ray instead of ~3 kB genomes. Sub-batches of OVERLAP_CHUNK genomes are rendered
+    # and scored independently of what else is in the batch (ONNX Runtime gives each image the
+    # same floats in any batch), so archives do not depend on the split.
     OVERLAP = True
     OVERLAP_CHUNK = 32
 
@@ -129,7 +132,9 @@ class Evaluator:
             probabilities = self.scorer.score(self.images(genomes))
         else:
             if self._renderer is None:
-                self._renderer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render")
+                self._renderer = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="render", initializer=torch.set_num_threads, initargs=(1,)
+                )
             parts = [genomes.take(slice(start, start + chunk)) for start in range(0, len(genomes), chunk)]
             pending = self._renderer.submit(self.images, parts[0])
             scored = []
