@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -94,21 +92,6 @@ class Evaluator:
         self.encoding = make_encoding(config, model.spec)
         self.class_ids = class_ids(config, model.spec)
         self._all_classes = len(self.class_ids) == model.spec.num_classes
-        self._renderer: concurrent.futures.ThreadPoolExecutor | None = None
-
-    # Rendering overlaps scoring on ONNX Runtime: a helper thread renders sub-batch k+1 (torch,
-    # which releases the GIL in its kernels) while this thread scores sub-batch k (ONNX Runtime
-    # releases it too). The helper runs torch on one thread (torch's thread count is per OpenMP
-    # thread, so this leaves the scoring thread's two alone): with two, it and ONNX Runtime's
-    # two oversubscribed the 2 cores and overlapping was slower than taking turns. Measured on
-    # 128 paper-preset CPPNs of the paper-scale run, medians of 4 interleaved rounds: 53
-    # evaluations/s overlapped with two render threads, 58 in turn, 62 overlapped with one.
-    # Rendering on the mutator side instead would ship 224x224x3 float images (600 kB each)
-    # through Ray instead of ~3 kB genomes. Sub-batches of OVERLAP_CHUNK genomes are rendered
-    # and scored independently of what else is in the batch (ONNX Runtime gives each image the
-    # same floats in any batch), so archives do not depend on the split.
-    OVERLAP = True
-    OVERLAP_CHUNK = 32
 
     @torch.no_grad()
     def images(self, genomes: GenomeBatch) -> torch.Tensor:
@@ -118,32 +101,30 @@ class Evaluator:
             images = F.interpolate(images, size=self.scorer.image_size, mode="bilinear", align_corners=False)
         return images
 
+    # Genomes rendered and scored at once. Whole generations at once made ONNX Runtime's
+    # buffers huge: 400 paper-preset CPPNs took 8.6 GB and ran at 34 evaluations/s, against
+    # 2.1 GB and 55-68 evaluations/s in chunks of 64 (chunks of 32 and 48: 50-57).
+    EVALUATE_CHUNK = 64
+
     @torch.no_grad()
     def evaluate(self, genomes: GenomeBatch) -> np.ndarray:
-        """Probabilities ``(batch_size, num_cells)`` float32 of the archive's classes."""
-        chunk = self.OVERLAP_CHUNK
-        overlap = (
-            self.OVERLAP
-            and self.scorer.engine == "onnxruntime"
-            and isinstance(self.encoding, CPPNEncoding)
-            and len(genomes) > chunk
-        )
-        if not overlap:
-            probabilities = self.scorer.score(self.images(genomes))
-        else:
-            if self._renderer is None:
-                self._renderer = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="render", initializer=torch.set_num_threads, initargs=(1,)
-                )
-            parts = [genomes.take(slice(start, start + chunk)) for start in range(0, len(genomes), chunk)]
-            pending = self._renderer.submit(self.images, parts[0])
-            scored = []
-            for index in range(len(parts)):
-                images = pending.result()
-                if index + 1 < len(parts):
-                    pending = self._renderer.submit(self.images, parts[index + 1])
-                scored.append(self.scorer.score(images))
-            probabilities = np.concatenate(scored)
+        """Probabilities ``(batch_size, num_cells)`` float32 of the archive's classes.
+
+        Renders and scores :attr:`EVALUATE_CHUNK` genomes at a time, one after the other.
+        Rendering the next chunk in a helper thread while ONNX Runtime scored this one was
+        tried and measured slower on the 2-core CPU once both had become fast (they compete
+        for the same cores, and the allocator setting of
+        :func:`~fooling.fitness.engine.keep_freed_memory` removed the page faults that had
+        left cores idle): 128 children, evaluations/s, two interleaved rounds each, 97.5 and
+        79.3 overlapped against 104.8 and 92.6 in turn; on the paper-scale run's CPPNs, medians
+        of 4 rounds, 48.4 against 52.9. Rendering on Ray's mutator side instead would ship
+        224x224x3 float images (600 kB each) instead of ~3 kB genomes.
+        """
+        chunk = self.EVALUATE_CHUNK
+        probabilities = np.concatenate([
+            self.scorer.score(self.images(genomes.take(slice(start, start + chunk))))
+            for start in range(0, max(len(genomes), 1), chunk)
+        ])  # fmt: skip
         return probabilities if self._all_classes else probabilities[:, self.class_ids]
 
     def refine(

@@ -43,7 +43,7 @@ from fooling.evo.store.runfolder import (
 )
 from fooling.evo.toolbox import make_toolbox
 from fooling.fitness import LoadedModel, ModelUnavailableError, load_model, pick_device, train_lenet
-from fooling.fitness.engine import check_engine, resolve_engine
+from fooling.fitness.engine import check_engine, keep_freed_memory, resolve_engine
 from fooling.fitness.limits import check_device
 from fooling.fitness.models import LENET_PATTERN
 from fooling.fitness.sources import describe_model, model_change
@@ -308,7 +308,9 @@ def evolve(
     """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
 
     Holds the run folder's lock (:class:`RunLock`) throughout: a second process on the
-    same folder is refused at once.
+    same folder is refused at once. Sets this process's allocator to keep freed memory
+    (:func:`fooling.fitness.engine.keep_freed_memory`), which makes torch's batches up to 3x
+    faster on the CPU.
 
     Args:
         config: the run; with ``resume``, as returned by :func:`resume_config`.
@@ -331,6 +333,7 @@ def evolve(
         UnknownNameError, ModelUnavailableError: bad model, encoding or class names.
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
     """
+    keep_freed_memory()
     model = load_or_train(config.model)
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]

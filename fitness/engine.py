@@ -17,12 +17,14 @@ is exported anew and never handed to ONNX Runtime.
 
 Thread counts are decided here and nowhere else (:func:`configure_threads`): torch's pool
 and every ONNX Runtime session get the same number, the cores this process may use
-(``os.sched_getaffinity``) or the CPUs Ray gave the actor.
+(``os.sched_getaffinity``) or the CPUs Ray gave the actor. So is the allocator setting of
+processes that score and render (:func:`keep_freed_memory`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import importlib.util
@@ -137,6 +139,42 @@ def configure_threads(cpus: float | None = None) -> int:
 def scoring_threads() -> int:
     """The thread count of this process (decided on first use when nobody decided it yet)."""
     return _threads if _threads is not None else configure_threads()
+
+
+# --- memory ----------------------------------------------------------------------------
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_memory_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+
+    Torch's CPU tensors of a batch (activations, rendered images: tens of MB each) are
+    allocated and freed many times a second. By default glibc maps each block above 32 MB
+    afresh and unmaps it when freed, and trims its heap, so every new tensor page-faults
+    its memory in again: torch eager on EfficientNet-Lite0 (batch 32, 2-core machine) spent
+    more time in the kernel than computing, at 19-21 images/s; with this setting it ran at
+    47-60 images/s with no page faults once warm. Memory a process freed stays its own (its
+    resident size stays near its peak), which suits long runs. Idempotent; call it once, early.
+    ``FOOLING_DEFAULT_ALLOCATOR=1`` in the environment leaves glibc's defaults alone.
+
+    Returns:
+        True when the setting took effect (glibc), False elsewhere or when opted out
+        (nothing changes).
+    """
+    global _memory_kept
+    if _memory_kept:
+        return True
+    if os.environ.get("FOOLING_DEFAULT_ALLOCATOR", "") not in ("", "0"):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # None: not glibc (macOS, musl)
+    if mallopt is None:
+        return False
+    _memory_kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return _memory_kept
 
 
 # --- ONNX export and cache ------------------------------------------------------------------

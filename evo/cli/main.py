@@ -29,7 +29,7 @@ from fooling.fitness import (
     lenet_weights_path,
     train_lenet,
 )
-from fooling.fitness.engine import configure_threads
+from fooling.fitness.engine import configure_threads, keep_freed_memory
 from fooling.fitness.limits import check_seed
 from fooling.fitness.models import LENET_PATTERN
 
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in argv or bool(os.environ.get("FOOLING_DEBUG"))
+    keep_freed_memory()
     try:
         parser = build_parser()
         if not argv:

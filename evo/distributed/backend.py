@@ -49,7 +49,7 @@ from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
 from fooling.evo.search import BackendError, Task, Variation
 from fooling.fitness import LoadedModel, pick_device
-from fooling.fitness.engine import configure_threads, onnx_model, resolve_engine
+from fooling.fitness.engine import configure_threads, keep_freed_memory, onnx_model, resolve_engine
 from fooling.fitness.sources import plugin_import_paths, plugin_name
 
 logger = logging.getLogger(__name__)
@@ -75,11 +75,13 @@ GET_TIMEOUT_S = 600.0
 
 
 def _limit_threads(threads: int) -> int:
-    """Pin torch and ONNX Runtime to ``threads`` threads.
+    """Pin torch and ONNX Runtime to ``threads`` threads, and keep freed memory for reuse.
 
     Actors sharing a node must not oversubscribe its cores (the decision itself is
-    :func:`fooling.fitness.engine.configure_threads`).
+    :func:`fooling.fitness.engine.configure_threads`); an actor renders and scores batch
+    after batch, as the driver does (:func:`fooling.fitness.engine.keep_freed_memory`).
     """
+    keep_freed_memory()
     return configure_threads(threads)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -210,6 +212,43 @@ def test_thread_count_comes_from_the_cores_available(threads_restored):
     assert configure_threads(0.25) == 1  # a fractional Ray share still gets one thread
 
 
+# Allocates and frees a 64 MB torch tensor 12 times and prints the page faults of the last
+# 3 times (after calling keep_freed_memory when argv[1] is "keep"). Kept memory is reused once
+# glibc's heap has grown to fit the pattern (torch's 64-byte alignment needs a little more than
+# a freed block of the same size; that took up to 8 rounds).
+PAGE_FAULTS = """
+import resource, sys, torch
+from fooling.fitness.engine import keep_freed_memory
+print(keep_freed_memory() if sys.argv[1] == "keep" else "skipped")
+for round in range(12):
+    if round == 9:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2**20)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_tensors_are_reused_without_page_faults():
+    faults = {}
+    for mode in ("keep", "default"):
+        result = subprocess.run(
+            [sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True, text=True, timeout=120, check=True
+        )
+        setting, count = result.stdout.split()
+        assert setting == {"keep": "True", "default": "skipped"}[mode]
+        faults[mode] = int(count)
+    # 64 MB is 16,384 pages of 4 kB: glibc's default maps them afresh each time.
+    assert faults["default"] > 3 * 8000
+    assert faults["keep"] < 1000
+
+
+def test_keep_freed_memory_can_be_opted_out(monkeypatch):
+    monkeypatch.setattr(engine_module, "_memory_kept", False)
+    monkeypatch.setenv("FOOLING_DEFAULT_ALLOCATOR", "1")
+    assert engine_module.keep_freed_memory() is False
+
+
 def test_onnx_sessions_use_the_decided_thread_count(lenet, threads_restored):
     configure_threads(1)
     session = Scorer(lenet, engine="onnxruntime")._onnx_session()
@@ -298,35 +337,3 @@ def test_transfer_and_ablate_take_an_engine(fooling_home, tmp_path, capsys):
     capsys.readouterr()
     assert main(["transfer", out, "--to", "mnist-lenet", "--engine", "tourch"]) == 2
     assert "did you mean 'torch'" in one_error_line(capsys)
-
-
-def test_overlapped_rendering_gives_the_same_archive(fooling_home, tmp_path, monkeypatch):
-    import threading
-
-    from fooling.evo.evaluation import Evaluator
-
-    monkeypatch.setattr(Evaluator, "OVERLAP_CHUNK", 8)
-    rendered_in: list[str] = []
-    original = Evaluator.images
-
-    def spy(self, genomes):
-        rendered_in.append(threading.current_thread().name)
-        return original(self, genomes)
-
-    monkeypatch.setattr(Evaluator, "images", spy)
-    archives = {}
-    for overlap in (True, False):
-        monkeypatch.setattr(Evaluator, "OVERLAP", overlap)
-        config = RunConfig(
-            model="imagenet-lite0",
-            encoding="cppn",
-            generations=2,
-            population=20,
-            image_size=32,
-            classes=["jellyfish", "goldfish"],
-            engine="onnxruntime",
-            out=str(tmp_path / str(overlap)),
-        )
-        archives[overlap] = evolve(config, show_progress=False).archive
-    assert archives[True].equals(archives[False])
-    assert any(name.startswith("render") for name in rendered_in)  # the overlapped run used the thread
