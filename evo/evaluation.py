@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, GenomeBatch
 from fooling.encodings.cppn import WEIGHT_LIMIT
 from fooling.evo.config import RunConfig
-from fooling.fitness import LoadedModel, ModelSpec, Scorer, resolve_name
+from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, resolve_name
 from fooling.fitness.weight_ascent import ascend_parameters
 
 
@@ -67,15 +67,23 @@ def make_encoding(config: RunConfig, spec: ModelSpec):
 
 
 def class_ids(config: RunConfig, spec: ModelSpec) -> np.ndarray:
-    """Class indices that get an archive cell: ``config.classes`` resolved, or all.
+    """Class indices that get an archive cell: ``config.classes`` (names or ids) resolved, or all.
 
     Raises:
-        UnknownNameError: a class name the model does not have (suggests close names).
+        UnknownNameError: a class name or id the model does not have (suggests close names),
+            or a name two classes share (give the id).
+        ValueError: one class given twice (by name and by id).
     """
     if not config.classes:
         return np.arange(spec.num_classes)
-    index = {name: i for i, name in enumerate(spec.class_names)}
-    return np.array([index[resolve_name(name, index, "class")] for name in config.classes])
+    ids = [class_index(name, spec.class_names) for name in config.classes]
+    repeated = next((i for i in ids if ids.count(i) > 1), None)
+    if repeated is not None:
+        spellings = " and ".join(repr(name) for name, i in zip(config.classes, ids) if i == repeated)
+        raise ValueError(
+            f"--classes names class {spec.class_names[repeated]!r} twice ({spellings}); give each class once"
+        )
+    return np.array(ids)
 
 
 class Evaluator:

@@ -20,6 +20,7 @@ import torch
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve, load_or_train
 from fooling.fitness import Scorer
+from fooling.fitness.engine import keep_freed_memory
 
 
 def raw_forward(scorer: Scorer, batch_size: int, seconds: float = 3.0) -> float:
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    keep_freed_memory()  # as the fooling command does, in every figure of the run
     logging.basicConfig(level=logging.WARNING)
     model = load_or_train("mnist-lenet")
     for engine in ("torch", "onnxruntime"):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from fooling.fitness import Scorer, load_model
+from fooling.fitness.engine import keep_freed_memory
 from fooling.fitness.gradient import perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_images
 
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
+    keep_freed_memory()  # as the fooling command does, in every figure of the run
     model = load_model(args.model)
     size = model.spec.input_size
     photos = torch.cat([load_images(name, model.spec.channels, size)[0] for name in args.photos])

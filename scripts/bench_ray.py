@@ -40,6 +40,7 @@ from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: 
 from fooling.evo.run import load_or_train  # noqa: E402
 from fooling.evo.search import Search, Variation  # noqa: E402
 from fooling.evo.toolbox import make_toolbox  # noqa: E402
+from fooling.fitness.engine import keep_freed_memory
 
 
 def search_rate(backend, encoding, model, *, population: int, batch_size: int, generations: int) -> float:
@@ -121,6 +122,7 @@ def main() -> None:
         "scorers (default 2000: an ImageNet-size net, single crop, on one GPU)",
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as the fooling command does, in every figure of the run
     generations = 3 if args.quick else 10
     cpus = os.cpu_count() or 2
     # Loopback only, private session folder: what `fooling evolve` starts without --address.

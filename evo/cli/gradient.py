@@ -23,7 +23,7 @@ from fooling.evo.report.figures import write_report
 from fooling.evo.run import load_or_train, save_checkpoint
 from fooling.evo.store.checkpoint import is_uri, join, write_bytes
 from fooling.evo.store.runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty
-from fooling.fitness import resolve_name
+from fooling.fitness import class_index
 from fooling.fitness.gradient import ascent, perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_model_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
@@ -99,7 +99,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     model = load_or_train(args.model)
     require_gradients(model, "perturb")
     names = model.spec.class_names
-    target = None if args.untargeted else names.index(resolve_name(args.target, names, "class"))
+    target = None if args.untargeted else class_index(args.target, names)
     images, image_names = load_model_images(args.image, model.spec)
     with _fresh_folder(args.out, "perturb") as out:
         return _perturb_into(out, args, model, images, image_names, target)
@@ -166,10 +166,11 @@ def cmd_ascent(args: argparse.Namespace) -> int:
     model = load_or_train(args.model)
     require_gradients(model, "ascent")
     names = model.spec.class_names
-    chosen = [resolve_name(name, names, "class") for name in args.classes] if args.classes else list(names)
-    if len(set(chosen)) != len(chosen):
-        raise UsageError(f"--classes names {next(n for n in chosen if chosen.count(n) > 1)!r} twice")
-    classes = torch.tensor([names.index(name) for name in chosen])
+    ids = [class_index(name, names) for name in args.classes] if args.classes else list(range(len(names)))
+    if len(set(ids)) != len(ids):
+        raise UsageError(f"--classes names {next(names[i] for i in ids if ids.count(i) > 1)!r} twice")
+    chosen = [names[i] for i in ids]
+    classes = torch.tensor(ids)
     with _fresh_folder(args.out, "ascent") as out:
         return _ascent_into(out, args, model, chosen, classes)
 
@@ -181,7 +182,7 @@ def _ascent_into(out: Path, args: argparse.Namespace, model, chosen: list[str], 
     # Stored as a run of the direct encoding, so `fooling report` and `fooling transfer`
     # read ascent images exactly like evolved ones.
     config = RunConfig(model=args.model, encoding="direct", generations=1, population=len(chosen),
-                       seed=args.seed, classes=None if args.classes is None else chosen,
+                       seed=args.seed, classes=args.classes,
                        out=args.out if is_uri(args.out) else str(out),
                        checkpoint_every=0)  # fmt: skip
     archive = ClassArchive(chosen)

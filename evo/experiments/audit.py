@@ -282,7 +282,7 @@ def _audit_locked(
             with _quiet(run_logger):  # the stage bar says what runs; each run's settings are in its folder
                 evolve(config, show_progress=False)
             elites = load_elites(join(root, method))
-            ids = [names.index(name) for name in elites.class_names]
+            ids = list(elites.cells)  # every class has a cell: cell = class id (names can repeat)
             table.loc[ids, method] = elites.fitness.astype(np.float64)
             for row, class_id in enumerate(ids):
                 images[method][class_id] = _png_data_uri(elites.images[row])

@@ -37,6 +37,9 @@ class Elites:
         images: ``(n, channels, height, width)`` float in ``[0, 1]``.
         source: ``"genomes"`` (rendered again) or ``"stored images"`` (the checkpoint's PNGs,
             for genome classes this build does not know).
+        weights_hash: hash of the network's weights when the run was made.
+        cells: ``(n,)`` int64 archive cell of each elite (the class id when the run has
+            every class); names alone are ambiguous where two classes share one.
     """
 
     run: str
@@ -47,6 +50,7 @@ class Elites:
     images: torch.Tensor
     source: str
     weights_hash: str = ""
+    cells: np.ndarray | None = None
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -91,6 +95,7 @@ def load_elites(run: str) -> Elites:
             ).clamp(0, 1)
             names = [archive.class_names[c] for c in cells]
             fitness = archive.fitness[cells]
+            elite_cells = cells
             source = "genomes"
         except LookupError as error:  # an encoding this build does not have
             logger.info("rendering %s from stored images (%s)", run, error)
@@ -103,9 +108,10 @@ def load_elites(run: str) -> Elites:
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
         names = [row["class_name"] for row in rows]
         fitness = np.array([row["fitness"] for row in rows], dtype=np.float32)
+        elite_cells = np.array([row["class_id"] for row in rows], dtype=np.int64)
     return Elites(
         run, config, model, names, np.asarray(fitness, np.float32), images, source,
-        str(metadata.get("weights_hash", "")),
+        str(metadata.get("weights_hash", "")), np.asarray(elite_cells, np.int64),
     )  # fmt: skip
 
 

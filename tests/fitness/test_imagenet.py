@@ -9,8 +9,16 @@ import torch.nn.functional as F
 
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
-from fooling.evo.run import evolve
-from fooling.fitness import ModelUnavailableError, Scorer, load_model
+from fooling.evo.run import GENOME_CLASSES, evolve
+from fooling.evo.store.checkpoint import read_latest_checkpoint
+from fooling.fitness import (
+    ModelUnavailableError,
+    Scorer,
+    UnknownNameError,
+    class_index,
+    imagenet_class_names,
+    load_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +80,23 @@ def test_unknown_class_suggests_close_names(fooling_home, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "did you mean 'jellyfish'" in err[0]
+
+
+def test_classes_are_chosen_by_name_or_id(fooling_home, tmp_path, capsys):
+    labels = ["cat", "crane", "crane", "7"]  # a user's model may repeat a label, or use digits
+    assert class_index("Cat", labels) == 0 and class_index("2", labels) == 2
+    assert class_index("7", labels) == 3  # a name first, an id only when no class has that name
+    with pytest.raises(UnknownNameError, match="crane' names classes 1, 2: give the id"):
+        class_index("crane", labels)
+    with pytest.raises(UnknownNameError, match="unknown class '4'"):
+        class_index("4", labels)
+    names = imagenet_class_names()
+    out = str(tmp_path / "run")
+    argv = ["evolve", "--model", "imagenet-lite0", "--generations", "1", "--population", "4",
+            "--image-size", "16", "--no-progress", "--out"]  # fmt: skip
+    assert main([*argv, out, "--classes", "tench,0"]) == 2  # one class by name and by id
+    assert "names class 'tench' twice ('tench' and '0')" in capsys.readouterr().err
+    assert main([*argv, out, "--classes", "134,517"]) == 0
+    assert main(["evolve", "--resume", out, "--generations", "2", "--no-progress"]) == 0
+    archive = read_latest_checkpoint(out, GENOME_CLASSES).archive
+    assert archive.class_names == (names[134], names[517]) and archive.occupied.all()
