@@ -109,16 +109,18 @@ class Evaluator:
             images = F.interpolate(images, size=self.scorer.image_size, mode="bilinear", align_corners=False)
         return images
 
-    # Genomes rendered and scored at once. Whole generations at once made ONNX Runtime's
-    # buffers huge: 400 paper-preset CPPNs took 8.6 GB and ran at 34 evaluations/s, against
-    # 2.1 GB and 55-68 evaluations/s in chunks of 64 (chunks of 32 and 48: 50-57).
-    EVALUATE_CHUNK = 64
+    # Input pixels rendered and scored at once: 64 images of 224x224 (4,096 of MNIST's 28x28).
+    # Whole generations at once made ONNX Runtime's buffers huge: 400 paper-preset CPPNs took
+    # 8.6 GB and ran at 34 evaluations/s, against 2.1 GB and 55-68 evaluations/s 64 at a time
+    # (32 and 48 at a time: 50-57); small images keep large batches, where per-run costs matter.
+    EVALUATE_PIXELS = 64 * 224 * 224
 
     @torch.no_grad()
     def evaluate(self, genomes: GenomeBatch) -> np.ndarray:
         """Probabilities ``(batch_size, num_cells)`` float32 of the archive's classes.
 
-        Renders and scores :attr:`EVALUATE_CHUNK` genomes at a time, one after the other.
+        Renders and scores the genomes in chunks of :attr:`EVALUATE_PIXELS` input pixels, one
+        chunk after the other.
         Rendering the next chunk in a helper thread while ONNX Runtime scored this one was
         tried and measured slower on the 2-core CPU once both had become fast (they compete
         for the same cores, and the allocator setting of
@@ -128,7 +130,8 @@ class Evaluator:
         of 4 rounds, 48.4 against 52.9. Rendering on Ray's mutator side instead would ship
         224x224x3 float images (600 kB each) instead of ~3 kB genomes.
         """
-        chunk = self.EVALUATE_CHUNK
+        height, width = self.scorer.image_size
+        chunk = max(1, self.EVALUATE_PIXELS // (height * width))
         probabilities = np.concatenate([
             self.scorer.score(self.images(genomes.take(slice(start, start + chunk))))
             for start in range(0, max(len(genomes), 1), chunk)
