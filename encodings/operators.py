@@ -38,21 +38,17 @@ def polynomial_mutation(
     x = flat[positions].astype(np.float64)
     u = rng.random(x.shape)
     span = high - low
-    power = 1.0 / (eta + 1.0)
+    # Each gene moves towards one bound (lower when u < 0.5). Both sides' formulas share
+    # their shape, so each power is taken once per gene on the side's own base: the powers are
+    # most of the cost. Computing both sides in full and picking one doubled them; splitting
+    # the genes by side with boolean masks cost more than the powers saved on 150,528-gene
+    # genomes. The same operations per gene as either, so the same bits.
     lower = u < 0.5
-    upper = ~lower
-    # Each gene moves towards one bound, so only that side's formula is evaluated: the
-    # powers are most of the cost, and computing both sides and picking one with np.where
-    # gives the same bits at twice the price.
-    x_low, u_low, x_high, u_high = x[lower], u[lower], x[upper], u[upper]
-    delta = np.empty_like(x)
+    base = (1.0 - np.where(lower, x - low, high - x) / span) ** (eta + 1.0)
     with np.errstate(invalid="ignore"):
-        value_low = 2.0 * u_low + (1.0 - 2.0 * u_low) * (1.0 - (x_low - low) / span) ** (eta + 1.0)
-        value_high = 2.0 * (1.0 - u_high) + 2.0 * (u_high - 0.5) * (1.0 - (high - x_high) / span) ** (
-            eta + 1.0
-        )
-        delta[lower] = value_low**power - 1.0
-        delta[upper] = 1.0 - value_high**power
+        value = np.where(lower, 2.0 * u + (1.0 - 2.0 * u) * base, 2.0 * (1.0 - u) + 2.0 * (u - 0.5) * base)
+        root = value ** (1.0 / (eta + 1.0))
+    delta = np.where(lower, root - 1.0, 1.0 - root)
     flat[positions] = np.clip(x + delta * span, low, high)
     return out
 
