@@ -401,7 +401,9 @@ def _evolve_locked(
         backend=backend,
     )
 
-    thumbnails = ThumbnailCache()  # checkpoints render only the cells that changed since the last
+    # Checkpoints render only the cells that changed since the last one (or since the
+    # checkpoint this run resumed from).
+    thumbnails = ThumbnailCache(checkpoint.thumbnails if resume else None)
 
     def save() -> None:
         save_checkpoint(

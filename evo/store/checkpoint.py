@@ -76,6 +76,8 @@ class Checkpoint:
         path: where it was read from or written to.
         model_source: how to rebuild the model (reference string, kind, file SHA-256, labels,
             preprocessing; see :func:`fooling.fitness.sources.describe_model`), or ``None``.
+        thumbnails: cell -> ``(individual id, PNG bytes)`` of the thumbnails it holds, to seed
+            a resumed run's :class:`ThumbnailCache`.
     """
 
     config: RunConfig
@@ -86,6 +88,7 @@ class Checkpoint:
     archive: ClassArchive
     path: str = ""
     model_source: dict | None = None
+    thumbnails: dict[int, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
 
 
 # --- file systems ------------------------------------------------------------------------
@@ -361,12 +364,16 @@ class ThumbnailCache:
     A cell's thumbnail is kept with the id of the individual it shows: ids are never reused
     within a run, so the same id is the same genome, hence the same image.
 
+    Args:
+        thumbnails: cell -> ``(individual id, PNG bytes)`` already written (a resumed run's
+            :attr:`Checkpoint.thumbnails`); none by default.
+
     Attributes:
         rendered: cells rendered so far (for tests and logs).
     """
 
-    def __init__(self) -> None:
-        self._png: dict[int, tuple[int, bytes]] = {}
+    def __init__(self, thumbnails: dict[int, tuple[int, bytes]] | None = None) -> None:
+        self._png: dict[int, tuple[int, bytes]] = dict(thumbnails or {})
         self.rendered = 0
 
     def thumbnails(
@@ -937,6 +944,11 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
             archive=archive,
             path=uri,
             model_source=metadata.get("model_source"),
+            thumbnails={
+                row["class_id"]: (row["individual_id"], row["image_png"])
+                for row in rows
+                if row.get("image_png")
+            },
         )
         return CheckpointRows(uri, metadata, rows, checkpoint)
     except CheckpointError:

@@ -250,6 +250,35 @@ def test_thumbnails_of_an_evolve_run_equal_fresh_renderings(fooling_home, tmp_pa
         assert stored == [thumbnail_png(image) for image in images], uri
 
 
+def test_a_resumed_run_renders_only_the_cells_changed_since_its_checkpoint(
+    fooling_home, tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    # CPPNs: the LeNet's cells do not all reach 100% within a few generations, as direct ones do.
+    assert main(["evolve", "--out", str(out), "--encoding", "cppn", "--generations", "2", *TINY]) == 0
+    before = read_checkpoint_file(checkpoint_uris(str(out))[0], GENOME_CLASSES)  # newest first
+    assert before.thumbnails and set(before.thumbnails) == set(before.archive.occupied_cells().tolist())
+    rendered = []
+    original = ThumbnailCache.thumbnails
+
+    def spy(self, cells, individual_ids, genomes, render):
+        result = original(self, cells, individual_ids, genomes, render)
+        rendered.append(self.rendered)
+        return result
+
+    monkeypatch.setattr(ThumbnailCache, "thumbnails", spy)
+    resume = ["evolve", "--resume", str(out), "--generations", "6", "--checkpoint-every", "100"]
+    assert main([*resume, "--no-progress", "--no-report"]) == 0  # one checkpoint, at the end
+    after = read_checkpoint_file(checkpoint_uris(str(out))[0], GENOME_CLASSES)
+    changed = int((after.archive.individual_id != before.archive.individual_id).sum())
+    assert 0 < changed < len(after.archive.occupied_cells())
+    assert rendered == [changed]  # not every occupied cell, as an empty cache would
+    cells = after.archive.occupied_cells()
+    renderer = make_encoding(after.config, get_model_spec("mnist-lenet"))
+    fresh = [thumbnail_png(image) for image in render_uint8(renderer, after.archive.genomes.take(cells))]
+    assert [after.thumbnails[cell][1] for cell in cells.tolist()] == fresh
+
+
 def test_rows_of_a_checkpoint_come_without_arrow(finished):
     stored = read_latest_rows(str(finished), GENOME_CLASSES)
     assert isinstance(stored.rows, list) and all(isinstance(row, dict) for row in stored.rows)
