@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,24 +68,33 @@ def make_encoding(config: RunConfig, spec: ModelSpec):
     return ENCODINGS[name](config, spec, image_size(config, spec))
 
 
-def class_ids(config: RunConfig, spec: ModelSpec) -> np.ndarray:
-    """Class indices that get an archive cell: ``config.classes`` (names or ids) resolved, or all.
+def resolve_classes(names: Sequence[str], class_names: Sequence[str]) -> list[int]:
+    """The class ids of ``names`` (class names or ids, see :func:`~fooling.fitness.class_index`).
 
     Raises:
         UnknownNameError: a class name or id the model does not have (suggests close names),
             or a name two classes share (give the id).
-        ValueError: one class given twice (by name and by id).
+        ValueError: one class given twice (e.g. by name and by id).
+    """
+    ids = [class_index(name, class_names) for name in names]
+    repeated = next((i for i in ids if ids.count(i) > 1), None)
+    if repeated is not None:
+        spellings = " and ".join(repr(name) for name, i in zip(names, ids) if i == repeated)
+        raise ValueError(
+            f"--classes names {class_names[repeated]!r} twice ({spellings}); give each class once"
+        )
+    return ids
+
+
+def class_ids(config: RunConfig, spec: ModelSpec) -> np.ndarray:
+    """Class indices that get an archive cell: ``config.classes`` resolved (:func:`resolve_classes`), or all.
+
+    Raises:
+        UnknownNameError, ValueError: as :func:`resolve_classes`.
     """
     if not config.classes:
         return np.arange(spec.num_classes)
-    ids = [class_index(name, spec.class_names) for name in config.classes]
-    repeated = next((i for i in ids if ids.count(i) > 1), None)
-    if repeated is not None:
-        spellings = " and ".join(repr(name) for name, i in zip(config.classes, ids) if i == repeated)
-        raise ValueError(
-            f"--classes names class {spec.class_names[repeated]!r} twice ({spellings}); give each class once"
-        )
-    return np.array(ids)
+    return np.array(resolve_classes(config.classes, spec.class_names))
 
 
 class Evaluator:

@@ -18,6 +18,7 @@ from fooling.encodings import DirectGenomes
 from fooling.evo.archive import ClassArchive
 from fooling.evo.cli.parsing import UsageError, name_list, number, positive_int
 from fooling.evo.config import RunConfig
+from fooling.evo.evaluation import resolve_classes
 from fooling.evo.report.animation import animation_frames, save_gif
 from fooling.evo.report.figures import write_report
 from fooling.evo.run import load_or_train, save_checkpoint
@@ -154,9 +155,10 @@ def cmd_ascent(args: argparse.Namespace) -> int:
         The exit code, 0.
 
     Raises:
-        UsageError: ``--lr`` is not positive, a class is named twice, or ``--out`` is not a new
-            or empty folder.
-        ValueError: a seed out of range, or a device this machine cannot use.
+        UsageError: ``--lr`` is not positive, or ``--out`` is not a new or empty folder.
+        ValueError: a seed out of range, a device this machine cannot use, or a class given
+            twice.
+        UnknownNameError: a class the model does not have.
         GradientUnavailableError: the model is scored without gradients (ONNX Runtime).
     """
     if not args.lr > 0:
@@ -166,9 +168,7 @@ def cmd_ascent(args: argparse.Namespace) -> int:
     model = load_or_train(args.model)
     require_gradients(model, "ascent")
     names = model.spec.class_names
-    ids = [class_index(name, names) for name in args.classes] if args.classes else list(range(len(names)))
-    if len(set(ids)) != len(ids):
-        raise UsageError(f"--classes names {next(names[i] for i in ids if ids.count(i) > 1)!r} twice")
+    ids = resolve_classes(args.classes, names) if args.classes else list(range(len(names)))
     chosen = [names[i] for i in ids]
     classes = torch.tensor(ids)
     with _fresh_folder(args.out, "ascent") as out:

@@ -108,7 +108,7 @@ def load_elites(run: str) -> Elites:
         images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
         names = [row["class_name"] for row in rows]
         fitness = np.array([row["fitness"] for row in rows], dtype=np.float32)
-        elite_cells = np.array([row["class_id"] for row in rows], dtype=np.int64)
+        elite_cells = [row["class_id"] for row in rows]
     return Elites(
         run, config, model, names, np.asarray(fitness, np.float32), images, source,
         str(metadata.get("weights_hash", "")), np.asarray(elite_cells, np.int64),

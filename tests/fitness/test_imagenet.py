@@ -95,7 +95,7 @@ def test_classes_are_chosen_by_name_or_id(fooling_home, tmp_path, capsys):
     argv = ["evolve", "--model", "imagenet-lite0", "--generations", "1", "--population", "4",
             "--image-size", "16", "--no-progress", "--out"]  # fmt: skip
     assert main([*argv, out, "--classes", "tench,0"]) == 2  # one class by name and by id
-    assert "names class 'tench' twice ('tench' and '0')" in capsys.readouterr().err
+    assert "names 'tench' twice ('tench' and '0')" in capsys.readouterr().err
     assert main([*argv, out, "--classes", "134,517"]) == 0
     assert main(["evolve", "--resume", out, "--generations", "2", "--no-progress"]) == 0
     archive = read_latest_checkpoint(out, GENOME_CLASSES).archive
