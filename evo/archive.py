@@ -107,7 +107,7 @@ class ClassArchive:
         was_empty = ~self.occupied[cells]
         if self.genomes is None:
             self.genomes = genomes.take(np.zeros(self.num_cells, dtype=np.int64))
-        self.genomes.assign(cells, genomes.take(rows))
+        self.genomes.assign(cells, genomes, rows)
         self.fitness[cells] = best[cells]
         self.occupied[cells] = True
         self.individual_id[cells] = individual_id[rows]

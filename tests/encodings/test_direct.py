@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fooling.encodings import DirectEncoding, DirectGenomes, polynomial_mutation, simulated_binary_crossover
+from fooling.encodings.operators import bernoulli_positions
 from fooling.evo.search import Variation
 from fooling.evo.toolbox import make_toolbox, vary
 
@@ -25,6 +28,47 @@ def test_polynomial_mutation_stays_in_bounds(seed, probability, eta, edge):
     out = polynomial_mutation(genes, rng, probability=probability, eta=eta)
     assert out.dtype == np.float32 and out.shape == genes.shape
     assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+
+
+def deb_polynomial_mutation(genes, rng, probability, eta):
+    """DEAP's ``mutPolynomialBounded`` on [0, 1], its two sides computed in full for every gene."""
+    out = genes.copy()
+    flat = out.reshape(-1)
+    positions = bernoulli_positions(flat.size, probability, rng)
+    x, u = flat[positions].astype(np.float64), rng.random(positions.size)
+    delta_1, delta_2 = (x - 0.0) / 1.0, (1.0 - x) / 1.0
+    power = 1.0 / (eta + 1.0)
+    with np.errstate(invalid="ignore"):
+        low = (2.0 * u + (1.0 - 2.0 * u) * (1.0 - delta_1) ** (eta + 1.0)) ** power - 1.0
+        high = 1.0 - (2.0 * (1.0 - u) + 2.0 * (u - 0.5) * (1.0 - delta_2) ** (eta + 1.0)) ** power
+    flat[positions] = np.clip(x + np.where(u < 0.5, low, high) * 1.0, 0.0, 1.0)
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("probability", [0.02, 0.1, 0.5])
+def test_polynomial_mutation_is_debs_formula_bit_for_bit_in_any_thread_count(threads, probability):
+    # 600,000 genes: at 0.5 the mutated genes are moved in two threads when two are allowed.
+    genes = np.random.default_rng(3).random((4, 3, 200, 250), dtype=np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = polynomial_mutation(genes, np.random.default_rng(9), probability=probability, eta=15.0)
+    finally:
+        torch.set_num_threads(before)
+    expected = deb_polynomial_mutation(genes, np.random.default_rng(9), probability, eta=15.0)
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("probability", [0.001, 0.1, 0.3, 1 / 3, 0.6])
+def test_bernoulli_positions_are_numpys_geometric_gaps(probability):
+    rng, reference = np.random.default_rng(5), np.random.default_rng(5)
+    size = 100_000
+    positions = bernoulli_positions(size, probability, rng)
+    expected = int(size * probability + 6.0 * np.sqrt(size * probability) + 16)
+    gaps = reference.geometric(probability, size=expected)
+    assert np.array_equal(positions, (np.cumsum(gaps) - 1)[np.cumsum(gaps) - 1 < size])
+    assert rng.random() == reference.random()  # the generator is left in the same state
 
 
 @settings(max_examples=60, deadline=None)
@@ -94,3 +138,14 @@ def test_hsv_rendering_is_rgb_for_gray_saturation():
     pixels[:, 0] = 0.0  # hue 0, full saturation: pure red
     red = encoding.render(DirectGenomes(pixels)).numpy()[0, :, 0, 0]
     assert np.allclose(red, [0.5, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("size", [4, 160])  # rows of 192 bytes and of 300 kB, copied two ways
+def test_assign_from_chosen_rows(size):
+    encoding = DirectEncoding(channels=3, height=size, width=size)
+    target = encoding.random(5, np.random.default_rng(0))
+    source = encoding.random(3, np.random.default_rng(1))
+    expected = target.pixels.copy()
+    expected[[4, 0, 2]] = source.pixels[[1, 1, 0]]
+    target.assign(np.array([4, 0, 2]), source, np.array([1, 1, 0]))
+    assert np.array_equal(target.pixels, expected)
