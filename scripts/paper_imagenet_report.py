@@ -11,6 +11,11 @@ photos scikit-image ships and, with ``--real-images DIR`` (``DIR/CLASS/IMAGE``),
 confidence on a user's labelled photos of each class beside the run's fooling confidence).
 It reads the run's newest good checkpoint, so it works on a run still going or stopped.
 
+``--beside RUN`` compares another run of the same search (e.g. with the default rendering:
+``--color-space rgb --coordinates unit --image-size 0`` after ``--preset paper``) at equal
+cost: ``summary.md`` gets a table of both runs' median and mean at the evaluations the
+shorter one reached, with how each renders, and ``progress.png`` its median curve.
+
 ``--carry DIR`` also writes that checkpoint without its thumbnails (a few MB instead of
 tens) and the stats into ``DIR``, small enough for the repository, so the run continues on
 another machine: ``cp -r DIR runs/paper-lite0 && fooling evolve --resume runs/paper-lite0``.
@@ -27,6 +32,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from fooling.evo.config import RunConfig
+from fooling.evo.evaluation import image_size, make_encoding
 from fooling.evo.report.figures import elites_figure
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import (
@@ -35,7 +42,7 @@ from fooling.evo.store.checkpoint import (
     write_checkpoint,
     write_stats,
 )
-from fooling.fitness import Scorer, load_model
+from fooling.fitness import ModelSpec, Scorer, load_model
 from fooling.fitness.images import (
     BUNDLED_PHOTOS,
     class_photo_folders,
@@ -83,12 +90,17 @@ def labelled_photo_table(scorer: Scorer, folder: str, classes: pd.DataFrame) -> 
     return pd.DataFrame(rows)
 
 
-def progress_figure(stats: pd.DataFrame) -> Figure:
+def progress_figure(stats: pd.DataFrame, beside: Beside | None = None) -> Figure:
+    """Median and mean elite confidence against evaluations (and ``beside``'s median)."""
     figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axis = figure.subplots()
     evaluations = stats["evals"].cumsum()
     for key, style in (("median", "-"), ("mean", "--")):
         axis.plot(evaluations, 100 * stats[key], style, label=f"{key} of the elites")
+    if beside is not None:
+        axis.plot(
+            beside.stats["evals"].cumsum(), 100 * beside.stats["median"], "-", label=f"median, {beside.run}"
+        )
     axis.axhline(100 * PAPER["median"], color="gray", lw=0.8, ls=":", label="paper's median (AlexNet)")
     axis.set_xlabel("evaluations")
     axis.set_ylabel("confidence (%)")
@@ -98,12 +110,70 @@ def progress_figure(stats: pd.DataFrame) -> Figure:
     return figure
 
 
+class Beside:
+    """Another run of the search, compared at equal evaluations.
+
+    Args:
+        run: its folder.
+
+    Raises:
+        OSError, ValueError: no readable checkpoint or statistics there.
+    """
+
+    def __init__(self, run: str) -> None:
+        checkpoint = read_latest_rows(run, GENOME_CLASSES).checkpoint
+        if checkpoint is None:
+            raise ValueError("genomes of an unknown kind")
+        self.run = run
+        self.config: RunConfig = checkpoint.config
+        self.stats = pd.DataFrame(read_stats(run))
+        if self.stats.empty:
+            raise ValueError("no statistics (stats.parquet)")
+        self.stats = self.stats[self.stats["gen"] <= checkpoint.generation]
+
+
+def rendering(config: RunConfig, spec: ModelSpec) -> str:
+    """How a run turns genomes into images, in words: (CPPN) coordinates, colour, size, crops."""
+    height, width = image_size(config, spec)
+    coordinates = f"coordinates `{config.coordinates}`, " if config.encoding == "cppn" else ""
+    return (
+        f"{coordinates}colour `{make_encoding(config, spec).color_space}`, {height}x{width} px, "
+        f"crops {config.crops}"
+    )
+
+
+def at_evaluations(stats: pd.DataFrame, evaluations: int) -> pd.Series:
+    """The statistics of the first generation by whose end ``evaluations`` had been spent."""
+    return stats[stats["evals"].cumsum() >= evaluations].iloc[0]
+
+
+def comparison_markdown(
+    run: str, config: RunConfig, stats: pd.DataFrame, beside: Beside, spec: ModelSpec
+) -> str:
+    """Both runs' median and mean at the evaluations the shorter one reached."""
+    evaluations = int(min(stats["evals"].sum(), beside.stats["evals"].sum()))
+    lines = [
+        f"## Beside `{beside.run}`, at {evaluations:,} evaluations",
+        "",
+        "| run | rendering | generation | median | mean |",
+        "|---|---|---|---|---|",
+    ]
+    for name, run_config, run_stats in ((run, config, stats), (beside.run, beside.config, beside.stats)):
+        row = at_evaluations(run_stats, evaluations)
+        lines.append(
+            f"| `{name}` | {rendering(run_config, spec)} | {int(row['gen'])} | "
+            f"{100 * row['median']:.2f}% | {100 * row['mean']:.2f}% |"
+        )
+    return "\n".join([*lines, ""])
+
+
 def summary_markdown(
     run: str,
     classes: pd.DataFrame,
     evaluations: int,
     generation: int,
-    config,
+    config: RunConfig,
+    spec: ModelSpec,
     photos: pd.DataFrame,
     labelled: pd.DataFrame | None = None,
     labelled_source: str | None = None,
@@ -114,8 +184,7 @@ def summary_markdown(
         f"# Paper-scale ImageNet CPPN run: `{run}`",
         "",
         f"Model `{config.model}`, preset `{config.preset}`, engine `{getattr(config, 'engine', 'auto')}`, "
-        f"crops {config.crops}, coordinates `{config.coordinates}`, colour `{config.color_space}`, "
-        f"population {config.population}, seed {config.seed}.",
+        f"{rendering(config, spec)}, population {config.population}, seed {config.seed}.",
         "",
         "| evaluations | generation | classes | median | mean | classes (of the archive's) |",
         "|---|---|---|---|---|---|",
@@ -224,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         help="Markdown file whose paper-scale row is (re)written ('' for none)",
     )
     parser.add_argument("--carry", default=None, help="also copy the checkpoint (no thumbnails) here")
+    parser.add_argument(
+        "--beside", metavar="RUN", default=None, help="another run, compared at equal evaluations"
+    )
     args = parser.parse_args(argv)
     try:
         stored = read_latest_rows(args.run, GENOME_CLASSES)  # read once: rows and genomes agree
@@ -232,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
     except Exception as error:  # one line for any unreadable run
         print(f"paper_imagenet_report: {args.run}: {error}", file=sys.stderr)
+        return 2
+    try:
+        beside = Beside(args.beside) if args.beside else None
+    except Exception as error:  # the same for the run beside it
+        print(f"paper_imagenet_report: --beside {args.beside}: {error}", file=sys.stderr)
         return 2
     stats = pd.DataFrame(read_stats(args.run))
     stats = stats[stats["gen"] <= checkpoint.generation]
@@ -242,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     docs.mkdir(parents=True, exist_ok=True)
     classes.sort_values("fitness", ascending=False).to_parquet(docs / "classes.parquet", index=False)
     (docs / "elites.png").write_bytes(elites_figure(rows, args.tiles))
-    progress_figure(stats).savefig(docs / "progress.png", dpi=110)
+    progress_figure(stats, beside).savefig(docs / "progress.png", dpi=110)
     scorer = Scorer(load_model(config.model), engine=getattr(config, "engine", "auto"))
     try:
         with torch.no_grad():
@@ -253,8 +330,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     evaluations = int(stats["evals"].sum())
     text = summary_markdown(
-        args.run, classes, evaluations, checkpoint.generation, config, photos, labelled, args.real_images
+        args.run,
+        classes,
+        evaluations,
+        checkpoint.generation,
+        config,
+        scorer.spec,
+        photos,
+        labelled,
+        args.real_images,
     )
+    if beside is not None:
+        text += "\n" + comparison_markdown(args.run, config, stats, beside, scorer.spec)
     (docs / "summary.md").write_text(text)
     if args.reproduction:
         section = reproduction_section(classes, evaluations, checkpoint.generation, config, photos)

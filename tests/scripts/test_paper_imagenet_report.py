@@ -94,3 +94,36 @@ def test_bad_real_images_is_one_line_and_exit_2(report, tiny_run, tmp_path, caps
     assert report.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
+
+
+def test_beside_compares_two_runs_at_the_shorter_ones_evaluations(report, tiny_run, tmp_path):
+    # 3 generations of 20 (60 evaluations) beside 4 of 10 (40): compared at 40 evaluations,
+    # where the first run is at the end of its generation 1.
+    other = tmp_path / "other"
+    evolve(
+        RunConfig(
+            model="mnist-lenet", population=10, generations=4, seed=2, color_space="hsv", out=str(other)
+        ),
+        show_progress=False,
+    )
+    docs = tmp_path / "docs"
+    argv = [str(tiny_run), "--docs", str(docs), "--reproduction", "", "--beside", str(other)]
+    assert report.main(argv) == 0
+    summary = (docs / "summary.md").read_text()
+    assert f"## Beside `{other}`, at 40 evaluations" in summary
+    first = pd.read_parquet(tiny_run / "stats.parquet").set_index("gen")
+    second = pd.read_parquet(other / "stats.parquet").set_index("gen")
+    rows = {line.split(" | ")[0][3:-1]: line for line in summary.splitlines() if line.startswith("| `")}
+    assert (
+        f"| 1 | {100 * first.loc[1, 'median']:.2f}% | {100 * first.loc[1, 'mean']:.2f}% |"
+        in rows[str(tiny_run)]
+    )
+    assert f"| 3 | {100 * second.loc[3, 'median']:.2f}% |" in rows[str(other)]
+    assert "colour `rgb`" in rows[str(tiny_run)] and "colour `hsv`" in rows[str(other)]
+
+
+def test_unreadable_beside_run_is_one_line_and_exit_2(report, tiny_run, tmp_path, capsys):
+    argv = [str(tiny_run), "--docs", str(tmp_path / "docs"), "--reproduction", "", "--beside", str(tmp_path)]
+    assert report.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"paper_imagenet_report: --beside {tmp_path}:") and "\n" not in error
