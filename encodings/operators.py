@@ -90,7 +90,7 @@ def _in_parts(work: Callable[[slice], None], size: int) -> None:
 
 @functools.cache
 def _executor() -> ThreadPoolExecutor:
-    """Threads shared by every call (made on first use; grows to the largest thread count asked)."""
+    """Threads shared by every call; they start when first needed, one per part running at once."""
     return ThreadPoolExecutor(thread_name_prefix="fooling-mutation")
 
 
