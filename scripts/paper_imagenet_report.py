@@ -24,6 +24,7 @@ another machine: ``cp -r DIR runs/paper-lite0 && fooling evolve --resume runs/pa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -147,24 +148,47 @@ def at_evaluations(stats: pd.DataFrame, evaluations: int) -> pd.Series:
     return stats[stats["evals"].cumsum() >= evaluations].iloc[0]
 
 
-def comparison_markdown(
-    run: str, config: RunConfig, stats: pd.DataFrame, beside: Beside, spec: ModelSpec
-) -> str:
-    """Both runs' median and mean at the evaluations the shorter one reached."""
-    evaluations = int(min(stats["evals"].sum(), beside.stats["evals"].sum()))
-    lines = [
-        f"## Beside `{beside.run}`, at {evaluations:,} evaluations",
-        "",
-        "| run | rendering | generation | median | mean |",
-        "|---|---|---|---|---|",
-    ]
-    for name, run_config, run_stats in ((run, config, stats), (beside.run, beside.config, beside.stats)):
-        row = at_evaluations(run_stats, evaluations)
-        lines.append(
-            f"| `{name}` | {rendering(run_config, spec)} | {int(row['gen'])} | "
-            f"{100 * row['median']:.2f}% | {100 * row['mean']:.2f}% |"
+@dataclasses.dataclass
+class Comparison:
+    """Two runs at equal cost: ``rows`` holds ``(run, rendering, generation, median, mean)`` of each."""
+
+    evaluations: int
+    rows: list[tuple[str, str, int, float, float]]
+
+    @classmethod
+    def of(
+        cls, run: str, config: RunConfig, stats: pd.DataFrame, beside: Beside, spec: ModelSpec
+    ) -> Comparison:
+        """Both runs at the evaluations the shorter one reached."""
+        evaluations = int(min(stats["evals"].sum(), beside.stats["evals"].sum()))
+        rows = []
+        for name, run_config, run_stats in ((run, config, stats), (beside.run, beside.config, beside.stats)):
+            row = at_evaluations(run_stats, evaluations)
+            rows.append((name, rendering(run_config, spec), int(row["gen"]), row["median"], row["mean"]))
+        return cls(evaluations, rows)
+
+    def markdown(self) -> str:
+        """A section for ``summary.md``."""
+        lines = [
+            f"## Beside `{self.rows[1][0]}`, at {self.evaluations:,} evaluations",
+            "",
+            "| run | rendering | generation | median | mean |",
+            "|---|---|---|---|---|",
+            *[
+                f"| `{name}` | {how} | {generation} | {100 * median:.2f}% | {100 * mean:.2f}% |"
+                for name, how, generation, median, mean in self.rows
+            ],
+        ]
+        return "\n".join([*lines, ""])
+
+    def reproduction_row(self) -> str:
+        """A row for ``docs/REPRODUCTION.md``'s table."""
+        runs = " against ".join(
+            f"median {100 * median:.2f}% (mean {100 * mean:.2f}%) for `{name}` ({how})"
+            for name, how, _, median, mean in self.rows
         )
-    return "\n".join([*lines, ""])
+        at = f"at {self.evaluations:,} evaluations"
+        return f"| the same at equal cost, each rendering | | {at}: {runs} | otherwise the same |"
 
 
 def summary_markdown(
@@ -220,9 +244,17 @@ SECTION_END = "<!-- end of the paper-scale ImageNet run -->"
 
 
 def reproduction_section(
-    classes: pd.DataFrame, evaluations: int, generation: int, config, photos: pd.DataFrame
+    classes: pd.DataFrame,
+    evaluations: int,
+    generation: int,
+    config: RunConfig,
+    photos: pd.DataFrame,
+    comparison: Comparison | None = None,
 ) -> str:
-    """The paper-scale row of docs/REPRODUCTION.md, between markers so it can be replaced."""
+    """The paper-scale row of docs/REPRODUCTION.md, between markers so it can be replaced.
+
+    With a ``comparison``, a second row sets the run beside the other one at equal evaluations.
+    """
     fitness = classes["fitness"]
     counts = ", ".join(f"{int((fitness >= t).sum())} classes >= {100 * t:.0f}%" for t in THRESHOLDS)
     real = "; ".join(f"{r.photo} {100 * r.confidence:.0f}% ({r.top1})" for r in photos.itertuples())
@@ -241,6 +273,7 @@ def reproduction_section(
             f"evaluations (generation {generation}); the model on real photos: {real} | "
             f"`{config.model}`, `--preset {config.preset}`, crops {config.crops}, population "
             f"{config.population}, seed {config.seed} |",
+            *([comparison.reproduction_row()] if comparison else []),
             "",
             "Written by `python scripts/paper_imagenet_report.py`; details, curve and elites in "
             "[paper-imagenet/summary.md](paper-imagenet/summary.md).",
@@ -340,11 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         labelled,
         args.real_images,
     )
-    if beside is not None:
-        text += "\n" + comparison_markdown(args.run, config, stats, beside, scorer.spec)
+    comparison = Comparison.of(args.run, config, stats, beside, scorer.spec) if beside else None
+    if comparison is not None:
+        text += "\n" + comparison.markdown()
     (docs / "summary.md").write_text(text)
     if args.reproduction:
-        section = reproduction_section(classes, evaluations, checkpoint.generation, config, photos)
+        section = reproduction_section(
+            classes, evaluations, checkpoint.generation, config, photos, comparison
+        )
         splice_section(Path(args.reproduction), section)
     if args.carry:
         write_checkpoint(args.carry, checkpoint, images=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "paper_imagenet_repor
 def report():
     spec = importlib.util.spec_from_file_location("paper_imagenet_report", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as importlib's recipe does: dataclasses look the module up
     spec.loader.exec_module(module)
     return module
 
@@ -107,7 +109,8 @@ def test_beside_compares_two_runs_at_the_shorter_ones_evaluations(report, tiny_r
         show_progress=False,
     )
     docs = tmp_path / "docs"
-    argv = [str(tiny_run), "--docs", str(docs), "--reproduction", "", "--beside", str(other)]
+    document = tmp_path / "REPRODUCTION.md"
+    argv = [str(tiny_run), "--docs", str(docs), "--reproduction", str(document), "--beside", str(other)]
     assert report.main(argv) == 0
     summary = (docs / "summary.md").read_text()
     assert f"## Beside `{other}`, at 40 evaluations" in summary
@@ -120,6 +123,9 @@ def test_beside_compares_two_runs_at_the_shorter_ones_evaluations(report, tiny_r
     )
     assert f"| 3 | {100 * second.loc[3, 'median']:.2f}% |" in rows[str(other)]
     assert "colour `rgb`" in rows[str(tiny_run)] and "colour `hsv`" in rows[str(other)]
+    row = next(line for line in document.read_text().splitlines() if "at equal cost" in line)
+    assert f"at 40 evaluations: median {100 * first.loc[1, 'median']:.2f}%" in row
+    assert f"against median {100 * second.loc[3, 'median']:.2f}%" in row
 
 
 def test_unreadable_beside_run_is_one_line_and_exit_2(report, tiny_run, tmp_path, capsys):
