@@ -111,6 +111,18 @@ def progress_figure(stats: pd.DataFrame, beside: Beside | None = None) -> Figure
     return figure
 
 
+def stats_until(run: str, generation: int) -> pd.DataFrame:
+    """The per-generation statistics of ``run`` up to ``generation`` (its checkpoint's).
+
+    Raises:
+        ValueError: the run has no readable statistics (``stats.parquet``).
+    """
+    stats = pd.DataFrame(read_stats(run))
+    if stats.empty:
+        raise ValueError("no statistics (stats.parquet)")
+    return stats[stats["gen"] <= generation]
+
+
 class Beside:
     """Another run of the search, compared at equal evaluations.
 
@@ -127,10 +139,7 @@ class Beside:
             raise ValueError("genomes of an unknown kind")
         self.run = run
         self.config: RunConfig = checkpoint.config
-        self.stats = pd.DataFrame(read_stats(run))
-        if self.stats.empty:
-            raise ValueError("no statistics (stats.parquet)")
-        self.stats = self.stats[self.stats["gen"] <= checkpoint.generation]
+        self.stats = stats_until(run, checkpoint.generation)
 
 
 def rendering(config: RunConfig, spec: ModelSpec) -> str:
@@ -335,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, rows = stored.checkpoint, stored.rows
         if checkpoint is None:
             raise ValueError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
+        stats = stats_until(args.run, checkpoint.generation)
     except Exception as error:  # one line for any unreadable run
         print(f"paper_imagenet_report: {args.run}: {error}", file=sys.stderr)
         return 2
@@ -343,8 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # the same for the run beside it
         print(f"paper_imagenet_report: --beside {args.beside}: {error}", file=sys.stderr)
         return 2
-    stats = pd.DataFrame(read_stats(args.run))
-    stats = stats[stats["gen"] <= checkpoint.generation]
     config = checkpoint.config
     columns = ["class_id", "class_name", "fitness", "birth_generation"]
     classes = pd.DataFrame([{column: row[column] for column in columns} for row in rows], columns=columns)

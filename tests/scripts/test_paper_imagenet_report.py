@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -133,3 +134,12 @@ def test_unreadable_beside_run_is_one_line_and_exit_2(report, tiny_run, tmp_path
     assert report.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"paper_imagenet_report: --beside {tmp_path}:") and "\n" not in error
+
+
+def test_run_without_statistics_is_one_line_and_exit_2(report, tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "stats.parquet").unlink()
+    assert report.main([str(run), "--docs", str(tmp_path / "docs"), "--reproduction", ""]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"paper_imagenet_report: {run}: no statistics (stats.parquet)"
