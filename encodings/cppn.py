@@ -497,10 +497,12 @@ def _activate(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# Pixels rendered at once on the CPU: a chunk's node values for this many pixels stay in the
-# CPU caches (32 genomes x 20 nodes x 4096 px x 4 B = 10 MB, against 160 MB for a whole
-# 224 px image), and each torch call still does enough work to hide its ~5 us overhead.
-RENDER_TILE = 4096
+# Pixels rendered at once on the CPU: a chunk's node values stay in the CPU caches (64 genomes
+# x 20 nodes x 2048 px x 4 B = 10 MB, against 320 MB for a whole 256 px image), and each torch
+# call still does enough work to hide its ~5 us overhead. Measured on the paper-scale run's
+# elites (64 genomes of 19 nodes, 256 px, 2 cores): 1024 px 103 img/s, 2048 px 117-127,
+# 4096 px 125-127, 8192 px 106.
+RENDER_TILE = 2048
 
 
 def _render_compiled(
@@ -513,15 +515,19 @@ def _render_compiled(
 ) -> None:
     """Evaluate compiled CPPNs (see :meth:`CPPNEncoding.compile`) on every pixel.
 
-    Profiled at 224x224 on the CPU (2 cores): the earlier form, a dense batched matrix
-    product per node position over all earlier positions, then a boolean-mask gather and
-    scatter per activation, spent most of its time moving memory (O(nodes^2) reads per
-    pixel, and buffers of 100+ MB per chunk). Here each node position reads only its own
-    connections: the genomes using activation ``k`` at position ``p`` form one group, and the
-    group's weighted inputs are gathered from a flat ``(genome * length + position, pixels)``
-    buffer, summed with ``index_add_`` and written back with ``index_copy_``. No Python loop
-    runs per genome or per pixel; the loops are over node positions, activations (4) and
-    pixel tiles. The sums run in the same order as before, so images are unchanged.
+    Nodes are evaluated level by level (a node's level is one more than its highest
+    source's; inputs are level 0), and within a level in groups of one activation function,
+    all genomes of the chunk together. A group's weighted inputs are gathered from one
+    ``(node, pixels)`` buffer, summed with ``index_add_`` and written to the group's own
+    contiguous rows of that buffer, where the next levels read them. No Python loop runs per
+    genome or per pixel; the loops are over levels, activations (4) and pixel tiles.
+
+    Profiled at 256 px on the CPU (2 cores), on the paper-scale run's elites: going
+    position by position instead (the nodes at the ``k``-th place of each genome's order,
+    32 places against 9 levels) and scattering results back with ``index_copy_`` made 1.5x
+    fewer images per second; a dense matrix product per position over all earlier ones
+    spent most of its time moving memory. Every node sums its connections in the order of
+    their source positions, as those forms did, so images are unchanged bit for bit.
 
     Args:
         order: ``(batch, length)`` node slot per position (-1: padding, skipped).
@@ -538,42 +544,48 @@ def _render_compiled(
     device = planes.device
     batch, length = activations.shape
     outputs = out.shape[1]
-    functions = list(ACTIVATIONS.values())
-    plan = []  # per position: (function, local rows, flat sources, weights, flat targets, group size)
+    level = np.zeros((batch, length), np.int64)
     for position in range(NUM_INPUTS, length):
-        steps = []
-        for index, function in enumerate(functions):
-            rows = np.flatnonzero((activations[:, position] == index) & (order[:, position] >= 0))
-            if rows.size == 0:
-                continue
-            incoming = weights[rows, position, :position]
-            local, source = np.nonzero(incoming)
-            steps.append((
-                function,
-                torch.from_numpy(local).to(device),
-                torch.from_numpy(rows[local] * length + source).to(device),
-                torch.from_numpy(incoming[local, source]).to(device)[:, None],
-                torch.from_numpy(rows * length + position).to(device),
-                rows.size,
-            ))  # fmt: skip
-        plan.append(steps)
-    last = (np.arange(batch)[:, None] * length + np.arange(length - outputs, length)).ravel()
-    last_t = torch.from_numpy(last).to(device)
+        sources = weights[:, position, :position] != 0
+        level[:, position] = 1 + np.where(sources, level[:, :position], 0).max(axis=1)
+    level[order < 0] = 0  # padding: never evaluated, never read
+    # row[b, k]: the buffer row of genome b's position k; the 4 input rows are shared.
+    row = np.zeros((batch, length), np.int64)
+    row[:, :NUM_INPUTS] = np.arange(NUM_INPUTS)
+    groups = []  # (function, genomes, positions, first row)
+    rows_used = NUM_INPUTS
+    for depth in range(1, int(level.max(initial=0)) + 1):
+        for index, function in enumerate(ACTIVATIONS.values()):
+            genomes, positions = np.nonzero((level == depth) & (activations == index))
+            if genomes.size:
+                row[genomes, positions] = np.arange(rows_used, rows_used + genomes.size)
+                groups.append((function, genomes, positions, rows_used))
+                rows_used += genomes.size
+    plan = []  # per group: (function, local target, source rows, weights, first row, end row)
+    for function, genomes, positions, first in groups:
+        incoming = weights[genomes, positions]  # (group, length)
+        local, source = np.nonzero(incoming)  # by target, then by source position
+        plan.append((
+            function,
+            torch.from_numpy(local).to(device),
+            torch.from_numpy(row[genomes[local], source]).to(device),
+            torch.from_numpy(incoming[local, source]).to(device)[:, None],
+            first,
+            first + genomes.size,
+        ))  # fmt: skip
+    output_rows = torch.from_numpy(row[:, length - outputs :].ravel()).to(device)
     pixels = planes.shape[1]
     tile = RENDER_TILE if device.type == "cpu" else pixels
     for begin in range(0, pixels, tile):
         width = min(tile, pixels - begin)
-        # Uninitialised: every position a connection reads is written before it is read
-        # (inputs here, nodes in position order), and padding positions are never read.
-        values = torch.empty(batch, length, width, device=device)
-        values[:, :NUM_INPUTS] = planes[:, begin : begin + width]
-        flat = values.view(batch * length, width)
-        for steps in plan:
-            for function, local, sources, edge_weights, targets, size in steps:
-                total = torch.zeros(size, width, device=device)
-                total.index_add_(0, local, flat.index_select(0, sources).mul_(edge_weights))
-                flat.index_copy_(0, targets, function(total))
-        chosen = flat.index_select(0, last_t).view(batch, outputs, width).abs_().clamp_(0.0, 1.0)
+        # Uninitialised: every row is written before it is read (inputs here, groups in level order).
+        values = torch.empty(rows_used, width, device=device)
+        values[:NUM_INPUTS] = planes[:, begin : begin + width]
+        for function, local, sources, edge_weights, first, end in plan:
+            total = torch.zeros(end - first, width, device=device)
+            total.index_add_(0, local, values.index_select(0, sources).mul_(edge_weights))
+            values[first:end] = function(total)
+        chosen = values.index_select(0, output_rows).view(batch, outputs, width).abs_().clamp_(0.0, 1.0)
         if convert is not None:
             chosen = convert(chosen.unsqueeze(2)).squeeze(2)
         out[:, :, begin : begin + width] = chosen
