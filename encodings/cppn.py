@@ -428,7 +428,7 @@ class CPPNEncoding:
     ) -> torch.Tensor:
         """Images ``(batch_size, outputs, height, width)`` float32 in [0, 1] on ``device``.
 
-        A chunk of genomes and a tile of pixels go through each node position at once
+        A chunk of genomes and a tile of pixels go through each level of nodes at once
         (:func:`_render_compiled`), no loop over pixels or genomes; the colour conversion
         runs per tile too.
         """
