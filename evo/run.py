@@ -446,6 +446,16 @@ def _evolve_locked(
                 if config.checkpoint_every and search.generation % config.checkpoint_every == 0:
                     save()
                     saved_at = search.generation - 1
+                    # The progress bar is off in background runs and job logs: one line per checkpoint.
+                    logger.info(
+                        "generation %d checkpointed: median %.2f%%, max %.2f%%, coverage %.0f%%, "
+                        "%.0f evaluations/s",
+                        saved_at,
+                        100 * record["median"],
+                        100 * record["max"],
+                        100 * record["coverage"],
+                        record["evals_per_s"],
+                    )
     except (KeyboardInterrupt, BackendError) as error:
         # The backend fails between insertions (Search inserts only after all of a
         # generation's results came back), so the archive is whole: save it.

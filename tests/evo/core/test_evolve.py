@@ -29,7 +29,8 @@ def load(out) -> object:
     return read_latest_checkpoint(str(out), GENOME_CLASSES)
 
 
-def test_tiny_evolve_on_mnist_writes_checkpoints_stats_and_report(fooling_home, tmp_path, capsys):
+def test_tiny_evolve_on_mnist_writes_checkpoints_stats_and_report(fooling_home, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="fooling")
     out = tmp_path / "mnist"
     code = main(
         [
@@ -59,6 +60,8 @@ def test_tiny_evolve_on_mnist_writes_checkpoints_stats_and_report(fooling_home, 
     assert stats["gen"].tolist() == list(range(6))
     assert (stats["median"].diff().dropna() >= 0).all()  # elites only ever improve
     assert "median confidence" in capsys.readouterr().out
+    # Progress without the bar: a line at each checkpoint, before the run's end.
+    assert "generation 2 checkpointed: median " in caplog.text
 
 
 def test_same_seed_same_archive_other_seed_differs(fooling_home, tmp_path):
