@@ -7,12 +7,11 @@ generation holds hundreds of genomes of up to 150,528 genes each.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
+
+from ._threads import in_threads, thread_count
 
 # Below this many mutated genes per thread, starting threads costs more than it saves.
 _GENES_PER_THREAD = 1 << 17
@@ -31,9 +30,8 @@ def polynomial_mutation(
 
     Large batches (a generation of direct-encoded ImageNet images mutates about 2 million
     genes) are moved in several threads, as many as torch's intra-op setting for this
-    process (:func:`torch.get_num_threads`, which the scoring engine set from the cores
-    the process may use): numpy releases the GIL in its loops. Every random number is
-    drawn before the threads start, so the result is the same bits for any thread count.
+    process: numpy releases the GIL in its loops. Every random number is drawn before the
+    threads start, so the result is the same bits for any thread count.
 
     Args:
         genes: any shape, values in ``[low, high]``; not modified.
@@ -78,20 +76,9 @@ def _polynomial_step(x: np.ndarray, u: np.ndarray, eta: float, low: float, high:
 
 def _in_parts(work: Callable[[slice], None], size: int) -> None:
     """Call ``work`` on slices covering ``range(size)``: one in this thread, or one per thread."""
-    parts = min(torch.get_num_threads(), size // _GENES_PER_THREAD)
-    if parts <= 1:
-        work(slice(0, size))
-        return
-    bounds = np.linspace(0, size, parts + 1).astype(int)
-    slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-    # list() re-raises the first exception of any part.
-    list(_executor().map(work, slices))
-
-
-@functools.cache
-def _executor() -> ThreadPoolExecutor:
-    """Threads shared by every call; they start when first needed, one per part running at once."""
-    return ThreadPoolExecutor(thread_name_prefix="fooling-mutation")
+    parts = min(thread_count(), size // _GENES_PER_THREAD)
+    bounds = np.linspace(0, size, max(parts, 1) + 1).astype(int)
+    in_threads(lambda part: work(slice(bounds[part], bounds[part + 1])), parts)
 
 
 def bernoulli_positions(size: int, probability: float, rng: np.random.Generator) -> np.ndarray:

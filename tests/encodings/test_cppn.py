@@ -100,11 +100,17 @@ def test_batched_rendering_equals_one_by_one_and_is_deterministic():
     assert together.shape == (12, 3, 8, 8) and together.min() >= 0 and together.max() <= 1
 
 
-def test_pixel_tiles_do_not_change_the_image(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pixel_tiles_and_threads_do_not_change_the_image(monkeypatch, threads):
     genomes = evolved(COLOUR, 7, 40, seed=5)
     whole = COLOUR.render(genomes)
     monkeypatch.setattr(cppn, "RENDER_TILE", 5)  # 64 pixels in 13 tiles, the last one short
-    assert torch.equal(COLOUR.render(genomes), whole)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # tiles are spread over this many threads
+    try:
+        assert torch.equal(COLOUR.render(genomes), whole)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_resolution_independent_rendering():
