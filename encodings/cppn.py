@@ -425,7 +425,7 @@ class CPPNEncoding:
         return images
 
     def render(
-        self, genomes: CPPNGenomes, device: torch.device | str = "cpu", *, chunk: int = 64
+        self, genomes: CPPNGenomes, device: torch.device | str = "cpu", *, chunk: int = 128
     ) -> torch.Tensor:
         """Images ``(batch_size, outputs, height, width)`` float32 in [0, 1] on ``device``.
 
