@@ -506,6 +506,56 @@ def _activate(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 RENDER_TILE = 4096
 
 
+def _level_plan(
+    order: np.ndarray, weights: np.ndarray, activations: np.ndarray, device: torch.device
+) -> tuple[list[tuple], int, np.ndarray]:
+    """The groups :func:`_render_compiled` evaluates one after the other, and where values live.
+
+    Args:
+        order: ``(batch, length)`` node slot per position (-1: padding, skipped).
+        weights: ``(batch, length, length)`` float32, ``weights[b, k, j]`` from ``j`` to ``k``.
+        activations: ``(batch, length)`` activation ids.
+        device: where the index and weight tensors go.
+
+    Returns:
+        ``plan``: per group, in level order, ``(function, local target (k,), source rows (k,),
+        weights (k, 1), first row, end row)`` over the group's ``k`` connections;
+        ``rows``: rows of the value buffer (4 shared inputs, then every group's nodes);
+        ``row``: ``(batch, length)`` int64 buffer row of each genome's position.
+    """
+    batch, length = activations.shape
+    level = np.zeros((batch, length), np.int64)
+    for position in range(NUM_INPUTS, length):
+        sources = weights[:, position, :position] != 0
+        level[:, position] = 1 + np.where(sources, level[:, :position], 0).max(axis=1)
+    level[order < 0] = 0  # padding: never evaluated, never read
+    # row[b, k]: the buffer row of genome b's position k; the 4 input rows are shared.
+    row = np.zeros((batch, length), np.int64)
+    row[:, :NUM_INPUTS] = np.arange(NUM_INPUTS)
+    groups = []  # (function, genomes, positions, first row)
+    rows_used = NUM_INPUTS
+    for depth in range(1, int(level.max(initial=0)) + 1):
+        for index, function in enumerate(ACTIVATIONS.values()):
+            genomes, positions = np.nonzero((level == depth) & (activations == index))
+            if genomes.size:
+                row[genomes, positions] = np.arange(rows_used, rows_used + genomes.size)
+                groups.append((function, genomes, positions, rows_used))
+                rows_used += genomes.size
+    plan = []  # per group: (function, local target, source rows, weights, first row, end row)
+    for function, genomes, positions, first in groups:
+        incoming = weights[genomes, positions]  # (group, length)
+        local, source = np.nonzero(incoming)  # by target, then by source position
+        plan.append((
+            function,
+            torch.from_numpy(local).to(device),
+            torch.from_numpy(row[genomes[local], source]).to(device),
+            torch.from_numpy(incoming[local, source]).to(device)[:, None],
+            first,
+            first + genomes.size,
+        ))  # fmt: skip
+    return plan, rows_used, row
+
+
 def _render_compiled(
     order: np.ndarray,
     weights: np.ndarray,
@@ -543,38 +593,9 @@ def _render_compiled(
             the conversion's dozen full-size passes cost a fifth of the rendering time).
     """
     device = planes.device
-    batch, length = activations.shape
-    outputs = out.shape[1]
-    level = np.zeros((batch, length), np.int64)
-    for position in range(NUM_INPUTS, length):
-        sources = weights[:, position, :position] != 0
-        level[:, position] = 1 + np.where(sources, level[:, :position], 0).max(axis=1)
-    level[order < 0] = 0  # padding: never evaluated, never read
-    # row[b, k]: the buffer row of genome b's position k; the 4 input rows are shared.
-    row = np.zeros((batch, length), np.int64)
-    row[:, :NUM_INPUTS] = np.arange(NUM_INPUTS)
-    groups = []  # (function, genomes, positions, first row)
-    rows_used = NUM_INPUTS
-    for depth in range(1, int(level.max(initial=0)) + 1):
-        for index, function in enumerate(ACTIVATIONS.values()):
-            genomes, positions = np.nonzero((level == depth) & (activations == index))
-            if genomes.size:
-                row[genomes, positions] = np.arange(rows_used, rows_used + genomes.size)
-                groups.append((function, genomes, positions, rows_used))
-                rows_used += genomes.size
-    plan = []  # per group: (function, local target, source rows, weights, first row, end row)
-    for function, genomes, positions, first in groups:
-        incoming = weights[genomes, positions]  # (group, length)
-        local, source = np.nonzero(incoming)  # by target, then by source position
-        plan.append((
-            function,
-            torch.from_numpy(local).to(device),
-            torch.from_numpy(row[genomes[local], source]).to(device),
-            torch.from_numpy(incoming[local, source]).to(device)[:, None],
-            first,
-            first + genomes.size,
-        ))  # fmt: skip
-    output_rows = torch.from_numpy(row[:, length - outputs :].ravel()).to(device)
+    batch, outputs = activations.shape[0], out.shape[1]
+    plan, rows_used, row = _level_plan(order, weights, activations, device)
+    output_rows = torch.from_numpy(row[:, -outputs:].ravel()).to(device)
     pixels = planes.shape[1]
     tile = RENDER_TILE if device.type == "cpu" else pixels
     starts = range(0, pixels, tile)
