@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 
@@ -26,7 +26,12 @@ def in_threads(work: Callable[[int], None], parts: int) -> None:
     if parts <= 1:
         work(0)
         return
-    list(_executor().map(work, range(parts)))  # list() waits for all and re-raises
+    # Not executor.map: it raises at the first failed part while the others may still be
+    # writing into the caller's arrays.
+    futures = [_executor().submit(work, part) for part in range(parts)]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 @functools.cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fooling.encodings import ACTIVATIONS, CPPNEncoding, CPPNGenomes, cppn
+from fooling.encodings._threads import in_threads
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve, resume_config
@@ -162,3 +164,17 @@ def test_corrupt_cppn_genome_in_checkpoint_is_refused(fooling_home, tmp_path, ca
     assert main(["evolve", "--resume", str(out), "--generations", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cycle" in err[0]
+
+
+def test_in_threads_raises_only_after_every_part_finished():
+    finished = []
+
+    def work(part: int) -> None:
+        if part == 0:
+            raise RuntimeError("part 0 failed")
+        time.sleep(0.05)
+        finished.append(part)
+
+    with pytest.raises(RuntimeError, match="part 0 failed"):
+        in_threads(work, 3)
+    assert sorted(finished) == [1, 2]
