@@ -520,7 +520,7 @@ def _level_plan(
     Returns:
         ``plan``: per group, in level order, ``(function, local target (k,), source rows (k,),
         weights (k, 1), first row, end row)`` over the group's ``k`` connections;
-        ``rows``: rows of the value buffer (4 shared inputs, then every group's nodes);
+        ``rows_used``: rows of the value buffer (4 shared inputs, then every group's nodes);
         ``row``: ``(batch, length)`` int64 buffer row of each genome's position.
     """
     batch, length = activations.shape
