@@ -9,7 +9,8 @@ encodings with the default engine, with the ratios the speed targets are stated 
 * end-to-end CPPN evaluations/s >= 0.6 of raw ONNX Runtime throughput;
 * end-to-end direct evaluations/s >= 0.8 of raw ONNX Runtime throughput.
 
-All figures come from the same process, so a busy machine affects both sides of a ratio.
+All figures come from the same process, so a busy machine affects both sides of a ratio;
+each rate is the best of ``--repeats`` rounds (raw engines interleaved, then the loops).
 The process keeps freed memory for reuse, as ``fooling`` does
 (:func:`fooling.fitness.engine.keep_freed_memory`); ``--default-allocator`` measures with
 glibc's defaults instead, where torch eager page-faults its tensors in batch after batch
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seconds", type=float, default=6.0, help="per engine, over all repeats")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the raw engines")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of each measurement (best kept)")
     parser.add_argument(
         "--default-allocator",
         action="store_true",
@@ -130,10 +131,15 @@ def main() -> None:
     count, seconds = timed(lambda: len(encoding.render(genomes, device)), args.seconds / 2)
     print(f"render cppn (30 mutations)         {count / seconds:9.1f} images/s")
 
-    results = {}
-    for name in ("cppn", "direct"):
-        results[name] = end_to_end(args.model, name, args.population, args.generations, str(device))
-        print(f"end-to-end {name:6} ({default}) {results[name]:9.1f} evaluations/s")
+    # Best of as many runs as the raw rates had rounds: a ratio of a best to a single
+    # measurement would charge every slow moment of the shared machine to the loop alone.
+    results = {"cppn": 0.0, "direct": 0.0}
+    for _ in range(args.repeats):
+        for name in results:
+            rate = end_to_end(args.model, name, args.population, args.generations, str(device))
+            results[name] = max(results[name], rate)
+    for name, rate in results.items():
+        print(f"end-to-end {name:6} ({default}) {rate:9.1f} evaluations/s")
     targets = [
         (f"raw {default} / raw torch eager", raw[default] / raw["torch eager"], 4.0),
         ("end-to-end cppn / raw limit", results["cppn"] / limit, 0.6),
