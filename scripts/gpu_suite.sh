@@ -24,12 +24,12 @@ FOOLING=${FOOLING:-.venv/bin/fooling}
 MINUTES=${1:-25}
 OUT=docs/gpu
 RUN=${RUN:-runs/paper-lite0-gpu}
-mkdir -p "$OUT"
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_suite: no CUDA device here; nothing to do" >&2
   exit 2
 fi
+mkdir -p "$OUT"
 "$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))" | tee "$OUT/card.txt"
 
 # 1. Benchmark: batch 256 at AMP + channels_last, the scorer's defaults on CUDA.
