@@ -8,7 +8,7 @@
 #      as $EMITTER_MINUTES allows (default 10; 0 skips it; the doc is rewritten from whatever finished).
 # Figures go to docs/gpu/ (the card's name first), where the README cites them.
 #
-#   scripts/gpu_suite.sh [minutes for the paper run, default 25]
+#   scripts/gpu_suite.sh [minutes for the paper run, default 25; 0 skips it]
 #
 # A GPU machine with PyTorch, timm, ONNX Runtime, pyarrow and matplotlib but no network (an
 # air-gapped box, a rented node): fetch the two missing pure-Python wheels where pip works,
@@ -22,6 +22,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 FOOLING=${FOOLING:-.venv/bin/fooling}
 MINUTES=${1:-25}
+if ! [[ "$MINUTES" =~ ^[0-9]+$ ]]; then
+  echo "gpu_suite: minutes must be a whole number (0 skips the paper run), not '$MINUTES'" >&2
+  exit 2
+fi
 OUT=docs/gpu
 RUN=${RUN:-runs/paper-lite0-gpu}
 
@@ -42,13 +46,17 @@ if [ -e "$RUN/checkpoints/LATEST" ]; then
 else
   args=(--preset paper --model imagenet-lite0 --device cuda --batch-size 400 --out "$RUN")
 fi
-timeout --signal=INT --kill-after=120 "${MINUTES}m" "$FOOLING" evolve "${args[@]}" --no-progress \
-  2>&1 | tail -n 5 | tee "$OUT/paper_run.txt" || true
+if [ "$MINUTES" -gt 0 ]; then  # timeout 0 would mean no limit at all
+  timeout --signal=INT --kill-after=120 "${MINUTES}m" "$FOOLING" evolve "${args[@]}" --no-progress \
+    2>&1 | tail -n 5 | tee "$OUT/paper_run.txt" || true
+fi
 
 # 3. Median, mean, classes >= 99/90/50%, the curve against evaluations, real photos.
 #    (--reproduction '': docs/REPRODUCTION.md keeps the CPU run's row.)
-"$PYTHON" scripts/paper_imagenet_report.py "$RUN" --docs "$OUT/paper-imagenet" --reproduction '' \
-  | tee "$OUT/paper_report.md"
+if [ -e "$RUN/checkpoints/LATEST" ]; then
+  "$PYTHON" scripts/paper_imagenet_report.py "$RUN" --docs "$OUT/paper-imagenet" --reproduction '' \
+    | tee "$OUT/paper_report.md"
+fi
 
 # 4. Emitters at equal cost on the GPU.
 [ "${EMITTER_MINUTES:-10}" = 0 ] && exit 0
