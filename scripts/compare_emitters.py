@@ -10,8 +10,9 @@ budget of evaluations for every method. Cost: one forward pass of the classifier
 is 1 evaluation, a forward and a backward pass 3 (so a ``gradient`` child costs 1 + 3 x steps).
 Each method runs until its next generation would pass the budget.
 
-Results accumulate in ``OUT/results.json`` (one entry per method, seed and budget; finished
-runs are skipped when the script is run again), and every finished run rewrites
+Results accumulate in ``OUT/results.json`` (one entry per method, seed, budget and image size;
+finished runs are skipped when the script is run again; one ``OUT`` holds one ``--model`` and
+``--population``, and another is refused), and every finished run rewrites
 ``docs/emitters.md`` (table: final median per method and seed, wall-clock) and
 ``docs/emitters.png`` (median elite confidence against evaluations per method); runs at other
 budgets than ``--evaluations`` (the shorter runs that picked methods) get a second table.
@@ -23,18 +24,23 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS
 from fooling.evo.run import evolve
-from fooling.fitness import imagenet_class_names
+from fooling.fitness import get_model_spec, imagenet_class_names, pick_device
+from fooling.fitness.engine import resolve_engine
 
 CLASS_STRIDE = 50
 # Changes probed by hand outside this script (no emitter of their own), same protocol, seed 0.
@@ -75,10 +81,25 @@ def generations_for(budget: int, population: int, per_child: int) -> int:
     return 1 + max(0, math.floor((budget - population) / (population * per_child)))
 
 
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit code 2 (bad input, as the ``fooling`` command does)."""
+    print(f"compare_emitters: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def machine() -> str:
+    """What the wall-clock seconds of a run are of: the device and the scoring engine."""
+    device = pick_device(None)
+    engine = resolve_engine("auto", device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {engine}"
+    return f"a {os.cpu_count()}-core CPU, {engine}"
+
+
 def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     """One search; returns its curve (cumulative evaluations, median) and final figures."""
     emitter = EMITTERS[method]
-    out = Path(args.out) / f"{method}-seed{seed}-{args.evaluations}"
+    out = Path(args.out) / f"{method}-seed{seed}-{args.evaluations}-{args.image_size}px"
     shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt: start it again
     config = RunConfig(
         model=args.model,
@@ -108,6 +129,9 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
         "evaluations": evaluations,
         "generations": config.generations,
         "image_size": args.image_size,
+        "model": args.model,
+        "population": args.population,
+        "machine": machine(),
         "median": float(stats["median"]),
         "mean": float(stats["mean"]),
         "max": float(stats["max"]),
@@ -174,7 +198,9 @@ def paper_median_at(run: dict, budget: int) -> float:
 
 def write_docs(results: dict, args: argparse.Namespace) -> None:
     """``docs/emitters.md`` and ``docs/emitters.png`` from every finished run of this budget."""
-    runs = [r for r in results.values() if r["budget"] == args.evaluations]
+    runs = [
+        r for r in results.values() if r["budget"] == args.evaluations and r["image_size"] == args.image_size
+    ]
     methods = [m for m in EMITTERS if any(r["method"] == m for r in runs)]
     by_method = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
     seeds = sorted({r["seed"] for r in runs})
@@ -192,7 +218,8 @@ def write_docs(results: dict, args: argparse.Namespace) -> None:
         "# Emitters at equal cost",
         "",
         f"Protocol: `{args.model}`, CPPN encoding rendered at {args.image_size}x{args.image_size} and "
-        f"resized to 224, {NUM_CLASSES} classes (every {CLASS_STRIDE}th ImageNet class id), "
+        f"resized to {get_model_spec(args.model).input_size[0]}, {NUM_CLASSES} classes "
+        f"(every {CLASS_STRIDE}th ImageNet class id), "
         f"{args.population} children per generation, budget {args.evaluations:,} evaluations "
         "(a forward pass of one image = 1, forward + backward = 3). "
         "Median = median elite confidence over the 20 cells at the end of the run. "
@@ -239,8 +266,8 @@ def write_docs(results: dict, args: argparse.Namespace) -> None:
     lines += ["", "Probed by hand, with no emitter of their own:", ""] + [f"* {probe}" for probe in PROBES]
     lines += [
         "",
-        "Wall-clock seconds are of the 2-core development CPU shared with other jobs (ONNX Runtime for "
-        "forward passes, torch for the gradient steps); compare methods by evaluations, not seconds.",
+        f"Wall-clock seconds are of {' and '.join(sorted({r['machine'] for r in runs}))} (forward passes "
+        "on the engine named, gradient steps in torch); compare methods by evaluations, not seconds.",
         "",
         "![Median elite confidence against evaluations](emitters.png)",
         "",
@@ -283,11 +310,24 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     store = Path(args.out) / "results.json"
-    store.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(store.read_text()) if store.exists() else {}
+    # One folder, one protocol: results of another model or population would pass for finished runs.
+    foreign = sorted(
+        k for k, r in results.items() if (r["model"], r["population"]) != (args.model, args.population)
+    )
+    if foreign:
+        fail(f"{store} holds runs of another --model or --population ({foreign[0]}, ...); use another --out")
     if args.docs_only:
+        if not any(
+            r["budget"] == args.evaluations and r["image_size"] == args.image_size for r in results.values()
+        ):
+            fail(
+                f"no finished run of {args.evaluations} evaluations at {args.image_size} px in {store}; "
+                f"{args.doc} left as it is"
+            )
         write_docs(results, args)
         return
+    store.parent.mkdir(parents=True, exist_ok=True)
     # Seed by seed, every method in turn: a run cut short still compares methods on the same seeds.
     for seed in args.seeds:
         for method in args.methods:
@@ -303,4 +343,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the run in progress is dropped; finished ones are in results.json
+        fail("interrupted; finished runs are kept in OUT/results.json")
