@@ -38,6 +38,9 @@ from fooling.evo.evaluation import image_size, make_encoding
 from fooling.evo.report.figures import elites_figure
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import (
+    Checkpoint,
+    prune_checkpoints,
+    read_latest_checkpoint,
     read_latest_rows,
     read_stats,
     write_checkpoint,
@@ -317,6 +320,39 @@ def splice_section(document: Path, section: str) -> None:
     document.write_text(text)
 
 
+def check_carry(carry: str, run: str, checkpoint: Checkpoint) -> None:
+    """Refuse a ``--carry`` folder where writing the carry could destroy another run's files.
+
+    The folder may be new, empty, or hold an earlier carry of the same run (same model,
+    weights, seed, population and classes) at or before ``checkpoint``'s generation.
+
+    Raises:
+        ValueError: the folder is the run itself, holds something else, or a later checkpoint.
+    """
+    folder = Path(carry)
+    if folder.resolve() == Path(run).resolve():
+        raise ValueError(f"--carry {carry} is the run itself; name another folder")
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    try:
+        earlier = read_latest_checkpoint(carry, GENOME_CLASSES)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--carry {carry} holds files that are not a carried checkpoint ({error})"
+        ) from error
+    ours, theirs = checkpoint.config, earlier.config
+    same_run = (earlier.model, earlier.weights_hash, theirs.seed, theirs.population, theirs.classes) == (
+        checkpoint.model, checkpoint.weights_hash, ours.seed, ours.population, ours.classes
+    )  # fmt: skip
+    if not same_run:
+        raise ValueError(f"--carry {carry} holds a checkpoint of another run; name another folder")
+    if earlier.generation > checkpoint.generation:
+        raise ValueError(
+            f"--carry {carry} holds generation {earlier.generation}, later than the run's "
+            f"{checkpoint.generation}; nothing written"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run folder of `fooling evolve`")
@@ -356,19 +392,22 @@ def main(argv: list[str] | None = None) -> int:
     config = checkpoint.config
     columns = ["class_id", "class_name", "fitness", "birth_generation"]
     classes = pd.DataFrame([{column: row[column] for column in columns} for row in rows], columns=columns)
+    # Everything that can fail on bad input before anything is written.
+    try:
+        if args.carry:
+            check_carry(args.carry, args.run, checkpoint)
+        scorer = Scorer(load_model(config.model), engine=getattr(config, "engine", "auto"))
+        with torch.no_grad():
+            photos = bundled_photo_table(scorer)
+            labelled = labelled_photo_table(scorer, args.real_images, classes) if args.real_images else None
+    except (OSError, ValueError) as error:  # a bad --carry, engine, --real-images folder or image
+        print(f"paper_imagenet_report: {error}", file=sys.stderr)
+        return 2
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     classes.sort_values("fitness", ascending=False).to_parquet(docs / "classes.parquet", index=False)
     (docs / "elites.png").write_bytes(elites_figure(rows, args.tiles))
     progress_figure(stats, beside).savefig(docs / "progress.png", dpi=110)
-    scorer = Scorer(load_model(config.model), engine=getattr(config, "engine", "auto"))
-    try:
-        with torch.no_grad():
-            photos = bundled_photo_table(scorer)
-            labelled = labelled_photo_table(scorer, args.real_images, classes) if args.real_images else None
-    except (OSError, ValueError) as error:  # a bad --real-images folder or image: one line
-        print(f"paper_imagenet_report: {error}", file=sys.stderr)
-        return 2
     evaluations = int(stats["evals"].sum())
     text = summary_markdown(
         args.run,
@@ -393,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.carry:
         write_checkpoint(args.carry, checkpoint, images=None)
         write_stats(args.carry, stats.to_dict("records"))
+        prune_checkpoints(args.carry, keep=1)  # the carry is the newest checkpoint alone
     print(text)
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fooling.evo.config import RunConfig
-from fooling.evo.run import evolve
+from fooling.evo.run import evolve, resume_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "paper_imagenet_report.py"
 
@@ -97,6 +97,7 @@ def test_bad_real_images_is_one_line_and_exit_2(report, tiny_run, tmp_path, caps
     assert report.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
+    assert not (tmp_path / "docs").exists()  # refused before anything was written
 
 
 def test_beside_compares_two_runs_at_the_shorter_ones_evaluations(report, tiny_run, tmp_path):
@@ -143,3 +144,34 @@ def test_run_without_statistics_is_one_line_and_exit_2(report, tiny_run, tmp_pat
     assert report.main([str(run), "--docs", str(tmp_path / "docs"), "--reproduction", ""]) == 2
     error = capsys.readouterr().err.strip()
     assert error == f"paper_imagenet_report: {run}: no statistics (stats.parquet)"
+
+
+def test_carry_is_the_newest_checkpoint_alone_and_resumes(report, tiny_run, tmp_path):
+    carry = tmp_path / "carry"
+    argv = [str(tiny_run), "--docs", str(tmp_path / "docs"), "--reproduction", "", "--carry", str(carry)]
+    assert report.main(argv) == 0
+    (carry / "checkpoints" / "gen-000000.parquet").write_bytes(
+        (carry / "checkpoints" / "gen-000002.parquet").read_bytes()
+    )  # an older carried checkpoint
+    assert report.main(argv) == 0  # the same run again: the carry is refreshed
+    assert sorted(path.name for path in (carry / "checkpoints").iterdir()) == ["LATEST", "gen-000002.parquet"]
+    assert (carry / "stats.parquet").exists()
+    config = resume_config(str(carry), generations=4)
+    assert evolve(config, resume=True, show_progress=False).generation == 4
+
+
+@pytest.mark.parametrize("where", ["run", "other"])
+def test_carry_into_another_runs_folder_is_refused(report, tiny_run, tmp_path, capsys, where):
+    if where == "run":
+        carry, message = tiny_run, f"--carry {tiny_run} is the run itself; name another folder"
+    else:
+        carry = tmp_path / "other"
+        evolve(RunConfig(model="mnist-lenet", population=10, generations=2, seed=2, out=str(carry)),
+               show_progress=False)  # fmt: skip
+        message = f"--carry {carry} holds a checkpoint of another run; name another folder"
+    before = {path: path.read_bytes() for path in carry.rglob("*") if path.is_file()}
+    argv = [str(tiny_run), "--docs", str(tmp_path / "docs"), "--reproduction", "", "--carry", str(carry)]
+    assert report.main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"paper_imagenet_report: {message}"
+    assert {path: path.read_bytes() for path in carry.rglob("*") if path.is_file()} == before
+    assert not (tmp_path / "docs").exists()
