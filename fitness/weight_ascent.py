@@ -8,15 +8,42 @@ backward pass are :data:`FORWARD_BACKWARD_COST` evaluations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from fooling.fitness.scorer import Scorer
+from fooling.fitness.scorer import Scorer, ten_crops
 
 # Evaluations one image costs per gradient step: a forward pass (1) and a backward pass (2).
 FORWARD_BACKWARD_COST = 3
+
+
+def target_log_probabilities(scorer: Scorer, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Log of the probability :meth:`Scorer.score` gives each image's target, differentiably.
+
+    With 10 crops that is the log of the softmax averaged over the crops, the fitness a search
+    selects on, not the probability of one resized image.
+
+    Args:
+        scorer: the classifier; its torch network runs, in float32.
+        images: ``(batch, channels, h, w)`` in [0, 1] on the scorer's device; images of another
+            size than :attr:`Scorer.image_size` are resized (bilinear) to it.
+        targets: ``(batch,)`` int64 class index of each image.
+
+    Returns:
+        ``(batch,)`` float32.
+    """
+    if tuple(images.shape[-2:]) != scorer.image_size:
+        images = F.interpolate(images, size=scorer.image_size, mode="bilinear", align_corners=False)
+    if scorer.crops == 10:
+        crops = ten_crops(images, scorer.spec.input_size)  # (10, batch, c, h, w)
+        log_probabilities = F.log_softmax(scorer.logits(crops.flatten(0, 1)), dim=1).view(10, len(images), -1)
+        log_probabilities = torch.logsumexp(log_probabilities, dim=0) - math.log(10)
+    else:
+        log_probabilities = F.log_softmax(scorer.logits(images), dim=1)
+    return log_probabilities.gather(1, targets[:, None])[:, 0]
 
 
 def ascend_parameters(
@@ -40,7 +67,8 @@ def ascend_parameters(
     Args:
         scorer: the classifier; its torch network runs (any engine), in float32.
         generate: parameters ``(batch, n)`` -> images ``(batch, channels, h, w)`` in [0, 1],
-            differentiable; images of another size are resized (bilinear) to the model's.
+            differentiable; the objective is :func:`target_log_probabilities` (10 crops
+            where the scorer takes them).
         parameters: ``(batch, n)`` float32 start values (not modified).
         targets: ``(batch,)`` int64 class index of each row.
         steps: gradient steps (0 returns a copy of ``parameters``).
@@ -72,10 +100,7 @@ def ascend_parameters(
     best = weights.detach().clone()
     best_score = torch.full((weights.shape[0],), -torch.inf, device=weights.device)
     for _ in range(steps):
-        images = generate(weights)
-        if tuple(images.shape[-2:]) != scorer.spec.input_size:
-            images = F.interpolate(images, size=scorer.spec.input_size, mode="bilinear", align_corners=False)
-        log_probabilities = F.log_softmax(scorer.logits(images), dim=1).gather(1, targets[:, None])[:, 0]
+        log_probabilities = target_log_probabilities(scorer, generate(weights), targets)
         if keep_best:
             with torch.no_grad():
                 better = log_probabilities > best_score

@@ -17,7 +17,7 @@ from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS, get_emitter
 from fooling.evo.run import evolve, resume_config
 from fooling.fitness import Scorer, UnknownNameError
-from fooling.fitness.weight_ascent import ascend_parameters
+from fooling.fitness.weight_ascent import ascend_parameters, target_log_probabilities
 
 # Tiny CPPN searches on the LeNet: 16x16 renders, 3 generations of 12 children in 2 batches.
 TINY = dict(model="mnist-lenet", encoding="cppn", population=12, batch_size=6, seed=5, image_size=16)
@@ -78,6 +78,17 @@ def test_ascend_parameters_raises_each_target_log_probability(lenet):
     assert (gained > 0).sum() >= 6 and gained.mean() > 0
     with pytest.raises(ValueError, match="lr"):
         ascend_parameters(scorer, generate, start, targets, steps=1, lr=0.0, low=-10.0, high=10.0)
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_gradient_objective_is_the_probability_the_search_scores(lenet, crops):
+    # With 10 crops, the softmax averaged over the crops of the 32 px image, as Scorer.score has it.
+    scorer = Scorer(lenet, device="cpu", engine="torch", crops=crops)
+    images = torch.rand(5, 1, *scorer.image_size, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 3, 5, 7, 9])
+    expected = scorer.score(images)[np.arange(5), targets.numpy()]
+    got = target_log_probabilities(scorer, images, targets).exp().detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
 
 
 def test_ascend_parameters_keep_best_never_returns_worse_than_the_start(lenet):
