@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, GenomeBatch
-from fooling.encodings.cppn import WEIGHT_LIMIT
+from fooling.encodings.cppn import WEIGHT_LIMIT, node_count
 from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, resolve_name
 from fooling.fitness.weight_ascent import ascend_parameters
@@ -129,6 +129,9 @@ class Evaluator:
     # time 114-118 images/s, 98 at a time 131-142.
     RENDER_CHUNKS = 2
 
+    # Floats the differentiable renderer may hold for one chunk of refine (1 GiB of float32).
+    REFINE_FLOATS = 1 << 28
+
     @torch.no_grad()
     def evaluate(self, genomes: GenomeBatch) -> np.ndarray:
         """Probabilities ``(batch_size, num_cells)`` float32 of the archive's classes.
@@ -179,13 +182,22 @@ class Evaluator:
             lr: Adam step size (weight units).
             keep_best: keep each genome's best-scoring weights along its steps
                 (:func:`~fooling.fitness.weight_ascent.ascend_parameters`), not the last.
-            chunk: genomes per forward/backward pass.
+            chunk: genomes per forward/backward pass at most (fewer for large renders,
+                see :attr:`REFINE_FLOATS`).
 
         Returns:
             ``batch_size`` new CPPN genomes, the refined copies in the order of ``genomes``.
         """
         out = genomes.copy()
         targets = torch.from_numpy(self.class_ids[np.asarray(cells)].astype(np.int64))
+        # The differentiable renderer keeps, for the backward pass, each node position's stack of
+        # all earlier nodes' values: about pixels x nodes^2 / 2 floats per genome (6.7 GB for 32
+        # genomes of 40 nodes at 256 px). Fewer genomes per pass keep that within REFINE_FLOATS;
+        # rows do not interact, so only the batching changes.
+        if len(genomes):
+            _, height, width = self.encoding.shape
+            per_genome = height * width * int(node_count(genomes).max()) ** 2 // 2
+            chunk = max(1, min(chunk, self.REFINE_FLOATS // max(per_genome, 1)))
         with torch.enable_grad():
             for start in range(0, len(genomes), chunk):
                 part = genomes.take(slice(start, start + chunk))

@@ -15,6 +15,7 @@ from fooling.evo.archive import ClassArchive
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS, get_emitter
+from fooling.evo.evaluation import Evaluator
 from fooling.evo.run import evolve, resume_config
 from fooling.fitness import Scorer, UnknownNameError
 from fooling.fitness.weight_ascent import ascend_parameters, target_log_probabilities
@@ -101,6 +102,18 @@ def test_ascend_parameters_keep_best_never_returns_worse_than_the_start(lenet):
     assert (log_probability(last) < log_probability(start)).any()
     assert (log_probability(best) >= log_probability(start) - 1e-5).all()
     assert not torch.equal(best, start)
+
+
+def test_refine_in_smaller_chunks_gives_the_same_weights(lenet, tmp_path, monkeypatch):
+    # Large renders are refined fewer genomes at a time (memory); rows do not interact.
+    evaluator = Evaluator(run(tmp_path, "chunks"), lenet, device="cpu")
+    genomes = mutated_genomes(evaluator.encoding, 5, seed=3, rounds=8)
+    cells = np.arange(5) % len(evaluator.class_ids)
+    whole = evaluator.refine(genomes, cells, steps=3, lr=0.02)
+    monkeypatch.setattr(Evaluator, "REFINE_FLOATS", 1)  # one genome per pass
+    one_by_one = evaluator.refine(genomes, cells, steps=3, lr=0.02)
+    assert not np.array_equal(whole.edge_weight, genomes.edge_weight)
+    np.testing.assert_allclose(one_by_one.edge_weight, whole.edge_weight, rtol=0, atol=1e-5)
 
 
 def test_refined_rows_of_each_batch():
