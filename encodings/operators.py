@@ -114,7 +114,9 @@ def _geometric(probability: float, count: int, rng: np.random.Generator, *, cap:
     """
     if probability >= 1.0 / 3.0:  # numpy searches the distribution instead
         return np.minimum(rng.geometric(probability, size=count), cap)
-    trials = np.ceil(-rng.standard_exponential(count) / np.log1p(-probability))
+    # A tiny probability (a halved-again mutation rate) overflows to inf here: capped just below.
+    with np.errstate(over="ignore"):
+        trials = np.ceil(-rng.standard_exponential(count) / np.log1p(-probability))
     return np.minimum(trials, cap).astype(np.int64)
 
 
