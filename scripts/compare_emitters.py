@@ -196,11 +196,16 @@ def paper_median_at(run: dict, budget: int) -> float:
     return [median for evaluations, median in run["curve"] if evaluations <= budget][-1]
 
 
-def write_docs(results: dict, args: argparse.Namespace) -> None:
-    """``docs/emitters.md`` and ``docs/emitters.png`` from every finished run of this budget."""
-    runs = [
+def finished_runs(results: dict, args: argparse.Namespace) -> list[dict]:
+    """The finished runs of ``args``' budget and image size: those the doc's main table shows."""
+    return [
         r for r in results.values() if r["budget"] == args.evaluations and r["image_size"] == args.image_size
     ]
+
+
+def write_docs(results: dict, args: argparse.Namespace) -> None:
+    """``docs/emitters.md`` and ``docs/emitters.png`` from every finished run of this budget."""
+    runs = finished_runs(results, args)
     methods = [m for m in EMITTERS if any(r["method"] == m for r in runs)]
     by_method = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
     seeds = sorted({r["seed"] for r in runs})
@@ -318,9 +323,7 @@ def main() -> None:
     if foreign:
         fail(f"{store} holds runs of another --model or --population ({foreign[0]}, ...); use another --out")
     if args.docs_only:
-        if not any(
-            r["budget"] == args.evaluations and r["image_size"] == args.image_size for r in results.values()
-        ):
+        if not finished_runs(results, args):
             fail(
                 f"no finished run of {args.evaluations} evaluations at {args.image_size} px in {store}; "
                 f"{args.doc} left as it is"

@@ -22,8 +22,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 FOOLING=${FOOLING:-.venv/bin/fooling}
 MINUTES=${1:-25}
+EMITTER_MINUTES=${EMITTER_MINUTES:-10}
 if ! [[ "$MINUTES" =~ ^[0-9]+$ ]]; then
   echo "gpu_suite: minutes must be a whole number (0 skips the paper run), not '$MINUTES'" >&2
+  exit 2
+fi
+if ! [[ "$EMITTER_MINUTES" =~ ^[0-9]+$ ]]; then
+  echo "gpu_suite: EMITTER_MINUTES must be a whole number (0 skips the emitters), not '$EMITTER_MINUTES'" >&2
   exit 2
 fi
 OUT=docs/gpu
@@ -59,8 +64,8 @@ if [ -e "$RUN/checkpoints/LATEST" ]; then
 fi
 
 # 4. Emitters at equal cost on the GPU.
-[ "${EMITTER_MINUTES:-10}" = 0 ] && exit 0
+[ "$EMITTER_MINUTES" -eq 0 ] && exit 0  # timeout 0 would mean no limit at all
 EMITTERS=runs/compare-emitters-gpu
-timeout --signal=INT "${EMITTER_MINUTES:-10}m" "$PYTHON" scripts/compare_emitters.py --evaluations 40000 \
+timeout --signal=INT "${EMITTER_MINUTES}m" "$PYTHON" scripts/compare_emitters.py --evaluations 40000 \
   --seeds 0 1 2 --methods paper finetune focus --out "$EMITTERS" --doc "$OUT/emitters.md" || true
 "$PYTHON" scripts/compare_emitters.py --docs-only --out "$EMITTERS" --doc "$OUT/emitters.md" || true

@@ -13,7 +13,7 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_suite.sh"
 
 
-def _run_copy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _run_copy(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """The suite run from a copy of itself in an empty tree (it works in the folder above its own)."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(SCRIPT, tmp_path / "scripts" / "gpu_suite.sh")
@@ -22,7 +22,7 @@ def _run_copy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "FOOLING": "false"},
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "FOOLING": "false", **env},
     )
 
 
@@ -40,5 +40,15 @@ def test_bad_minutes_is_one_line_and_writes_nothing(tmp_path, minutes):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"gpu_suite: minutes must be a whole number (0 skips the paper run), not '{minutes}'"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["scripts"]
+
+
+@pytest.mark.parametrize("minutes", ["00x", "-1", "ten"])
+def test_bad_emitter_minutes_is_one_line_and_writes_nothing(tmp_path, minutes):
+    result = _run_copy(tmp_path, "1", EMITTER_MINUTES=minutes)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"gpu_suite: EMITTER_MINUTES must be a whole number (0 skips the emitters), not '{minutes}'"
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["scripts"]
