@@ -58,6 +58,29 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 
+def _bipolar_sigmoid_(x: torch.Tensor) -> torch.Tensor:
+    return x.sigmoid_().mul_(2.0).sub_(1.0)
+
+
+def _gaussian_(x: torch.Tensor) -> torch.Tensor:
+    return x.mul_(x).neg_().exp_()
+
+
+def _clipped_linear_(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_(-3.0, 3.0).div_(3.0)
+
+
+# The same functions in place, in the order of ACTIVATIONS, for the renderer without gradients:
+# the same operations on the same values, so the same bits (tested), without a temporary
+# tensor per operation or a copy into the node's rows (a fifth of the rendering time at 256 px).
+_ACTIVATIONS_IN_PLACE: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+    torch.sin_,
+    _bipolar_sigmoid_,
+    _gaussian_,
+    _clipped_linear_,
+)
+
+
 @dataclasses.dataclass
 class CPPNGenomes(GenomeBatch):
     """A batch of CPPNs, padded to a common capacity.
@@ -535,7 +558,7 @@ def _level_plan(
     groups = []  # (function, genomes, positions, first row)
     rows_used = NUM_INPUTS
     for depth in range(1, int(level.max(initial=0)) + 1):
-        for index, function in enumerate(ACTIVATIONS.values()):
+        for index, function in enumerate(_ACTIVATIONS_IN_PLACE):
             genomes, positions = np.nonzero((level == depth) & (activations == index))
             if genomes.size:
                 row[genomes, positions] = np.arange(rows_used, rows_used + genomes.size)
@@ -612,9 +635,9 @@ def _render_compiled(
             values = torch.empty(rows_used, width, device=device)
             values[:NUM_INPUTS] = planes[:, begin : begin + width]
             for function, local, sources, edge_weights, first, end in plan:
-                total = torch.zeros(end - first, width, device=device)
+                total = values[first:end].zero_()  # the group's own rows: summed and activated there
                 total.index_add_(0, local, values.index_select(0, sources).mul_(edge_weights))
-                values[first:end] = function(total)
+                function(total)
             chosen = values.index_select(0, output_rows).view(batch, outputs, width).abs_().clamp_(0.0, 1.0)
             if convert is not None:
                 chosen = convert(chosen.unsqueeze(2)).squeeze(2)

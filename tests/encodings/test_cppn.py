@@ -178,3 +178,15 @@ def test_in_threads_raises_only_after_every_part_finished():
     with pytest.raises(RuntimeError, match="part 0 failed"):
         in_threads(work, 3)
     assert sorted(finished) == [1, 2]
+
+
+def test_in_place_activations_give_the_same_bits():
+    """The renderer's in-place activations are the registry's functions, in its order, bit for bit."""
+    assert len(cppn._ACTIVATIONS_IN_PLACE) == len(ACTIVATIONS)
+    values = torch.randn(5, 4099, generator=torch.Generator().manual_seed(0)) * 40.0  # past every bend
+    for function, in_place in zip(ACTIVATIONS.values(), cppn._ACTIVATIONS_IN_PLACE):
+        expected = function(values)
+        got = values.clone()
+        assert in_place(got) is got
+        assert torch.equal(got, expected), function
+        assert torch.equal(got.view(torch.int32), expected.view(torch.int32))  # signs of zeros too
