@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from typing import Any
 
@@ -48,6 +49,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 100,
     },
 }
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming ``--flag``'s choices and the close ones unless ``value`` is one."""
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=2, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
+        raise ValueError(f"--{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}{hint}")
 
 
 @dataclasses.dataclass
@@ -152,14 +161,11 @@ class RunConfig:
         for name in ("mutation_eta", "crossover_eta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        if self.color_space not in ("rgb", "hsv", "hls", "hls-opencv"):
-            raise ValueError(f"--color-space must be rgb, hsv, hls or hls-opencv, not {self.color_space!r}")
+        _check_choice("color-space", self.color_space, ("rgb", "hsv", "hls", "hls-opencv"))
         if self.color_space == "hls-opencv" and self.encoding != "cppn":
             raise ValueError("--color-space hls-opencv maps CPPN outputs; it needs --encoding cppn")
-        if self.coordinates not in ("unit", "pixel"):
-            raise ValueError(f"--coordinates must be unit or pixel, not {self.coordinates!r}")
-        if self.split_weight not in ("one", "old"):
-            raise ValueError(f"--split-weight must be one or old, not {self.split_weight!r}")
+        _check_choice("coordinates", self.coordinates, ("unit", "pixel"))
+        _check_choice("split-weight", self.split_weight, ("one", "old"))
         # The smallest CPPN: 4 inputs, 3 outputs, every input connected to every output.
         if self.max_nodes < 7 or self.max_edges < 12:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import warnings
@@ -172,8 +173,10 @@ def load_images(
         return to_model_input(_bundled(source), channels, size, **fit).unsqueeze(0), [source]
     path = Path(source)
     if not path.exists():
+        close = difflib.get_close_matches(source, BUNDLED_PHOTOS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise FileNotFoundError(
-            f"no such image or folder: {source} (or use one of {', '.join(BUNDLED_PHOTOS)})"
+            f"no such image or folder: {source} ({hint}bundled photos: {', '.join(BUNDLED_PHOTOS)})"
         )
     files = (
         sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]

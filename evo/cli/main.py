@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from fooling.evo.cli import audit, experiments, gradient
 from fooling.evo.cli.models import add_model_options, apply_model_options
@@ -18,6 +19,7 @@ from fooling.evo.cli.parsing import (
     new_config,
     non_negative_int,
     positive_int,
+    thread_count,
 )
 from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve, resume_checkpoint
@@ -30,7 +32,7 @@ from fooling.fitness import (
     train_lenet,
 )
 from fooling.fitness.engine import configure_threads, keep_freed_memory
-from fooling.fitness.limits import check_seed
+from fooling.fitness.limits import check_device, check_seed
 from fooling.fitness.models import LENET_PATTERN
 
 logger = logging.getLogger("fooling")
@@ -188,7 +190,7 @@ def _add_common_options(parser: argparse.ArgumentParser, default=None) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=flag, help="debug logging")
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=default,
         metavar="N",
         help="threads for scoring in this process (default: the cores it may use, from its CPU affinity)",
@@ -217,11 +219,36 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, LookupError, OSError, ModelUnavailableError)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``fooling`` command line.
+def run_command(command: Callable[[], int | None], *, program: str = "fooling", debug: bool = False) -> int:
+    """Run ``command`` as a program: a user error becomes one line on stderr and exit code 2.
 
-    A user error (bad input, missing file, unknown model, ...) is one line on stderr and exit
-    code 2; ``--debug`` (or ``FOOLING_DEBUG``) raises it with its traceback instead.
+    The ``fooling`` command and the scripts under ``scripts/`` share it, so every entry point
+    reports bad input the same way.
+
+    Args:
+        command: the work; returns its exit code (``None`` for 0).
+        program: the name the error line starts with.
+        debug: raise a user error with its traceback instead (also with ``FOOLING_DEBUG`` set).
+
+    Returns:
+        ``command``'s exit code, 2 for a user error (bad input, missing file, unknown name, ...),
+        130 when interrupted.
+    """
+    try:
+        return command() or 0
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as error:
+        if debug or os.environ.get("FOOLING_DEBUG"):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"{program}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``fooling`` command line (:func:`run_command`; ``--debug`` shows tracebacks).
 
     Args:
         argv: the arguments after the program name (default ``sys.argv[1:]``).
@@ -230,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         The exit code: 0 on success, 2 for a user error, 130 when interrupted.
     """
     argv = list(argv if argv is not None else sys.argv[1:])
-    debug = "--debug" in argv or bool(os.environ.get("FOOLING_DEBUG"))
     keep_freed_memory()
-    try:
+
+    def command() -> int | None:
         parser = build_parser()
         if not argv:
             commands = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
@@ -241,22 +268,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             configure_threads(args.threads)
         check_storage(args)
+        check_device(getattr(args, "device", None))  # every command that scores, before any work
         apply_model_options(args)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(message)s",
             datefmt="%H:%M:%S",
         )
-        return args.func(args) or 0
-    except KeyboardInterrupt:
-        print("fooling: interrupted", file=sys.stderr)
-        return 130
-    except _user_errors() as error:
-        if debug:
-            raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"fooling: error: {message}", file=sys.stderr)
-        return 2
+        return args.func(args)
+
+    return run_command(command, debug="--debug" in argv)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import os
+import re
 import types
 import typing
 from typing import Any
@@ -13,6 +16,10 @@ from fooling.evo.config import RunConfig
 
 class UsageError(ValueError):
     """A bad command line, reported as one line."""
+
+
+# argparse's words for a value outside ``choices``: "invalid choice: 'x' (choose from 'a', 'b')".
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,7 +34,12 @@ class Parser(argparse.ArgumentParser):
         Raises:
             UsageError: always.
         """
-        command = self.prog.removeprefix("fooling").strip()  # "fooling: error: " comes first
+        command = self.prog.partition(" ")[2]  # "fooling evolve" -> "evolve": the program comes first
+        choice = _INVALID_CHOICE.search(message)
+        if choice:  # argparse lists the choices but does not say which one was meant
+            close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), n=3, cutoff=0.5)
+            if close:
+                message += f"; did you mean {', '.join(repr(name) for name in close)}?"
         raise UsageError(f"{command}: {message}" if command else message)
 
 
@@ -48,6 +60,19 @@ def _integer_at_least(minimum: int, description: str):
 
 positive_int = _integer_at_least(1, "a positive integer")
 non_negative_int = _integer_at_least(0, "an integer >= 0")
+
+
+def thread_count(text: str) -> int:
+    """An argparse type: a positive integer up to the machine's CPU count.
+
+    More threads than cores only slow scoring down, and absurd counts (thousands) made
+    torch crash or take minutes to start its pool.
+    """
+    value = positive_int(text)
+    cores = os.cpu_count() or 1
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"expected at most {cores} (this machine's CPU count), got {text!r}")
+    return value
 
 
 def number(text: str) -> float:

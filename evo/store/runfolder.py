@@ -43,6 +43,10 @@ TEMPORARY_PREFIX = ".tmp-"
 RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent", "audit")
 
 
+# What RunLock._read_owner says of a lock removed while it looked (recognised by identity).
+_GONE: dict = {"gone": True}
+
+
 class RunFolderError(ValueError):
     """``--out`` or ``--resume`` points at the wrong kind of folder, or one in use."""
 
@@ -137,7 +141,14 @@ class RunLock:
                 owner = self._read_owner(path)
                 if owner is None:  # being written right now by its owner
                     time.sleep(0.05)
-                    owner = self._read_owner(path) or {}
+                    owner = self._read_owner(path)
+                if owner is _GONE:  # released between our two looks: try again
+                    continue
+                if owner is None or not {"pid", "host"} <= owner.keys():  # empty or not a lock record
+                    raise RunLockedError(
+                        f"{path} is unreadable (empty or damaged, as a crash while taking it leaves it); "
+                        f"if no fooling command is using {self.out}, delete it"
+                    ) from None
                 if not self._stale(owner):
                     raise RunLockedError(
                         f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish "
@@ -176,9 +187,12 @@ class RunLock:
 
     @staticmethod
     def _read_owner(path: Path) -> dict | None:
+        """The lock's record; ``None`` while empty, ``{}`` if unreadable, :data:`_GONE` if removed."""
         try:
             text = path.read_text()
         except FileNotFoundError:
+            return _GONE
+        except (OSError, UnicodeDecodeError):  # a folder, garbage bytes: not a lock record
             return {}
         if not text.strip():
             return None

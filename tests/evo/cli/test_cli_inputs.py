@@ -128,3 +128,25 @@ def test_progress_bars_show_percent_and_perturb_steps(fooling_home, tmp_path, ca
                  "--steps", "3", "--out", str(tmp_path / "p")])  # fmt: skip
     assert code in (0, 1)
     assert re.search(r"perturb: .*\d+/3 \[", capsys.readouterr().err), "perturb shows a progress bar"
+
+
+def test_misspelt_choices_are_suggested(fooling_home, tmp_path, capsys):
+    assert main(["evolv"]) == 2
+    assert "did you mean 'evolve'?" in one_line(capsys)
+    for flag, wrong, right in (("--color-space", "rbg", "rgb"), ("--coordinates", "pixl", "pixel")):
+        assert main(["evolve", "--out", str(tmp_path / "x"), flag, wrong]) == 2
+        assert f"did you mean {right!r}?" in one_line(capsys)
+    assert main(["ascent", "--out", str(tmp_path / "a"), "--start", "nois"]) == 2
+    assert "did you mean 'noise'?" in one_line(capsys)
+    assert main(["perturb", "--image", "chelsa", "--target", "3", "--out", str(tmp_path / "p")]) == 2
+    assert "did you mean 'chelsea'?" in one_line(capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_threads_above_the_machines_cores_and_bad_devices_are_one_line(fooling_home, tmp_path, capsys):
+    assert main(["--threads", "99999", "evolve", "--out", str(tmp_path / "x")]) == 2
+    assert "at most" in one_line(capsys)
+    # transfer and ablate checked no device before torch raised its own error
+    for command in (["transfer", str(tmp_path), "--to", "mnist-lenet"], ["ablate", str(tmp_path)]):
+        assert main([*command, "--device", "foo"]) == 2
+        assert "--device foo: not a device" in one_line(capsys)

@@ -176,3 +176,18 @@ def test_failed_run_leaves_no_empty_folder(fooling_home, tmp_path, capsys):
     out = tmp_path / "failed"
     assert main(["evolve", "--out", str(out), "--classes", "7,eleven", *TINY]) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "folder", "no owner"])
+def test_unreadable_lock_is_refused_in_words_that_say_what_to_delete(tmp_path, damage):
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    if damage == "folder":
+        lock.mkdir()
+    else:
+        lock.write_bytes({"empty": b"", "garbage": b"\xff\x00{", "no owner": b'{"x": 1}'}[damage])
+    with pytest.raises(RunLockedError, match=r"\.fooling-lock is unreadable .* delete it") as error:
+        RunLock(str(out), "evolve").acquire()
+    assert "pid None" not in str(error.value)
+    assert lock.exists()  # never removed: its owner may be alive
