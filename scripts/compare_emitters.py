@@ -36,9 +36,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, UsageError, non_negative_int, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS
-from fooling.evo.run import evolve
+from fooling.evo.run import GENOME_CLASSES, evolve
+from fooling.evo.store.checkpoint import CheckpointError, read_latest_checkpoint
 from fooling.fitness import get_model_spec, imagenet_class_names, pick_device
 from fooling.fitness.engine import resolve_engine
 
@@ -82,9 +85,8 @@ def generations_for(budget: int, population: int, per_child: int) -> int:
 
 
 def fail(message: str) -> NoReturn:
-    """One line on stderr, exit code 2 (bad input, as the ``fooling`` command does)."""
-    print(f"compare_emitters: {message}", file=sys.stderr)
-    sys.exit(2)
+    """Stop with ``message``: one line on stderr and exit code 2 (:func:`run_command`)."""
+    raise UsageError(message)
 
 
 def machine() -> str:
@@ -100,7 +102,6 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     """One search; returns its curve (cumulative evaluations, median) and final figures."""
     emitter = EMITTERS[method]
     out = Path(args.out) / f"{method}-seed{seed}-{args.evaluations}-{args.image_size}px"
-    shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt: start it again
     config = RunConfig(
         model=args.model,
         encoding="cppn",
@@ -113,6 +114,15 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
         checkpoint_every=0,
         emitter=method,
     )
+    if out.exists():
+        try:
+            finished = read_latest_checkpoint(str(out), GENOME_CLASSES).generation >= config.generations - 1
+        except CheckpointError:
+            finished = False
+        if finished:  # hours of search that results.json has lost: never deleted
+            fail(f"{out} holds a finished run that {Path(args.out) / 'results.json'} does not list; "
+                 "restore results.json, or delete the folder to run it again")  # fmt: skip
+        shutil.rmtree(out)  # an unfinished earlier attempt: start it again
     started = time.perf_counter()
     search = evolve(config, show_progress=False)
     seconds = time.perf_counter() - started
@@ -299,14 +309,27 @@ def write_docs(results: dict, args: argparse.Namespace) -> None:
     figure.savefig(doc.with_suffix(".png"), dpi=110)
 
 
+def read_results(store: Path) -> dict:
+    """The finished runs in ``store`` (``{}`` when absent); one line and exit 2 when unreadable."""
+    if not store.exists():
+        return {}
+    try:
+        results = json.loads(store.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        fail(f"cannot read {store} ({error}); restore it, or use another --out")
+    if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+        fail(f"{store} is not a results file of this script; restore it, or use another --out")
+    return results
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--evaluations", type=int, default=40_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = Parser(prog="compare_emitters", description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluations", type=positive_int, default=40_000)
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(EMITTERS), choices=list(EMITTERS))
     parser.add_argument("--model", default="imagenet-lite0")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--population", type=int, default=40)
+    parser.add_argument("--image-size", type=positive_int, default=64)
+    parser.add_argument("--population", type=positive_int, default=40)
     parser.add_argument("--out", default="runs/compare-emitters")
     parser.add_argument("--doc", default="docs/emitters.md")
     parser.add_argument(
@@ -314,8 +337,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if get_model_spec(args.model).class_names != imagenet_class_names():
+        fail(f"--model {args.model}: the protocol's classes are ImageNet's; give an ImageNet classifier")
     store = Path(args.out) / "results.json"
-    results = json.loads(store.read_text()) if store.exists() else {}
+    results = read_results(store)
     # One folder, one protocol: results of another model or population would pass for finished runs.
     foreign = sorted(
         k for k, r in results.items() if (r["model"], r["population"]) != (args.model, args.population)
@@ -345,8 +370,13 @@ def main() -> None:
             write_docs(results, args)
 
 
-if __name__ == "__main__":
+def run_all() -> None:
+    """:func:`main`; Ctrl-C drops the run in progress and says where the finished ones are."""
     try:
         main()
-    except KeyboardInterrupt:  # the run in progress is dropped; finished ones are in results.json
+    except KeyboardInterrupt:
         fail("interrupted; finished runs are kept in OUT/results.json")
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(run_all, program="compare_emitters"))

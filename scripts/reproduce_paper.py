@@ -13,13 +13,13 @@ ImageNet model) is reported as skipped with the reason; nothing is filled in by 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
 import os
 import platform
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -29,6 +29,8 @@ import torch
 from paper_imagenet_report import current_section  # scripts/ is on sys.path when run
 
 from fooling.evo.cli.main import main as fooling_main
+from fooling.evo.cli.main import run_command
+from fooling.evo.cli.parsing import Parser
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import ENCODINGS
 from fooling.evo.experiments.ablation import ablate
@@ -36,7 +38,7 @@ from fooling.evo.experiments.retrain import RetrainSettings, retrain
 from fooling.evo.experiments.transfer import transfer
 from fooling.evo.report.figures import percent, write_report
 from fooling.evo.run import evolve
-from fooling.fitness import imagenet_class_names
+from fooling.fitness import imagenet_class_names, model_names, resolve_name
 
 BUDGETS = {
     # About 20 minutes on an idle 2-core CPU: the paper's MNIST settings (3 seeds of its 5)
@@ -59,20 +61,25 @@ logger = logging.getLogger("reproduce")
 
 
 class Report:
-    """Collects rows (paper vs ours) and sections; each part's failure becomes a 'skipped' row."""
+    """Collects rows (paper vs ours) and sections; each part's failure becomes a 'skipped' row.
 
-    def __init__(self, docs: Path, budget: str) -> None:
+    While the script runs, the report and its plots are written in the runs folder ``work``, so
+    that a stopped or failing run leaves its partial report there and never replaces the one in
+    ``docs``; the finished report and its plots are copied into ``docs``.
+    """
+
+    def __init__(self, docs: Path, work: Path, budget: str) -> None:
         self.docs = docs
+        self.work = work
         self.budget = budget
         self.started = time.perf_counter()
         self.rows: list[list[str]] = []
         self.sections: list[str] = []
-        (docs / "reproduction").mkdir(parents=True, exist_ok=True)
+        (work / "reproduction").mkdir(parents=True, exist_ok=True)
 
     def figure(self, source: str | Path, name: str) -> str:
-        """Copy a plot into docs/reproduction and return its Markdown image link."""
-        target = self.docs / "reproduction" / name
-        shutil.copyfile(source, target)
+        """Copy a plot into the report's reproduction/ folder and return its Markdown image link."""
+        shutil.copyfile(source, self.work / "reproduction" / name)
         return f"![{name}](reproduction/{name})"
 
     @contextlib.contextmanager
@@ -101,7 +108,10 @@ class Report:
         self.write(self.budget, self.started)
 
     def write(self, budget: str, started: float, *, finished: bool = False) -> None:
-        """(Re)write REPRODUCTION.md with the parts done so far, so a stopped run leaves a report."""
+        """(Re)write the runs folder's REPRODUCTION.md with the parts done so far.
+
+        Once ``finished``, the report and its plots also go to ``docs``.
+        """
         total = time.perf_counter() - started
         header = "| experiment | paper | ours | settings | time |\n|---|---|---|---|---|\n"
         table = header + "\n".join("| " + " | ".join(row) + " |" for row in self.rows)
@@ -125,7 +135,12 @@ class Report:
                 *self.sections,
             ]
         )
-        (self.docs / "REPRODUCTION.md").write_text(text + "\n")
+        (self.work / "REPRODUCTION.md").write_text(text + "\n")
+        if finished:
+            (self.docs / "reproduction").mkdir(parents=True, exist_ok=True)
+            for plot in sorted((self.work / "reproduction").iterdir()):
+                shutil.copyfile(plot, self.docs / "reproduction" / plot.name)
+            (self.docs / "REPRODUCTION.md").write_text(text + "\n")
 
 
 def _summary(search) -> tuple[float, float, int, int]:
@@ -140,23 +155,29 @@ def _imagenet_classes(count: int) -> list[str] | None:
     )
 
 
+PARTS = ("mnist", "imagenet", "transfer", "retrain", "ablate")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="reproduce_paper.py", description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--out", default=None, help="runs folder (default runs/reproduce-paper-BUDGET)")
-    parser.add_argument("--docs", default="docs", help="where REPRODUCTION.md and its plots go")
+    parser.add_argument("--docs", default="docs", help="where REPRODUCTION.md and its plots go when finished")
     parser.add_argument("--imagenet-model", default="imagenet-lite0")
-    parser.add_argument(
-        "--skip", nargs="*", default=[], help="parts to skip: mnist imagenet transfer retrain ..."
-    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to skip")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     budget = BUDGETS[args.budget]
+    # A misspelt name is the user's error, not a part to report as skipped: refused before any work.
+    # (A known model whose weights are missing still becomes a skipped row.)
+    resolve_name(args.imagenet_model, model_names(), "model")
     root = Path(args.out or f"runs/reproduce-paper-{args.budget}")
     if root.exists() and any(root.iterdir()):
         parser.error(f"{root} is not empty; choose another --out")
     docs = Path(args.docs)
-    report = Report(docs, args.budget)
+    if docs.exists() and not docs.is_dir():
+        parser.error(f"--docs {docs} is a file, not a folder")
+    report = Report(docs, root, args.budget)
     started = report.started
     runs: dict[str, str] = {}
 
@@ -349,4 +370,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="reproduce_paper.py"))

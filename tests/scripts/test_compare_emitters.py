@@ -21,7 +21,8 @@ def test_docs_only_without_results_keeps_the_doc(tmp_path):
     assert result.returncode == 2
     store = tmp_path / "empty" / "results.json"
     assert result.stderr.strip() == (
-        f"compare_emitters: no finished run of 40000 evaluations at 64 px in {store}; {doc} left as it is"
+        "compare_emitters: error: no finished run of 40000 evaluations at 64 px in "
+        f"{store}; {doc} left as it is"
     )
     assert doc.read_text() == "the table of earlier runs\n"
     assert not (tmp_path / "empty").exists()
@@ -42,7 +43,38 @@ def test_results_of_another_protocol_are_refused(tmp_path):
     result = _run("--docs-only", "--out", str(tmp_path), "--doc", str(doc))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"compare_emitters: {store} holds runs of another --model or --population (paper/0/40000/64, ...); "
-        "use another --out"
+        f"compare_emitters: error: {store} holds runs of another --model or --population "
+        "(paper/0/40000/64, ...); use another --out"
     )
     assert not doc.exists()
+
+
+def test_unreadable_results_and_bad_numbers_are_one_line(tmp_path):
+    store = tmp_path / "results.json"
+    for content in ("{not json", "[1, 2]"):
+        store.write_text(content)
+        result = _run("--docs-only", "--out", str(tmp_path), "--doc", str(tmp_path / "d.md"))
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "restore it, or use another --out" in result.stderr
+        assert store.read_text() == content  # left for the user to restore
+    result = _run("--population", "0", "--out", str(tmp_path / "x"))  # was a ZeroDivisionError
+    assert result.returncode == 2 and "expected a positive integer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_finished_run_missing_from_the_results_is_never_deleted(tmp_path, fooling_home):
+    from fooling.evo.config import RunConfig
+    from fooling.evo.run import evolve
+
+    # What a 2-generation compare_emitters run of `paper` leaves (tiny budget), then results.json lost.
+    out = tmp_path / "paper-seed0-8-8px"
+    config = RunConfig(model="imagenet-lite0", encoding="cppn", generations=2, population=4,
+                       classes=[str(i) for i in range(0, 1000, 50)], image_size=8, out=str(out),
+                       checkpoint_every=0, engine="torch")  # fmt: skip
+    evolve(config, show_progress=False)
+    before = sorted(p.name for p in out.rglob("*"))
+    result = _run("--methods", "paper", "--seeds", "0", "--evaluations", "8", "--population", "4",
+                  "--image-size", "8", "--out", str(tmp_path), "--doc", str(tmp_path / "d.md"))  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "holds a finished run" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.rglob("*")) == before
