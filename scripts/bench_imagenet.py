@@ -22,10 +22,10 @@ glibc's defaults instead, where torch eager page-faults its tensors in batch aft
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,11 +33,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, positive_int, positive_number
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
 from fooling.evo.run import evolve
 from fooling.fitness import LoadedModel, Scorer, load_model, pick_device
 from fooling.fitness.engine import keep_freed_memory, resolve_engine, scoring_threads
+from fooling.fitness.limits import check_device
 
 
 def timed(function, seconds: float) -> tuple[int, float]:
@@ -87,20 +90,25 @@ def end_to_end(model: str, encoding: str, population: int, generations: int, dev
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="bench_imagenet.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="imagenet-lite0")
-    parser.add_argument("--batch-size", type=int, default=32, help="raw scoring batch")
-    parser.add_argument("--population", type=int, default=128, help="children per generation end to end")
-    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="raw scoring batch")
+    parser.add_argument(
+        "--population", type=positive_int, default=128, help="children per generation end to end"
+    )
+    parser.add_argument("--generations", type=positive_int, default=3)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--seconds", type=float, default=6.0, help="per engine, over all repeats")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of each measurement (best kept)")
+    parser.add_argument("--seconds", type=positive_number, default=6.0, help="per engine, over all repeats")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="rounds of each measurement (best kept)"
+    )
     parser.add_argument(
         "--default-allocator",
         action="store_true",
         help="glibc's malloc defaults (FOOLING_DEFAULT_ALLOCATOR=1)",
     )
     args = parser.parse_args()
+    check_device(args.device)  # before torch's own multi-line error
     if args.default_allocator:
         os.environ["FOOLING_DEFAULT_ALLOCATOR"] = "1"  # evolve() would otherwise set it
     allocator = "keeps freed memory" if keep_freed_memory() else "glibc defaults"
@@ -153,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="bench_imagenet.py"))

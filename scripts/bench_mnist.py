@@ -11,14 +11,16 @@ evaluation-bound the loop is (target on 2 CPU cores: >= 0.85). Each scoring engi
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 
 import torch
 
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve, load_or_train
 from fooling.fitness import Scorer
@@ -57,10 +59,10 @@ def end_to_end(population: int, generations: int, seed: int, engine: str) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=200)
-    parser.add_argument("--generations", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = Parser(prog="bench_mnist.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--population", type=positive_int, default=200)
+    parser.add_argument("--generations", type=positive_int, default=300)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     args = parser.parse_args()
     keep_freed_memory()  # as the fooling command does, in every figure of the run
     logging.basicConfig(level=logging.WARNING)
@@ -95,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="bench_mnist.py"))

@@ -11,17 +11,20 @@ install it without its dependencies: ``pip install --no-deps torchattacks``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, non_negative_int, number, positive_int
 from fooling.fitness import Scorer, load_model
 from fooling.fitness.engine import keep_freed_memory
 from fooling.fitness.gradient import perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_images
+from fooling.fitness.limits import check_device
 
 
 def ours(model, images, targets, args) -> dict:
@@ -75,15 +78,16 @@ def library(model, images, targets, args) -> dict | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="bench_perturb.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="imagenet-lite0")
     parser.add_argument("--photos", nargs="+", default=list(BUNDLED_PHOTOS))
-    parser.add_argument("--targets", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eps", type=float, default=8 / 255)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--targets", type=positive_int, default=20)
+    parser.add_argument("--steps", type=positive_int, default=300)
+    parser.add_argument("--eps", type=number, default=8 / 255)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
+    check_device(args.device)  # before torch's own multi-line error
     keep_freed_memory()  # as the fooling command does, in every figure of the run
     model = load_model(args.model)
     size = model.spec.input_size
@@ -112,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="bench_perturb.py"))

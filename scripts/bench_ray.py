@@ -22,8 +22,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -34,6 +34,8 @@ import ray  # noqa: E402
 from deap import base  # noqa: E402
 
 from fooling.evo.archive import ClassArchive  # noqa: E402
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, positive_number
 from fooling.evo.config import RunConfig  # noqa: E402
 from fooling.evo.distributed.backend import RayBackend, init_local_ray, shutdown_ray  # noqa: E402
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
@@ -112,11 +114,11 @@ def copying_toolbox(encoding) -> base.Toolbox:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="bench_ray.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer generations (a rough figure)")
     parser.add_argument(
         "--gpu-scorer-rate",
-        type=float,
+        type=positive_number,
         default=2000.0,
         help="evaluations/s of one GPU scorer, to turn the driver's ceiling into a number of "
         "scorers (default 2000: an ImageNet-size net, single crop, on one GPU)",
@@ -198,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="bench_ray.py"))

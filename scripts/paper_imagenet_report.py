@@ -23,7 +23,6 @@ another machine: ``cp -r DIR runs/paper-lite0 && fooling evolve --resume runs/pa
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from fooling.evo.cli.parsing import Parser, UsageError, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import image_size, make_encoding
 from fooling.evo.report.figures import elites_figure
@@ -354,7 +354,7 @@ def check_carry(carry: str, run: str, checkpoint: Checkpoint) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="paper_imagenet_report", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run folder of `fooling evolve`")
     parser.add_argument("--docs", default="docs/paper-imagenet", help="folder the report goes to")
     parser.add_argument(
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         help="labelled photos as DIR/CLASS/IMAGE (class folders named after the model's classes), "
         "scored beside the bundled photos",
     )
-    parser.add_argument("--tiles", type=int, default=40, help="elites shown in elites.png")
+    parser.add_argument("--tiles", type=positive_int, default=40, help="elites shown in elites.png")
     parser.add_argument(
         "--reproduction",
         default="docs/REPRODUCTION.md",
@@ -374,7 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--beside", metavar="RUN", default=None, help="another run, compared at equal evaluations"
     )
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        print(f"paper_imagenet_report: {error}", file=sys.stderr)
+        return 2
+    # Where the report goes must be a folder and a file, before anything is read or written.
+    for flag, path, kind in (("--docs", args.docs, "folder"), ("--reproduction", args.reproduction, "file")):
+        target = Path(path) if path else None
+        if target is not None and target.exists() and target.is_dir() != (kind == "folder"):
+            print(f"paper_imagenet_report: {flag} {path} is not a {kind}", file=sys.stderr)
+            return 2
     try:
         stored = read_latest_rows(args.run, GENOME_CLASSES)  # read once: rows and genomes agree
         checkpoint, rows = stored.checkpoint, stored.rows

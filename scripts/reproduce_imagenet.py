@@ -10,12 +10,14 @@ Markdown table of median/mean elite confidence at several generations next to th
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import time
 
 import numpy as np
 
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, non_negative_int, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve
@@ -33,14 +35,14 @@ PAPER = {"median": 0.8811, "note": "AlexNet, 1000 classes, 5000 generations, pop
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="reproduce_imagenet.py", description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--model", default="imagenet-lite0")
     parser.add_argument("--encoding", default="cppn")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", default=None, help="run folder (default runs/reproduce-imagenet-BUDGET)")
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--scorers", type=int, default=1)
+    parser.add_argument("--workers", type=non_negative_int, default=0)
+    parser.add_argument("--scorers", type=positive_int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     budget = BUDGETS[args.budget]
@@ -75,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="reproduce_imagenet.py"))

@@ -8,14 +8,16 @@ per-gene polynomial mutation (p = 0.1, eta = 15), LeNet. Prints a Markdown table
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from fooling.evo.cli import run_command
+from fooling.evo.cli.parsing import Parser, non_negative_int, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve
 
@@ -23,10 +25,10 @@ CHECKPOINTS = (50, 100, 200)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--generations", type=int, default=200)
-    parser.add_argument("--population", type=int, default=200)
+    parser = Parser(prog="reproduce_mnist.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--generations", type=positive_int, default=200)
+    parser.add_argument("--population", type=positive_int, default=200)
     parser.add_argument("--encoding", default="direct")
     parser.add_argument("--model", default="mnist-lenet")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
@@ -65,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, program="reproduce_mnist.py"))

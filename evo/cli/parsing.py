@@ -89,6 +89,14 @@ def number(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    """A finite number > 0 (see :func:`number`)."""
+    value = number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def name_list(text: str) -> list[str] | None:
     """Comma-separated names; ``all`` means every one."""
     if text.strip().lower() == "all":
