@@ -30,7 +30,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -219,14 +218,25 @@ def audit(
         raise ValueError(f"--out {out} already exists and is not empty; choose another folder")
     model = load_or_train(model_name)
     if reference not in (None, "auto", "none"):
-        get_model_spec(reference)  # a bad name fails before any search
+        # A bad name, or a model with none of these classes (the column would stay empty), fails
+        # before any search.
+        shared = {n.lower() for n in get_model_spec(reference).class_names} & {
+            n.lower() for n in model.spec.class_names
+        }
+        if not shared:
+            raise ValueError(
+                f"--reference {reference} has none of {model.spec.name}'s class names: its "
+                "confidence in a class cannot be read (give a model of the same classes)"
+            )
+    # The photos are scored before any search, so an unreadable one fails before anything is written.
     photos = class_photo_folders(real_images, model.spec) if real_images is not None else {}
+    real = real_photo_confidence(Scorer(model, device=device, engine=engine), photos) if photos else {}
     created = entries is None
     try:
         with RunLock(out, "audit"):
             claim_folder(out, "audit")
             return _audit_locked(
-                model_name, model, out, plan, budget, real_images, photos, reference, seed, device,
+                model_name, model, out, plan, budget, real_images, real, reference, seed, device,
                 engine, workers, scorers, address, show_progress,
             )  # fmt: skip
     except BaseException:
@@ -242,7 +252,7 @@ def _audit_locked(
     plan: Budget,
     budget: str,
     real_images: str | None,
-    photos: dict[int, Path],
+    real: dict[int, tuple[float, int]],
     reference: str | None,
     seed: int,
     device: str | None,
@@ -312,11 +322,9 @@ def _audit_locked(
                 reference = None
         bar.update(1)
         bar.set_description("audit: real photos")
-        if photos:
-            found = real_photo_confidence(Scorer(model, device=device, engine=engine), photos)
-            for class_id, (confidence, photos) in found.items():
-                table.at[class_id, "real"] = confidence
-                table.at[class_id, "real_count"] = photos
+        for class_id, (confidence, photo_count) in real.items():  # scored before the searches
+            table.at[class_id, "real"] = confidence
+            table.at[class_id, "real_count"] = photo_count
         bar.update(1)
         bar.set_description("audit: report")
         summary = _summary(

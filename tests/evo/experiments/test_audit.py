@@ -116,6 +116,7 @@ def test_audit_of_an_onnx_model_skips_gradient_ascent(files, tmp_path, capsys):
         (["--real-images", "/nonexistent/photos"], "no such folder"),
         (["--reference", "timm:resnt50"], "did you mean"),
         (["--model", "missing.pt2"], "does not exist"),
+        (["--reference", "imagenet-lite0"], "has none of"),  # was an empty column and exit 0
     ],
 )
 def test_audit_bad_input_is_one_line_exit_2(files, tmp_path, capsys, arguments, expected):
@@ -147,3 +148,15 @@ def test_audit_report_sorts_in_chromium(report, tmp_path):
     screenshot = tmp_path / "report.png"
     chromium(report / "report.html", tmp_path / "shot", screenshot=screenshot, window="1100,1400")
     assert screenshot.stat().st_size > 20_000  # a page with tables and images, not a blank one
+
+
+def test_audit_checks_real_photos_before_any_search(files, tmp_path, capsys):
+    photos = tmp_path / "photos" / "cat"
+    photos.mkdir(parents=True)
+    (photos / "broken.png").write_bytes(b"not a png at all")
+    code = main(["audit", "--model", str(files / "net.pt"), "--input-size", "16,16", "--labels",
+                 str(files / "labels.txt"), "--reference", "none", "--real-images", str(tmp_path / "photos"),
+                 "--no-progress", "--out", str(tmp_path / "out")])  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert code == 2 and stderr.count("\n") == 1 and "broken.png" in stderr, stderr
+    assert not (tmp_path / "out").exists()  # the searches had left OUT/cppn and OUT/direct behind
