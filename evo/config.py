@@ -136,6 +136,8 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field out of range."""
+        if not str(self.out).strip():
+            raise ValueError("--out is empty; give a folder")
         positive = ("generations", "population")
         for name in positive:
             if int(getattr(self, name)) < 1:

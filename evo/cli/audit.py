@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fooling.evo.cli.parsing import FIELD_HELP, add_scoring_arguments
+from fooling.evo.cli.parsing import FIELD_HELP, add_scoring_arguments, non_negative_int
 from fooling.evo.experiments.audit import BUDGETS, audit
 from fooling.evo.store.checkpoint import join
 
@@ -67,7 +67,7 @@ def register(commands) -> None:
         default="auto",
         help="model the fooling images are transferred to (default: one with the same classes; none: skip)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     add_scoring_arguments(parser, actors=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(

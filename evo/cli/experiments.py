@@ -9,6 +9,7 @@ from fooling.evo.cli.parsing import (
     add_config_arguments,
     add_scoring_arguments,
     new_config,
+    non_negative_int,
     number,
     positive_int,
 )
@@ -162,6 +163,6 @@ def register(commands) -> None:
     )
     ablate.add_argument("--grid", type=positive_int, default=4, help="tiles per side")
     ablate.add_argument("--tolerance", type=number, default=0.05, help="repeat tolerance (mean |difference|)")
-    ablate.add_argument("--seed", type=int, default=0)
+    ablate.add_argument("--seed", type=non_negative_int, default=0)
     add_scoring_arguments(ablate)
     ablate.set_defaults(func=cmd_ablate)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from fooling.encodings import DirectGenomes
 from fooling.evo.archive import ClassArchive
-from fooling.evo.cli.parsing import UsageError, name_list, number, positive_int
+from fooling.evo.cli.parsing import UsageError, name_list, non_negative_int, number, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import resolve_classes
 from fooling.evo.report.animation import animation_frames, save_gif
@@ -236,7 +236,7 @@ def register(commands) -> None:
     ascent_parser.add_argument("--steps", type=positive_int, default=300)
     ascent_parser.add_argument("--lr", type=number, default=0.05)
     ascent_parser.add_argument("--start", choices=("noise", "mean"), default="noise")
-    ascent_parser.add_argument("--seed", type=int, default=0)
+    ascent_parser.add_argument("--seed", type=non_negative_int, default=0)
     ascent_parser.add_argument("--tiles", type=positive_int, default=40)
     ascent_parser.add_argument("--device", default=None)
     ascent_parser.add_argument(

@@ -990,6 +990,8 @@ def _newest_good(out: str, read):
 
     Each one skipped is logged as a warning; nothing is deleted or rewritten.
     """
+    if not is_uri(out) and Path(out).is_file():
+        raise CheckpointError(f"{out} is a file, not a run folder")
     candidates = checkpoint_uris(out)
     try:
         latest = read_bytes(join(out, "checkpoints", "LATEST")).decode().strip()

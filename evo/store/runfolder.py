@@ -132,6 +132,8 @@ class RunLock:
         if local is None:
             self._acquire_remote()
             return
+        if local.exists() and not local.is_dir():
+            raise RunFolderError(f"{self.out} is a file, not a folder; choose a folder")
         local.mkdir(parents=True, exist_ok=True)
         path = local / LOCK_NAME
         for _ in range(3):

@@ -150,3 +150,18 @@ def test_threads_above_the_machines_cores_and_bad_devices_are_one_line(fooling_h
     for command in (["transfer", str(tmp_path), "--to", "mnist-lenet"], ["ablate", str(tmp_path)]):
         assert main([*command, "--device", "foo"]) == 2
         assert "--device foo: not a device" in one_line(capsys)
+
+
+def test_a_file_or_nothing_where_a_folder_belongs_is_one_line(fooling_home, tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    assert main(["evolve", "--out", str(file), "--generations", "1"]) == 2
+    assert "is a file, not a folder" in one_line(capsys)  # was "[Errno 17] File exists"
+    for command in (["report", str(file)], ["transfer", str(file), "--to", "mnist-lenet"]):
+        assert main(command) == 2
+        assert "is a file, not a run folder" in one_line(capsys)  # was "[Errno 20] Not a directory"
+    assert main(["evolve", "--out", "", "--generations", "1"]) == 2
+    assert "--out is empty" in one_line(capsys)
+    assert main(["ablate", str(tmp_path), "--seed", "-1"]) == 2
+    assert "--seed: expected an integer >= 0" in one_line(capsys)
+    assert file.read_text() == "mine"
