@@ -42,7 +42,14 @@ from fooling.evo.store.runfolder import (
     remove_stale_temporaries,
 )
 from fooling.evo.toolbox import make_toolbox
-from fooling.fitness import LoadedModel, ModelUnavailableError, load_model, pick_device, train_lenet
+from fooling.fitness import (
+    LoadedModel,
+    ModelUnavailableError,
+    lenet_weights_path,
+    load_model,
+    pick_device,
+    train_lenet,
+)
 from fooling.fitness.engine import check_engine, keep_freed_memory, resolve_engine
 from fooling.fitness.limits import check_device
 from fooling.fitness.models import LENET_PATTERN
@@ -58,11 +65,14 @@ def load_or_train(name: str) -> LoadedModel:
     """Load model ``name``; MNIST LeNets that are not trained yet are trained first."""
     try:
         return load_model(name)
-    except ModelUnavailableError:
+    except ModelUnavailableError as error:
         match = LENET_PATTERN.match(name)
         if not match:
             raise
-        logger.info("%s is not trained yet: training it once (cached for later runs)", name)
+        if lenet_weights_path(int(match.group(1) or 0)).exists():  # damaged: say so, then replace it
+            logger.warning("%s; training %s again (deterministic, cached for later runs)", error, name)
+        else:
+            logger.info("%s is not trained yet: training it once (cached for later runs)", name)
         train_lenet(int(match.group(1) or 0))
         return load_model(name)
 

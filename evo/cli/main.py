@@ -62,12 +62,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_seed(seed)
     cached = lenet_weights_path(seed)
     if cached.exists() and not args.force:
-        info = (
-            json.loads(cached.with_suffix(".json").read_text())
-            if cached.with_suffix(".json").exists()
-            else {}
-        )
-        accuracy = f"test accuracy {100 * info['test_accuracy']:.2f}%, " if "test_accuracy" in info else ""
+        try:  # the training record is only shown: a missing or damaged one leaves it out
+            info = json.loads(cached.with_suffix(".json").read_text())
+            accuracy = f"test accuracy {100 * float(info['test_accuracy']):.2f}%, "
+        except (OSError, ValueError, TypeError, KeyError):
+            accuracy = ""
         print(f"{lenet_model_name(seed)}: already trained ({accuracy}{cached}); --force retrains it")
         return 0
     result = train_lenet(seed, epochs=args.epochs)

@@ -165,3 +165,18 @@ def test_a_file_or_nothing_where_a_folder_belongs_is_one_line(fooling_home, tmp_
     assert main(["ablate", str(tmp_path), "--seed", "-1"]) == 2
     assert "--seed: expected an integer >= 0" in one_line(capsys)
     assert file.read_text() == "mine"
+
+
+def test_train_shows_a_trained_lenet_whose_record_is_damaged(fooling_home, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from fooling.fitness import lenet_weights_path
+
+    weights = lenet_weights_path(0)
+    monkeypatch.setenv("FOOLING_HOME", str(tmp_path))
+    copy = lenet_weights_path(0)
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(weights, copy)
+    copy.with_suffix(".json").write_text("{damaged")
+    assert main(["train"]) == 0  # was "Expecting property name ...", naming no file, exit 2
+    assert "already trained" in capsys.readouterr().out
