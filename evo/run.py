@@ -399,7 +399,6 @@ def _evolve_locked(
             )
         archive, records, start, next_id = ClassArchive(names), [], 0, 0
     check_writable(config.out)
-    logger.info("run configuration:\n%s", config.describe())
     search = make_search(
         config,
         model,
@@ -410,6 +409,8 @@ def _evolve_locked(
         logbook=_logbook(records),
         backend=backend,
     )
+    # After the backend is up: an unreachable Ray address is one line, not a settings table and a line.
+    logger.info("run configuration:\n%s", config.describe())
 
     # Checkpoints render only the cells that changed since the last one (or since the
     # checkpoint this run resumed from).
