@@ -158,7 +158,8 @@ def test_perturb_numbers_out_of_range(fooling_home, zero, tmp_path, capsys, argu
 
 def test_ascent_refuses_bad_seed_and_repeated_classes(fooling_home, tmp_path, capsys):
     for arguments, message in (
-        (["--seed", "-1"], "--seed must be in [0,"),
+        (["--seed", "-1"], "--seed: expected an integer >= 0"),  # the parser, before any work
+        (["--seed", "4294967296"], "--seed must be in [0,"),
         (["--classes", "3,3"], "names '3' twice"),
     ):
         code = main(["ascent", "--model", "mnist-lenet", *arguments, "--out", str(tmp_path / "a")])
