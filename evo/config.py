@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from typing import Any
 
 from fooling.evo.emitters import check_emitter
-from fooling.fitness import resolve_name
+from fooling.fitness import close_names, resolve_name
 from fooling.fitness.engine import check_engine
 from fooling.fitness.limits import check_image_size, check_seed, normalise_device
 
@@ -54,8 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     """Raise ``ValueError`` naming ``--flag``'s choices and the close ones unless ``value`` is one."""
     if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=2, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
+        hint = close_names(str(value), choices, count=2)
         raise ValueError(f"--{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}{hint}")
 
 

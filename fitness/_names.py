@@ -23,11 +23,16 @@ def resolve_name(name: str, choices: Iterable[str], kind: str) -> str:
     raise _unknown(name, choices, kind)
 
 
+def close_names(name: str, choices: Iterable[str], *, count: int = 3) -> str:
+    """``"; did you mean 'a', 'b'?"`` for up to ``count`` choices close to ``name`` (any case), or ``""``."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=count, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+
+
 def _unknown(name: str, choices: list[str], kind: str) -> UnknownNameError:
     """The error for a ``kind`` called ``name`` that is not among ``choices``, with close names."""
-    by_lower = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+    hint = close_names(name, choices)
     shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
     return UnknownNameError(f"unknown {kind} {name!r}{hint} (known: {shown})")
 

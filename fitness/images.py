@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import warnings
@@ -13,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from fooling.fitness._names import close_names
 from fooling.fitness.limits import MAX_IMAGE_PIXELS
 from fooling.fitness.models import ModelSpec
 from fooling.fitness.scorer import Scorer
@@ -173,10 +173,9 @@ def load_images(
         return to_model_input(_bundled(source), channels, size, **fit).unsqueeze(0), [source]
     path = Path(source)
     if not path.exists():
-        close = difflib.get_close_matches(source, BUNDLED_PHOTOS, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
         raise FileNotFoundError(
-            f"no such image or folder: {source} ({hint}bundled photos: {', '.join(BUNDLED_PHOTOS)})"
+            f"no such image or folder: {source}{close_names(source, BUNDLED_PHOTOS, count=1)} "
+            f"(bundled photos: {', '.join(BUNDLED_PHOTOS)})"
         )
     files = (
         sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]

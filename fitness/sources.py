@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import functools
 import hashlib
 import importlib.metadata
@@ -67,7 +66,7 @@ import torch
 from torch import nn
 
 from fooling.fitness._home import offline
-from fooling.fitness._names import UnknownNameError
+from fooling.fitness._names import UnknownNameError, close_names
 from fooling.fitness.engine import onnx_session
 from fooling.fitness.imagenet import imagenet_class_names
 from fooling.fitness.images import RESAMPLING
@@ -144,13 +143,6 @@ def _network_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(previous)
-
-
-def _close_names(name: str, choices: list[str], count: int = 3) -> str:
-    """``"; did you mean 'a', 'b'?"`` for the choices closest to ``name``, or ``""``."""
-    by_lower = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=count, cutoff=0.6)
-    return f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
 
 
 # --- file options and reference strings ----------------------------------------------------
@@ -843,7 +835,7 @@ def timm_config(name: str):
     architectures = sorted({full.split(".", 1)[0] for full in tagged})
     if name not in tagged and name not in architectures:
         raise UnknownNameError(
-            f"unknown timm model {name!r}{_close_names(name, tagged + architectures)} "
+            f"unknown timm model {name!r}{close_names(name, tagged + architectures)} "
             "(timm.list_models(pretrained=True) lists them)"
         )
     config = get_pretrained_cfg(name)
@@ -937,7 +929,7 @@ def _torchvision_weights(name: str):
     known = models.list_models(module=models)
     if architecture not in known:
         raise UnknownNameError(
-            f"unknown torchvision model {architecture!r}{_close_names(architecture, known)} "
+            f"unknown torchvision model {architecture!r}{close_names(architecture, known)} "
             "(torchvision.models.list_models() lists them)"
         )
     weights_enum = models.get_model_weights(architecture)
@@ -946,7 +938,7 @@ def _torchvision_weights(name: str):
         return architecture, weights_enum.DEFAULT
     if tag not in members:
         raise UnknownNameError(
-            f"torchvision:{architecture} has no weights {tag!r}{_close_names(tag, members)} "
+            f"torchvision:{architecture} has no weights {tag!r}{close_names(tag, members)} "
             f"(known: {', '.join(members)})"
         )
     return architecture, weights_enum[tag]

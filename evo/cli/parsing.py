@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 import re
 import types
@@ -12,6 +11,7 @@ import typing
 from typing import Any
 
 from fooling.evo.config import RunConfig
+from fooling.fitness import close_names
 
 
 class UsageError(ValueError):
@@ -37,9 +37,7 @@ class Parser(argparse.ArgumentParser):
         command = self.prog.partition(" ")[2]  # "fooling evolve" -> "evolve": the program comes first
         choice = _INVALID_CHOICE.search(message)
         if choice:  # argparse lists the choices but does not say which one was meant
-            close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), n=3, cutoff=0.5)
-            if close:
-                message += f"; did you mean {', '.join(repr(name) for name in close)}?"
+            message += close_names(choice[1], re.findall(r"'([^']*)'", choice[2]))
         raise UsageError(f"{command}: {message}" if command else message)
 
 
