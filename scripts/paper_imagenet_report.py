@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, UsageError, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import image_size, make_encoding
@@ -353,7 +354,14 @@ def check_carry(carry: str, run: str, checkpoint: Checkpoint) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def report(argv: list[str] | None) -> None:
+    """Parse ``argv`` and write the report; bad input raises before anything is written.
+
+    Raises:
+        UsageError: a bad argument, or a ``--docs``/``--reproduction`` of the wrong kind.
+        ValueError: an unreadable run, ``--beside`` run, ``--carry`` folder, engine or photo.
+        OSError: a missing file or folder.
+    """
     parser = Parser(prog="paper_imagenet_report", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run folder of `fooling evolve`")
     parser.add_argument("--docs", default="docs/paper-imagenet", help="folder the report goes to")
@@ -374,45 +382,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--beside", metavar="RUN", default=None, help="another run, compared at equal evaluations"
     )
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as error:
-        print(f"paper_imagenet_report: {error}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)
     # Where the report goes must be a folder and a file, before anything is read or written.
     for flag, path, kind in (("--docs", args.docs, "folder"), ("--reproduction", args.reproduction, "file")):
         target = Path(path) if path else None
         if target is not None and target.exists() and target.is_dir() != (kind == "folder"):
-            print(f"paper_imagenet_report: {flag} {path} is not a {kind}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{flag} {path} is not a {kind}")
     try:
         stored = read_latest_rows(args.run, GENOME_CLASSES)  # read once: rows and genomes agree
         checkpoint, rows = stored.checkpoint, stored.rows
         if checkpoint is None:
             raise ValueError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
         stats = stats_until(args.run, checkpoint.generation)
-    except Exception as error:  # one line for any unreadable run
-        print(f"paper_imagenet_report: {args.run}: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # any unreadable run is bad input: name the run
+        raise ValueError(f"{args.run}: {error}") from error
     try:
         beside = Beside(args.beside) if args.beside else None
     except Exception as error:  # the same for the run beside it
-        print(f"paper_imagenet_report: --beside {args.beside}: {error}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--beside {args.beside}: {error}") from error
     config = checkpoint.config
     columns = ["class_id", "class_name", "fitness", "birth_generation"]
     classes = pd.DataFrame([{column: row[column] for column in columns} for row in rows], columns=columns)
     # Everything that can fail on bad input before anything is written.
-    try:
-        if args.carry:
-            check_carry(args.carry, args.run, checkpoint)
-        scorer = Scorer(load_model(config.model), engine=getattr(config, "engine", "auto"))
-        with torch.no_grad():
-            photos = bundled_photo_table(scorer)
-            labelled = labelled_photo_table(scorer, args.real_images, classes) if args.real_images else None
-    except (OSError, ValueError) as error:  # a bad --carry, engine, --real-images folder or image
-        print(f"paper_imagenet_report: {error}", file=sys.stderr)
-        return 2
+    if args.carry:
+        check_carry(args.carry, args.run, checkpoint)
+    scorer = Scorer(load_model(config.model), engine=getattr(config, "engine", "auto"))
+    with torch.no_grad():
+        photos = bundled_photo_table(scorer)
+        labelled = labelled_photo_table(scorer, args.real_images, classes) if args.real_images else None
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     classes.sort_values("fitness", ascending=False).to_parquet(docs / "classes.parquet", index=False)
@@ -444,7 +441,15 @@ def main(argv: list[str] | None = None) -> int:
         write_stats(args.carry, stats.to_dict("records"))
         prune_checkpoints(args.carry, keep=1)  # the carry is the newest checkpoint alone
     print(text)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the report as a program: bad input is one line on stderr and exit code 2.
+
+    Returns:
+        The exit code (:func:`fooling.evo.cli.run_command`).
+    """
+    return run_command(lambda: report(argv), program="paper_imagenet_report")
 
 
 if __name__ == "__main__":

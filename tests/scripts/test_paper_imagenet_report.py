@@ -134,7 +134,7 @@ def test_unreadable_beside_run_is_one_line_and_exit_2(report, tiny_run, tmp_path
     argv = [str(tiny_run), "--docs", str(tmp_path / "docs"), "--reproduction", "", "--beside", str(tmp_path)]
     assert report.main(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"paper_imagenet_report: --beside {tmp_path}:") and "\n" not in error
+    assert error.startswith(f"paper_imagenet_report: error: --beside {tmp_path}:") and "\n" not in error
 
 
 def test_run_without_statistics_is_one_line_and_exit_2(report, tiny_run, tmp_path, capsys):
@@ -143,7 +143,7 @@ def test_run_without_statistics_is_one_line_and_exit_2(report, tiny_run, tmp_pat
     (run / "stats.parquet").unlink()
     assert report.main([str(run), "--docs", str(tmp_path / "docs"), "--reproduction", ""]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == f"paper_imagenet_report: {run}: no statistics (stats.parquet)"
+    assert error == f"paper_imagenet_report: error: {run}: no statistics (stats.parquet)"
 
 
 def test_carry_is_the_newest_checkpoint_alone_and_resumes(report, tiny_run, tmp_path):
@@ -172,6 +172,6 @@ def test_carry_into_another_runs_folder_is_refused(report, tiny_run, tmp_path, c
     before = {path: path.read_bytes() for path in carry.rglob("*") if path.is_file()}
     argv = [str(tiny_run), "--docs", str(tmp_path / "docs"), "--reproduction", "", "--carry", str(carry)]
     assert report.main(argv) == 2
-    assert capsys.readouterr().err.strip() == f"paper_imagenet_report: {message}"
+    assert capsys.readouterr().err.strip() == f"paper_imagenet_report: error: {message}"
     assert {path: path.read_bytes() for path in carry.rglob("*") if path.is_file()} == before
     assert not (tmp_path / "docs").exists()
