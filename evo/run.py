@@ -339,10 +339,17 @@ def evolve(
 
     Raises:
         RunFolderError: a new run's ``out`` already holds a run or other files, or is in use.
+        ValueError: an ``address`` with ``workers == 0``.
         CheckpointError: resuming from a checkpoint of another model or weights.
         UnknownNameError, ModelUnavailableError: bad model, encoding or class names.
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
     """
+    if config.address and config.workers == 0:
+        # Silently searching in this process would leave the cluster the user named idle.
+        raise ValueError(
+            f"--address {config.address} names a Ray cluster, but --workers is 0 (everything in "
+            "this process); add --workers N or drop --address"
+        )
     keep_freed_memory()
     model = load_or_train(config.model)
     encoding = make_encoding(config, model.spec)

@@ -119,7 +119,7 @@ FIELD_HELP = {
     "classes": "comma-separated class names that get a cell, or 'all'",
     "workers": "mutator actors on Ray (0: no Ray, all in this process)",
     "scorers": "scorer actors on Ray (one GPU each where there are GPUs)",
-    "address": "Ray cluster address (auto or HOST:PORT; default: start a local one)",
+    "address": "Ray cluster address (auto or HOST:PORT; needs --workers; default: start a local one)",
     "device": "scoring device, e.g. cpu, cuda (default: CUDA when present)",
     "image_size": "side of the evolved images in pixels, at most 1024 (0: the model's input size)",
     "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",

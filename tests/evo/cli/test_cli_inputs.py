@@ -31,6 +31,7 @@ def one_line(capsys) -> str:
         (["--image-size", "100000"], "--image-size must be in [0, 1024]"),
         (["--color-space", "hls"], "--color-space hls is for CPPN"),
         (["--keep-checkpoints", "-1"], "--keep-checkpoints"),
+        (["--address", "127.0.0.1:1"], "--workers is 0 (everything in this process)"),
     ],
 )
 def test_evolve_refuses_in_one_line_and_leaves_nothing(fooling_home, tmp_path, capsys, arguments, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -34,7 +35,7 @@ from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
 from fooling.evo.search import BackendError
-from fooling.evo.store.checkpoint import read_latest_checkpoint
+from fooling.evo.store.checkpoint import read_latest_checkpoint, write_checkpoint
 
 TINY = dict(model="mnist-lenet", population=40, batch_size=10, seed=3)
 GENERATIONS = 5
@@ -44,6 +45,17 @@ REPO = Path(__file__).resolve().parents[3]
 
 def config(tmp_path: Path, name: str, **fields) -> RunConfig:
     return RunConfig(**{**TINY, "generations": GENERATIONS, "out": str(tmp_path / name), **fields})
+
+
+def run_naming_a_cluster(tmp_path: Path, name: str, address: str) -> Path:
+    """A 2-generation run whose stored config names the cluster ``address``, like a run folder
+    written on someone else's cluster (run in this process, then its config changed)."""
+    out = tmp_path / name
+    evolve(config(tmp_path, name, generations=2), show_progress=False)
+    stored = read_latest_checkpoint(str(out), GENOME_CLASSES)
+    stored.config = dataclasses.replace(stored.config, address=address)
+    write_checkpoint(str(out), stored)
+    return out
 
 
 def one_error_line(capsys) -> str:
@@ -247,10 +259,7 @@ def test_unreachable_address_is_one_line_exit_2(fooling_home, tmp_path, capsys):
 def test_resume_never_connects_to_the_address_in_the_checkpoint(ray_session, tmp_path, monkeypatch, capsys):
     """A run folder from someone else must not point this driver (and its Ray token) at their cluster."""
     stored = f"127.0.0.1:{free_port()}"
-    out = tmp_path / "shared"
-    evolve(
-        config(tmp_path, "shared", generations=2, address=stored), show_progress=False
-    )  # no Ray: workers 0
+    out = run_naming_a_cluster(tmp_path, "shared", stored)
     assert read_latest_checkpoint(str(out), GENOME_CLASSES).config.address == stored
     tried = []
     original = distributed.check_address
@@ -271,8 +280,7 @@ def test_resume_never_connects_to_the_address_in_the_checkpoint(ray_session, tmp
 
 def test_resume_takes_the_address_from_ray_address_only(fooling_home, tmp_path):
     stored, given = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    out = tmp_path / "run"
-    evolve(config(tmp_path, "run", generations=2, address=stored), show_progress=False)
+    out = run_naming_a_cluster(tmp_path, "run", stored)
     env = {**os.environ, "RAY_ADDRESS": given}
     command = [str(BIN / "fooling"), "evolve", "--resume", str(out), "--generations", "3", "--workers", "1"]
     result = subprocess.run(command + ["--no-progress", "--no-report"], env=env, capture_output=True,
