@@ -57,6 +57,20 @@ def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"--{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}{hint}")
 
 
+def check_cluster_choice(address: str | None, workers: int) -> None:
+    """Refuse a Ray cluster ``address`` for a run without Ray workers.
+
+    Raises:
+        ValueError: ``address`` with ``workers == 0``: the search would run in this process
+            and leave the cluster the user named idle.
+    """
+    if address and workers == 0:
+        raise ValueError(
+            f"--address {address} names a Ray cluster, but --workers is 0 (everything in "
+            "this process); add --workers N or drop --address"
+        )
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Everything that defines a MAP-Elites run.

@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fooling.encodings import CPPNGenomes, DirectGenomes, GenomeBatch
 from fooling.evo.archive import ClassArchive
-from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig
+from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_choice
 from fooling.evo.emitters import get_emitter
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
 from fooling.evo.search import STATS_FIELDS, Backend, BackendError, LocalBackend, Search, Variation
@@ -344,12 +344,7 @@ def evolve(
         UnknownNameError, ModelUnavailableError: bad model, encoding or class names.
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
     """
-    if config.address and config.workers == 0:
-        # Silently searching in this process would leave the cluster the user named idle.
-        raise ValueError(
-            f"--address {config.address} names a Ray cluster, but --workers is 0 (everything in "
-            "this process); add --workers N or drop --address"
-        )
+    check_cluster_choice(config.address, config.workers)
     keep_freed_memory()
     model = load_or_train(config.model)
     encoding = make_encoding(config, model.spec)

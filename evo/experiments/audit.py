@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fooling.evo.config import RunConfig
+from fooling.evo.config import RunConfig, check_cluster_choice
 from fooling.evo.experiments.elites import load_elites
 from fooling.evo.run import evolve, load_or_train
 from fooling.evo.run import logger as run_logger
@@ -202,13 +202,15 @@ def audit(
         The per-class table, the summary, the folder and the files written.
 
     Raises:
-        ValueError: unknown budget, ``out`` not new or empty, bad photos folder.
+        ValueError: unknown budget, ``out`` not new or empty, bad photos folder, an ``address``
+            with ``workers == 0``.
         StorageError: a storage URI that cannot be reached or used.
         UnknownNameError, ModelUnavailableError, ModelFileError: a model that cannot be had.
     """
     if budget not in BUDGETS:
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
     plan = BUDGETS[budget]
+    check_cluster_choice(address, workers)
     check_location(out, "--out")
     try:
         entries = folder_entries(out)

@@ -117,6 +117,7 @@ def test_audit_of_an_onnx_model_skips_gradient_ascent(files, tmp_path, capsys):
         (["--reference", "timm:resnt50"], "did you mean"),
         (["--model", "missing.pt2"], "does not exist"),
         (["--reference", "imagenet-lite0"], "has none of"),  # was an empty column and exit 0
+        (["--address", "127.0.0.1:1"], "--workers is 0"),  # was a search in this process
     ],
 )
 def test_audit_bad_input_is_one_line_exit_2(files, tmp_path, capsys, arguments, expected):
