@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fooling.encodings import GenomeBatch
-from fooling.evo.config import RunConfig
+from fooling.evo.config import RunConfig, check_cluster_choice
 from fooling.evo.evaluation import make_encoding
 from fooling.evo.report.experiments import retrain_figure
 from fooling.evo.report.figures import percent
@@ -262,6 +262,7 @@ def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> Retrai
     if not lenet and settings.train_dir is None:
         raise ValueError(f"{run.model} needs --train-dir (an ImageFolder of natural images) to retrain")
     check_device(run.device)
+    check_cluster_choice(run.address, run.workers)
     # The folder is checked before any model is loaded or trained: bad input fails fast.
     data = _Digits(settings) if lenet else _Folder(settings, spec)
     created = not exists(run.out)

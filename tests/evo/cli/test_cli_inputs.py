@@ -55,6 +55,12 @@ def test_retrain_suggests_a_misspelt_model(fooling_home, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_retrain_refuses_an_address_without_workers(fooling_home, tmp_path, capsys):
+    assert main(["retrain", "--address", "127.0.0.1:1", "--out", str(tmp_path / "r")]) == 2
+    assert "--workers is 0 (everything in this process)" in one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_bare_fooling_and_parse_errors_say_fooling_once(capsys):
     assert main([]) == 2
     line = one_line(capsys)
