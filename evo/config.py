@@ -60,6 +60,10 @@ def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
 def check_cluster_choice(address: str | None, workers: int) -> None:
     """Refuse a Ray cluster ``address`` for a run without Ray workers.
 
+    Called by the commands that start runs, not by :class:`RunConfig` itself: checkpoints
+    written before this check may hold such a pair, and must still read and resume (a resumed
+    run never takes its address from the checkpoint anyway).
+
     Raises:
         ValueError: ``address`` with ``workers == 0``: the search would run in this process
             and leave the cluster the user named idle.
