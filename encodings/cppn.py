@@ -14,8 +14,9 @@ topological evaluation order used by :meth:`CPPNEncoding.render`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -643,7 +644,31 @@ def _render_compiled(
                 chosen = convert(chosen.unsqueeze(2)).squeeze(2)
             out[:, :, begin : begin + width] = chosen
 
-    in_threads(render_tiles, parts)
+    with _deterministic_off_the_cpu(device):
+        in_threads(render_tiles, parts)
+
+
+@contextlib.contextmanager
+def _deterministic_off_the_cpu(device: torch.device) -> Iterator[None]:
+    """Use deterministic kernels while rendering on a GPU (a process-wide switch, restored after).
+
+    On CUDA ``index_add_`` sums with atomics, in whatever order the threads arrive, so a
+    node with several connections could differ in its last bit from one render to the next;
+    the deterministic kernel keeps the README's promise of bit-identical archives for a fixed
+    device. The CPU kernels already are.
+    """
+    if device.type == "cpu":
+        yield
+        return
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def node_count(genomes: CPPNGenomes) -> np.ndarray:

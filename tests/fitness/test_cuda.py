@@ -1,0 +1,73 @@
+"""What the GPU path promises, checked where a CUDA device exists (skipped elsewhere).
+
+``scripts/gpu_suite.sh`` runs this module first; CI machines have no GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fooling.encodings import CPPNEncoding
+from fooling.evo.config import RunConfig
+from fooling.evo.run import evolve, resume_config
+from fooling.fitness import Scorer, load_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+LITE0_RUN = dict(model="imagenet-lite0", encoding="cppn", population=16, image_size=64, seed=2,
+                 classes=["jellyfish", "goldfish", "king penguin", "espresso"], device="cuda")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_model("imagenet-lite0")
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_lite0_on_cuda_at_amp_agrees_with_the_cpu(lite0, crops):
+    cpu = Scorer(lite0, device="cpu", engine="torch", crops=crops)
+    images = torch.rand(12, 3, *cpu.image_size, generator=torch.Generator().manual_seed(0))
+    expected = cpu.score(images)
+    gpu = Scorer(lite0, device="cuda", engine="auto", crops=crops)
+    assert gpu.engine == "torch" and gpu.amp
+    np.testing.assert_allclose(gpu.score(images.cuda()), expected, atol=5e-3)
+    np.testing.assert_array_equal(gpu.score(images), gpu.score(images))  # fixed device: bit-identical
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_cppn_renders_the_same_images_on_cuda(paper):
+    options = dict(coordinates="pixel", color_space="hls-opencv") if paper else {}
+    encoding = CPPNEncoding(outputs=3, height=48, width=48, **options)
+    rng = np.random.default_rng(1)
+    genomes = encoding.random(24, rng)
+    for _ in range(20):
+        genomes = encoding.mutate(genomes, rng)
+    on_cpu = encoding.render(genomes, "cpu")
+    on_gpu = encoding.render(genomes, "cuda")
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(encoding.render(genomes, "cuda"), on_gpu)  # fixed device: bit-identical
+    # GPU and CPU round sin and exp differently; quantised HLS turns that into one byte
+    # now and then, and the raw pixel coordinates (up to 47 here) magnify it.
+    tolerance, share = (1.5 / 255, 1e-2) if paper else (1e-4, 1e-3)
+    assert (on_gpu.cpu() - on_cpu).abs().gt(tolerance).float().mean() < share
+
+
+def test_search_on_cuda_is_deterministic_and_resumes_bit_identically(tmp_path):
+    straight = evolve(RunConfig(**LITE0_RUN, generations=4, out=str(tmp_path / "a")), show_progress=False)
+    again = evolve(RunConfig(**LITE0_RUN, generations=4, out=str(tmp_path / "b")), show_progress=False)
+    assert straight.archive.equals(again.archive)
+    evolve(RunConfig(**LITE0_RUN, generations=2, out=str(tmp_path / "c")), show_progress=False)
+    resumed = evolve(resume_config(str(tmp_path / "c"), generations=4), resume=True, show_progress=False)
+    assert resumed.archive.equals(straight.archive)
+    assert ((straight.archive.fitness > 0) & (straight.archive.fitness <= 1)).all()
+
+
+def test_paper_preset_with_ten_crops_runs_on_cuda(tmp_path):
+    config = RunConfig.from_preset("paper", model="imagenet-lite0", device="cuda", population=8,
+                                   generations=2, classes=["tench", "espresso"],
+                                   out=str(tmp_path / "p"))  # fmt: skip
+    assert config.crops == 10 and config.image_size == 256
+    search = evolve(config, show_progress=False)
+    assert search.archive.occupied.all() and (search.archive.fitness > 0).all()
