@@ -49,10 +49,20 @@ ENCODINGS = {"direct": _direct, "cppn": _cppn}
 
 
 def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
-    """``(height, width)`` of the evolved images: ``--image-size`` or what the scorer takes."""
+    """``(height, width)`` of the evolved images: ``--image-size`` or what the scorer takes.
+
+    Raises:
+        ValueError: ``--crops 10`` with an ``--image-size`` smaller than the crops cut from it.
+    """
+    height, width = spec.input_size
+    if config.image_size and config.crops == 10 and config.image_size < max(height, width):
+        raise ValueError(
+            f"--crops 10 cuts {height}x{width} crops ({spec.name}'s input) from each image, so "
+            f"--image-size {config.image_size} is smaller than a crop: give at least {max(height, width)}, "
+            f"or 0 for {height * 256 // 224} px (256/224 of the input, as the original)"
+        )
     if config.image_size:
         return (config.image_size, config.image_size)
-    height, width = spec.input_size
     if config.crops == 10:
         return (height * 256 // 224, width * 256 // 224)
     return (height, width)
