@@ -63,9 +63,9 @@ class Scorer:
         amp: half-precision autocast of the torch engine; default on for CUDA.
         engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
         compiled: score with ``torch.compile`` (torch engine) in chunks of
-            :data:`COMPILED_BATCH`; default on for CUDA (lite0 on an H100 at AMP: 34,100
-            images/s against 22,500 without; CUDA graphs added nothing). A network that cannot
-            be compiled falls back to eager torch, with one log line.
+            :data:`COMPILED_BATCH`; default on for CUDA (lite0 on an H100 at AMP: 33,700-34,100
+            images/s against 22,500-23,100 without; a CUDA graph on top added 0-5%, and was not
+            kept). A network that cannot be compiled falls back to eager torch, with one log line.
 
     Raises:
         ValueError: ``crops`` not 1 or 10.
