@@ -63,37 +63,26 @@ def raw_rate(score: Callable[[torch.Tensor], object], images: torch.Tensor, seco
     return count / elapsed
 
 
-def eager(model: LoadedModel, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The plain torch forward the speed target is stated against.
+def forward_copy(
+    model: LoadedModel, device: torch.device, *, amp: bool = False, compiled: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Probabilities from a copy of the network, normalisation and softmax included.
 
-    fp32 on contiguous (NCHW) tensors, no channels_last, normalisation and softmax included.
-    A copy of the network: a :class:`Scorer` turns the model's own weights channels_last in place.
-    """
-    network = copy.deepcopy(model.network).to(device, memory_format=torch.contiguous_format).eval()
-    mean = torch.tensor(model.spec.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(model.spec.std, device=device).view(1, -1, 1, 1)
-
-    @torch.no_grad()
-    def score(images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(network((images - mean) / std), dim=1)
-
-    return score
-
-
-def amp_forward(model: LoadedModel, device: torch.device, compiled: bool = False):
-    """The CUDA scorer's forward (AMP, channels_last, softmax) on a copy of the network.
-
+    A copy: a :class:`Scorer` turns the model's own weights channels_last in place. By default
+    the plain torch forward the speed target is stated against (fp32 on contiguous NCHW
+    tensors); ``amp``: the CUDA scorer's forward (half-precision autocast, channels_last);
     ``compiled``: through ``torch.compile`` (default mode; the first calls compile).
     """
-    network = copy.deepcopy(model.network).to(device, memory_format=torch.channels_last).eval()
+    layout = torch.channels_last if amp else torch.contiguous_format
+    network = copy.deepcopy(model.network).to(device, memory_format=layout).eval()
     network = torch.compile(network) if compiled else network
     mean = torch.tensor(model.spec.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(model.spec.std, device=device).view(1, -1, 1, 1)
 
     @torch.no_grad()
     def forward(images: torch.Tensor) -> torch.Tensor:
-        inputs = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.float16):
+        inputs = ((images - mean) / std).contiguous(memory_format=layout)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             return torch.softmax(network(inputs).float(), dim=1)
 
     return forward
@@ -126,11 +115,14 @@ def cuda_variants(model: LoadedModel, images: torch.Tensor) -> dict[str, Callabl
     What the scorer does (compiled) is measured beside them, so the choice can be checked.
     A variant that fails to build is reported and left out: the benchmark still runs.
     """
+    device = images.device
     variants = {}
     builders = {
-        "torch, not compiled": lambda: amp_forward(model, images.device),
-        "not compiled + CUDA graph": lambda: cuda_graph(amp_forward(model, images.device), images),
-        "compiled + CUDA graph": lambda: cuda_graph(amp_forward(model, images.device, True), images),
+        "torch, not compiled": lambda: forward_copy(model, device, amp=True),
+        "not compiled + CUDA graph": lambda: cuda_graph(forward_copy(model, device, amp=True), images),
+        "compiled + CUDA graph": lambda: cuda_graph(
+            forward_copy(model, device, amp=True, compiled=True), images
+        ),
     }
     for name, build in builders.items():
         started = time.perf_counter()
@@ -139,7 +131,8 @@ def cuda_variants(model: LoadedModel, images: torch.Tensor) -> dict[str, Callabl
             function(images)  # compiles, where it does
             torch.cuda.synchronize()
         except Exception as error:  # a variant this torch or card cannot do: say why, go on
-            print(f"{name}: not measured ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+            first_line = "".join(str(error).strip().splitlines()[:1])[:160]  # messages may be empty
+            print(f"{name}: not measured ({type(error).__name__}: {first_line})")
             continue
         print(f"{name}: ready in {time.perf_counter() - started:.1f} s")
         variants[name] = function
@@ -196,7 +189,7 @@ def main() -> None:
     )
     print(f"allocator: {allocator}")
     scores = {name: scorer.score for name, scorer in scorers.items()}
-    functions = {"torch eager": eager(model, device), **scores}
+    functions = {"torch eager": forward_copy(model, device), **scores}
     if device.type == "cuda" and not args.no_variants:
         functions.update(cuda_variants(model, images))
     raw = {name: 0.0 for name in functions}
