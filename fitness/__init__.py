@@ -7,6 +7,7 @@ Nothing here knows of archives, genomes or Ray.
 # torchvision:, model files and plugins (sources last: its catch-all resolvers come after).
 from fooling.fitness import fooling_class, imagenet, sources  # noqa: F401
 from fooling.fitness._home import fooling_home, offline
+from fooling.fitness._messages import error_line
 from fooling.fitness._names import UnknownNameError, class_index, close_names, resolve_name
 from fooling.fitness.data import DigitData, load_mnist
 from fooling.fitness.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
@@ -39,6 +40,7 @@ __all__ = [
     "TrainResult",
     "UnknownNameError",
     "close_names",
+    "error_line",
     "class_index",
     "fit_lenet",
     "fooling_home",

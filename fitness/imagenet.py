@@ -9,6 +9,7 @@ import socket
 import torch
 from torch import nn
 
+from fooling.fitness._messages import error_line
 from fooling.fitness.models import ModelSpec, ModelUnavailableError, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,7 +69,7 @@ def _torchvision(builder: str, weights: str) -> nn.Module:
         return getattr(models, builder)(weights=weights).eval()
     except Exception as error:
         raise ModelUnavailableError(
-            f"cannot get torchvision weights {weights} (no network?): {str(error).splitlines()[0][:100]}"
+            f"cannot get torchvision weights {weights} (no network?): {error_line(error)}"
         ) from None
     finally:
         socket.setdefaulttimeout(previous)

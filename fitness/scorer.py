@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fooling.fitness._messages import error_line
 from fooling.fitness.models import LoadedModel
 
 from . import engine as engines
@@ -112,7 +113,9 @@ class Scorer:
                 self._session = engines.onnx_session(engines.onnx_model(self._model), self.threads)
             except Exception as error:  # any exporter or runtime failure: torch still works
                 logger.warning(
-                    "%s cannot run on ONNX Runtime (%s): scoring with torch", self.spec.name, _reason(error)
+                    "%s cannot run on ONNX Runtime (%s): scoring with torch",
+                    self.spec.name,
+                    error_line(error),
                 )
                 self.engine = "torch"
         return self._session
@@ -130,7 +133,7 @@ class Scorer:
                 network(_padded(inputs[:COMPILED_BATCH]))
             except Exception as error:
                 logger.warning(
-                    "%s cannot be compiled (%s): scoring with eager torch", self.spec.name, _reason(error)
+                    "%s cannot be compiled (%s): scoring with eager torch", self.spec.name, error_line(error)
                 )
                 self.compiled = False
                 return self.network(inputs)
@@ -212,9 +215,3 @@ def _padded(inputs: torch.Tensor) -> torch.Tensor:
         return inputs
     padding = inputs.new_zeros((short, *inputs.shape[1:]))
     return torch.cat([inputs, padding]).contiguous(memory_format=torch.channels_last)
-
-
-def _reason(error: Exception) -> str:
-    """The first line of ``error``'s message (at most 200 characters), or its type's name."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -26,6 +26,7 @@ from fooling.evo.run import evolve, resume_checkpoint
 from fooling.evo.store.checkpoint import check_location
 from fooling.fitness import (
     ModelUnavailableError,
+    error_line,
     get_model_spec,
     lenet_model_name,
     lenet_weights_path,
@@ -241,8 +242,7 @@ def run_command(command: Callable[[], int | None], *, program: str = "fooling", 
     except _user_errors() as error:
         if debug or os.environ.get("FOOLING_DEBUG"):
             raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"{program}: error: {message}", file=sys.stderr)
+        print(f"{program}: error: {error_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -26,7 +26,6 @@ import importlib
 import logging
 import math
 import os
-import re
 import shutil
 import socket
 import sys
@@ -48,7 +47,7 @@ from fooling.encodings import GenomeBatch
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
 from fooling.evo.search import BackendError, Task, Variation
-from fooling.fitness import LoadedModel, pick_device
+from fooling.fitness import LoadedModel, error_line, pick_device
 from fooling.fitness.engine import configure_threads, keep_freed_memory, onnx_model, resolve_engine
 from fooling.fitness.sources import plugin_import_paths, plugin_name
 
@@ -358,7 +357,7 @@ def connect(address: str | None) -> bool:
         with _loopback_only() if _on_loopback_only(address) else contextlib.nullcontext():
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     except ConnectionError as error:
-        raise ConnectionError(f"{what} {address}: {str(error).splitlines()[0]}") from None
+        raise ConnectionError(f"{what} {address}: {error_line(error)}") from None
     return True
 
 
@@ -540,7 +539,7 @@ class RayBackend:
             described = ray.get(refs, timeout=GET_TIMEOUT_S)
         except ray.exceptions.RayError as error:
             logger.debug("actor start-up failed", exc_info=True)
-            cause = _root_cause(error)
+            cause = error_line(error, last=True)
             plugin = plugin_name(model.spec)
             if plugin is not None and cause.startswith(("ModuleNotFoundError", "ImportError")):
                 cause += f" (plugin model {plugin!r}: install its package on every node of the Ray cluster)"
@@ -628,7 +627,7 @@ class RayBackend:
         except ray.exceptions.RayActorError as error:
             raise BackendError(
                 f"a Ray actor died more than {self.max_restarts} times (its restart limit), giving up: "
-                f"{_first_line(error)}"
+                f"{error_line(error)}"
             ) from None
         except ray.exceptions.GetTimeoutError:
             raise BackendError(f"a finished Ray call gave no result within {GET_TIMEOUT_S:g} s") from None
@@ -680,17 +679,3 @@ class RayBackend:
             logger.info("Ray actors:\n  %s", "\n  ".join(self.report()))
         if self._owns_ray:
             shutdown_ray()
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _first_line(error: BaseException) -> str:
-    text = _ANSI.sub("", str(error)).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
-def _root_cause(error: BaseException) -> str:
-    """The last line of a Ray error: the remote exception, e.g. ``ModuleNotFoundError: ...``."""
-    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
-    return lines[-1][:200] if lines else type(error).__name__

@@ -43,7 +43,14 @@ from fooling.evo.run import evolve, load_or_train
 from fooling.evo.run import logger as run_logger
 from fooling.evo.store.checkpoint import check_location, folder_entries, join, write_bytes, write_columns
 from fooling.evo.store.runfolder import LOCK_NAME, RunLock, claim_folder, discard_if_empty
-from fooling.fitness import LoadedModel, ModelUnavailableError, Scorer, get_model_spec, imagenet_class_names
+from fooling.fitness import (
+    LoadedModel,
+    ModelUnavailableError,
+    Scorer,
+    error_line,
+    get_model_spec,
+    imagenet_class_names,
+)
 from fooling.fitness.gradient import ascent
 from fooling.fitness.images import class_photo_folders, real_photo_confidence
 from fooling.fitness.sources import describe_model, differentiable
@@ -320,7 +327,7 @@ def _audit_locked(
             try:
                 _transfer(table, best_images, model, reference, device, engine)
             except ModelUnavailableError as error:
-                notes.append(f"reference {reference} unavailable here: {str(error).splitlines()[0]}")
+                notes.append(f"reference {reference} unavailable here: {error_line(error)}")
                 reference = None
         bar.update(1)
         bar.set_description("audit: real photos")

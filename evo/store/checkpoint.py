@@ -47,6 +47,7 @@ from fooling.encodings import GenomeBatch
 from fooling.evo.archive import ClassArchive
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
+from fooling.fitness import error_line
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem | None, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as error:
-        raise CheckpointError(f"cannot open storage {uri!r}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot open storage {uri!r}: {error_line(error)}") from None
 
 
 def join(uri: str, *parts: str) -> str:
@@ -166,7 +167,7 @@ def read_bytes(uri: str) -> bytes:
         with filesystem.open_input_stream(path) as stream:
             return stream.read()
     except (OSError, pa.ArrowException) as error:
-        raise FileNotFoundError(f"{uri}: {str(error).splitlines()[0]}") from None
+        raise FileNotFoundError(f"{uri}: {error_line(error)}") from None
 
 
 def exists(uri: str) -> bool:
@@ -227,7 +228,7 @@ def write_columns(uri: str, columns: dict[str, np.ndarray | list]) -> None:
     try:
         table = pa.table({name: pa.array(values) for name, values in columns.items()})
     except (pa.ArrowException, TypeError) as error:
-        raise ValueError(f"{uri}: {_error_text(error)}") from None
+        raise ValueError(f"{uri}: {error_line(error)}") from None
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     write_bytes(uri, buffer.getvalue())
@@ -254,8 +255,7 @@ def check_writable(out: str) -> None:
     except CheckpointError:
         raise
     except (OSError, pa.ArrowException) as error:
-        message = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise OSError(f"--out {out} cannot be written: {message}") from None
+        raise OSError(f"--out {out} cannot be written: {error_line(error)}") from None
 
 
 # --- reachability: storage that does not answer fails in seconds, in one line ------------------
@@ -658,10 +658,6 @@ class CheckpointRows:
     checkpoint: Checkpoint | None
 
 
-def _error_text(error: BaseException) -> str:
-    return str(error).splitlines()[0][:160] if str(error).strip() else type(error).__name__
-
-
 def _run_shapes(metadata: dict) -> dict[str, tuple[np.dtype, tuple[int, ...]]] | None:
     """Dtype and one genome's shape of each genome field, as the run's config and model make them.
 
@@ -736,7 +732,7 @@ def _open_checkpoint(uri: str) -> tuple[pq.ParquetFile, dict]:
     except FileNotFoundError:
         raise CheckpointError(f"{uri}: no such checkpoint") from None
     except Exception as error:
-        raise CheckpointError(f"{uri} is not a readable checkpoint ({_error_text(error)})") from None
+        raise CheckpointError(f"{uri} is not a readable checkpoint ({error_line(error)})") from None
     if not isinstance(metadata, dict) or metadata.get("format_version") not in READABLE_VERSIONS:
         version = metadata.get("format_version") if isinstance(metadata, dict) else None
         raise CheckpointError(
@@ -750,7 +746,7 @@ def _open_checkpoint(uri: str) -> tuple[pq.ParquetFile, dict]:
             declared = _declared_fields(metadata)
             expected = _run_shapes(metadata)
         except Exception as error:
-            raise CheckpointError(f"{uri} is corrupt ({_error_text(error)})") from None
+            raise CheckpointError(f"{uri} is corrupt ({error_line(error)})") from None
         if expected is not None and declared != expected:
             raise CheckpointError(
                 f"{uri} declares genomes of {_describe(declared)}, but its run's config makes "
@@ -898,7 +894,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
     try:
         table = parquet.read(columns=wanted)
     except Exception as error:
-        raise CheckpointError(f"{uri} is not a readable checkpoint ({_error_text(error)})") from None
+        raise CheckpointError(f"{uri} is not a readable checkpoint ({error_line(error)})") from None
     try:
         config = RunConfig.from_json(json.dumps(metadata["config"]))
         archive = ClassArchive(metadata["class_names"])
@@ -954,7 +950,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
     except CheckpointError:
         raise
     except Exception as error:
-        raise CheckpointError(f"{uri} is corrupt ({_error_text(error)})") from None
+        raise CheckpointError(f"{uri} is corrupt ({error_line(error)})") from None
 
 
 def read_checkpoint_file(uri: str, genome_classes: dict[str, type[GenomeBatch]]) -> Checkpoint:
@@ -1067,7 +1063,7 @@ def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
     try:
         return pq.read_table(io.BytesIO(data)).to_pylist()
     except Exception as error:
-        message = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        message = error_line(error)
         kept = ""
         if resuming:
             number = 1
