@@ -123,14 +123,19 @@ class Scorer:
     def _scoring_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``(n, classes)`` of normalised ``inputs`` ``(n, c, h, w)``, compiled where asked.
 
-        Compiled: in chunks of :data:`COMPILED_BATCH`, the last one padded with zeros.
+        Compiled: in chunks of :data:`COMPILED_BATCH`, the last one padded with zeros; an
+        empty batch runs eagerly (there is no chunk to compile with).
         """
-        if not self.compiled:
+        if not self.compiled or len(inputs) == 0:
             return self.network(inputs)
+        chunks = [
+            _padded(inputs[start : start + COMPILED_BATCH]) for start in range(0, len(inputs), COMPILED_BATCH)
+        ]
+        parts = []
         if self._compiled_network is None:
             network = torch.compile(self.network, dynamic=False)
-            try:  # compiles here: a failure means this network, not this batch
-                network(_padded(inputs[:COMPILED_BATCH]))
+            try:  # compiles on the first chunk, whose logits are kept: a failure means this network
+                parts.append(network(chunks[0]))
             except Exception as error:
                 logger.warning(
                     "%s cannot be compiled (%s): scoring with eager torch", self.spec.name, error_line(error)
@@ -138,10 +143,7 @@ class Scorer:
                 self.compiled = False
                 return self.network(inputs)
             self._compiled_network = network
-        parts = [
-            self._compiled_network(_padded(inputs[start : start + COMPILED_BATCH]))
-            for start in range(0, len(inputs), COMPILED_BATCH)
-        ]
+        parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
         return torch.cat(parts)[: len(inputs)]
 
     @property

@@ -148,10 +148,13 @@ def test_compiled_scoring_pads_to_one_batch_shape_and_agrees_with_eager(lenet, m
     monkeypatch.setattr(torch, "compile", recording)
     images = torch.rand(19, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     compiled = Scorer(lenet, engine="torch", compiled=True).score(images)
-    assert set(seen) == {(8, 1, 28, 28)}  # one static shape: compiled once, never per batch size
+    # One static shape (compiled once, never per batch size), and each chunk run once: the
+    # compiling call's logits are the first chunk's.
+    assert seen == [(8, 1, 28, 28)] * 3
     eager = Scorer(lenet, engine="torch", compiled=False).score(images)
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
     assert compiled.shape == (19, 10)
+    assert Scorer(lenet, engine="torch", compiled=True).score(images[:0]).shape == (0, 10)
 
 
 def test_network_that_cannot_be_compiled_falls_back_to_eager(lenet, monkeypatch, caplog):
