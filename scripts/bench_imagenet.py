@@ -228,6 +228,9 @@ def main() -> None:
     ]
     for label, ratio, target in targets:
         print(f"{label:34} {ratio:6.2f}   target >= {target:g}: {'met' if ratio >= target else 'NOT met'}")
+    if allocator == "keeps freed memory" and device.type == "cpu":
+        print("(torch eager here keeps freed memory as fooling does; the issue's baseline, torch as a")
+        print(" plain process runs it with glibc's defaults, is measured with --default-allocator)")
 
 
 if __name__ == "__main__":
