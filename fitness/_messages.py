@@ -8,12 +8,13 @@ import re
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def error_line(error: BaseException, limit: int = 200, *, last: bool = False) -> str:
-    """The first (or ``last``) non-blank line of ``error``'s message, at most ``limit`` characters.
+def error_line(error: BaseException, limit: int | None = 200, *, last: bool = False) -> str:
+    """The first (or ``last``) non-blank line of ``error``'s message, cut to ``limit`` characters.
 
-    Colour codes are removed; an error with an empty message gives its type's name
-    (``OSError()`` -> ``"OSError"``), so a one-line report never ends in a blank. The last
-    line of a Ray error names the remote exception (``ModuleNotFoundError: ...``).
+    ``limit=None`` keeps the whole line (the command line's own error report). Colour codes
+    are removed; an error with an empty message gives its type's name (``OSError()`` ->
+    ``"OSError"``), so a one-line report never ends in a blank. The last line of a Ray error
+    names the remote exception (``ModuleNotFoundError: ...``).
     """
     lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
     return lines[-1 if last else 0][:limit] if lines else type(error).__name__

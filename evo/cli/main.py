@@ -242,7 +242,8 @@ def run_command(command: Callable[[], int | None], *, program: str = "fooling", 
     except _user_errors() as error:
         if debug or os.environ.get("FOOLING_DEBUG"):
             raise
-        print(f"{program}: error: {error_line(error)}", file=sys.stderr)
+        # The whole first line: it is the message the user acts on (paths included).
+        print(f"{program}: error: {error_line(error, limit=None)}", file=sys.stderr)
         return 2
 
 

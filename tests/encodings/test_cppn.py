@@ -102,17 +102,24 @@ def test_batched_rendering_equals_one_by_one_and_is_deterministic():
     assert together.shape == (12, 3, 8, 8) and together.min() >= 0 and together.max() <= 1
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_pixel_tiles_and_threads_do_not_change_the_image(monkeypatch, threads):
+def test_threads_do_not_change_the_image_and_tiles_only_round_differently(monkeypatch):
     genomes = evolved(COLOUR, 7, 40, seed=5)
     whole = COLOUR.render(genomes)
     monkeypatch.setattr(cppn, "RENDER_TILE", 5)  # 64 pixels in 13 tiles, the last one short
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)  # tiles are spread over this many threads
+    tiled = []
     try:
-        assert torch.equal(COLOUR.render(genomes), whole)
+        for threads in (1, 2):  # tiles are spread over this many threads
+            torch.set_num_threads(threads)
+            tiled.append(COLOUR.render(genomes))
     finally:
         torch.set_num_threads(before)
+    # The tiles are fixed, so which thread renders one never matters: the same bits.
+    assert torch.equal(tiled[0], tiled[1])
+    # Other tiles may round differently in the last bit: on AVX-512, torch's sigmoid takes
+    # another code path for the short rows of a tile than for whole vectors (seen: 1 pixel of
+    # 1,344 off by 1.2e-7). The tile size is a constant, so a run's images never depend on it.
+    torch.testing.assert_close(tiled[0], whole, rtol=0, atol=1e-6)
 
 
 def test_resolution_independent_rendering():
