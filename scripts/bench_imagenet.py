@@ -39,7 +39,7 @@ from fooling.evo.cli.parsing import Parser, positive_int, positive_number
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
 from fooling.evo.run import evolve
-from fooling.fitness import LoadedModel, Scorer, load_model, pick_device
+from fooling.fitness import LoadedModel, Scorer, error_line, load_model, pick_device
 from fooling.fitness.engine import keep_freed_memory, resolve_engine, scoring_threads
 from fooling.fitness.limits import check_device
 
@@ -131,8 +131,7 @@ def cuda_variants(model: LoadedModel, images: torch.Tensor) -> dict[str, Callabl
             function(images)  # compiles, where it does
             torch.cuda.synchronize()
         except Exception as error:  # a variant this torch or card cannot do: say why, go on
-            first_line = "".join(str(error).strip().splitlines()[:1])[:160]  # messages may be empty
-            print(f"{name}: not measured ({type(error).__name__}: {first_line})")
+            print(f"{name}: not measured ({type(error).__name__}: {error_line(error, 160)})")
             continue
         print(f"{name}: ready in {time.perf_counter() - started:.1f} s")
         variants[name] = function
