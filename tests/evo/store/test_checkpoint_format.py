@@ -40,7 +40,8 @@ from fooling.evo.store.checkpoint import (
 from fooling.fitness import get_model_spec
 
 ROOT = Path(__file__).resolve().parents[3]
-GOLDEN = ROOT / "tests" / "evo" / "core" / "golden"
+# Version-1 checkpoints: the first set of goldens, written before format version 2.
+GOLDEN = ROOT / "tests" / "evo" / "core" / "golden" / "dbc1efaff822c1b3"
 PAPER_RUN = ROOT / "docs" / "paper-imagenet" / "run"
 TINY = ["--population", "20", "--batch-size", "10", "--no-progress", "--no-report"]
 MNIST_SOURCE = {"channels": 1, "input_size": [28, 28]}
