@@ -45,7 +45,10 @@ def test_archive_equals_the_golden_checkpoint(fooling_home, tmp_path, name):
     weights_hash = load_model("mnist-lenet").weights_hash
     if not (GOLDEN / weights_hash).is_dir():
         known = ", ".join(sorted(path.name for path in GOLDEN.iterdir()))
-        pytest.skip(f"no goldens for this machine's mnist-lenet weights {weights_hash} (goldens: {known})")
+        pytest.skip(
+            f"no goldens for this machine's mnist-lenet weights {weights_hash} (there are: {known}); "
+            "python tests/evo/core/test_golden.py adds them"
+        )
     golden = read_latest_checkpoint(str(GOLDEN / weights_hash / name), GENOME_CLASSES)
     assert golden.weights_hash == weights_hash
     search = evolve(config(name, tmp_path / name), show_progress=False)
@@ -53,7 +56,7 @@ def test_archive_equals_the_golden_checkpoint(fooling_home, tmp_path, name):
     assert golden.archive.equals(search.archive)
 
 
-def test_every_golden_set_is_filed_under_its_weights(fooling_home):
+def test_every_golden_set_is_filed_under_its_weights():
     for folder in GOLDEN.iterdir():
         for name in RUNS:
             assert read_latest_checkpoint(str(folder / name), GENOME_CLASSES).weights_hash == folder.name
