@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 from fooling.evo.emitters import check_emitter
@@ -48,6 +53,71 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 100,
     },
 }
+
+
+# Upper bounds of the count fields, checked before anything is allocated (a checkpoint is
+# untrusted input: a stored population of 10**12 must be one line, not a failed allocation).
+# The paper's runs: 400 children per generation, 20,000 generations; these leave room far beyond.
+MAX_POPULATION = 1_000_000  # children per generation (their genomes are held at once)
+MAX_GENERATIONS = 1_000_000_000
+MAX_ACTORS = 4096  # Ray workers or scorers
+MAX_NODES = 65_536  # CPPN capacity in nodes (the paper preset: 256)
+MAX_EDGES = 1_048_576  # CPPN capacity in connections (the paper preset: 1,024)
+# Each count field's bound; every other field's kind comes from its annotation.
+COUNT_BOUNDS: dict[str, int] = {
+    "generations": MAX_GENERATIONS,
+    "population": MAX_POPULATION,
+    "checkpoint_every": MAX_GENERATIONS,
+    "keep_checkpoints": MAX_GENERATIONS,
+    "batch_size": MAX_POPULATION,
+    "halve_mutation_every": MAX_GENERATIONS,
+    "max_nodes": MAX_NODES,
+    "max_edges": MAX_EDGES,
+    "workers": MAX_ACTORS,
+    "scorers": MAX_ACTORS,
+}
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "str": ("text", lambda v: isinstance(v, str)),
+    "list[str]": (
+        "a list of class names",
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(item, str) for item in v),
+    ),
+}
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters, for a one-line message about untrusted input."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _named(field: str, message: str) -> bool:
+    """Whether ``message`` names the flag of ``field``."""
+    return re.search(rf"{re.escape(_flag(field))}(?![\w-])", message) is not None
+
+
+def _preset_clash(preset: str, fields: dict[str, Any], message: str) -> str:
+    """``message`` about a config of ``preset`` and ``fields``, saying which values the preset set.
+
+    A value the user never typed (the preset's) is named as the preset's, with what to do:
+    give that flag too, or leave out the flag of theirs that clashes with it.
+    """
+    from_preset = [key for key in PRESETS[preset] if key not in fields and _named(key, message)]
+    if not from_preset:
+        return message
+    sets = ", ".join(f"{_flag(key)} {PRESETS[preset][key]}" for key in from_preset)
+    flags = " / ".join(_flag(key) for key in from_preset)
+    given = [f"{_flag(key)} {value}" for key, value in fields.items() if _named(key, message)]
+    remedy = f"give {flags} yourself to override the preset's" + (
+        f", or leave out {' and '.join(given)}" if given else ""
+    )
+    return f"--preset {preset} sets {sets}, and {message}: {remedy}"
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -147,38 +217,47 @@ class RunConfig:
     emitter: str = "paper"
 
     def __post_init__(self) -> None:
-        self.device = normalise_device(self.device)
+        if isinstance(self.device, str):  # anything else is refused by validate
+            self.device = normalise_device(self.device)
+        if isinstance(self.out, os.PathLike):  # a pathlib.Path from Python callers
+            self.out = os.fspath(self.out)
         self.validate()
 
+    def _check_kinds(self) -> None:
+        """Raise ``ValueError`` naming the first field whose value is not of its annotated kind.
+
+        Configs come from checkpoints too (untrusted JSON): a string, a bool or a list where a
+        count belongs must be one line here, not an error deep inside the search.
+        """
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = str(field.type)
+            if value is None and kind.endswith(" | None"):
+                continue
+            description, accepts = _KINDS[kind.removesuffix(" | None")]
+            if not accepts(value):
+                raise ValueError(f"{_flag(field.name)} must be {description}, not {_shown(value)}")
+
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field out of range."""
+        """Raise ``ValueError`` naming the first field of the wrong kind or out of range."""
+        self._check_kinds()
         if not str(self.out).strip():
             raise ValueError("--out is empty; give a folder")
-        positive = ("generations", "population")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be a positive integer, not {getattr(self, name)}"
-                )
-        for name in (
-            "checkpoint_every",
-            "keep_checkpoints",
-            "batch_size",
-            "halve_mutation_every",
-            "image_size",
-            "workers",
-        ):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
-        if self.scorers < 1:
-            raise ValueError(f"--scorers must be >= 1, not {self.scorers}")
+        for name, most in COUNT_BOUNDS.items():
+            value = getattr(self, name)
+            least = 1 if name in ("generations", "population", "scorers", "max_nodes", "max_edges") else 0
+            if not least <= value <= most:
+                raise ValueError(f"{_flag(name)} must be in [{least}, {most:,}], not {value:,}")
+        if self.image_size < 0:
+            raise ValueError(f"--image-size must be >= 0, not {self.image_size}")
         for name in ("mutation_probability", "crossover_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], not {value}")
+                raise ValueError(f"{_flag(name)} must be in [0, 1], not {value}")
         for name in ("mutation_eta", "crossover_eta"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{_flag(name)} must be a positive number, not {value}")
         _check_choice("color-space", self.color_space, ("rgb", "hsv", "hls", "hls-opencv"))
         if self.color_space == "hls-opencv" and self.encoding != "cppn":
             raise ValueError("--color-space hls-opencv maps CPPN outputs; it needs --encoding cppn")
@@ -217,7 +296,10 @@ class RunConfig:
         if preset is None:
             return cls(**fields)
         name = resolve_name(preset, PRESETS, "preset")
-        return cls(**{**PRESETS[name], **fields, "preset": name})
+        try:
+            return cls(**{**PRESETS[name], **fields, "preset": name})
+        except ValueError as error:
+            raise ValueError(_preset_clash(name, fields, str(error))) from None
 
     @property
     def effective_batch_size(self) -> int:

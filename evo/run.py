@@ -44,6 +44,7 @@ from fooling.evo.store.runfolder import (
 from fooling.evo.toolbox import make_toolbox
 from fooling.fitness import (
     LoadedModel,
+    ModelRunError,
     ModelUnavailableError,
     lenet_weights_path,
     load_model,
@@ -53,7 +54,7 @@ from fooling.fitness import (
 from fooling.fitness.engine import check_engine, keep_freed_memory, resolve_engine
 from fooling.fitness.limits import check_device
 from fooling.fitness.models import LENET_PATTERN
-from fooling.fitness.sources import describe_model, model_change
+from fooling.fitness.sources import describe_model, model_change, source_change
 
 logger = logging.getLogger(__name__)
 
@@ -340,12 +341,22 @@ def evolve(
     Raises:
         RunFolderError: a new run's ``out`` already holds a run or other files, or is in use.
         ValueError: an ``address`` with ``workers == 0``.
-        CheckpointError: resuming from a checkpoint of another model or weights.
-        UnknownNameError, ModelUnavailableError: bad model, encoding or class names.
+        CheckpointError: resuming from a checkpoint of another model or weights, or one whose
+            model file or labels changed since (checked before the model loads).
+        UnknownNameError, ModelUnavailableError, ModelFileError: bad model, encoding or class names.
+        ModelRunError: the network raised or gave non-finite scores; one line naming the model,
+            the generation and the last generation saved (written first where it was not yet).
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
     """
     check_cluster_choice(config.address, config.workers)
     keep_freed_memory()
+    if resume:
+        # The run folder names the model file (and labels) it was made with: check them against
+        # its record before loading, since loading is where a changed or planted file would act.
+        checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
+        changed = source_change(checkpoint.model_source, config.model)
+        if changed:
+            raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
     model = load_or_train(config.model)
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
@@ -380,10 +391,10 @@ def _evolve_locked(
     """The body of :func:`evolve`, run while holding the run folder's lock."""
     if resume:
         checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
+        changed = model_change(checkpoint.model_source, model)  # labels change with the same weights
+        if changed:
+            raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
         if checkpoint.model != config.model or checkpoint.weights_hash != model.weights_hash:
-            changed = model_change(checkpoint.model_source, model)
-            if changed:
-                raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
             raise CheckpointError(
                 f"{checkpoint.path} was made with {checkpoint.model} (weights {checkpoint.weights_hash}), "
                 f"not {config.model} (weights {model.weights_hash}); refusing to mix them"
@@ -469,6 +480,17 @@ def _evolve_locked(
                         100 * record["coverage"],
                         record["evals_per_s"],
                     )
+    except ModelRunError as error:
+        # Raised before the generation's insertions (Search inserts only after all of its
+        # results came back): the archive is whole. Save it, and say so on the error's one line.
+        if search.generation - 1 > saved_at and search.generation > 0 and not search.inserting:
+            save()
+        saved = (
+            f"generation {search.generation - 1} is the last one saved in {config.out}"
+            if search.generation > 0
+            else "no generation was saved"
+        )
+        raise ModelRunError(f"{error}; {saved}") from error
     except (KeyboardInterrupt, BackendError) as error:
         # The backend fails between insertions (Search inserts only after all of a
         # generation's results came back), so the archive is whole: save it.

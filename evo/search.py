@@ -14,6 +14,7 @@ from fooling.encodings import GenomeBatch
 from fooling.evo.archive import ClassArchive
 from fooling.evo.emitters import EMITTERS, Emitter
 from fooling.evo.toolbox import vary
+from fooling.fitness import ModelRunError
 
 STATS_FIELDS = (
     "gen",
@@ -241,13 +242,21 @@ class Search:
         return tasks, self.archive.genomes.take(pool_cells), parent_cells
 
     def step(self) -> dict:
-        """Run one generation; return its statistics record."""
+        """Run one generation; return its statistics record.
+
+        Raises:
+            ModelRunError: the network failed while scoring this generation (the message
+                names the generation); the archive is as the previous generation left it.
+        """
         started = time.perf_counter()
         tasks, pool, parent_cells = self.tasks()
         parent_ids = np.where(parent_cells >= 0, self.archive.individual_id[parent_cells], -1)
         # All results first, then every insertion: an interruption while waiting leaves
         # the archive exactly as the previous generation left it.
-        results = list(self.backend.run(tasks, pool))
+        try:
+            results = list(self.backend.run(tasks, pool))
+        except ModelRunError as error:  # the network failed, not the search: say when
+            raise ModelRunError(f"generation {self.generation}: {error}") from error
         self.inserting = True
         start = 0
         for task, (children, probabilities) in zip(tasks, results):

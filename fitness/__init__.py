@@ -24,7 +24,7 @@ from fooling.fitness.models import (
     register_model,
     weights_hash,
 )
-from fooling.fitness.scorer import Scorer, pick_device, ten_crops
+from fooling.fitness.scorer import ModelRunError, Scorer, pick_device, ten_crops
 from fooling.fitness.train import TrainResult, fit_lenet, train_lenet
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "LeNet",
     "LoadedModel",
     "ModelSpec",
+    "ModelRunError",
     "ModelUnavailableError",
     "Scorer",
     "TrainResult",

@@ -10,10 +10,12 @@ The engine that scores a run is a setting of the run (``--engine``):
   EfficientNet-Lite.
 * ``auto`` (the default): ``onnxruntime`` on the CPU, ``torch`` on CUDA.
 
-Exported files are cached under ``$FOOLING_HOME/onnx``, one per model name and weights hash,
-written atomically; a JSON file beside each records the SHA-256 of the ``.onnx`` bytes, and
-the bytes are hashed again every time they are loaded, so a truncated, corrupt or stale file
-is exported anew and never handed to ONNX Runtime.
+Exported files are cached under ``$FOOLING_HOME/onnx``, one per everything the graph has
+baked in (:func:`export_key`: model name, weights hash, mean, std, input size, channels, opset,
+export format), written atomically; a JSON file beside each records that key and the SHA-256
+of the ``.onnx`` bytes, and the bytes are hashed again every time they are loaded, so a
+truncated, corrupt or stale file, or one exported with other preprocessing, is exported anew
+and never handed to ONNX Runtime.
 
 Thread counts are decided here and nowhere else (:func:`configure_threads`): torch's pool
 and every ONNX Runtime session get the same number, the cores this process may use
@@ -204,9 +206,35 @@ class CacheEntry:
     meta: Path
 
 
+def export_key(model: LoadedModel) -> dict:
+    """Everything the exported graph of ``model`` has baked in (JSON-able): its cache key.
+
+    The graph normalises with the spec's mean and std, and the exporter traces one input
+    size and channel count; the weights hash covers the network (a model file's hash covers
+    its bytes). The torch version is not part of it: another exporter writes another graph of
+    the same function.
+    """
+    spec = model.spec
+    return {
+        "model": spec.name,
+        "weights_hash": model.weights_hash,
+        "mean": [float(value) for value in spec.mean],
+        "std": [float(value) for value in spec.std],
+        "input_size": [int(side) for side in spec.input_size],
+        "channels": int(spec.channels),
+        "opset": OPSET,
+        "export_format": EXPORT_FORMAT,
+    }
+
+
+def _key_digest(key: dict) -> str:
+    """16 hex digits of the SHA-256 of ``key`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 def cache_entry(model: LoadedModel, home: Path | None = None) -> CacheEntry:
-    """Cache paths of ``model``'s export: one per name, weights hash, opset and export format."""
-    stem = f"{model.spec.name}-{model.weights_hash}-opset{OPSET}-f{EXPORT_FORMAT}"
+    """Cache paths of ``model``'s export: one per :func:`export_key` (its digest is in the name)."""
+    stem = f"{model.spec.name}-{model.weights_hash}-{_key_digest(export_key(model))}"
     folder = (home or fooling_home()) / "onnx"
     return CacheEntry(folder / f"{stem}.onnx", folder / f"{stem}.json")
 
@@ -271,9 +299,14 @@ def _read_cached(entry: CacheEntry, model: LoadedModel) -> bytes | None:
     except (OSError, ValueError) as error:
         logger.warning("ONNX cache %s unreadable (%s): exporting again", entry.onnx, error)
         return None
-    expected = (meta.get("weights_hash"), meta.get("opset"), meta.get("sha256"))
-    actual = (model.weights_hash, OPSET, _sha256(data))
-    if expected != actual:
+    key = export_key(model)
+    # The key is checked again, not only its digest in the name: a record made for another
+    # preprocessing (or written by hand) never passes for this one.
+    if (
+        not isinstance(meta, dict)
+        or any(meta.get(name) != value for name, value in key.items())
+        or meta.get("sha256") != _sha256(data)
+    ):
         logger.warning(
             "ONNX cache %s does not match its record (truncated, corrupt or stale): exporting again",
             entry.onnx,
@@ -298,10 +331,7 @@ def onnx_model(model: LoadedModel, home: Path | None = None) -> bytes:
         return data
     data = export_onnx(model)
     record = {
-        "model": model.spec.name,
-        "weights_hash": model.weights_hash,
-        "opset": OPSET,
-        "export_format": EXPORT_FORMAT,
+        **export_key(model),
         "sha256": _sha256(data),
         "bytes": len(data),
         "torch": torch.__version__,

@@ -129,6 +129,35 @@ def to_model_input(
     )
 
 
+def _needed_side(size: tuple[int, int], crop_pct: float | None) -> int:
+    """The shorter side a photo must keep for the model's resize to see full detail."""
+    return math.ceil(max(size) / min(crop_pct or 1.0, 1.0))
+
+
+def _decode_reduced(picture: Image.Image, needed: int) -> Image.Image:
+    """``picture`` decoded as RGB, first shrunk by an integer factor where it is far larger than needed.
+
+    Memory is the point: a 49-megapixel photo (or a 140 KB PNG that inflates to one) as a
+    float tensor takes 600 MB per copy, and the resize made several. The photo is shrunk
+    while still 8-bit (JPEG: decoded at a reduced scale; others: box-averaged by
+    :meth:`PIL.Image.Image.reduce`), keeping a shorter side of at least ``2 * needed``, so
+    the model's own resize afterwards still averages over every pixel it covers.
+
+    Args:
+        picture: an opened, not yet decoded image.
+        needed: the shorter side the model's transform resizes to.
+
+    Returns:
+        An RGB image whose shorter side is at least ``min(original, 2 * needed)``.
+    """
+    keep = 2 * needed
+    if picture.format == "JPEG":
+        picture.draft("RGB", (keep, keep))  # decodes at 1/2, 1/4 or 1/8 scale, never below keep
+    picture = picture.convert("RGB") if picture.mode != "RGB" else picture  # convert always copies
+    factor = min(picture.size) // keep
+    return picture.reduce(factor) if factor >= 2 else picture
+
+
 def load_model_images(source: str, spec: ModelSpec) -> tuple[torch.Tensor, list[str]]:
     """Photos as ``spec``'s model takes them: images ``(batch, channels, H, W)`` in [0, 1] and their names.
 
@@ -195,7 +224,7 @@ def load_images(
                         f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
                         "scale it down first"
                     )
-                array = np.asarray(picture.convert("RGB"))
+                array = np.asarray(_decode_reduced(picture, _needed_side(size, crop_pct)))
         except Image.DecompressionBombError:
             raise ValueError(
                 f"{file} declares too many pixels (limit {MAX_IMAGE_PIXELS:,}); scale it down first"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -20,6 +21,16 @@ logger = logging.getLogger(__name__)
 # probabilities never depend on how many others came with it (a dynamic shape would give a
 # resumed run other kernels than an uninterrupted one). The last chunk of a call is padded.
 COMPILED_BATCH = 256
+
+
+class ModelRunError(RuntimeError):
+    """The classifier itself failed while scoring: it raised, or gave non-finite scores.
+
+    Raised around the network's own call only (a model file's code, a plugin's network, ONNX
+    Runtime on the file's graph), never around this package's code, whose bugs keep their
+    tracebacks. The message is one line naming the model; the search adds the generation.
+    The original error is its ``__cause__``.
+    """
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -103,6 +114,38 @@ class Scorer:
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
 
+    @contextlib.contextmanager
+    def _network_call(self) -> Iterator[None]:
+        """Around a call of the network: its errors become one :class:`ModelRunError` line.
+
+        Errors of this package's own types pass unchanged (e.g. an ONNX file asked for
+        gradients: already one line); so does ``KeyboardInterrupt``.
+        """
+        try:
+            yield
+        except Exception as error:
+            if type(error).__module__.split(".")[0] == "fooling":
+                raise
+            if isinstance(error, torch.jit.Error):  # TorchScript's traceback ends in the error raised
+                reason = error_line(error, last=True).removeprefix("builtins.")
+            else:
+                reason = f"{type(error).__name__}: {error_line(error)}"
+            raise ModelRunError(f"model {self.spec.name} raised while scoring: {reason}") from error
+
+    def _finite(self, probabilities: np.ndarray) -> np.ndarray:
+        """``probabilities`` after checking the network gave finite scores for every image.
+
+        Raises:
+            ModelRunError: some image's scores hold NaN or infinity (the model's logits did).
+        """
+        bad = ~np.isfinite(probabilities).all(axis=1)
+        if bad.any():
+            raise ModelRunError(
+                f"model {self.spec.name} gave non-finite scores (NaN or infinity) for {int(bad.sum())} "
+                f"of {len(probabilities)} images"
+            )
+        return probabilities
+
     def _onnx_session(self):
         """The ONNX Runtime session, exported or read from the cache on first use.
 
@@ -127,7 +170,8 @@ class Scorer:
         empty batch runs eagerly (there is no chunk to compile with).
         """
         if not self.compiled or len(inputs) == 0:
-            return self.network(inputs)
+            with self._network_call():
+                return self.network(inputs)
         chunks = [
             _padded(inputs[start : start + COMPILED_BATCH]) for start in range(0, len(inputs), COMPILED_BATCH)
         ]
@@ -141,9 +185,11 @@ class Scorer:
                     "%s cannot be compiled (%s): scoring with eager torch", self.spec.name, error_line(error)
                 )
                 self.compiled = False
-                return self.network(inputs)
+                with self._network_call():
+                    return self.network(inputs)
             self._compiled_network = network
-        parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
+        with self._network_call():
+            parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
         return torch.cat(parts)[: len(inputs)]
 
     @property
@@ -167,8 +213,14 @@ class Scorer:
         """Logits ``(batch_size, num_classes)`` float32, differentiable (no crops, no AMP).
 
         ``images``: ``(batch_size, channels, *spec.input_size)`` in ``[0, 1]`` on the device.
+
+        Raises:
+            ModelRunError: the network raised.
         """
-        return self.network((images - self._mean) / self._std).float()
+        inputs = (images - self._mean) / self._std
+        with self._network_call():
+            logits = self.network(inputs)
+        return logits.float()
 
     @torch.no_grad()
     def score(self, images: torch.Tensor) -> np.ndarray:
@@ -179,10 +231,11 @@ class Scorer:
 
         Raises:
             ValueError: images of the wrong shape for this model.
+            ModelRunError: the network raised, or gave non-finite scores.
         """
         self.check_images(images)
         if self.engine == "onnxruntime" and self._onnx_session() is not None:
-            return self._score_onnx(images)
+            return self._finite(self._score_onnx(images))
         images = images.to(self.device, torch.float32, non_blocking=True)
         if self.crops == 10:
             batch = images.shape[0]
@@ -196,7 +249,7 @@ class Scorer:
         probabilities = F.softmax(logits.float(), dim=1)
         if self.crops == 10:
             probabilities = probabilities.view(10, batch, -1).mean(0)
-        return probabilities.cpu().numpy()
+        return self._finite(probabilities.cpu().numpy())
 
     def _score_onnx(self, images: torch.Tensor) -> np.ndarray:
         """:meth:`score` on ONNX Runtime: ``images`` ``(batch, c, *image_size)`` -> ``(batch, classes)``."""
@@ -204,7 +257,8 @@ class Scorer:
         batch = images.shape[0]
         if self.crops == 10:
             images = ten_crops(images, self.spec.input_size).flatten(0, 1)
-        probabilities = self._session.run(None, {"images": images.contiguous().numpy()})[0]
+        with self._network_call():
+            probabilities = self._session.run(None, {"images": images.contiguous().numpy()})[0]
         if self.crops == 10:
             probabilities = probabilities.reshape(10, batch, -1).mean(0)
         return probabilities

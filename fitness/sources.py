@@ -20,7 +20,7 @@ What ``--model`` accepts besides the registry's names (see :func:`fooling.fitnes
 * an installed plugin: a package declaring an entry point in the group ``fooling.models``
   whose object, called with no arguments, returns a :class:`ModelSpec`.
 
-Loading never runs a Python pickle:
+Loading never runs a Python pickle, nor text from the file:
 
 * ``torch.jit.load`` reads the archive with TorchScript's own C++ deserializer; its ``data.pkl``
   and ``constants.pkl`` are read by TorchScript's restricted unpickler, which rebuilds tensors
@@ -31,12 +31,20 @@ Loading never runs a Python pickle:
   ``pickle.loads``. So archives holding opaque objects are refused before loading, and
   ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` is set while loading, which makes every ``torch.load``
   call use the safe weights-only unpickler whatever its caller asked for.
+* ``torch.export.load`` also hands text from the archive to evaluators (shape expressions to
+  ``sympy.sympify``, guards to ``exec``, names into generated source, operator names looked
+  up from ``torch``): every string of the archive's programs is checked against what torch
+  writes in its field before torch reads anything (:func:`check_export_archive`).
+* An ONNX file's external data is read here, from the model's own folder only, into a
+  self-contained model (ONNX Runtime would resolve it against the current directory), and
+  belongs to the model's SHA-256 (:func:`read_model`).
 * timm and torchvision weights are read with the same variable set (safetensors need none).
 * A plain ``torch.save`` file (a pickled state dict or module) is refused with a message
   saying how to save the model instead.
 
 Model files reach Ray actors through the object store: a :class:`FileNetwork` pickles as the
-file's bytes and is rebuilt from them on the other side, so nodes need no copy of the file.
+model's bytes (an ONNX file's with its external data in them) and is rebuilt from them on the
+other side, so nodes need no copy of the file.
 """
 
 from __future__ import annotations
@@ -52,13 +60,14 @@ import json
 import logging
 import os
 import pickle
+import re
 import site
 import socket
 import sysconfig
 import warnings
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlparse
 
 import numpy as np
@@ -338,30 +347,554 @@ def sniff(data: bytes) -> str:
     return "unknown"
 
 
-def _check_export_archive(data: bytes, shown: str) -> None:
-    """Refuse a ``.pt2`` archive whose loading would unpickle Python objects.
+# --- checking a torch.export archive before torch reads it ---------------------------------
+#
+# torch.export.load hands text from the archive to Python evaluators: every shape expression
+# (``expr_str``) goes to ``sympy.sympify``, which runs Python; the ``guards_code`` strings are
+# pasted into a function that ``exec`` runs; input and node names, parameter names and the keys
+# of the input structure are pasted into the module's generated source; node targets are looked
+# up by attribute from ``torch`` (``torch.os.system`` resolves), and the input structure may
+# name a module to import. So every string the deserializer reads is checked first against
+# what torch itself writes (torch 2.14), and anything else is refused before torch sees it.
+
+# Archive members torch.export.load reads, relative to the archive's root folder. Anything else
+# (compiled AOTInductor code it would load, ExecuTorch programs, the legacy format) is refused.
+_EXPORT_MEMBERS = re.compile(
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/\w+\.json|data/sample_inputs/\w+\.pt"
+    r"|data/weights/(?:\w+_weights_config\.json|weight_\d+)"
+    r"|data/constants/(?:\w+_constants_config\.json|tensor_\d+)"
+    r"|extra/[\w.-]+",  # read as text into a dict, never parsed
+    re.ASCII,
+)
+# Largest JSON member read (its text is parsed whole).
+MAX_EXPORT_JSON_BYTES = 256 * 2**20
+# Deepest nesting of the program's JSON, and of one expression, that is accepted.
+_MAX_JSON_DEPTH = 256
+_MAX_EXPRESSION_DEPTH = 64
+# Longest expression accepted (torch's are a few hundred characters).
+MAX_EXPRESSION_CHARS = 4096
+# Largest integer literal in an expression (int64), and largest literal exponent or shift:
+# ``Pow(Integer(10), Integer(10**18))`` would make sympy compute a number of 10**18 digits.
+_MAX_LITERAL = 2**63
+_MAX_EXPONENT = 64
+
+# Symbols torch names its shape variables with (torch.utils._sympy.symbol.prefix_str).
+_SYMBOL_NAME = re.compile(r"(?:s|u|ps|zf|zuf|tmp|idx|i|x|y|z|h|r0_|r1_|indirect|view)\d{1,9}", re.ASCII)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# sympy classes sympy's srepr writes for shape expressions, and torch's own functions
+# (the deserializer's ``sympy_functions``); a call of any other name is refused.
+_EXPRESSION_FUNCTIONS = _words(
+    "Symbol Integer Rational Float Add Mul Pow Max Min Abs Mod Equality Unequality StrictLessThan "
+    "LessThan StrictGreaterThan GreaterThan And Or Not Eq Ne Lt Le Gt Ge "
+    "FloorDiv ModularIndexing Where PythonMod CleanDiv CeilToInt FloorToInt CeilDiv LShift RShift "
+    "PowByNatural FloatPow FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator TruncToFloat "
+    "TruncToInt RoundToInt RoundDecimal ToFloat Identity"
+)
+# Functions whose second argument is an exponent or a shift: it must be a small literal.
+_EXPONENT_FUNCTIONS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift", "RShift"})
+# Names torch's Python printer writes into guards (torch.fx.experimental.symbolic_shapes).
+_GUARD_FUNCTIONS = frozenset({"max", "min", "abs", "int", "float", "round"})
+_MATH_NAMES = frozenset({"floor", "ceil", "trunc", "sqrt", "isnan", "inf", "nan"})
+_SOURCE_METHODS = frozenset({"size", "stride", "storage_offset"})
+_CONSTANTS = frozenset({"oo", "int_oo", "zoo", "nan", "true", "false", "True", "False"})
+# sympy assumptions a Symbol may carry (sympy.core.assumptions._assume_defined).
+_ASSUMPTIONS = _words(
+    "algebraic antihermitian commutative complex composite even extended_negative extended_nonnegative "
+    "extended_nonpositive extended_nonzero extended_positive extended_real finite hermitian imaginary "
+    "infinite integer irrational negative noninteger nonnegative nonpositive nonzero odd polar positive "
+    "prime rational real transcendental zero"
+)
+_EXPRESSION_TOKEN = re.compile(
+    r" *(?:(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)"
+    r"|(?P<string>'[\w.+-]*')|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%<>()\[\],.=]))",
+    re.ASCII,
+)
+_COMPARISONS = frozenset({"==", "!=", "<=", ">=", "<", ">"})
+
+# Node targets the deserializer resolves: torch operators, and the few Python functions torch
+# writes for symbolic sizes (torch._export.serde.serialize._SYM_OPS and operator.getitem).
+_PYTHON_TARGETS = _words(
+    " ".join(f"_operator.{name}" for name in _words(
+        "getitem eq ne le ge lt gt neg pos mul add sub floordiv mod pow truediv and_ or_ lshift "
+        "rshift not_ abs"
+    ))
+    + " math.trunc math.floor math.ceil math.sqrt "
+    + " ".join(f"torch.sym_{name}" for name in _words("not int float ite max min sqrt sum"))
+)  # fmt: skip
+_OPERATOR_PART = r"(?!__)[A-Za-z_]\w*"
+_TORCH_OPERATOR = re.compile(
+    rf"torch\.ops\.(?:higher_order\.{_OPERATOR_PART}"
+    rf"|(?!(?:higher_order|import_module|load_library|loaded_libraries)\.){_OPERATOR_PART}"
+    rf"\.{_OPERATOR_PART}\.{_OPERATOR_PART})",
+    re.ASCII,
+)
+# Names of values, inputs, parameters and modules: pasted into generated source as they are.
+_DOTTED_NAME = re.compile(r"(?:[A-Za-z_]\w*(?:\.\w+)*)?", re.ASCII)
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+# Schema fields whose value maps names to schema objects (the keys are names, not fields).
+_NAME_MAPS = frozenset(
+    {"tensor_values", "sym_int_values", "sym_bool_values", "sym_float_values", "custom_obj_values",
+     "range_constraints", "opset_version", "treespec_namedtuple_fields", "as_string_to_argument",
+     "config"}
+)  # fmt: skip
+# Fields of free text: kept as data, printed into comments at most (one line each).
+_TEXT_FIELDS = frozenset({"stack_trace", "metadata"})
+# Fields of strings that generated code holds as quoted literals.
+_LITERAL_FIELDS = frozenset({"as_string", "as_strings", "torch_version"})
+# Input and output structures (pytree): the types torch writes for a model's arguments.
+_TREESPEC_TYPES = frozenset(
+    {None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict"}
+)
+
+
+class _Refused(ValueError):
+    """A string of an archive that does not have the form torch writes there."""
+
+
+class _ExpressionChecker:
+    """A recursive-descent recogniser of the shape expressions torch writes; evaluates nothing.
+
+    It accepts sympy's ``srepr`` form (``Mul(Integer(2), Symbol('s77', positive=True,
+    integer=True))``) and the infix form (``2*s77 + FloorDiv(s77, 3)``): integers, torch's
+    symbol names, ``+ - * / // % **`` (a literal exponent only), comparisons, parentheses and
+    calls of the functions in ``_EXPRESSION_FUNCTIONS``. With ``guard``, also what torch's
+    Python printer writes into ``guards_code``: input sizes (``L['x'].size()[0]``), ``and``,
+    ``or``, ``not`` and a few functions (``max``, ``math.floor``, ...).
+    """
+
+    def __init__(self, text: str, guard: bool = False) -> None:
+        self.guard = guard
+        self.depth = 0
+        if len(text) > MAX_EXPRESSION_CHARS:
+            raise _Refused(f"{len(text)} characters long (at most {MAX_EXPRESSION_CHARS})")
+        self.tokens: list[tuple[str, str]] = []
+        position = 0
+        while position < len(text.rstrip(" ")):
+            match = _EXPRESSION_TOKEN.match(text, position)
+            if match is None or match.end() == position:
+                raise _Refused(f"unexpected {text[position : position + 12]!r}")
+            kind = match.lastgroup
+            assert kind is not None  # every alternative is a named group
+            self.tokens.append((kind, match.group(kind)))
+            position = match.end()
+        self.position = 0
+
+    def check(self) -> None:
+        """Raise :class:`_Refused` unless the whole text is one expression."""
+        self.expression()
+        if self.position != len(self.tokens):
+            raise _Refused(f"unexpected {self.peek()[1]!r}")
+
+    # -- tokens
+
+    def peek(self) -> tuple[str, str]:
+        return self.tokens[self.position] if self.position < len(self.tokens) else ("end", "end of text")
+
+    def accept(self, kind: str, *texts: str) -> str | None:
+        token_kind, text = self.peek()
+        if token_kind == kind and (not texts or text in texts):
+            self.position += 1
+            return text
+        return None
+
+    def expect(self, kind: str, *texts: str) -> str:
+        text = self.accept(kind, *texts)
+        if text is None:
+            wanted = " or ".join(repr(text) for text in texts) if texts else kind
+            raise _Refused(f"expected {wanted}, found {self.peek()[1]!r}")
+        return text
+
+    def nested(self, parse) -> None:
+        self.depth += 1
+        if self.depth > _MAX_EXPRESSION_DEPTH:
+            raise _Refused(f"nested deeper than {_MAX_EXPRESSION_DEPTH}")
+        parse()
+        self.depth -= 1
+
+    # -- grammar, loosest binding first
+
+    def expression(self) -> None:
+        self.nested(self.disjunction)
+
+    def disjunction(self) -> None:
+        self.conjunction()
+        while self.guard and self.accept("name", "or"):
+            self.conjunction()
+
+    def conjunction(self) -> None:
+        self.negation()
+        while self.guard and self.accept("name", "and"):
+            self.negation()
+
+    def negation(self) -> None:
+        if self.guard and self.accept("name", "not"):
+            self.nested(self.negation)
+        else:
+            self.comparison()
+
+    def comparison(self) -> None:
+        self.arithmetic()
+        while self.accept("op", *_COMPARISONS):
+            self.arithmetic()
+
+    def arithmetic(self) -> None:
+        self.term()
+        while self.accept("op", "+", "-"):
+            self.term()
+
+    def term(self) -> None:
+        self.factor()
+        while self.accept("op", "*", "/", "//", "%"):
+            self.factor()
+
+    def factor(self) -> None:
+        if self.accept("op", "+", "-"):
+            self.nested(self.factor)
+        else:
+            self.power()
+
+    def power(self) -> None:
+        self.primary()
+        if self.accept("op", "**"):
+            self.small_literal()
+
+    def small_literal(self) -> None:
+        """An integer literal of at most ``_MAX_EXPONENT`` (maybe negative, maybe ``Integer(n)``)."""
+        wrapped = self.accept("name", "Integer") is not None
+        if wrapped:
+            self.expect("op", "(")
+        self.accept("op", "-")
+        if abs(int(self.number(integer=True))) > _MAX_EXPONENT:
+            raise _Refused(f"an exponent or shift above {_MAX_EXPONENT}")
+        if wrapped:
+            self.expect("op", ")")
+
+    def number(self, integer: bool = False) -> str:
+        text = self.expect("number")
+        if integer and not text.isdigit():
+            raise _Refused(f"expected an integer, found {text!r}")
+        if text.isdigit() and int(text) > _MAX_LITERAL:
+            raise _Refused(f"an integer literal above 2**63 ({text[:20]}...)")
+        return text
+
+    def primary(self) -> None:
+        kind, text = self.peek()
+        if kind == "number":
+            self.number()
+        elif self.accept("op", "("):
+            self.expression()
+            self.expect("op", ")")
+        elif kind == "name":
+            self.position += 1
+            if self.guard and text == "L":
+                self.source()
+            elif self.guard and text == "math":
+                self.expect("op", ".")
+                name = self.expect("name")
+                if name not in _MATH_NAMES:
+                    raise _Refused(f"math.{name} is not a function torch writes")
+                if self.accept("op", "("):
+                    self.arguments()
+            elif self.peek() == ("op", "("):
+                self.call(text)
+            elif text not in _CONSTANTS and not _SYMBOL_NAME.fullmatch(text):
+                raise _Refused(f"{text!r} is not a shape symbol")
+        else:
+            raise _Refused(f"unexpected {text!r}")
+
+    def source(self) -> None:
+        """``L['x']`` then ``[0]``, ``['k']``, ``.size()``, ``.stride()``, ``.storage_offset()``."""
+        self.expect("op", "[")
+        self.subscript()
+        while True:
+            if self.accept("op", "["):
+                self.subscript()
+            elif self.accept("op", "."):
+                method = self.expect("name")
+                if method not in _SOURCE_METHODS:
+                    raise _Refused(f".{method} is not a size of an input")
+                self.expect("op", "(")
+                self.expect("op", ")")
+            else:
+                return
+
+    def subscript(self) -> None:
+        if self.peek()[0] == "string":
+            key = self.expect("string")[1:-1]
+            if not _IDENTIFIER.fullmatch(key):
+                raise _Refused(f"input name {key!r}")
+        else:
+            self.number(integer=True)
+        self.expect("op", "]")
+
+    def call(self, name: str) -> None:
+        if name not in _EXPRESSION_FUNCTIONS and not (self.guard and name in _GUARD_FUNCTIONS):
+            raise _Refused(f"{name}(...) is not a function torch writes")
+        self.expect("op", "(")
+        if name == "Symbol":
+            symbol = self.expect("string")[1:-1]
+            if not _SYMBOL_NAME.fullmatch(symbol):
+                raise _Refused(f"{symbol!r} is not a shape symbol")
+            while self.accept("op", ","):
+                assumption = self.expect("name")
+                if assumption not in _ASSUMPTIONS:
+                    raise _Refused(f"{assumption!r} is not a sympy assumption")
+                self.expect("op", "=")
+                self.expect("name", "True", "False")
+            self.expect("op", ")")
+        elif name == "Float":
+            digits = self.expect("string")[1:-1]
+            if not re.fullmatch(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?", digits):
+                raise _Refused(f"{digits!r} is not a number")
+            if self.accept("op", ","):
+                self.expect("name", "precision")
+                self.expect("op", "=")
+                self.number(integer=True)
+            self.expect("op", ")")
+        elif name in _EXPONENT_FUNCTIONS:
+            self.expression()
+            self.expect("op", ",")
+            self.small_literal()
+            self.expect("op", ")")
+        else:
+            self.arguments()
+
+    def arguments(self) -> None:
+        """After ``(``: expressions separated by commas, then ``)``."""
+        if self.accept("op", ")"):
+            return
+        self.expression()
+        while self.accept("op", ","):
+            self.expression()
+        self.expect("op", ")")
+
+
+def _check_expression(text: str, guard: bool = False) -> None:
+    """Raise :class:`_Refused` unless ``text`` is a shape expression (or guard) torch writes."""
+    _ExpressionChecker(text, guard).check()
+
+
+def _check_operator(text: str) -> None:
+    """Raise :class:`_Refused` unless ``text`` names a torch operator or a symbolic-size function."""
+    if text not in _PYTHON_TARGETS and not _TORCH_OPERATOR.fullmatch(text):
+        raise _Refused("not a torch operator")
+
+
+def _check_treespec(text: str) -> None:
+    """Raise :class:`_Refused` unless ``text`` is an input/output structure of plain containers.
+
+    Contexts are checked to be names or indices: torch pastes the keys of keyword arguments
+    into generated source, and a ``defaultdict`` or enum context names a module to import.
+    """
+    try:
+        protocol, schema = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        raise _Refused("not a serialized pytree") from None
+    if protocol != 1:
+        raise _Refused(f"pytree protocol {protocol!r}")
+
+    def visit(node, depth: int) -> None:
+        if depth > _MAX_JSON_DEPTH or not isinstance(node, dict):
+            raise _Refused("not a serialized pytree")
+        if node.get("type") not in _TREESPEC_TYPES:
+            raise _Refused(f"container type {node.get('type')!r}")
+        context = node.get("context")
+        if context is not None:
+            if not isinstance(context, str):
+                raise _Refused("not a serialized pytree")
+            try:
+                keys = json.loads(context)
+            except (ValueError, RecursionError):
+                raise _Refused("not a serialized pytree") from None
+            for key in keys if isinstance(keys, list) else [keys]:
+                if not (
+                    key is None
+                    or isinstance(key, int)
+                    or (isinstance(key, str) and _IDENTIFIER.fullmatch(key))
+                ):
+                    raise _Refused(f"argument name {key!r}")
+        children = node.get("children_spec", [])
+        if not isinstance(children, list):
+            raise _Refused("not a serialized pytree")
+        for child in children:
+            visit(child, depth + 1)
+
+    visit(schema, 0)
+
+
+def _check_text(text: str, literal: bool) -> None:
+    """Free text: printable lines (a carriage return would end a comment of generated source).
+
+    With ``literal``, also one line with no quote or backslash (it becomes a quoted literal).
+    """
+    lines = text.split("\n")
+    if not all(line.replace("\t", " ").isprintable() for line in lines):
+        raise _Refused("control characters")
+    if literal and (len(lines) > 1 or any(mark in text for mark in "'\"\\")):
+        raise _Refused("quotes, backslashes or line breaks")
+
+
+def _check_string(text: str, field: str) -> None:
+    """Check one string of the program by the schema field it stands in."""
+    if field == "expr_str":
+        _check_expression(text)
+    elif field == "guards_code":
+        _check_expression(text, guard=True)
+    elif field in ("target", "as_operator"):
+        _check_operator(text)
+    elif field in ("in_spec", "out_spec"):
+        _check_treespec(text)
+    elif field in _TEXT_FIELDS or field in _LITERAL_FIELDS:
+        _check_text(text, literal=field in _LITERAL_FIELDS)
+    elif not _DOTTED_NAME.fullmatch(text):
+        raise _Refused("not a name")
+
+
+def _check_json(value, field: str, depth: int = 0) -> None:
+    """Check every string under ``value`` (a part of the program's JSON under schema ``field``).
 
     Raises:
-        ModelFileError: it holds opaque (Python-pickled) constants or pickled weights.
+        _Refused: a string that does not have the form torch writes for its field; its
+            ``field`` attribute names the field.
     """
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for member in archive.namelist():
-            if not member.endswith(("_constants_config.json", "_weights_config.json")):
-                continue
+    if depth > _MAX_JSON_DEPTH:
+        raise _Refused(f"nested deeper than {_MAX_JSON_DEPTH}")
+    try:
+        if isinstance(value, str):
+            _check_string(value, field)
+        elif isinstance(value, list):
+            for item in value:
+                _check_json(item, field, depth + 1)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                # Keys are names (of values, parameters, metadata) or schema fields: never code.
+                if not (_DOTTED_NAME if field in _NAME_MAPS else _IDENTIFIER).fullmatch(key):
+                    raise _Refused(f"key {key!r}")
+                if field == "metadata":
+                    if not isinstance(item, str):
+                        raise _Refused("metadata that is not text")
+                    _check_text(item, literal=False)
+                else:
+                    _check_json(item, "" if field in _NAME_MAPS else key, depth + 1)
+    except _Refused as refused:
+        if not hasattr(refused, "field"):
+            refused.field = field  # type: ignore[attr-defined]
+            refused.text = value if isinstance(value, str) else None  # type: ignore[attr-defined]
+        raise
+
+
+def check_export_archive(data: bytes, shown: str) -> None:
+    """Refuse a ``.pt2`` archive whose loading could run code or unpickle Python objects.
+
+    Checks, before torch reads anything: that the archive holds only the members
+    ``torch.export.load`` reads for an ExportedProgram (no compiled AOTInductor code); that
+    weights and constants are raw tensors (no pickles, no custom or opaque objects); and that
+    every string of every program (``models/*.json``) and payload config has the form torch
+    writes in its field (see the comment above ``_EXPORT_MEMBERS``).
+
+    Raises:
+        ModelFileError: damaged, or anything above does not hold (one line).
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise ModelFileError(f"{shown}: damaged torch.export archive (not a zip file)") from None
+    with archive:
+        infos = [info for info in archive.infolist() if not info.is_dir()]
+        root = infos[0].filename.split("/", 1)[0] if infos else ""
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            if not info.filename.startswith(root + "/"):
+                raise ModelFileError(
+                    f"{shown}: damaged torch.export archive (members outside {root + '/'!r})"
+                )
+            members[info.filename[len(root) + 1 :]] = info
+        for member in members:
+            if not _EXPORT_MEMBERS.fullmatch(member):
+                what = (
+                    "compiled code, which loading would run"
+                    if member.startswith("data/aotinductor/")
+                    else "a member torch.export.load would read and this loader does not accept"
+                )
+                raise ModelFileError(f"{shown} holds {member[:100]!r} ({what}); refused")
+        if not any(member.startswith("models/") for member in members):
+            raise ModelFileError(f"{shown}: damaged torch.export archive (no models/*.json)")
+        for member, info in members.items():
+            if not member.endswith(".json") or member.startswith("extra/"):
+                continue  # extra files are handed back as text, never parsed
+            if info.file_size > MAX_EXPORT_JSON_BYTES:
+                raise ModelFileError(f"{shown}: {member} is {info.file_size} bytes, over the limit")
             try:
-                config = json.loads(archive.read(member))
-            except ValueError:
+                document = json.loads(archive.read(info))
+            except (ValueError, RecursionError, zipfile.BadZipFile, OSError):
                 raise ModelFileError(f"{shown}: damaged torch.export archive ({member})") from None
-            entries = config.get("config", {}) if isinstance(config, dict) else {}
-            for entry in entries.values():
-                if not isinstance(entry, dict):
-                    continue
-                path = str(entry.get("path_name", ""))
-                if entry.get("use_pickle") or path.startswith("opaque_obj_"):
-                    raise ModelFileError(
-                        f"{shown} holds pickled Python objects ({path or member}); loading it could run "
-                        "arbitrary code, so it is refused (export the model without custom objects)"
-                    )
+            if member.startswith("models/"):
+                field = ""
+            else:
+                _check_payload_config(document, member, shown)
+                field = "config_file"
+            try:
+                _check_json(document, field)
+            except _Refused as refused:
+                text = getattr(refused, "text", None)
+                shown_text = f" {text[:60]!r}{'...' if len(text) > 60 else ''}" if text is not None else ""
+                raise ModelFileError(
+                    f"{shown}: {member} holds{shown_text} under {getattr(refused, 'field', '?')!r}, "
+                    f"which is not what torch.export writes there ({refused}); refused, since loading "
+                    "would hand it to a Python evaluator"
+                ) from None
+
+
+def _check_payload_config(document, member: str, shown: str) -> None:
+    """Refuse weights or constants that loading would unpickle (or build Python objects from).
+
+    Raises:
+        ModelFileError: a pickled, custom or opaque payload, or a config of another form.
+    """
+    entries = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(entries, dict):
+        raise ModelFileError(f"{shown}: damaged torch.export archive ({member})")
+    prefix = "weight_" if member.startswith("data/weights/") else "tensor_"
+    for entry in entries.values():
+        path = str(entry.get("path_name", "")) if isinstance(entry, dict) else ""
+        if not isinstance(entry, dict) or entry.get("use_pickle") or not re.fullmatch(rf"{prefix}\d+", path):
+            raise ModelFileError(
+                f"{shown} holds pickled Python objects ({path or member}); loading it could run "
+                "arbitrary code, so it is refused (export the model without custom objects)"
+            )
+
+
+@contextlib.contextmanager
+def _torch_export_log() -> Iterator[list[logging.LogRecord]]:
+    """While inside: what torch.export's loggers say is kept in the list yielded, not printed.
+
+    ``torch.export.load`` logs a whole traceback (on torch's own stderr handler) before it
+    raises on a damaged archive; the error the user sees is one line made from it instead.
+    """
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export")]
+    previous = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield records
+    finally:
+        for logger, propagate in zip(loggers, previous, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
 
 
 def _input_from_export(program) -> tuple[tuple[int | None, ...], str]:
@@ -394,22 +927,25 @@ class FileNetwork(nn.Module):
     Pickles as the file's bytes (a Ray object), rebuilt by loading them again on the other
     side. A file that takes a fixed batch size is run in chunks of that size (the last one
     padded). The file's SHA-256 is a buffer, so :func:`fooling.fitness.weights_hash` changes
-    whenever any byte of the file does.
+    whenever any byte of the file (or of an ONNX file's external data) does.
 
     Args:
         kind: ``"torchscript"``, ``"export"`` or ``"onnx"``.
-        data: the file's bytes.
+        data: the file's bytes; for ONNX, self-contained (external data read in by
+            :func:`read_model`: ONNX Runtime would look for it relative to the current directory).
         shown: how to name the file in messages.
+        sha256: the model's SHA-256 as :func:`read_model` computes it (default: of ``data``).
 
     Raises:
-        ModelFileError: not a model of that kind, a pickle, or several inputs.
+        ModelFileError: not a model of that kind, a pickle, an archive whose loading could run
+            code it carries, an ONNX model still naming external data, or several inputs.
     """
 
-    def __init__(self, kind: str, data: bytes, shown: str) -> None:
+    def __init__(self, kind: str, data: bytes, shown: str, sha256: str | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.shown = shown
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.sha256 = sha256 or hashlib.sha256(data).hexdigest()
         self.register_buffer(
             "file_digest", torch.frombuffer(bytearray.fromhex(self.sha256), dtype=torch.uint8)
         )
@@ -450,23 +986,34 @@ class FileNetwork(nn.Module):
                 except Exception as error:
                     raise ModelFileError(f"{shown}: cannot read TorchScript ({reason(error)})") from None
                 return
-            _check_export_archive(data, shown)
-            try:
-                with weights_only_loads():
-                    program = torch.export.load(io.BytesIO(data))
-            except pickle.UnpicklingError:
-                raise ModelFileError(
-                    f"{shown} holds pickled Python objects that the safe (weights-only) loader refuses; "
-                    "loading them could run arbitrary code"
-                ) from None
-            except Exception as error:
-                raise ModelFileError(
-                    f"{shown}: cannot read the torch.export archive ({reason(error)})"
-                ) from None
-            self.input_shape, self.input_name = _input_from_export(program)
-            self.inner = program.module()
+            check_export_archive(data, shown)
+            with _torch_export_log() as logged:
+                try:
+                    with weights_only_loads():
+                        program = torch.export.load(io.BytesIO(data))
+                        self.input_shape, self.input_name = _input_from_export(program)
+                        self.inner = program.module()
+                except pickle.UnpicklingError:
+                    raise ModelFileError(
+                        f"{shown} holds pickled Python objects that the safe (weights-only) loader "
+                        "refuses; loading them could run arbitrary code"
+                    ) from None
+                except ModelFileError:
+                    raise
+                except Exception as error:
+                    # torch logs the error that broke the archive, then raises another one
+                    # ("check the warnings above"): the logged one says what is wrong.
+                    first = next((r.exc_info[1] for r in logged if r.exc_info and r.exc_info[1]), error)
+                    raise ModelFileError(
+                        f"{shown}: cannot read the torch.export archive ({reason(first)})"
+                    ) from None
 
     def _load_onnx(self, data: bytes) -> None:
+        if onnx_external_data(data):
+            raise ModelFileError(
+                f"{self.shown} keeps tensors in external files; load it from its path, which reads them "
+                "from the model's own folder"
+            )
         try:
             self._session = _onnx_session(data)
         except ModuleNotFoundError:
@@ -560,26 +1107,31 @@ class FileNetwork(nn.Module):
         return probabilities_graph(buffer.getvalue(), spec.mean, spec.std)
 
     def __reduce__(self):
-        # The file's bytes travel (to Ray actors: through the object store) with their SHA-256,
-        # checked on arrival, and the batch size the driver found the file to take.
-        return (_rebuild_file_network, (self.kind, self._data, self.shown, self.sha256, self.fixed_batch))
+        # The model's bytes travel (to Ray actors: through the object store) with their SHA-256,
+        # checked on arrival, the model's own SHA-256 (which, with external data, covers more
+        # than these bytes) and the batch size the driver found the file to take.
+        sent = hashlib.sha256(self._data).hexdigest()
+        return (
+            _rebuild_file_network,
+            (self.kind, self._data, self.shown, sent, self.fixed_batch, self.sha256),
+        )
 
 
 def _rebuild_file_network(
-    kind: str, data: bytes, shown: str, sha256: str, fixed_batch: int | None
+    kind: str, data: bytes, shown: str, sent: str, fixed_batch: int | None, sha256: str | None = None
 ) -> FileNetwork:
-    """Unpickling a :class:`FileNetwork`: check the shipped file bytes, then load them again.
+    """Unpickling a :class:`FileNetwork`: check the shipped bytes, then load them again.
 
     Raises:
         ModelFileError: the bytes do not have the SHA-256 the sender computed (damaged on the way).
     """
     arrived = hashlib.sha256(data).hexdigest()
-    if arrived != sha256:
+    if arrived != sent:
         raise ModelFileError(
-            f"{shown} arrived damaged (SHA-256 {arrived[:12]}..., sent {sha256[:12]}...); "
+            f"{shown} arrived damaged (SHA-256 {arrived[:12]}..., sent {sent[:12]}...); "
             "the model file did not reach this process intact"
         )
-    network = FileNetwork(kind, data, shown)
+    network = FileNetwork(kind, data, shown, sha256)
     network.fixed_batch = fixed_batch
     return network
 
@@ -699,6 +1251,168 @@ def read_model_file(path: str) -> bytes:
         raise ModelFileError(f"model file {path}: cannot read it ({reason(error)})") from None
 
 
+# --- ONNX external data -----------------------------------------------------------------------
+#
+# An ONNX tensor may keep its bytes in another file (``data_location = EXTERNAL``, with a
+# ``location`` relative to the model). ONNX Runtime, given the model's bytes, resolves that
+# location against the current directory, so a model could read any file the user's shell
+# stands beside (``etc/passwd`` from ``/``). The files are read here instead, only from the
+# model's own folder, into a self-contained model that ONNX Runtime never looks past; they
+# belong to the model's SHA-256.
+
+
+def _onnx_tensors(model) -> Iterator:
+    """Every TensorProto of an ONNX model: initializers, sparse tensors, node attributes, subgraphs."""
+
+    def sparse(tensor) -> Iterator:
+        yield tensor.values
+        yield tensor.indices
+
+    def of_nodes(nodes) -> Iterator:
+        for node in nodes:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("sparse_tensor"):
+                    yield from sparse(attribute.sparse_tensor)
+                for tensor in attribute.sparse_tensors:
+                    yield from sparse(tensor)
+                if attribute.HasField("g"):
+                    yield from of_graph(attribute.g)
+                for graph in attribute.graphs:
+                    yield from of_graph(graph)
+
+    def of_graph(graph) -> Iterator:
+        yield from graph.initializer
+        for tensor in graph.sparse_initializer:
+            yield from sparse(tensor)
+        yield from of_nodes(graph.node)
+
+    yield from of_graph(model.graph)
+    for function in model.functions:
+        yield from of_nodes(function.node)
+
+
+def _parse_onnx(data: bytes):
+    """The ModelProto of ``data``, or ``None`` when it is not one (ONNX Runtime then says why)."""
+    import onnx  # heavy: only for ONNX files
+
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception:  # protobuf's DecodeError and friends: not an ONNX model
+        return None
+
+
+def onnx_external_data(data: bytes) -> bool:
+    """Whether the ONNX model ``data`` names any tensor data kept in another file."""
+    model = _parse_onnx(data)
+    return model is not None and any(_is_external(tensor) for tensor in _onnx_tensors(model))
+
+
+def _is_external(tensor) -> bool:
+    import onnx  # heavy: only for ONNX files
+
+    return tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0
+
+
+def _external_file(location: str, folder: Path, shown: str, tensor: str) -> Path:
+    """The file an external ``location`` names inside ``folder`` (resolved).
+
+    Raises:
+        ModelFileError: empty, absolute, with ``..``, leading outside ``folder`` through a
+            symlink, missing, or not a file.
+    """
+    where = f"{shown}: tensor {tensor[:60]!r} keeps its data in {location[:100]!r}"
+    parts = PurePosixPath(location).parts
+    if not location or "\0" in location:
+        raise ModelFileError(f"{where}, which names no file")
+    if "\\" in location or PurePosixPath(location).is_absolute() or PureWindowsPath(location).drive:
+        raise ModelFileError(f"{where}: an absolute path; external data must lie in the model's folder")
+    if ".." in parts:
+        raise ModelFileError(f"{where}: '..' leads out of the model's folder, which is refused")
+    root = folder.resolve()
+    file = (folder / location).resolve()
+    if not file.is_relative_to(root):
+        raise ModelFileError(f"{where}, which leads outside the model's folder ({str(file)!r}); refused")
+    if not file.exists():
+        raise ModelFileError(f"{where}, which does not exist in {folder}")
+    if not file.is_file():
+        raise ModelFileError(f"{where}, which is not a file")
+    return file
+
+
+def _inline_external_data(data: bytes, path: Path, shown: str) -> tuple[bytes, str]:
+    """``(self-contained model bytes, SHA-256)`` of the ONNX file ``path`` whose bytes are ``data``.
+
+    Every external tensor's bytes are read from the model's folder (:func:`_external_file`)
+    into the model. The SHA-256 is the file's own where it has no external data; else it also
+    covers each external file's name and contents.
+
+    Raises:
+        ModelFileError: a location refused by :func:`_external_file`, an unreadable file, an
+            offset or length outside it, or a model too large to hold in one piece (2 GiB).
+    """
+    import onnx  # heavy: only for ONNX files
+
+    model = _parse_onnx(data)
+    external = (
+        [tensor for tensor in _onnx_tensors(model) if _is_external(tensor)] if model is not None else []
+    )
+    if not external:
+        return data, hashlib.sha256(data).hexdigest()
+    folder = path.expanduser().absolute().parent
+    contents: dict[str, bytes] = {}
+    for tensor in external:
+        fields = {entry.key: entry.value for entry in tensor.external_data}
+        location = fields.get("location", "")
+        where = f"{shown}: tensor {tensor.name[:60]!r} keeps its data in {location[:100]!r}"
+        if location not in contents:
+            file = _external_file(location, folder, shown, tensor.name)
+            try:
+                contents[location] = file.read_bytes()
+            except OSError as error:
+                raise ModelFileError(f"{where}, which cannot be read ({reason(error)})") from None
+        blob = contents[location]
+        try:
+            offset = int(fields.get("offset", "0"))
+            length = int(fields["length"]) if "length" in fields else len(blob) - offset
+        except ValueError:
+            raise ModelFileError(f"{where} at a malformed offset or length") from None
+        if offset < 0 or length < 0 or offset + length > len(blob):
+            raise ModelFileError(
+                f"{where} at bytes {offset}..{offset + length}, outside the file's {len(blob)} bytes"
+            )
+        tensor.raw_data = blob[offset : offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    digest = hashlib.sha256(data)
+    for location in sorted(contents):
+        digest.update(b"\0" + location.encode() + b"\0" + hashlib.sha256(contents[location]).digest())
+    try:
+        inlined = model.SerializeToString()
+    except ValueError as error:  # protobuf refuses messages over 2 GiB
+        raise ModelFileError(
+            f"{shown} with its external data is too large to load ({reason(error)})"
+        ) from None
+    return inlined, digest.hexdigest()
+
+
+def read_model(path: str) -> tuple[bytes, str]:
+    """``(bytes to load, SHA-256)`` of model file ``path``.
+
+    The bytes are the file's; for ONNX, with any external data read in from the model's own
+    folder (:func:`_inline_external_data`). The SHA-256 covers the external files too.
+
+    Raises:
+        ModelFileError: see :func:`read_model_file` and :func:`_inline_external_data`.
+    """
+    data = read_model_file(path)
+    if FILE_SUFFIXES[Path(path).suffix.lower()] == "onnx":
+        return _inline_external_data(data, Path(path), path)
+    return data, hashlib.sha256(data).hexdigest()
+
+
 def _broadcast(
     values: tuple[float, ...] | None, default: float, channels: int, what: str
 ) -> tuple[float, ...]:
@@ -745,8 +1459,8 @@ def _probe(network: FileNetwork, shape: tuple[int, ...], hint: str) -> int:
 
 
 def _load_file_network(path: str, expected_sha256: str | None = None) -> FileNetwork:
-    data = read_model_file(path)
-    network = FileNetwork(FILE_SUFFIXES[Path(path).suffix.lower()], data, Path(path).name)
+    data, sha256 = read_model(path)
+    network = FileNetwork(FILE_SUFFIXES[Path(path).suffix.lower()], data, Path(path).name, sha256)
     if expected_sha256 is not None and network.sha256 != expected_sha256:
         raise ModelFileError(f"{path} changed while it was being loaded; try again")
     return network
@@ -1158,19 +1872,76 @@ register_resolver(resolve_source, first=True)
 register_resolver(plugin_spec, names=lambda: list(plugin_entry_points()))
 
 
-def model_change(recorded: dict | None, model: LoadedModel) -> str | None:
-    """What changed in a model file since ``recorded`` was made, as a sentence.
+def _labels_change(recorded: dict, names: tuple[str, ...], where: str) -> str | None:
+    """How ``names`` differ from the class names ``recorded`` holds, as a sentence; ``None`` if not."""
+    then = recorded.get("labels")
+    if not isinstance(then, list) or not all(isinstance(name, str) for name in then):
+        return None  # a record without (readable) labels: nothing to compare
+    if tuple(then) == names:
+        return None
+    first = next((i for i, (a, b) in enumerate(zip(then, names, strict=False)) if a != b), None)
+    detail = (
+        f"class {first} was {then[first][:40]!r}, is {names[first][:40]!r}"
+        if first is not None
+        else f"{len(then)} classes then, {len(names)} now"
+    )
+    return f"{where} changed since the run was made ({detail})"
 
-    ``recorded`` is a :func:`describe_model` record. ``None`` when the record names no file or
-    its SHA-256 still matches.
+
+def _digest_change(recorded: dict, sha256: str, path: str) -> str | None:
+    before = str(recorded["sha256"])
+    if before == sha256:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{64}", before):  # a record written by hand: shown, not trusted
+        before = repr(before[:20])
+    return f"{path} changed since the run was made (SHA-256 {before[:12]}... then, {sha256[:12]}... now)"
+
+
+def source_change(recorded: dict | None, reference: str) -> str | None:
+    """What changed in the files of model ``reference`` since ``recorded`` was made; loads nothing.
+
+    Compares the model file's SHA-256 (for ONNX, with its external data: :func:`read_model`)
+    and the class names of its ``--labels`` file with the record, so that a resumed run
+    refuses a changed (or planted) file before loading it, which is where such a file could
+    act. ``None`` when nothing changed, and for records or references naming no file (older
+    records without a SHA-256 are checked after loading, by :func:`model_change`).
+
+    Args:
+        recorded: a :func:`describe_model` record (a checkpoint's ``model_source``).
+        reference: the model reference the run is about to load.
+
+    Raises:
+        ModelFileError: the model or labels file is missing or unreadable, or its external
+            data is refused (see :func:`read_model`).
     """
-    if not recorded or "sha256" not in recorded or not isinstance(model.network, FileNetwork):
+    if not isinstance(recorded, dict) or not is_model_file(reference):
         return None
-    before, now = str(recorded["sha256"]), model.network.sha256
-    if before == now:
+    path, options = split_reference(reference)
+    if "sha256" in recorded:
+        changed = _digest_change(recorded, read_model(path)[1], path)
+        if changed:
+            return changed
+    if options.labels is not None:
+        return _labels_change(recorded, read_labels(options.labels), f"--labels {options.labels}")
+    return None
+
+
+def model_change(recorded: dict | None, model: LoadedModel) -> str | None:
+    """What changed in a model file, or its labels, since ``recorded`` was made, as a sentence.
+
+    ``recorded`` is a :func:`describe_model` record. ``None`` when the record names no file, or
+    its SHA-256 and class names still match.
+    """
+    if not isinstance(recorded, dict) or not isinstance(model.network, FileNetwork):
         return None
-    path = split_reference(str(recorded.get("reference", model.spec.name)))[0]
-    return f"{path} changed since the run was made (SHA-256 {before[:12]}... then, {now[:12]}... now)"
+    reference = str(recorded.get("reference", model.spec.name))
+    path, options = split_reference(reference)
+    if "sha256" in recorded:
+        changed = _digest_change(recorded, model.network.sha256, path)
+        if changed:
+            return changed
+    where = f"--labels {options.labels}" if options.labels is not None else f"the class names of {path}"
+    return _labels_change(recorded, model.spec.class_names, where)
 
 
 def require_extensible(model: LoadedModel, command: str) -> None:

@@ -36,6 +36,7 @@ from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, UsageError, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import image_size, make_encoding
+from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.figures import elites_figure
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import (
@@ -218,9 +219,10 @@ def summary_markdown(
     fitness = classes["fitness"]
     counts = ", ".join(f">= {100 * t:.0f}%: {int((fitness >= t).sum())}" for t in THRESHOLDS)
     lines = [
-        f"# Paper-scale ImageNet CPPN run: `{run}`",
+        f"# Paper-scale ImageNet CPPN run: {markdown_text(run)}",
         "",
-        f"Model `{config.model}`, preset `{config.preset}`, engine `{getattr(config, 'engine', 'auto')}`, "
+        f"Model {markdown_text(config.model)}, preset `{config.preset}`, "
+        f"engine `{getattr(config, 'engine', 'auto')}`, "
         f"{rendering(config, spec)}, population {config.population}, seed {config.seed}.",
         "",
         "| evaluations | generation | classes | median | mean | classes (of the archive's) |",
@@ -233,18 +235,23 @@ def summary_markdown(
         "",
         "| photo | top-1 class | confidence |",
         "|---|---|---|",
-        *[f"| {r.photo} | {r.top1} | {100 * r.confidence:.2f}% |" for r in photos.itertuples()],
+        *[
+            f"| {markdown_text(r.photo)} | {markdown_text(r.top1)} | {100 * r.confidence:.2f}% |"
+            for r in photos.itertuples()
+        ],
         "",
     ]
     if labelled is not None:
         lines += [
-            f"On the labelled photos of `{labelled_source}`: the model's mean confidence in each photo's "
+            f"On the labelled photos of {markdown_text(str(labelled_source))}: "
+            "the model's mean confidence in each photo's "
             "own class, beside the fooling confidence the run reached for that class.",
             "",
             "| class | photos | real photos | fooling image |",
             "|---|---|---|---|",
             *[
-                f"| {r.class_name} | {r.photos} | {100 * r.real:.2f}% | {100 * r.fooling:.2f}% |"
+                f"| {markdown_text(r.class_name)} | {r.photos} | "
+                f"{100 * r.real:.2f}% | {100 * r.fooling:.2f}% |"
                 for r in labelled.itertuples()
             ],
             "",

@@ -25,6 +25,7 @@ from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve, resume_checkpoint
 from fooling.evo.store.checkpoint import check_location
 from fooling.fitness import (
+    ModelRunError,
     ModelUnavailableError,
     error_line,
     get_model_spec,
@@ -216,7 +217,8 @@ def check_storage(args: argparse.Namespace) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    return (ValueError, LookupError, OSError, ModelUnavailableError)
+    # ModelRunError: the user's network raised or gave NaN while scoring (its own line).
+    return (ValueError, LookupError, OSError, ModelUnavailableError, ModelRunError)
 
 
 def run_command(command: Callable[[], int | None], *, program: str = "fooling", debug: bool = False) -> int:

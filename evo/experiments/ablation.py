@@ -20,6 +20,7 @@ from fooling.evo.experiments.elites import (
     load_elites,
     markdown_table,
 )
+from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import ablation_figure
 from fooling.evo.report.figures import percent
 from fooling.evo.run import load_or_train
@@ -175,9 +176,10 @@ def _write_ablation(result: AblationResult, model: str, grid: int, tolerance: fl
         )
     text = "\n\n".join(
         [
-            f"# Occlusion and repetition ablation of {elites.run}",
-            f"{len(elites.images)} elites evolved against **{model}** ({elites.config.encoding} encoding, "
-            f"scored from {elites.source}). Tiles of a {grid}x{grid} grid are replaced by the image's mean "
+            f"# Occlusion and repetition ablation of {markdown_text(elites.run)}",
+            f"{len(elites.images)} elites evolved against **{markdown_text(model)}** "
+            f"({elites.config.encoding} encoding, scored from {markdown_text(elites.source)}). "
+            f"Tiles of a {grid}x{grid} grid are replaced by the image's mean "
             "colour in a random order fixed per elite; confidence is the network's probability of the "
             "elite's class.",
             table,

@@ -16,33 +16,56 @@ Stages, each within the budget (:data:`BUDGETS`):
 Results: ``OUT/audit.parquet`` (one row per class), ``OUT/report.md`` and a self-contained
 ``OUT/report.html`` (images inline, sortable per-class table, histogram, no network access).
 ``OUT`` is a local folder or a storage URI (``s3://``, ``gs://``, ``file://``), as for ``evolve``.
+
+An interrupted audit continues with :func:`resume_audit` (``fooling audit --resume OUT``): its
+settings are in ``OUT/audit-settings.json`` from the start, each search checkpoints about ten
+times and continues from its newest checkpoint, and the later stages run again. Searches
+continue bit for bit, so the report is the one an uninterrupted audit writes.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime
-import html
-import io
 import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from fooling.evo.config import RunConfig, check_cluster_choice
 from fooling.evo.experiments.elites import load_elites
-from fooling.evo.run import evolve, load_or_train
+from fooling.evo.report.audit_page import METHOD_NAMES, METHODS, THRESHOLDS, write_html, write_markdown
+from fooling.evo.report.audit_page import png_data_uri as _png_data_uri
+from fooling.evo.run import GENOME_CLASSES, evolve, load_or_train, resume_checkpoint
 from fooling.evo.run import logger as run_logger
-from fooling.evo.store.checkpoint import check_location, folder_entries, join, write_bytes, write_columns
-from fooling.evo.store.runfolder import LOCK_NAME, RunLock, claim_folder, discard_if_empty
+from fooling.evo.store.checkpoint import (
+    CheckpointError,
+    check_location,
+    checkpoint_uris,
+    folder_entries,
+    join,
+    read_bytes,
+    read_latest_checkpoint,
+    write_bytes,
+    write_columns,
+)
+from fooling.evo.store.runfolder import (
+    KIND_NAME,
+    LOCK_NAME,
+    RunFolderError,
+    RunLock,
+    claim_folder,
+    discard_if_empty,
+    folder_kind,
+    remove_stale_temporaries,
+)
 from fooling.fitness import (
     LoadedModel,
     ModelUnavailableError,
@@ -53,16 +76,9 @@ from fooling.fitness import (
 )
 from fooling.fitness.gradient import ascent
 from fooling.fitness.images import class_photo_folders, real_photo_confidence
-from fooling.fitness.sources import describe_model, differentiable
+from fooling.fitness.sources import describe_model, differentiable, source_change
 
 logger = logging.getLogger(__name__)
-
-THRESHOLDS = (0.5, 0.9, 0.99)
-METHODS = ("cppn", "direct", "ascent")
-METHOD_NAMES = {"cppn": "CPPN", "direct": "direct", "ascent": "gradient ascent"}
-NAME_CLASS = ' class="name"'
-# Side of the thumbnails embedded in the HTML report (pixels).
-THUMBNAIL = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +108,112 @@ BUDGETS = {
     "medium": Budget(generations=100, population=200, ascent_steps=200, ascent_classes=100),
     "large": Budget(generations=1000, population=400, ascent_steps=300, ascent_classes=0),
 }
+
+
+# The audit's own settings, written before any search: what --resume continues with. The
+# scoring options (device, engine) are stored as defaults a resumed audit may change; the Ray
+# workers, scorers and cluster address are never stored (a shared folder must not choose
+# the cluster this machine connects to).
+SETTINGS_NAME = "audit-settings.json"
+SETTINGS_KINDS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "budget": (str,),
+    "real_images": (str, type(None)),
+    "reference": (str, type(None)),
+    "seed": (int,),
+    "device": (str, type(None)),
+    "engine": (str,),
+}
+# Checkpoints per search: what an interrupted audit loses is at most a tenth of a search.
+CHECKPOINTS_PER_SEARCH = 10
+
+
+def read_settings(out: str) -> dict:
+    """The settings of the audit in ``out``, type-checked (the folder may be someone else's).
+
+    Raises:
+        RunFolderError: ``out`` holds no audit, or its settings file is damaged.
+    """
+    if folder_entries_or_none(out) is None:
+        raise RunFolderError(f"--resume {out}: no such folder")
+    try:
+        kind = folder_kind(out)
+    except RunFolderError:
+        kind = None
+    if kind != "audit":
+        holds = f"it holds {'an' if kind == 'evolve' else 'a'} {kind} run" if kind else "no audit there"
+        raise RunFolderError(f"--resume {out} is not an audit folder ({holds}); start an audit with --out")
+    try:
+        settings = json.loads(read_bytes(join(out, SETTINGS_NAME)))
+    except FileNotFoundError:
+        raise RunFolderError(
+            f"--resume {out}: no {SETTINGS_NAME} (an audit from a version without --resume)"
+        ) from None
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"--resume {out}: {SETTINGS_NAME} is damaged ({error_line(error)})") from None
+    if not isinstance(settings, dict):
+        raise RunFolderError(f"--resume {out}: {SETTINGS_NAME} is damaged (not a JSON object)")
+    for name, kinds in SETTINGS_KINDS.items():
+        value = settings.get(name)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise RunFolderError(f"--resume {out}: {SETTINGS_NAME} is damaged ({name}: {str(value)[:40]!r})")
+    return {name: settings[name] for name in SETTINGS_KINDS}
+
+
+def folder_entries_or_none(out: str) -> list[str] | None:
+    """:func:`folder_entries`, with a file reported as one entry."""
+    try:
+        return folder_entries(out)
+    except NotADirectoryError:
+        return ["(a file)"]
+
+
+def resume_audit(
+    out: str,
+    *,
+    given: dict | None = None,
+    device: str | None = None,
+    engine: str | None = None,
+    workers: int = 0,
+    scorers: int = 1,
+    address: str | None = None,
+    show_progress: bool = True,
+) -> AuditResult:
+    """Continue the interrupted (or finished) audit in ``out`` with its own settings.
+
+    Each search continues from its newest checkpoint (one that never checkpointed starts
+    again), then every later stage runs again; stale locks of killed processes are taken over.
+
+    Args:
+        out: the audit folder.
+        given: audit settings given again (``model``, ``budget``, ``real_images``,
+            ``reference``, ``seed``; ``None`` values: not given); each must equal the stored one.
+        device: scoring device (``None``: the audit's).
+        engine: scoring engine (``None``: the audit's; another one ends with other bits).
+        workers: mutator actors of the searches, as :func:`audit` (never read from the folder).
+        scorers: scorer actors of the searches (Ray only).
+        address: Ray cluster address (never read from the folder).
+        show_progress: show a progress bar over the audit's stages.
+
+    Raises:
+        RunFolderError: ``out`` holds no audit.
+        ValueError: a setting given that differs from the audit's.
+        CheckpointError: a search's model file or labels changed since (before loading them).
+    """
+    check_location(out, "--resume")
+    settings = read_settings(out)
+    for name, value in (given or {}).items():
+        if value is not None and value != settings[name]:
+            raise ValueError(
+                f"--{name.replace('_', '-')} {value} differs from the audit's {settings[name]}; a resumed "
+                "audit keeps its settings (only --device, --engine, --workers, --scorers, --address change)"
+            )
+    return audit(
+        settings["model"], out, budget=settings["budget"], real_images=settings["real_images"],
+        reference=settings["reference"], seed=settings["seed"],
+        device=device if device is not None else settings["device"], engine=engine or settings["engine"],
+        workers=workers, scorers=scorers, address=address, show_progress=show_progress, resume=True,
+    )  # fmt: skip
 
 
 def _ascent_classes(budget: Budget) -> str:
@@ -161,16 +283,6 @@ def _evenly(count: int, chosen: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, chosen).round().astype(np.int64))
 
 
-def _png_data_uri(image: torch.Tensor) -> str:
-    """``(channels, H, W)`` in [0, 1] -> a ``data:image/png`` URI of a thumbnail."""
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    picture = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    picture = picture.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def audit(
     model_name: str,
     out: str,
@@ -185,6 +297,7 @@ def audit(
     scorers: int = 1,
     address: str | None = None,
     show_progress: bool = True,
+    resume: bool = False,
 ) -> AuditResult:
     """Audit ``model_name``: search for fooling images within ``budget``; write the report.
 
@@ -204,13 +317,15 @@ def audit(
         scorers: scorer actors of the searches (Ray only).
         address: Ray cluster address (``None``: start a local instance).
         show_progress: show a progress bar over the audit's stages.
+        resume: continue the audit in ``out`` (call :func:`resume_audit`, which reads its settings).
 
     Returns:
         The per-class table, the summary, the folder and the files written.
 
     Raises:
-        ValueError: unknown budget, ``out`` not new or empty, bad photos folder, an ``address``
-            with ``workers == 0``.
+        ValueError: unknown budget, ``out`` not new or empty (or, with ``resume``, no audit),
+            bad photos folder, an ``address`` with ``workers == 0``.
+        CheckpointError: with ``resume``, a search's model file or labels changed since.
         StorageError: a storage URI that cannot be reached or used.
         UnknownNameError, ModelUnavailableError, ModelFileError: a model that cannot be had.
     """
@@ -219,12 +334,16 @@ def audit(
     plan = BUDGETS[budget]
     check_cluster_choice(address, workers)
     check_location(out, "--out")
-    try:
-        entries = folder_entries(out)
-    except NotADirectoryError:
-        entries = ["(a file)"]
-    if entries is not None and any(name != LOCK_NAME for name in entries):
+    entries = folder_entries_or_none(out)
+    if not resume and entries is not None and any(name != LOCK_NAME for name in entries):
+        if SETTINGS_NAME in entries:
+            raise ValueError(
+                f"--out {out} holds an audit; continue it with fooling audit --resume {out}, "
+                "or choose another folder"
+            )
         raise ValueError(f"--out {out} already exists and is not empty; choose another folder")
+    if resume:
+        _check_sources(out, model_name)  # before loading: a changed file must not act
     model = load_or_train(model_name)
     if reference not in (None, "auto", "none"):
         # A bad name, or a model with none of these classes (the column would stay empty), fails
@@ -243,10 +362,14 @@ def audit(
     created = entries is None
     try:
         with RunLock(out, "audit"):
-            claim_folder(out, "audit")
+            claim_folder(out, "audit", resume=resume)
+            if not resume:
+                settings = dict(model=model_name, budget=budget, real_images=real_images,
+                                reference=reference, seed=seed, device=device, engine=engine)  # fmt: skip
+                write_bytes(join(out, SETTINGS_NAME), (json.dumps(settings, indent=1) + "\n").encode())
             return _audit_locked(
                 model_name, model, out, plan, budget, real_images, real, reference, seed, device,
-                engine, workers, scorers, address, show_progress,
+                engine, workers, scorers, address, show_progress, resume,
             )  # fmt: skip
     except BaseException:
         if created:
@@ -270,6 +393,7 @@ def _audit_locked(
     scorers: int,
     address: str | None,
     show_progress: bool,
+    resume: bool,
 ) -> AuditResult:
     """The body of :func:`audit`, holding the folder's lock."""
     started = time.perf_counter()
@@ -295,11 +419,12 @@ def _audit_locked(
             bar.set_description(f"audit: {METHOD_NAMES[method]} search")
             config = RunConfig(
                 model=model_name, encoding=method, generations=plan.generations, population=plan.population,
-                seed=seed, out=join(root, method), checkpoint_every=0, workers=workers, scorers=scorers,
-                address=address, device=device, engine=engine,
+                seed=seed, out=join(root, method), workers=workers, scorers=scorers, address=address,
+                device=device, engine=engine,
+                checkpoint_every=max(1, plan.generations // CHECKPOINTS_PER_SEARCH),
             )  # fmt: skip
             with _quiet(run_logger):  # the stage bar says what runs; each run's settings are in its folder
-                evolve(config, show_progress=False)
+                _search(config, resume)
             elites = load_elites(join(root, method))
             ids = list(elites.cells)  # every class has a cell: cell = class id (names can repeat)
             table.loc[ids, method] = elites.fitness.astype(np.float64)
@@ -343,6 +468,65 @@ def _audit_locked(
         files = _write(root, table, summary, images)
         bar.update(1)
     return AuditResult(table=table, summary=summary, out=root, files=files)
+
+
+def _check_sources(root: str, model_name: str) -> None:
+    """Refuse to resume the audit in ``root`` when its model file or labels changed since.
+
+    Each search's newest checkpoint records the model's file and labels; they are compared
+    with the files now there before the model loads (where a changed file would act).
+
+    Raises:
+        CheckpointError: a file changed, naming it.
+    """
+    for method in ("cppn", "direct"):
+        folder = join(root, method)
+        if checkpoint_uris(folder):
+            changed = source_change(read_latest_checkpoint(folder, GENOME_CLASSES).model_source, model_name)
+            if changed:
+                raise CheckpointError(f"--resume {root}: {changed}; refusing to mix two networks")
+
+
+def _search(config: RunConfig, resume: bool) -> None:
+    """Run the search ``config`` describes; with ``resume``, continue it from its newest checkpoint.
+
+    A search that has all its generations is left as it is; one that never checkpointed (killed
+    early) starts again, after the files a killed first checkpoint may have left are removed.
+    """
+    folder = config.out
+    if resume and checkpoint_uris(folder):
+        stored, checkpoint = resume_checkpoint(
+            folder, device=config.device, engine=config.engine, workers=config.workers,
+            scorers=config.scorers, address=config.address,
+        )  # fmt: skip
+        if checkpoint.generation + 1 < stored.generations:
+            evolve(stored, resume=True, checkpoint=checkpoint, show_progress=False)
+        return
+    if resume:
+        _forget_unfinished(folder)
+    evolve(config, show_progress=False)
+
+
+def _forget_unfinished(folder: str) -> None:
+    """Remove what a search killed before its first checkpoint left in ``folder`` (local folders).
+
+    That is: temporary files of interrupted writes, the statistics written just before the
+    first checkpoint, the record of the run's kind (a search that never checkpointed is no
+    run to continue), and an empty ``checkpoints`` folder. A stale lock is taken over.
+    """
+    entries = folder_entries_or_none(folder)
+    if entries is None or "://" in folder:
+        return
+    with RunLock(folder, "audit"):
+        remove_stale_temporaries(folder)
+        local = Path(folder)
+        for name in ("stats.parquet", KIND_NAME):
+            path = local / name
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+        checkpoints = local / "checkpoints"
+        if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
 
 
 def _transfer(
@@ -440,244 +624,6 @@ def _summary(
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "es" if word.endswith("s") else "s")
-
-
-def _percent(value: float) -> str:
-    return "" if value != value else f"{100 * value:.2f}%"
-
-
-def _summary_rows(summary: dict) -> list[tuple[str, list[str]]]:
-    """``(method name, cells)`` rows of the summary table."""
-    rows = []
-    for method, facts in summary["methods"].items():
-        label = "best of CPPN and direct" if method == "best" else METHOD_NAMES[method]
-        rows.append(
-            (
-                label,
-                [
-                    str(facts["classes"]),
-                    *(str(facts[f">={round(100 * t)}%"]) for t in THRESHOLDS),
-                    _percent(facts["median"]),
-                    _percent(facts["mean"]),
-                ],
-            )  # fmt: skip
-        )
-    return rows
-
-
-SUMMARY_HEADER = ["method", "classes searched", ">= 50%", ">= 90%", ">= 99%", "median", "mean"]
-
-
-def write_markdown(summary: dict, table: pd.DataFrame) -> str:
-    """The report as Markdown: summary, budget, transfer, real photos, per-class table."""
-    lines = [
-        f"# Fooling audit of `{summary['model']}`",
-        "",
-        f"{summary['description']}. Budget **{summary['budget']}**: {summary['evaluations']['cppn']:,} CPPN "
-        f"and {summary['evaluations']['direct']:,} direct evaluations"
-        + (
-            f", {summary['budget_detail']['ascent_steps']} gradient-ascent steps"
-            if summary["gradients"]
-            else ""
-        )
-        + f"; {summary['classes']} classes; {summary['date']}, {summary['seconds']} s.",
-        "",
-        "Classes for which an image was found that the model labels with at least the given confidence:",
-        "",
-        "| " + " | ".join(SUMMARY_HEADER) + " |",
-        "|" + "---|" * len(SUMMARY_HEADER),
-    ]
-    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in _summary_rows(summary)]
-    if "transfer" in summary:
-        transfer = summary["transfer"]
-        lines += [
-            "",
-            f"Transfer to `{summary['reference']}`: mean confidence {_percent(transfer['mean_source'])} on "
-            f"{summary['model']} -> {_percent(transfer['mean_reference'])} on the reference; "
-            f"{transfer['both_50']} classes >= 50% on both.",
-        ]
-    if "real" in summary:
-        real = summary["real"]
-        lines += [
-            "",
-            f"Real photos ({_plural(real['classes'], 'class')}): mean confidence "
-            f"{_percent(real['mean_real'])} on real photos, {_percent(real['mean_fooling'])} on the fooling "
-            "images of the same classes.",
-        ]
-    if summary["notes"]:
-        lines += ["", *(f"- {note}" for note in summary["notes"])]
-    lines += ["", "## Budgets", "", budget_table(), "", "## Per class", ""]
-    columns = ["class", "CPPN", "direct", "gradient ascent", "reference", "real photos"]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in table.sort_values("best", ascending=False).itertuples():
-        cells = [str(row.class_name), _percent(row.cppn), _percent(row.direct), _percent(row.ascent),
-                 _percent(row.reference), _percent(row.real)]  # fmt: skip
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _histogram_svg(table: pd.DataFrame) -> str:
-    """Grouped bars: how many classes' best CPPN / direct / ascent image falls in each 10% bin."""
-    colours = {"cppn": "#1f77b4", "direct": "#ff7f0e", "ascent": "#2ca02c"}
-    present = [m for m in METHODS if table[m].notna().any()]
-    counts = {m: np.histogram(table[m].dropna().clip(0, 1), bins=10, range=(0, 1))[0] for m in present}
-    tallest = max([1, *(int(c.max()) for c in counts.values())])
-    width, height, left, bottom = 660, 240, 40, 30
-    group = (width - left - 30) / 10
-    bar = group / (len(present) + 1)
-    parts = [f'<svg width="{width}" height="{height + 40}" role="img" '
-             'aria-label="histogram of per-class confidence">']  # fmt: skip
-    for index, method in enumerate(present):
-        for b, value in enumerate(counts[method]):
-            h = (height - bottom) * int(value) / tallest
-            x = left + b * group + index * bar
-            parts.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                         f'fill="{colours[method]}"><title>{METHOD_NAMES[method]} {10 * b}-{10 * b + 10}%: '
-                         f'{int(value)} classes</title></rect>')  # fmt: skip
-    for b in range(11):
-        x = left + b * group
-        parts.append(
-            f'<text x="{x:.1f}" y="{height + 14}" font-size="10" text-anchor="middle">{10 * b}%</text>'
-        )
-    parts.append(f'<text x="4" y="{bottom - 10}" font-size="10">{tallest} classes</text>')
-    for index, method in enumerate(present):
-        parts.append(f'<rect x="{left + 150 * index}" y="{height + 24}" width="10" height="10" '
-                     f'fill="{colours[method]}"/><text x="{left + 150 * index + 14}" y="{height + 33}" '
-                     f'font-size="11">{METHOD_NAMES[method]}</text>')  # fmt: skip
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-_SORT_SCRIPT = """
-document.querySelectorAll('th[data-key]').forEach(function (th) {
-  th.addEventListener('click', function () { sortBy(th.dataset.key); });
-});
-function sortBy(key) {
-  var body = document.querySelector('#classes tbody');
-  var rows = Array.prototype.slice.call(body.rows);
-  var th = document.querySelector('th[data-key="' + key + '"]');
-  var descending = th.dataset.order !== 'desc';
-  document.querySelectorAll('th[data-key]').forEach(function (h) { delete h.dataset.order; });
-  th.dataset.order = descending ? 'desc' : 'asc';
-  rows.sort(function (a, b) {
-    var x = a.querySelector('[data-' + key + ']').getAttribute('data-' + key);
-    var y = b.querySelector('[data-' + key + ']').getAttribute('data-' + key);
-    var nx = parseFloat(x), ny = parseFloat(y);
-    var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
-    if (isNaN(nx) !== isNaN(ny)) { c = isNaN(nx) ? -1 : 1; }
-    return descending ? -c : c;
-  });
-  rows.forEach(function (row) { body.appendChild(row); });
-}
-var wanted = new URLSearchParams(location.search).get('sort');
-if (wanted) { sortBy(wanted); }
-"""
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-td.name, th.name { text-align: left; }
-th[data-key] { cursor: pointer; background: #f3f3f3; }
-th[data-order="desc"]::after { content: " \\25BC"; }
-th[data-order="asc"]::after { content: " \\25B2"; }
-td img { display: block; margin: 0 auto; image-rendering: pixelated; }
-.note { color: #a50; }
-"""
-
-
-def write_html(summary: dict, table: pd.DataFrame, images: dict[str, dict[int, str]]) -> str:
-    """The report as one self-contained HTML page (images inline, no external resources)."""
-
-    def cell(method: str, row) -> str:
-        value = getattr(row, method)
-        picture = images.get(method, {}).get(int(row.class_id))
-        img = f'<img src="{picture}" width="{THUMBNAIL}" height="{THUMBNAIL}" alt="">' if picture else ""
-        sort_value = "-1" if value != value else f"{value:.6f}"
-        return f'<td data-{method}="{sort_value}">{img}{_percent(value)}</td>'
-
-    def plain(key: str, value: float) -> str:
-        return f'<td data-{key}="{"-1" if value != value else f"{value:.6f}"}">{_percent(value)}</td>'
-
-    escape = html.escape
-    rows = []
-    for row in table.sort_values("best", ascending=False).itertuples():
-        rows.append(
-            f'<tr><td class="name" data-class_name="{escape(str(row.class_name))}">'
-            f"{escape(str(row.class_name))}</td>"
-            + "".join(cell(method, row) for method in METHODS)
-            + plain("best", row.best) + plain("reference", row.reference) + plain("real", row.real)
-            + "</tr>"
-        )  # fmt: skip
-    summary_rows = "".join(
-        f"<tr><td class='name'>{escape(label)}</td>"
-        + "".join(f"<td>{escape(c)}</td>" for c in cells)
-        + "</tr>"
-        for label, cells in _summary_rows(summary)
-    )
-    extra = []
-    if "transfer" in summary:
-        transfer = summary["transfer"]
-        extra.append(
-            f"<p>Transfer to <code>{escape(str(summary['reference']))}</code>: mean confidence "
-            f"{_percent(transfer['mean_source'])} on this model, {_percent(transfer['mean_reference'])} "
-            f"on the reference; {transfer['both_50']} classes &ge; 50% on both.</p>"
-        )
-    if "real" in summary:
-        real = summary["real"]
-        extra.append(
-            f"<p>Real photos of {_plural(real['classes'], 'class')}: mean confidence "
-            f"{_percent(real['mean_real'])}, against {_percent(real['mean_fooling'])} on the fooling images "
-            "of the same classes.</p>"
-        )
-    extra += [f'<p class="note">{escape(note)}</p>' for note in summary["notes"]]
-    budget_rows = "".join(
-        f"<tr><td class='name'>{name}</td><td>{b.evaluations:,}</td><td>{b.evaluations:,}</td>"
-        f"<td>{b.ascent_steps} steps, {_ascent_classes(b)}</td></tr>"
-        for name, b in BUDGETS.items()
-    )  # fmt: skip
-    headers = [("class_name", "class"), ("cppn", "CPPN"), ("direct", "direct"), ("ascent", "gradient ascent"),
-               ("best", "best search"), ("reference", f"on {summary.get('reference') or 'reference'}"),
-               ("real", "real photos")]  # fmt: skip
-    header_cells = "".join(
-        f'<th data-key="{key}"{NAME_CLASS if key == "class_name" else ""}>{escape(label)}</th>'
-        for key, label in headers
-    )
-    evaluations = summary["evaluations"]
-    description = escape(
-        f"{summary['description']}; budget {summary['budget']}: {evaluations['cppn']:,} CPPN and "
-        f"{evaluations['direct']:,} direct evaluations; {summary['classes']} classes; {summary['date']}, "
-        f"{summary['seconds']} s"
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Fooling audit of {escape(summary["model"])}</title>
-<style>{_STYLE}</style></head><body>
-<h1>Fooling audit of <code>{escape(summary["model"])}</code></h1>
-<p>{description}</p>
-<h2>Classes fooled</h2>
-<p>Classes for which an image was found that the model labels with at least the given confidence.</p>
-<table id="summary"><thead><tr><th class="name">{escape(SUMMARY_HEADER[0])}</th>
-{"".join(f"<th>{escape(h)}</th>" for h in SUMMARY_HEADER[1:])}</tr></thead>
-<tbody>{summary_rows}</tbody></table>
-{"".join(extra)}
-<h2>Confidence per class</h2>
-{_histogram_svg(table)}
-<h2>Per class</h2>
-<p>Click a column to sort. CPPN and direct images side by side; confidence of the model in the class.</p>
-<table id="classes"><thead><tr>{header_cells}</tr></thead><tbody>
-{"".join(rows)}
-</tbody></table>
-<h2>Budgets</h2>
-<table id="budgets"><thead><tr><th class="name">budget</th><th>CPPN evaluations</th>
-<th>direct evaluations</th><th>gradient ascent</th></tr></thead><tbody>{budget_rows}</tbody></table>
-<script>{_SORT_SCRIPT}</script>
-</body></html>
-"""
-
-
 def _write(root: str, table: pd.DataFrame, summary: dict, images: dict[str, dict[int, str]]) -> list[str]:
     """Write the results into ``root`` (a local folder or a storage URI) through the store.
 
@@ -688,6 +634,10 @@ def _write(root: str, table: pd.DataFrame, summary: dict, images: dict[str, dict
     table.attrs = {}  # summary.json holds what attrs held
     write_columns(files[0], {name: table[name].to_numpy() for name in table.columns})
     write_bytes(files[1], (json.dumps(summary, indent=1) + "\n").encode())
-    write_bytes(files[2], write_markdown(summary, table).encode())
-    write_bytes(files[3], write_html(summary, table, images).encode())
+    write_bytes(files[2], write_markdown(summary, table, budget_table()).encode())
+    budgets = [
+        [name, f"{b.evaluations:,}", f"{b.evaluations:,}", f"{b.ascent_steps} steps, {_ascent_classes(b)}"]
+        for name, b in BUDGETS.items()
+    ]
+    write_bytes(files[3], write_html(summary, table, images, budgets).encode())
     return files

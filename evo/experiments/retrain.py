@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from fooling.encodings import GenomeBatch
 from fooling.evo.config import RunConfig, check_cluster_choice
 from fooling.evo.evaluation import make_encoding
+from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import retrain_figure
 from fooling.evo.report.figures import percent
 from fooling.evo.run import evolve, load_or_train, render_uint8
@@ -355,7 +356,7 @@ def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> lis
     lines = [
         [
             f"DNN_{row['round']}",
-            f"`{row['model']}`",
+            markdown_text(row["model"]),
             str(row["outputs"]),
             f"{100 * row['fooling_share']:.1f}% "
             f"({row['fooling_images']} images, {row['unique_fooling']} distinct)"
@@ -378,13 +379,14 @@ def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> lis
     )
     text = "\n\n".join(
         [
-            f"# Fooling-class retraining from {settings.run.model}",
+            f"# Fooling-class retraining from {markdown_text(settings.run.model)}",
             f"{settings.rounds} rounds; each evolves {settings.run.generations} generations x "
             f"{settings.run.population} children ({settings.run.encoding} encoding) against DNN_k, adds the "
             f"distinct elites of the last {100 * (1 - settings.keep_from):.0f}% of generations to the "
             "fooling pool, and trains DNN_k+1 with the pool as one more class, growing linearly to "
             f"{100 * settings.share:.0f}% of the training set. "
-            f"Real data: {data_source}. Test accuracy is on {accuracy_of} (a real image labelled 'fooling' "
+            f"Real data: {markdown_text(data_source)}. "
+            f"Test accuracy is on {markdown_text(accuracy_of)} (a real image labelled 'fooling' "
             "counts as wrong). Median confidence and classes >= 99.99% are over the real classes only.",
             table,
             "Paper (MNIST, 15 rounds): still fooled after retraining; "

@@ -22,6 +22,7 @@ from fooling.evo.experiments.elites import (
     markdown_table,
     score_all,
 )
+from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import transfer_figure
 from fooling.evo.report.figures import percent
 from fooling.evo.run import load_or_train
@@ -172,19 +173,22 @@ def _transfer_uris(run: str, targets: list[str], text: bytes) -> tuple[str, str]
 
 
 def _write_transfer(result: TransferResult, source: str) -> list[str]:
+    # Class names, labels, model references and the run's path come from files someone may
+    # have shared: each is escaped to show as itself (no HTML, no table-breaking pipes).
     elites = result.elites
+    shown_source = markdown_text(source)
     header = [
         "target",
         "elites",
         "same top-1 label",
         ">= 99.99% on both",
         ">= 99% on both",
-        f"mean confidence on {source}",
+        f"mean confidence on {shown_source}",
         "mean confidence on target",
     ]
     rows = [
         [
-            row["target"],
+            markdown_text(row["target"]),
             str(row["elites"]),
             f"{100 * row['same_top1']:.1f}%",
             f"{100 * row['both_9999']:.1f}%",
@@ -199,26 +203,28 @@ def _write_transfer(result: TransferResult, source: str) -> list[str]:
     targets = list(result.target_confidence)
     detail = [
         [
-            elites.class_names[i],
+            markdown_text(elites.class_names[i]),
             percent(float(result.source_confidence[i])),
             *[
-                f"{percent(float(result.target_confidence[t][i]))} ({result.target_top1[t][i]})"
+                f"{percent(float(result.target_confidence[t][i]))} ({top1})"
                 if not np.isnan(result.target_confidence[t][i])
-                else f"- ({result.target_top1[t][i]})"
+                else f"- ({top1})"
                 for t in targets
+                for top1 in [markdown_text(result.target_top1[t][i])]
             ],
         ]
         for i in order
     ]
     text = "\n\n".join(
         [
-            f"# Transfer of {elites.run}'s elites",
-            f"Evolved against **{source}** ({elites.config.encoding} encoding, {len(elites.images)} elites, "
-            f"scored from {elites.source}). Confidence is each network's probability of the elite's class; "
+            f"# Transfer of {markdown_text(elites.run)}'s elites",
+            f"Evolved against **{shown_source}** ({elites.config.encoding} encoding, "
+            f"{len(elites.images)} elites, scored from {markdown_text(elites.source)}). "
+            "Confidence is each network's probability of the elite's class; "
             "the paper (section 3.4) found many images fooling DNN_B as well, with DNN_A scoring higher.",
             markdown_table(header, rows),
             "## Per elite (best 50 on the source): confidence in the class (target's top-1 label)",
-            markdown_table(["class", source, *targets], detail),
+            markdown_table(["class", shown_source, *map(markdown_text, targets)], detail),
         ]
     )
     md_uri, png_uri = _transfer_uris(elites.run, targets, (text + "\n").encode())

@@ -11,10 +11,10 @@ import numpy as np
 # Figures are built with matplotlib.figure.Figure, never pyplot: no global backend is
 # chosen at import (notebooks keep inline plots) and savefig picks Agg for PNG itself.
 from matplotlib.figure import Figure
-from PIL import Image
 
-from fooling.evo.report.gallery import gallery_html
-from fooling.evo.store.checkpoint import join, read_latest_checkpoint_rows, read_stats, write_bytes
+from fooling.evo.report.cells import checked_rows, decode_png
+from fooling.evo.report.gallery import write_gallery
+from fooling.evo.store.checkpoint import join, read_latest_rows, read_stats, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,15 @@ def percent(probability: float) -> str:
 
 
 def elites_figure(rows: list[dict], max_tiles: int = 40) -> bytes:
-    """PNG of the best ``max_tiles`` elites (checkpoint rows): image, class name, confidence."""
+    """PNG of the best ``max_tiles`` elites: image, class name, confidence.
+
+    Args:
+        rows: checkpoint rows checked by :func:`~fooling.evo.report.cells.checked_rows`.
+        max_tiles: most elites shown.
+
+    Raises:
+        ValueError: a thumbnail that does not decode as a PNG.
+    """
     # Few classes (MNIST): all of them in class order. Many (ImageNet): the best first.
     if len(rows) <= max_tiles:
         rows = sorted(rows, key=lambda row: row["class_id"])
@@ -46,9 +54,10 @@ def elites_figure(rows: list[dict], max_tiles: int = 40) -> bytes:
         axis.axis("off")
     for axis, row in zip(axes.flat, rows):
         if row["image_png"]:
-            image = np.asarray(Image.open(io.BytesIO(row["image_png"])))
+            image = np.asarray(decode_png(row["image_png"]))
             axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        axis.set_title(f"{row['class_name'][:18]}\n{percent(row['fitness'])}", fontsize=8)
+        # parse_math=False: a "$" in a label is text, not mathtext to parse.
+        axis.set_title(f"{row['class_name'][:18]}\n{percent(row['fitness'])}", fontsize=8, parse_math=False)
     figure.suptitle("Elites: images and the network's confidence in their class", fontsize=10)
     return figure_png(figure)
 
@@ -71,20 +80,24 @@ def progress_figure(records: list[dict]) -> bytes:
 def write_report(out: str, *, max_tiles: int = 40) -> list[str]:
     """Write ``elites.png``, ``index.html`` (gallery of every cell) and ``progress.png`` into ``out``.
 
+    The gallery's thumbnails go to ``out/thumbs/``. Every field read from the checkpoint is
+    type-checked first (:func:`~fooling.evo.report.cells.checked_rows`): run folders may
+    come from someone else.
+
     Returns:
-        URIs of the files written.
+        URIs of the files written (the thumbnails not listed).
 
     Raises:
         CheckpointError: the run has no readable checkpoint.
+        UntrustedFieldError: the checkpoint holds a field a run never writes (one line).
     """
-    rows = read_latest_checkpoint_rows(out)
-    written = []
+    contents = read_latest_rows(out)
+    rows = checked_rows(contents.rows, contents.uri)
+    # The gallery first: it decodes every thumbnail, and names the row of one that does not.
+    gallery = write_gallery(out, rows, f"fooling: {out.rstrip('/').split('/')[-1]}", source=contents.uri)
     uri = join(out, "elites.png")
     write_bytes(uri, elites_figure(rows, max_tiles))
-    written.append(uri)
-    uri = join(out, "index.html")
-    write_bytes(uri, gallery_html(rows, title=f"fooling: {out.rstrip('/').split('/')[-1]}").encode())
-    written.append(uri)
+    written = [uri, gallery]
     records = read_stats(out)
     if records:
         uri = join(out, "progress.png")

@@ -19,19 +19,35 @@ resumed run continues bit for bit. Measured on ImageNet direct genomes (3x224x22
 602 kB raw, after 30 mutations): 540 kB per genome as the ``.npz`` of version 1 (zstd),
 494 kB as byte planes (zstd; lz4 535 kB, plain bytes 540 kB), the same or smaller for CPPN
 genomes. Version 1 checkpoints (one ``.npz`` per genome in a ``genome`` column) still read.
+
+Bit rot (format version 3): column ``genome_sha256`` holds the SHA-256 of each row's genome
+bytes (its fields' cells in ``genome_fields`` order, as stored), checked before a genome is
+decoded; the schema metadata key ``fooling-sha256`` holds the SHA-256 of the run metadata
+(which records the row count); every Parquet page carries its CRC. A checkpoint failing any
+of these, or any check of the fields it holds (types and ranges), is damaged and skipped like
+a torn file: a warning naming it, then the previous good one. Versions 1 and 2 (no checksums)
+still read.
+
+Symbolic links: nothing is ever written, replaced or deleted through a link inside a run
+folder. A file is written as a new temporary file (``O_CREAT | O_EXCL | O_NOFOLLOW``) in its
+folder and renamed over its name (a link there is replaced, its target untouched); folders on
+the way below the run folder are opened with ``O_NOFOLLOW``, and one that is a link is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import os
 import re
+import secrets
+import stat
 import subprocess
 import sys
-import tempfile
 import types
 import zipfile
 from collections.abc import Callable
@@ -51,11 +67,18 @@ from fooling.fitness import error_line
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-# Versions this build reads: 1 stored each genome as an .npz in a `genome` column.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Versions this build reads: 1 stored each genome as an .npz in a `genome` column; 2 had no
+# checksums.
+READABLE_VERSIONS = (1, 2, 3)
 GENOME_PREFIX = "genome_"
 METADATA_KEY = b"fooling"
+# SHA-256 (hex) of the METADATA_KEY value, and the column of each row's genome SHA-256.
+METADATA_CHECKSUM_KEY = b"fooling-sha256"
+CHECKSUM_COLUMN = GENOME_PREFIX + "sha256"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Name prefix of the temporary files writes go through (removed on start if a kill left them).
+TEMPORARY_PREFIX = ".tmp-"
 CHECKPOINT_PATTERN = re.compile(r"^gen-(\d{6,})\.parquet$")
 
 
@@ -98,7 +121,8 @@ class Checkpoint:
 def _filesystem(uri: str) -> tuple[pafs.FileSystem | None, str]:
     """``(None, local path)`` for local folders, else a pyarrow filesystem and its path."""
     if "://" not in uri or uri.startswith("file://"):
-        return None, str(Path(uri.removeprefix("file://")).resolve())
+        # Not resolved: a link inside a run folder must stay a link (see write_bytes).
+        return None, os.path.abspath(uri.removeprefix("file://"))
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as error:
@@ -118,56 +142,168 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def _file_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+class UnsafePathError(OSError):
+    """A folder inside a run folder that is a symbolic link: never followed (one line)."""
 
 
-# Mode of files written here: 0644 under the usual umask, as PIL, matplotlib and every other
-# tool write their outputs (run folders are shared and served: the gallery is an index.html).
-FILE_MODE = _file_mode()
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` so that readers see the old object or the new one, never half."""
+def _parts_below(path: str, root: str | None) -> tuple[str, list[str], str]:
+    """``(base, folders, name)``: ``path`` is ``base/folders.../name``, ``base`` being ``root``.
+
+    ``root`` (default: the folder of ``path``) is the folder the user named; the folders
+    below it are the run folder's own.
+    """
+    directory, name = os.path.split(path)
+    base = directory if root is None else _filesystem(root)[1]
+    relative = os.path.relpath(directory, base)
+    folders = [] if relative == "." else relative.split(os.sep)
+    if ".." in folders or not name:
+        raise RuntimeError(f"{path} is not a file inside {base}")  # a bug of the caller
+    return base, folders, name
+
+
+def _link_target(name: str, folder: int) -> str | None:
+    """Where ``name`` in open folder ``folder`` points if it is a symbolic link, else ``None``."""
+    try:
+        return os.readlink(name, dir_fd=folder)
+    except OSError:  # not a link, or gone
+        return None
+
+
+def _linked_folder(path: str, target: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"{path} is a symbolic link (to {target}); fooling never writes through a link inside "
+        "a run folder: replace it with a real folder"
+    )
+
+
+def _open_folder(base: str, folders: list[str], *, create: bool) -> int:
+    """A descriptor of folder ``base/folders...``, never following a link among ``folders``.
+
+    ``base`` itself is opened as named (it may be a link the user made).
+
+    Raises:
+        UnsafePathError: one of ``folders`` is a symbolic link.
+        OSError: a folder is missing (without ``create``) or is not a folder.
+    """
+    if create:
+        os.makedirs(base, exist_ok=True)
+    handle = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    shown = base
+    try:
+        for folder in folders:
+            shown = os.path.join(shown, folder)
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, dir_fd=handle)
+            try:
+                inner = os.open(folder, _FOLDER_FLAGS, dir_fd=handle)
+            except OSError:
+                if _link_target(folder, handle) is not None:
+                    raise _linked_folder(shown, _link_target(folder, handle)) from None
+                raise
+            os.close(handle)
+            handle = inner
+    except BaseException:
+        os.close(handle)
+        raise
+    return handle
+
+
+def _write_all(handle: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(handle, view) :]
+
+
+def _write_error(uri: str, error: OSError) -> OSError:
+    """``error`` as one line naming ``uri`` (a full disk names the file being written)."""
+    if isinstance(error, UnsafePathError):
+        return error
+    reason = error.strerror or error_line(error)
+    failure = OSError(f"cannot write {uri}: {reason}")
+    failure.errno = error.errno
+    return failure
+
+
+def write_bytes(uri: str, data: bytes, *, root: str | None = None) -> None:
+    """Write ``data`` to ``uri`` so that readers see the old object or the new one, never half.
+
+    A local file is written to a new temporary file (``O_CREAT | O_EXCL | O_NOFOLLOW``) in
+    its folder, synced, and renamed over its name: a symbolic link there is replaced, never
+    written through. Folders between ``root`` and the file are created as needed and never
+    followed when they are links.
+
+    Args:
+        uri: the file: a local path or a storage URI.
+        data: its new contents.
+        root: the run folder ``uri`` lies in (default: the folder of ``uri``).
+
+    Raises:
+        UnsafePathError: a folder below ``root`` is a symbolic link.
+        OSError: the file cannot be written (one line naming it; nothing earlier changed).
+    """
     filesystem, path = _filesystem(uri)
-    if filesystem is None:
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            os.fchmod(handle, FILE_MODE)  # mkstemp makes 0600; outputs are shared like any tool's
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-        directory_handle = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_handle)  # make the rename itself durable
-        finally:
-            os.close(directory_handle)
+    if filesystem is not None:
+        filesystem.create_dir(os.path.dirname(path), recursive=True)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
         return
-    filesystem.create_dir(os.path.dirname(path), recursive=True)
-    with filesystem.open_output_stream(path) as stream:
-        stream.write(data)
+    base, folders, name = _parts_below(path, root)
+    try:
+        folder = _open_folder(base, folders, create=True)
+    except OSError as error:
+        raise _write_error(uri, error) from None
+    temporary = f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        # Mode 0666 less the umask (0644 as a rule), as PIL, matplotlib and other tools write:
+        # run folders are shared and served (the gallery is an index.html).
+        handle = os.open(temporary, flags, 0o666, dir_fd=folder)
+        try:
+            _write_all(handle, data)
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+        os.fsync(folder)  # make the rename itself durable
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=folder)
+        if isinstance(error, OSError):
+            raise _write_error(uri, error) from None
+        raise
+    finally:
+        os.close(folder)
 
 
 def read_bytes(uri: str) -> bytes:
-    """Contents of ``uri``. Raises ``FileNotFoundError`` if absent."""
+    """Contents of ``uri``.
+
+    Raises:
+        FileNotFoundError: nothing is there.
+        OSError: a local entry that is not a regular file (a folder, a FIFO: never waited on).
+    """
     filesystem, path = _filesystem(uri)
     if filesystem is None:
-        return Path(path).read_bytes()
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(handle, "rb") as file:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                raise OSError(f"{uri} is not a regular file")
+            return file.read()
     try:
         with filesystem.open_input_stream(path) as stream:
             return stream.read()
     except (OSError, pa.ArrowException) as error:
         raise FileNotFoundError(f"{uri}: {error_line(error)}") from None
+
+
+def is_link(uri: str) -> bool:
+    """Whether ``uri`` is a local symbolic link (never one on an object store)."""
+    filesystem, path = _filesystem(uri)
+    return filesystem is None and os.path.islink(path)
 
 
 def exists(uri: str) -> bool:
@@ -247,11 +383,7 @@ def check_writable(out: str) -> None:
     uri = join(out, ".fooling-write-probe")
     try:
         write_bytes(uri, b"probe")
-        filesystem, path = _filesystem(uri)
-        if filesystem is None:
-            os.unlink(path)
-        else:
-            filesystem.delete_file(path)
+        delete(uri)
     except CheckpointError:
         raise
     except (OSError, pa.ArrowException) as error:
@@ -412,15 +544,21 @@ def genome_columns(genomes: GenomeBatch) -> tuple[dict[str, pa.Array], list[dict
     planes (byte 0 of every value, then byte 1, ...): lossless, and what zstd compresses best
     of the layouts measured (see the module docs).
 
+    Column :data:`CHECKSUM_COLUMN` holds each row's SHA-256 over its fields' cells, in
+    order (see :func:`genome_checksums`).
+
     Returns:
-        ``(columns, fields)``: name -> ``fixed_size_binary`` array of ``len(genomes)`` rows;
-        one ``{"name", "dtype", "shape"}`` per field (``shape`` is one genome's).
+        ``(columns, fields)``: name -> ``fixed_size_binary`` array of ``len(genomes)`` rows
+        (the fields' columns, then the checksums); one ``{"name", "dtype", "shape"}`` per
+        field (``shape`` is one genome's).
 
     Raises:
         ValueError: a field of objects.
     """
-    columns, fields = {}, []
+    columns, fields, cells = {}, [], []
     for name, array in genomes.arrays().items():
+        if GENOME_PREFIX + name == CHECKSUM_COLUMN:
+            raise RuntimeError(f"genome field {name} would collide with the checksum column")
         if array.dtype.hasobject:
             raise ValueError(f"genome field {name} holds objects")
         dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder not in ("|", "<") else array.dtype
@@ -432,8 +570,44 @@ def genome_columns(genomes: GenomeBatch) -> tuple[dict[str, pa.Array], list[dict
         columns[GENOME_PREFIX + name] = pa.FixedSizeBinaryArray.from_buffers(
             pa.binary(elements * item), count, [None, pa.py_buffer(data)]
         )
+        cells.append(data.reshape(count, elements * item))
         fields.append({"name": name, "dtype": dtype.str, "shape": list(shape)})
+    sums = genome_checksums(cells, len(genomes))
+    columns[CHECKSUM_COLUMN] = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(sums.shape[1]), len(genomes), [None, pa.py_buffer(sums)]
+    )
     return columns, fields
+
+
+def genome_checksums(cells: list[np.ndarray], rows: int) -> np.ndarray:
+    """The SHA-256 of each row's genome bytes: ``(rows, 32)`` uint8.
+
+    Args:
+        cells: per genome field in ``genome_fields`` order, ``(rows, width)`` uint8: each
+            row's cell as stored (byte planes).
+        rows: how many rows.
+    """
+    sums = np.empty((rows, hashlib.sha256().digest_size), np.uint8)
+    for row in range(rows):
+        digest = hashlib.sha256()
+        for field in cells:
+            digest.update(field[row])
+        sums[row] = np.frombuffer(digest.digest(), np.uint8)
+    return sums
+
+
+def _stored_cells(column: pa.ChunkedArray) -> np.ndarray:
+    """A ``fixed_size_binary`` column's cells as ``(rows, width)`` uint8, without copying.
+
+    Raises:
+        ValueError: missing cells.
+    """
+    array = column.combine_chunks()
+    if array.null_count:
+        raise ValueError("missing genomes")
+    rows, width = len(array), array.type.byte_width
+    raw = np.frombuffer(array.buffers()[1], np.uint8, count=rows * width, offset=array.offset * width)
+    return raw.reshape(rows, width)
 
 
 def _decode_genome_field(column: pa.ChunkedArray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -442,13 +616,9 @@ def _decode_genome_field(column: pa.ChunkedArray, dtype: np.dtype, shape: tuple[
     Raises:
         ValueError: missing cells, or booleans that are neither 0 nor 1.
     """
-    array = column.combine_chunks()
-    if array.null_count:
-        raise ValueError("missing genomes")
-    rows, item = len(array), dtype.itemsize
+    raw = _stored_cells(column)
+    rows, item = len(raw), dtype.itemsize
     elements = int(np.prod(shape, dtype=np.int64))
-    width = elements * item
-    raw = np.frombuffer(array.buffers()[1], np.uint8, count=rows * width, offset=array.offset * width)
     if dtype.kind == "b" and raw.size and raw.max() > 1:
         raise ValueError("booleans other than 0 and 1")
     values = np.ascontiguousarray(raw.reshape(rows, item, elements).transpose(0, 2, 1))
@@ -503,9 +673,13 @@ def checkpoint_table(
         "genome_class": type(archive.genomes).__name__ if archive.genomes is not None else None,
         "genome_fields": fields,
         "class_names": list(archive.class_names),
+        "rows": len(cells),
     }
     table = pa.table(columns)
-    return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+    text = json.dumps(metadata).encode()
+    return table.replace_schema_metadata(
+        {METADATA_KEY: text, METADATA_CHECKSUM_KEY: hashlib.sha256(text).hexdigest().encode()}
+    )
 
 
 def checkpoint_name(generation: int) -> str:
@@ -546,18 +720,24 @@ def write_checkpoint(
     genome_data = [name for name in table.column_names if name.startswith(GENOME_PREFIX)]
     others = [name for name in table.column_names if name not in genome_data]
     # Genome bytes are nearly unique per row: a dictionary page would only cost time.
-    pq.write_table(table, buffer, compression="zstd", use_dictionary=others)
+    pq.write_table(table, buffer, compression="zstd", use_dictionary=others, write_page_checksum=True)
     uri = join(out, "checkpoints", checkpoint_name(checkpoint.generation))
-    write_bytes(uri, buffer.getvalue())
-    write_bytes(join(out, "checkpoints", "LATEST"), (checkpoint_name(checkpoint.generation) + "\n").encode())
+    write_bytes(uri, buffer.getvalue(), root=out)
+    latest = (checkpoint_name(checkpoint.generation) + "\n").encode()
+    write_bytes(join(out, "checkpoints", "LATEST"), latest, root=out)
     return uri
 
 
 def _readable_footer(uri: str) -> bool:
-    """True when ``uri`` is a Parquet file whose footer and run metadata read (cheap: no data)."""
+    """True when ``uri`` is a Parquet file whose footer and run metadata read (cheap: no data).
+
+    A local entry that is not a regular file (a symbolic link among them) is never good.
+    """
     filesystem, path = _filesystem(uri)
     try:
         if filesystem is None:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return False
             schema = pq.read_schema(path)
         else:
             with filesystem.open_input_file(path) as handle:
@@ -568,16 +748,36 @@ def _readable_footer(uri: str) -> bool:
         return False
 
 
-def delete(uri: str) -> None:
-    """Delete the file ``uri`` (nothing if it is already gone)."""
+def delete(uri: str, *, root: str | None = None) -> None:
+    """Delete the file ``uri`` (nothing if it is already gone), never following a link.
+
+    A local symbolic link is removed itself; a folder is left alone.
+
+    Args:
+        uri: the file: a local path or a storage URI.
+        root: the run folder ``uri`` lies in (default: the folder of ``uri``); folders below
+            it that are links are refused, not followed.
+
+    Raises:
+        UnsafePathError: a folder below ``root`` is a symbolic link.
+    """
     filesystem, path = _filesystem(uri)
-    try:
-        if filesystem is None:
-            os.unlink(path)
-        else:
+    if filesystem is not None:
+        with contextlib.suppress(FileNotFoundError):
             filesystem.delete_file(path)
+        return
+    base, folders, name = _parts_below(path, root)
+    try:
+        folder = _open_folder(base, folders, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        if not stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=folder)
     except FileNotFoundError:
         pass
+    finally:
+        os.close(folder)
 
 
 def prune_checkpoints(out: str, keep: int) -> list[str]:
@@ -609,7 +809,7 @@ def prune_checkpoints(out: str, keep: int) -> list[str]:
     for uri in doomed:
         if uri.rsplit("/", 1)[-1] == latest:
             continue
-        delete(uri)
+        delete(uri, root=out)
         deleted.append(uri)
     if deleted:
         logger.debug("deleted %d old checkpoint(s) of %s (--keep-checkpoints %d)", len(deleted), out, keep)
@@ -619,8 +819,8 @@ def prune_checkpoints(out: str, keep: int) -> list[str]:
 def write_stats(out: str, records: list[dict]) -> None:
     """Write the per-generation statistics table ``out/stats.parquet``."""
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(records), buffer)
-    write_bytes(join(out, "stats.parquet"), buffer.getvalue())
+    pq.write_table(pa.Table.from_pylist(records), buffer, write_page_checksum=True)
+    write_bytes(join(out, "stats.parquet"), buffer.getvalue(), root=out)
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -713,7 +913,165 @@ def _describe(fields: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
     return ", ".join(f"{name} {shape} {np.dtype(dtype).name}" for name, (dtype, shape) in fields.items())
 
 
+def _damaged(uri: str, what: str) -> CheckpointError:
+    return CheckpointError(f"{uri} is a damaged checkpoint: {what}")
+
+
+def _is_count(value: object) -> bool:
+    """A non-negative integer of JSON (``True`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_metadata(uri: str, metadata: dict, rows: int) -> None:
+    """Type-check the run metadata of checkpoint ``uri`` (its footer declares ``rows`` rows).
+
+    Raises:
+        CheckpointError: a field of the wrong type or out of range (naming the file and field).
+    """
+    for name in ("generation", "next_id"):
+        if not _is_count(metadata.get(name)):
+            raise _damaged(uri, f"its {name} is {metadata.get(name)!r}, expected a non-negative integer")
+    names = metadata.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise _damaged(uri, "its class_names are not a list of names")
+    for name in ("model", "weights_hash"):
+        if not isinstance(metadata.get(name), str):
+            raise _damaged(uri, f"its {name} is {metadata.get(name)!r}, expected a string")
+    if not isinstance(metadata.get("config"), dict):
+        raise _damaged(uri, "its config is not a JSON object")
+    if not isinstance(metadata.get("model_source"), dict | None):
+        raise _damaged(uri, "its model_source is not a JSON object")
+    if not isinstance(metadata.get("genome_class"), str | None):
+        raise _damaged(uri, f"its genome_class is {metadata.get('genome_class')!r}, expected a name")
+    if "rows" in metadata and metadata["rows"] != rows:
+        raise _damaged(uri, f"its footer declares {rows} rows, its run metadata {metadata['rows']!r}")
+    if rows > len(names):
+        raise _damaged(uri, f"{rows} rows for {len(names)} classes")
+
+
+# Each row column: the Arrow types it may have (by predicate) and what they are, in words.
+_ROW_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
+    "class_id": (pa.types.is_integer, "integers"),
+    "class_name": (lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind), "strings"),
+    "fitness": (pa.types.is_floating, "floats"),
+    "individual_id": (pa.types.is_integer, "integers"),
+    "parent_id": (pa.types.is_integer, "integers"),
+    "parent_cell": (pa.types.is_integer, "integers"),
+    "birth_generation": (pa.types.is_integer, "integers"),
+    "image_png": (lambda kind: pa.types.is_binary(kind) or pa.types.is_large_binary(kind), "bytes"),
+}
+# Columns every checkpoint has (image_png may be missing: no thumbnails).
+_REQUIRED_ROWS = ("class_id", "class_name", "fitness", "individual_id", "parent_id", "parent_cell",
+                  "birth_generation")  # fmt: skip
+
+
+def _check_rows(uri: str, table: pa.Table, metadata: dict) -> None:
+    """Type- and range-check every row field of checkpoint ``uri``, as read into ``table``.
+
+    class_id: distinct integers of the run's classes; class_name: that class's name;
+    fitness: finite floats in [0, 1]; individual_id: integers below next_id; parent_id:
+    -1 or an individual; parent_cell: -1 or a class; birth_generation: non-negative
+    integers; image_png: PNG bytes or nothing.
+
+    Raises:
+        CheckpointError: a missing column, or a field of the wrong type or out of range
+            (naming the file and the field).
+    """
+    names = metadata["class_names"]
+    for name, (accepts, kind) in _ROW_TYPES.items():
+        if name not in table.column_names:
+            if name in _REQUIRED_ROWS:
+                raise _damaged(uri, f"no column {name}")
+            continue
+        column = table.column(name)
+        if not accepts(column.type):
+            raise _damaged(uri, f"{name} holds {column.type}, expected {kind}")
+        if name != "image_png" and column.null_count:
+            raise _damaged(uri, f"{name} has missing values")
+
+    def values(name: str) -> np.ndarray:
+        return table.column(name).to_numpy()
+
+    def out_of_range(name: str, bad: np.ndarray, expected: str) -> None:
+        if bad.any():
+            found = values(name)[bad][0].item()
+            raise _damaged(uri, f"{name} {found!r} in row {int(np.flatnonzero(bad)[0])}, expected {expected}")
+
+    cells = values("class_id")
+    out_of_range("class_id", (cells < 0) | (cells >= len(names)), f"a class id in [0, {len(names) - 1}]")
+    if len(np.unique(cells)) != len(cells):
+        raise _damaged(uri, "class_id holds a class twice")
+    fitness = values("fitness")
+    out_of_range("fitness", ~((fitness >= 0) & (fitness <= 1)), "a finite float in [0, 1]")
+    next_id = metadata["next_id"]
+    ids = values("individual_id")
+    out_of_range("individual_id", (ids < 0) | (ids >= next_id), f"an id in [0, next_id {next_id})")
+    parents = values("parent_id")
+    out_of_range("parent_id", (parents < -1) | (parents >= next_id), f"-1 or an id below next_id {next_id}")
+    parent_cells = values("parent_cell")
+    out_of_range("parent_cell", (parent_cells < -1) | (parent_cells >= len(names)), "-1 or a class id")
+    out_of_range("birth_generation", values("birth_generation") < 0, "a non-negative integer")
+    stored = table.column("class_name").to_pylist()
+    for row, (cell, name) in enumerate(zip(cells.tolist(), stored)):
+        if name != names[cell]:
+            raise _damaged(uri, f"class_name {name!r} in row {row}, expected {names[cell]!r} (class {cell})")
+    if "image_png" in table.column_names:
+        for row, png in enumerate(table.column("image_png").to_pylist()):
+            if png is not None and not png.startswith(PNG_SIGNATURE):
+                raise _damaged(uri, f"image_png in row {row} is not a PNG")
+
+
+def _check_genome_sums(uri: str, table: pa.Table, fields: list[str], cells: np.ndarray) -> None:
+    """Check each row's genome bytes against its SHA-256 (column :data:`CHECKSUM_COLUMN`).
+
+    Args:
+        uri: the checkpoint, for messages.
+        table: its columns as read, the genome fields' among them.
+        fields: the genome fields in ``genome_fields`` order.
+        cells: each row's class id, for messages.
+
+    Raises:
+        CheckpointError: a genome whose bytes do not match (bit rot), or a damaged checksum column.
+    """
+    if CHECKSUM_COLUMN not in table.column_names:
+        logger.debug("%s has no genome checksums (format version 2, or edited): not verified", uri)
+        return
+    column = table.column(CHECKSUM_COLUMN)
+    if column.type != pa.binary(32):
+        raise _damaged(uri, f"{CHECKSUM_COLUMN} holds {column.type}, expected 32-byte SHA-256 digests")
+    stored = _stored_cells(column)
+    genomes = [_stored_cells(table.column(GENOME_PREFIX + name)) for name in fields]
+    found = genome_checksums(genomes, len(stored))
+    bad = np.flatnonzero((found != stored).any(axis=1))
+    if len(bad):
+        raise _damaged(
+            uri,
+            f"the genome of class {int(cells[bad[0]])} does not match its SHA-256 checksum "
+            f"({len(bad)} genome{'s' if len(bad) > 1 else ''} differ)",
+        )
+
+
 def _open_checkpoint(uri: str) -> tuple[pq.ParquetFile, dict]:
+    """Read ``uri`` (once) and check everything its footer declares, before any column is decompressed.
+
+    Whatever fails in a damaged footer (a name that is not UTF-8, a number out of range...)
+    is a :class:`CheckpointError`, so that the previous checkpoint is tried.
+
+    Returns:
+        The Parquet file (in memory) and its run metadata.
+
+    Raises:
+        CheckpointError: see :func:`_open_checked`.
+    """
+    try:
+        return _open_checked(uri)
+    except (CheckpointError, MemoryError):
+        raise
+    except Exception as error:
+        raise CheckpointError(f"{uri} is not a readable checkpoint ({error_line(error)})") from None
+
+
+def _open_checked(uri: str) -> tuple[pq.ParquetFile, dict]:
     """Read ``uri`` (once) and check everything its footer declares, before any column is decompressed.
 
     The checks: format version, the genome fields' dtypes and shapes exactly against the run's
@@ -727,10 +1085,18 @@ def _open_checkpoint(uri: str) -> tuple[pq.ParquetFile, dict]:
             sizes its run cannot have (one line, naming the file).
     """
     try:
-        parquet = pq.ParquetFile(io.BytesIO(read_bytes(uri)))  # the file is read once
-        metadata = json.loads(parquet.schema_arrow.metadata[METADATA_KEY])
+        # The file is read once; every page's CRC (format 3 writes them) is checked as it is read.
+        parquet = pq.ParquetFile(io.BytesIO(read_bytes(uri)), page_checksum_verification=True)
+        stored = parquet.schema_arrow.metadata or {}
+        text = stored[METADATA_KEY]
+        checksum = stored.get(METADATA_CHECKSUM_KEY)
+        if checksum is not None and hashlib.sha256(text).hexdigest().encode() != checksum:
+            raise _damaged(uri, "its run metadata does not match its SHA-256 checksum")
+        metadata = json.loads(text)
     except FileNotFoundError:
         raise CheckpointError(f"{uri}: no such checkpoint") from None
+    except CheckpointError:
+        raise
     except Exception as error:
         raise CheckpointError(f"{uri} is not a readable checkpoint ({error_line(error)})") from None
     if not isinstance(metadata, dict) or metadata.get("format_version") not in READABLE_VERSIONS:
@@ -738,8 +1104,11 @@ def _open_checkpoint(uri: str) -> tuple[pq.ParquetFile, dict]:
         raise CheckpointError(
             f"{uri}: format version {version}, expected one of {', '.join(map(str, READABLE_VERSIONS))}"
         )
+    if checksum is None and metadata["format_version"] >= 3:
+        logger.debug("%s has no checksum of its run metadata (edited by hand?): not verified", uri)
     footer = parquet.metadata
     rows = footer.num_rows
+    _check_metadata(uri, metadata, rows)
     widths: dict[str, int] = {}
     if metadata["format_version"] >= 2 and rows:
         try:
@@ -896,16 +1265,11 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
     except Exception as error:
         raise CheckpointError(f"{uri} is not a readable checkpoint ({error_line(error)})") from None
     try:
+        _check_rows(uri, table, metadata)
         config = RunConfig.from_json(json.dumps(metadata["config"]))
         archive = ClassArchive(metadata["class_names"])
         cells = table.column("class_id").to_numpy()
-        if len(cells) and (
-            cells.min() < 0 or cells.max() >= archive.num_cells or len(set(cells)) != len(cells)
-        ):
-            raise ValueError("class ids out of range or repeated")
         fitness = table.column("fitness").to_numpy()
-        if not np.isfinite(fitness).all():
-            raise ValueError("non-finite fitness")
         order = np.argsort(cells, kind="stable")
         columns = {name: table.column(name).to_pylist() for name in ROW_COLUMNS if name in names}
         rows = [{name: columns[name][i] for name in columns} for i in order.tolist()]
@@ -921,6 +1285,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
                 expected = [field.name for field in dataclasses.fields(genome_class)]
                 if sorted(declared) != sorted(expected):
                     raise ValueError(f"genome fields {sorted(declared)} instead of {sorted(expected)}")
+                _check_genome_sums(uri, table, list(declared), cells)  # before any genome is used
                 genomes = genome_class(**{
                     name: _decode_genome_field(table.column(GENOME_PREFIX + name), *declared[name])
                     for name in expected
@@ -984,17 +1349,19 @@ def checkpoint_uris(out: str) -> list[str]:
 def _newest_good(out: str, read):
     """``read(uri)`` of the newest checkpoint it accepts: LATEST's, then newest first.
 
-    Each one skipped is logged as a warning; nothing is deleted or rewritten.
+    Each one skipped (unreadable, damaged, or a symbolic link: never followed inside a run
+    folder) is logged as a warning naming it; nothing is deleted or rewritten.
     """
     if not is_uri(out) and Path(out).is_file():
         raise CheckpointError(f"{out} is a file, not a run folder")
     candidates = checkpoint_uris(out)
+    pointer = join(out, "checkpoints", "LATEST")
     try:
-        latest = read_bytes(join(out, "checkpoints", "LATEST")).decode().strip()
+        latest = "" if is_link(pointer) else read_bytes(pointer).decode().strip()
         if CHECKPOINT_PATTERN.match(latest):
             preferred = join(out, "checkpoints", latest)
             candidates = [preferred] + [uri for uri in candidates if uri != preferred]
-    except (FileNotFoundError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError):
         pass
     if not candidates:
         raise CheckpointError(
@@ -1003,6 +1370,8 @@ def _newest_good(out: str, read):
     problems = []
     for uri in candidates:
         try:
+            if is_link(uri):
+                raise CheckpointError(f"{uri} is a symbolic link (never followed inside a run folder)")
             return read(uri)
         except CheckpointError as error:
             logger.warning("skipping %s", error)
@@ -1054,6 +1423,9 @@ def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
             warning, and an unreadable one is first kept as ``stats.corrupt-N.parquet``.
     """
     uri = join(out, "stats.parquet")
+    if is_link(uri):  # never followed: its target is not this run's to read (or copy)
+        logger.warning("skipping %s: a symbolic link (never followed inside a run folder)", uri)
+        return []
     try:
         data = read_bytes(uri)
     except FileNotFoundError:
@@ -1061,7 +1433,10 @@ def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
             logger.warning("%s is missing: the per-generation statistics start afresh", uri)
         return []
     try:
-        return pq.read_table(io.BytesIO(data)).to_pylist()
+        records = pq.read_table(io.BytesIO(data), page_checksum_verification=True).to_pylist()
+        if not all(_is_count(record.get("gen")) for record in records):
+            raise ValueError("a row without a generation number (column gen)")
+        return records
     except Exception as error:
         message = error_line(error)
         kept = ""
@@ -1069,7 +1444,7 @@ def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
             number = 1
             while exists(join(out, f"stats.corrupt-{number}.parquet")):
                 number += 1
-            write_bytes(join(out, f"stats.corrupt-{number}.parquet"), data)
+            write_bytes(join(out, f"stats.corrupt-{number}.parquet"), data, root=out)
             kept = f"; kept as stats.corrupt-{number}.parquet, the statistics start afresh"
         logger.warning("skipping %s: not a readable Parquet table (%s)%s", uri, message, kept)
         return []

@@ -13,6 +13,10 @@ holds, so that nothing already written is lost:
 
 Locks are local-filesystem locks; object stores (``s3://``, ``gs://``) have no atomic
 create-if-absent here, so on them the lock is advisory: written, checked, but racy.
+
+A lock is untrusted input like the rest of a shared folder: one that is a symbolic link,
+not a regular file, or names no plausible process id is refused as damaged (never
+followed, never taken over), with the command that removes it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import socket
+import stat
 import time
 from pathlib import Path
 
 from fooling.evo.store.checkpoint import (
+    _FOLDER_FLAGS,
     CHECKPOINT_PATTERN,
+    TEMPORARY_PREFIX,
     _filesystem,
+    _link_target,
+    _linked_folder,
     exists,
     join,
     list_names,
@@ -39,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".fooling-lock"
 KIND_NAME = ".fooling-run"
-TEMPORARY_PREFIX = ".tmp-"
 RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent", "audit")
 
 
@@ -58,6 +67,28 @@ class RunLockedError(RunFolderError):
 def _local_path(out: str) -> Path | None:
     filesystem, path = _filesystem(out)
     return Path(path) if filesystem is None else None
+
+
+# Largest lock size read: a lock record is about 150 bytes.
+LOCK_SIZE_LIMIT = 64 * 1024
+
+
+def _pid_max() -> int:
+    """The largest process id of this kernel (``/proc/sys/kernel/pid_max``, else 2**22)."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 2**22
+
+
+def _lock_damage(owner: dict) -> str | None:
+    """What is wrong with lock record ``owner`` (``None``: it names a plausible process)."""
+    pid, host = owner.get("pid"), owner.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= max(_pid_max(), 2**22):
+        return f"it names pid {str(pid)[:40]}, not a process id"
+    if not isinstance(host, str) or not host:
+        return f"it names host {str(host)[:40]}, not a host name"
+    return None
 
 
 def _process_alive(pid: int) -> bool:
@@ -112,13 +143,13 @@ class RunLock:
         return (json.dumps(owner) + "\n").encode()
 
     def _stale(self, owner: dict) -> bool:
-        """True when ``owner`` is a process of this host that is gone."""
+        """True when ``owner`` is a process of this host that is gone.
+
+        ``owner`` is a plausible record (see :func:`_lock_damage`).
+        """
         if owner.get("host") != socket.gethostname():
             return False
-        try:
-            pid = int(owner["pid"])
-        except (KeyError, TypeError, ValueError):
-            return True  # unreadable lock of this host: nobody can hold it
+        pid = owner["pid"]
         if pid == os.getpid():
             return False
         if not _process_alive(pid):
@@ -136,10 +167,16 @@ class RunLock:
             raise RunFolderError(f"{self.out} is a file, not a folder; choose a folder")
         local.mkdir(parents=True, exist_ok=True)
         path = local / LOCK_NAME
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         for _ in range(3):
             try:
-                handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                handle = os.open(path, flags, 0o644)
             except FileExistsError:
+                if path.is_symlink():  # a lock is never followed, whatever it points at
+                    raise RunLockedError(
+                        f"{path} is a symbolic link, not a lock (damaged, or planted); if no fooling "
+                        f"command is using {self.out}, remove it: rm {shlex.quote(str(path))}"
+                    ) from None
                 owner = self._read_owner(path)
                 if owner is None:  # being written right now by its owner
                     time.sleep(0.05)
@@ -149,7 +186,13 @@ class RunLock:
                 if owner is None or not {"pid", "host"} <= owner.keys():  # empty or not a lock record
                     raise RunLockedError(
                         f"{path} is unreadable (empty or damaged, as a crash while taking it leaves it); "
-                        f"if no fooling command is using {self.out}, delete it"
+                        f"if no fooling command is using {self.out}, delete it: rm {shlex.quote(str(path))}"
+                    ) from None
+                damage = _lock_damage(owner)
+                if damage is not None:
+                    raise RunLockedError(
+                        f"{path} is a damaged lock ({damage}); if no fooling command is using "
+                        f"{self.out}, delete it: rm {shlex.quote(str(path))}"
                     ) from None
                 if not self._stale(owner):
                     raise RunLockedError(
@@ -179,6 +222,13 @@ class RunLock:
             owner = None
         except ValueError:
             owner = {}
+        if owner is not None:
+            damage = _lock_damage(owner) if isinstance(owner, dict) else "not a lock record"
+            if damage is not None:
+                raise RunLockedError(
+                    f"{self.uri} is a damaged lock ({damage}); if no fooling command is using "
+                    f"{self.out}, delete it"
+                )
         if owner is not None and not self._stale(owner):
             raise RunLockedError(
                 f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish, or delete "
@@ -189,12 +239,22 @@ class RunLock:
 
     @staticmethod
     def _read_owner(path: Path) -> dict | None:
-        """The lock's record; ``None`` while empty, ``{}`` if unreadable, :data:`_GONE` if removed."""
+        """The lock's record; ``None`` while empty, ``{}`` if unreadable, :data:`_GONE` if removed.
+
+        Never follows a link, never waits on a FIFO, reads at most :data:`LOCK_SIZE_LIMIT` bytes.
+        """
         try:
-            text = path.read_text()
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return _GONE
-        except (OSError, UnicodeDecodeError):  # a folder, garbage bytes: not a lock record
+        except OSError:  # a link (ELOOP), no permission: not a lock record of ours
+            return {}
+        try:
+            with os.fdopen(handle, "rb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    return {}  # a folder, a FIFO
+                text = file.read(LOCK_SIZE_LIMIT).decode()
+        except (OSError, UnicodeDecodeError):  # garbage bytes: not a lock record
             return {}
         if not text.strip():
             return None
@@ -209,11 +269,17 @@ class RunLock:
         if not self.held:
             return
         self.held = False
-        try:
-            owner = json.loads(read_bytes(self.uri))
-        except (FileNotFoundError, ValueError):
+        local = _local_path(self.uri)
+        if local is not None:
+            owner = self._read_owner(local)
+        else:
+            try:
+                owner = json.loads(read_bytes(self.uri))
+            except (FileNotFoundError, ValueError):
+                return
+        if not isinstance(owner, dict) or owner.get("pid") != os.getpid():
             return
-        if owner.get("pid") != os.getpid() or owner.get("host") != socket.gethostname():
+        if owner.get("host") != socket.gethostname():
             return
         filesystem, path = _filesystem(self.uri)
         try:
@@ -303,25 +369,46 @@ def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
 def remove_stale_temporaries(out: str) -> int:
     """Delete ``.tmp-*`` files left by killed writes in ``out`` and ``out/checkpoints``.
 
-    Only safe while holding :class:`RunLock` (no write of ours is in flight). Local folders only.
+    Only safe while holding :class:`RunLock` (no write of ours is in flight). Local folders
+    only. Nothing is followed: a ``.tmp-*`` link is removed itself, and ``out/checkpoints``
+    must be a real folder (checked here, before any work, as every checkpoint write checks it).
 
     Returns:
         How many were removed.
+
+    Raises:
+        UnsafePathError: ``out/checkpoints`` is a symbolic link (one line).
     """
     local = _local_path(out)
-    if local is None:
+    if local is None or not local.is_dir():
         return 0
     removed = 0
-    for folder in (local, local / "checkpoints"):
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            if path.name.startswith(TEMPORARY_PREFIX) and path.is_file():
+    handle = os.open(local, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        folders = [handle]
+        try:
+            folders.append(os.open("checkpoints", _FOLDER_FLAGS, dir_fd=handle))
+        except OSError as error:
+            target = _link_target("checkpoints", handle)
+            if target is not None:
+                raise _linked_folder(str(local / "checkpoints"), target) from None
+            if not isinstance(error, FileNotFoundError | NotADirectoryError):
+                raise
+            # None yet; a file in its place fails the first checkpoint write, naming it.
+        for folder in folders:
+            for name in os.listdir(folder):
+                if not name.startswith(TEMPORARY_PREFIX):
+                    continue
                 try:
-                    path.unlink()
-                    removed += 1
+                    kind = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+                    if stat.S_ISREG(kind) or stat.S_ISLNK(kind):
+                        os.unlink(name, dir_fd=folder)
+                        removed += 1
                 except FileNotFoundError:
                     pass
+    finally:
+        for folder in reversed(folders):
+            os.close(folder)
     if removed:
         logger.warning("removed %d temporary file(s) left by an interrupted write in %s", removed, out)
     return removed

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -375,3 +377,79 @@ def test_transfer_and_ablate_take_an_engine(fooling_home, tmp_path, capsys):
     capsys.readouterr()
     assert main(["transfer", out, "--to", "mnist-lenet", "--engine", "tourch"]) == 2
     assert "did you mean 'torch'" in one_error_line(capsys)
+
+
+class _AnySizeNet(torch.nn.Module):
+    """``(batch, 3, H, W)`` -> ``(batch, 5)`` logits for any H, W >= 3 (scripted into a model file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
+        )
+        self.head = torch.nn.Linear(24, 5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images)) * 4.0
+
+
+def _save_any_size_net(path) -> None:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+        torch.jit.save(torch.jit.script(_AnySizeNet().eval()), str(path))
+
+
+# Probabilities lie in [0, 1] and both engines compute them in float32 (epsilon 1.2e-7) through
+# a few dozen operations: they agree to well under 1e-5 (measured: 4e-8).
+PROBABILITY_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize(
+    "option", ["mean=0.9", "std=0.05", "input-size=24,20"], ids=["mean", "std", "input-size"]
+)
+def test_the_onnx_cache_keys_everything_baked_into_the_graph(tmp_path, monkeypatch, option):
+    monkeypatch.setenv("FOOLING_HOME", str(tmp_path / "home"))
+    path = tmp_path / "net.pt"
+    _save_any_size_net(path)
+    default = f"{path}?input-size=16,16"
+    changed = f"{path}?input-size=16,16&{option}" if "input-size" not in option else f"{path}?{option}"
+    scores, specs = {}, {}
+    # The changed options first: the defaults' run must not be handed the graph exported for them.
+    for reference in (changed, default):
+        model = load_model(reference)
+        specs[reference] = model.spec
+        images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        images = F.interpolate(images, size=model.spec.input_size, mode="bilinear")
+        by_onnx = Scorer(model, engine="onnxruntime", device="cpu")
+        scores[reference] = by_onnx.score(images)
+        assert by_onnx.engine == "onnxruntime"  # no fallback to torch
+        expected = Scorer(model, engine="torch", device="cpu").score(images)
+        assert np.abs(scores[reference] - expected).max() < PROBABILITY_TOLERANCE, reference
+    # Each option changes what the network sees, so the scores (the same images, resized) differ.
+    assert np.abs(scores[changed] - scores[default]).max() > 100 * PROBABILITY_TOLERANCE
+    records = sorted((tmp_path / "home" / "onnx").glob("*.json"))
+    assert len(records) == 2 and len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 2
+    keys = [json.loads(record.read_text()) for record in records]
+    assert {(tuple(k["mean"]), tuple(k["std"]), tuple(k["input_size"])) for k in keys} == {
+        (spec.mean, spec.std, spec.input_size) for spec in specs.values()
+    }
+
+
+def test_a_cache_record_of_other_preprocessing_is_not_used(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FOOLING_HOME", str(tmp_path / "home"))
+    path = tmp_path / "net.pt"
+    _save_any_size_net(path)
+    model = load_model(f"{path}?input-size=16,16")
+    onnx_model(model)
+    entry = cache_entry(model)
+    # A graph exported with another mean, filed under this model's name (a stale or planted entry).
+    other = load_model(f"{path}?input-size=16,16&mean=0.5")
+    record = json.loads(entry.meta.read_text())
+    entry.onnx.write_bytes(onnx_model(other))
+    entry.meta.write_text(json.dumps({**record, "sha256": hashlib.sha256(entry.onnx.read_bytes()).hexdigest(),
+                                      "mean": [0.5, 0.5, 0.5]}))  # fmt: skip
+    exports = _exports(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        onnx_model(model)
+    assert exports == ["net.pt"] and "does not match its record" in caplog.text

@@ -77,7 +77,7 @@ def test_golden_version_1_checkpoints_read_and_rewrite_bit_for_bit(run, tmp_path
     write_checkpoint(str(tmp_path), old)
     new = read_latest_checkpoint(str(tmp_path), GENOME_CLASSES)
     metadata = json.loads(pq.read_schema(checkpoint_uris(str(tmp_path))[0]).metadata[METADATA_KEY])
-    assert metadata["format_version"] == FORMAT_VERSION == 2
+    assert metadata["format_version"] == FORMAT_VERSION == 3
     assert same_archive(old.archive, new.archive)
     assert (new.generation, new.next_id, new.config) == (old.generation, old.next_id, old.config)
 
