@@ -9,6 +9,15 @@ from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
 from .cppn import ACTIVATIONS, CPPNEncoding, CPPNGenomes, coordinate_inputs
 from .direct import DirectEncoding, DirectGenomes
 from .operators import polynomial_mutation, simulated_binary_crossover
+from .registry import (
+    ENCODING_GROUP,
+    ENCODINGS,
+    GENOME_CLASSES,
+    Encoding,
+    EncodingSpec,
+    encoding_help,
+    registered_encodings,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -17,10 +26,17 @@ __all__ = [
     "coordinate_inputs",
     "DirectEncoding",
     "DirectGenomes",
+    "ENCODING_GROUP",
+    "ENCODINGS",
+    "Encoding",
+    "EncodingSpec",
+    "GENOME_CLASSES",
     "GenomeBatch",
+    "encoding_help",
     "hls_bytes_to_rgb",
     "hls_to_rgb",
     "hsv_to_rgb",
     "polynomial_mutation",
+    "registered_encodings",
     "simulated_binary_crossover",
 ]

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from fooling.encodings import registered_encodings
 from fooling.evo.emitters import check_emitter
 from fooling.fitness import close_names, resolve_name
 from fooling.fitness.engine import check_engine
@@ -151,7 +152,9 @@ class RunConfig:
 
     Attributes:
         model: registry name of the classifier, e.g. ``"mnist-lenet"``.
-        encoding: ``"direct"`` or ``"cppn"``.
+        encoding: the name of a registered encoding (the built-in ``"direct"`` and ``"cppn"``,
+            or a plugin of the entry-point group ``fooling.encodings``; see
+            :mod:`fooling.encodings.registry`).
         generations: total generations, counting the random initial one (generation 0).
         population: children evaluated per generation (paper: 200 for MNIST).
         seed: every random draw derives from (seed, generation, batch index).
@@ -166,8 +169,10 @@ class RunConfig:
         halve_mutation_every: halve the direct encoding's rate every this many generations (0: never).
         crossover_probability: chance a child comes from SBX of two parents (direct only).
         crossover_eta: SBX eta.
-        color_space: colour genes of 3-channel images: ``"rgb"``, ``"hsv"``, ``"hls"``, or (CPPN
-            only) ``"hls-opencv"``, the original code's bytes read as OpenCV 8-bit HLS.
+        color_space: colour genes of 3-channel images, one of the encoding's
+            :attr:`~fooling.encodings.EncodingSpec.color_spaces`: direct ``"rgb"`` or ``"hsv"``;
+            CPPN also ``"hls"`` and ``"hls-opencv"``, the original code's bytes read as OpenCV
+            8-bit HLS (for CPPNs ``"rgb"``, the default, means HSV outputs).
         coordinates: CPPN inputs x, y: ``"unit"`` ([-1, 1]) or ``"pixel"`` (raw column and row).
         split_weight: CPPN add-node weights: ``"one"`` (NEAT) or ``"old"`` (the original code).
         max_nodes: capacity of a CPPN genome in nodes (inputs and outputs included).
@@ -182,8 +187,9 @@ class RunConfig:
         device: scoring device (``None``: CUDA when present, else CPU).
         engine: scoring engine: ``"auto"`` (ONNX Runtime on the CPU, torch on CUDA), ``"torch"``
             or ``"onnxruntime"``. Archives are bit-identical for a fixed engine and device.
-        emitter: how children are made (see :mod:`fooling.evo.emitters`): ``"paper"`` (the
-            paper's mutation), ``"finetune"`` or ``"gradient"`` (CPPN only).
+        emitter: how children are made: the name of a registered emitter (the built-in
+            ``paper``, ``finetune``, ``gradient``, ``ascent``, ``focus``, or a plugin of the
+            entry-point group ``fooling.emitters``; see :mod:`fooling.evo.emitters`).
     """
 
     model: str = "mnist-lenet"
@@ -258,9 +264,7 @@ class RunConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{_flag(name)} must be a positive number, not {value}")
-        _check_choice("color-space", self.color_space, ("rgb", "hsv", "hls", "hls-opencv"))
-        if self.color_space == "hls-opencv" and self.encoding != "cppn":
-            raise ValueError("--color-space hls-opencv maps CPPN outputs; it needs --encoding cppn")
+        self._check_color_space()
         _check_choice("coordinates", self.coordinates, ("unit", "pixel"))
         _check_choice("split-weight", self.split_weight, ("one", "old"))
         # The smallest CPPN: 4 inputs, 3 outputs, every input connected to every output.
@@ -276,14 +280,31 @@ class RunConfig:
         check_emitter(self.emitter, encoding=self.encoding, workers=self.workers, population=self.population)
         check_seed(self.seed)
         check_image_size(self.image_size)
-        if self.color_space == "hls" and self.encoding == "direct":
-            raise ValueError("--color-space hls is for CPPN genomes; direct genomes take rgb or hsv")
         if self.classes is not None:
             seen = {name.lower() for name in self.classes}
             if len(seen) != len(self.classes):
                 duplicate = next(n for i, n in enumerate(self.classes) if n.lower() in
                                  {m.lower() for m in self.classes[:i]})  # fmt: skip
                 raise ValueError(f"--classes names {duplicate!r} twice; give each class once")
+
+    def _check_color_space(self) -> None:
+        """Raise ``ValueError`` unless some registered encoding, and the run's own, take ``color_space``.
+
+        The run's encoding is checked only when it is registered (an unknown one is reported,
+        with close names, when the encoding is made).
+        """
+        encodings = registered_encodings()
+        spaces = tuple(dict.fromkeys(space for spec in encodings.values() for space in spec.color_spaces))
+        _check_choice("color-space", self.color_space, spaces)
+        own = encodings.get(self.encoding)
+        if own is not None and self.color_space not in own.color_spaces:
+            takers = " or ".join(f"--encoding {name}" for name, spec in encodings.items()
+                                 if self.color_space in spec.color_spaces)  # fmt: skip
+            *others, last = own.color_spaces
+            takes = f"{', '.join(others)} or {last}" if others else last
+            raise ValueError(
+                f"--color-space {self.color_space} is for {takers}; --encoding {self.encoding} takes {takes}"
+            )
 
     @classmethod
     def from_preset(cls, preset: str | None, **fields: Any) -> RunConfig:

@@ -2,50 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, GenomeBatch
+# ENCODINGS: the built-in encodings' specs (name -> EncodingSpec), re-exported; plugins are in
+# registered_encodings(), which make_encoding reads.
+from fooling.encodings import ENCODINGS, CPPNGenomes, Encoding, GenomeBatch, registered_encodings
 from fooling.encodings.cppn import WEIGHT_LIMIT, node_count
 from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, resolve_name
 from fooling.fitness.weight_ascent import ascend_parameters
 
-
-def _direct(config: RunConfig, spec: ModelSpec, size: tuple[int, int]) -> DirectEncoding:
-    return DirectEncoding(
-        channels=spec.channels,
-        height=size[0],
-        width=size[1],
-        mutation_probability=config.mutation_probability,
-        mutation_eta=config.mutation_eta,
-        halve_mutation_every=config.halve_mutation_every or None,
-        crossover_eta=config.crossover_eta,
-        color_space="rgb" if config.color_space == "rgb" else "hsv",
-    )
-
-
-def _cppn(config: RunConfig, spec: ModelSpec, size: tuple[int, int]) -> CPPNEncoding:
-    return CPPNEncoding(
-        outputs=spec.channels,
-        height=size[0],
-        width=size[1],
-        # The paper's text says HSV; "rgb" (the config default) is taken to mean that.
-        color_space="hsv" if config.color_space == "rgb" else config.color_space,
-        coordinates=config.coordinates,
-        split_weight=config.split_weight,
-        max_nodes=config.max_nodes,
-        max_edges=config.max_edges,
-        weight_probability=config.mutation_probability,
-        weight_eta=config.mutation_eta,
-    )
-
-
-# name -> factory(config, model spec, (height, width)) -> encoding
-ENCODINGS = {"direct": _direct, "cppn": _cppn}
+__all__ = ["ENCODINGS", "Evaluator", "class_ids", "image_size", "make_encoding", "resolve_classes"]
 
 
 def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
@@ -68,14 +40,16 @@ def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
     return (height, width)
 
 
-def make_encoding(config: RunConfig, spec: ModelSpec):
-    """The encoding named by ``config.encoding``, sized for the model.
+def make_encoding(config: RunConfig, spec: ModelSpec) -> Encoding:
+    """The registered encoding named by ``config.encoding``, sized for the model.
 
     Raises:
         UnknownNameError: no such encoding (suggests close names).
+        ValueError: a plugin encoding fails to load, or settings the encoding refuses.
     """
-    name = resolve_name(config.encoding, ENCODINGS, "encoding")
-    return ENCODINGS[name](config, spec, image_size(config, spec))
+    encodings = registered_encodings()
+    name = resolve_name(config.encoding, encodings, "encoding")
+    return encodings[name].build(dataclasses.asdict(config), spec.channels, image_size(config, spec))
 
 
 def resolve_classes(names: Sequence[str], class_names: Sequence[str]) -> list[int]:

@@ -15,7 +15,7 @@ from deap import base, tools
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fooling.encodings import CPPNGenomes, DirectGenomes, GenomeBatch
+from fooling.encodings import GENOME_CLASSES, GenomeBatch
 from fooling.evo.archive import ClassArchive
 from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_choice
 from fooling.evo.emitters import get_emitter
@@ -58,8 +58,8 @@ from fooling.fitness.sources import describe_model, model_change, source_change
 
 logger = logging.getLogger(__name__)
 
-# Genome classes a checkpoint may name; loading never builds anything else.
-GENOME_CLASSES: dict[str, type[GenomeBatch]] = {"DirectGenomes": DirectGenomes, "CPPNGenomes": CPPNGenomes}
+# Genome classes a checkpoint may name (GENOME_CLASSES, read from the encodings' registry, plugins
+# included; loading never builds anything else) are imported from fooling.encodings above.
 
 
 def load_or_train(name: str) -> LoadedModel:

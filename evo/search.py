@@ -13,8 +13,7 @@ from deap import base, tools
 from fooling.encodings import GenomeBatch
 from fooling.evo.archive import ClassArchive
 from fooling.evo.emitters import EMITTERS, Emitter
-from fooling.evo.toolbox import vary
-from fooling.fitness import ModelRunError
+from fooling.fitness import ModelRunError, error_line
 
 STATS_FIELDS = (
     "gen",
@@ -89,19 +88,13 @@ class Variation:
         if task.parent_rows is None:
             return self.toolbox.random(task.count, rng)
         parents = pool.take(task.parent_rows)
-        children = vary(
+        return self.emitter.vary(
             self.toolbox,
             parents,
             rng,
             generation=task.generation,
             crossover_probability=self.crossover_probability,
         )
-        if self.emitter.finetune_fraction > 0:
-            # Drawn after the mutation, so the mutated children are those of the paper's emitter.
-            rows = np.flatnonzero(rng.random(len(parents)) < self.emitter.finetune_fraction)
-            if rows.size:
-                children.assign(rows, self.toolbox.finetune(parents.take(rows), rng, task.generation))
-        return children
 
 
 class BackendError(OSError):
@@ -129,10 +122,9 @@ class Backend(Protocol):
 class LocalBackend:
     """Everything in this process, one task after the other.
 
-    With an emitter that takes gradient steps, the children it names
-    (:meth:`Emitter.refined_rows`) are first refined by
-    ``evaluator.refine(children, parent_cells, steps=..., lr=..., keep_best=...)``
-    (``ascent``: from copies of their parents), then the batch is scored.
+    With an emitter that refines its children (:attr:`Emitter.refines`), each batch of
+    varied children goes through :meth:`Emitter.refine`, with the evaluator as its
+    refiner, before it is scored.
     """
 
     def __init__(self, variation: Variation, evaluator) -> None:
@@ -145,18 +137,13 @@ class LocalBackend:
         offset = 0  # row of the task's first child in the generation
         for task in tasks:
             children = self.variation(task, pool)
-            if emitter.gradient_steps and task.parent_cells is not None:
-                rows = emitter.refined_rows(offset, task.count)
-                start = pool.take(task.parent_rows[rows]) if emitter.refine_every else children.take(rows)
-                children.assign(
-                    rows,
-                    self.evaluator.refine(
-                        start,
-                        task.parent_cells[rows],
-                        steps=emitter.gradient_steps,
-                        lr=emitter.gradient_lr,
-                        keep_best=emitter.keep_best,
-                    ),
+            if emitter.refines and task.parent_cells is not None:
+                children = emitter.refine(
+                    children,
+                    pool.take(task.parent_rows),
+                    task.parent_cells,
+                    offset=offset,
+                    refiner=self.evaluator,
                 )
             offset += task.count
             yield children, self.evaluator.evaluate(children)
@@ -256,7 +243,9 @@ class Search:
         try:
             results = list(self.backend.run(tasks, pool))
         except ModelRunError as error:  # the network failed, not the search: say when
-            raise ModelRunError(f"generation {self.generation}: {error}") from error
+            # One line; from a Ray actor the error's text ends in its type and message.
+            reason = error_line(error, limit=None, last=True).split("ModelRunError: ", 1)[-1]
+            raise ModelRunError(f"generation {self.generation}: {reason}") from error
         self.inserting = True
         start = 0
         for task, (children, probabilities) in zip(tasks, results):

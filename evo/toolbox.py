@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 from deap import base
 
-from fooling.encodings import GenomeBatch
 from fooling.evo.config import RunConfig
+from fooling.evo.emitters import vary
 from fooling.evo.evaluation import make_encoding
 from fooling.fitness import get_model_spec
+
+__all__ = ["make_toolbox", "vary"]  # vary lives with the emitters, whose default variation it is
 
 
 def make_toolbox(encoding) -> base.Toolbox:
@@ -38,36 +39,3 @@ def make_toolbox(encoding) -> base.Toolbox:
     if hasattr(encoding, "perturb_weights"):
         toolbox.register("finetune", encoding.perturb_weights)
     return toolbox
-
-
-def vary(
-    toolbox: base.Toolbox,
-    parents: GenomeBatch,
-    rng: np.random.Generator,
-    *,
-    generation: int,
-    crossover_probability: float = 0.0,
-) -> GenomeBatch:
-    """Children of ``parents``, one per row: optional crossover with a random partner, then mutation.
-
-    Args:
-        toolbox: the operators (``mutate``, optionally ``mate``; see :func:`make_toolbox`).
-        parents: ``batch_size`` genomes; not modified.
-        rng: source of every random draw.
-        generation: the current generation (for scheduled mutation rates).
-        crossover_probability: chance each child is first crossed (``toolbox.mate``) with
-            another parent of the batch.
-
-    Returns:
-        ``batch_size`` new genomes, row ``i`` the child of ``parents[i]``.
-    """
-    children = parents
-    if crossover_probability > 0 and hasattr(toolbox, "mate") and len(parents) > 1:
-        crossed = rng.random(len(parents)) < crossover_probability
-        rows = np.flatnonzero(crossed)
-        if rows.size:
-            partners = parents.take(rng.integers(0, len(parents), size=rows.size))
-            offspring, _ = toolbox.mate(parents.take(rows), partners, rng)
-            children = parents.copy()
-            children.assign(rows, offspring)
-    return toolbox.mutate(children, rng, generation)

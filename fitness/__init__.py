@@ -4,8 +4,9 @@ Nothing here knows of archives, genomes or Ray.
 """
 
 # Imported for what they register: the ImageNet models, retrained networks, and timm:,
-# torchvision:, model files and plugins (sources last: its catch-all resolvers come after).
-from fooling.fitness import fooling_class, imagenet, sources  # noqa: F401
+# torchvision:, model files and plugins (sources last: its catch-all resolvers come after);
+# the built-in scoring engines.
+from fooling.fitness import engine, fooling_class, imagenet, sources, torch_engine  # noqa: F401
 from fooling.fitness._home import fooling_home, offline
 from fooling.fitness._messages import error_line
 from fooling.fitness._names import UnknownNameError, class_index, close_names, resolve_name

@@ -1,13 +1,14 @@
-"""Scoring engines (torch, ONNX Runtime), the cached ONNX export, and thread counts.
+"""The ``onnxruntime`` scoring engine, its cached ONNX export, and the thread counts of scoring.
 
-The engine that scores a run is a setting of the run (``--engine``):
+The engine that scores a run is a setting of the run (``--engine``; the engines and their
+registry: :mod:`fooling.fitness.engines`, whose names are re-exported here):
 
-* ``torch``: the network in eager mode; channels_last memory format, and on CUDA half
-  precision autocast.
-* ``onnxruntime``: the network exported once to ONNX (opset :data:`OPSET`, dynamic batch
-  axis, with the normalisation and the softmax inside the graph) and run by ONNX Runtime's
-  CPU execution provider; on this 2-core machine 4-7x the throughput of torch eager for
-  EfficientNet-Lite.
+* ``torch`` (:mod:`fooling.fitness.torch_engine`): the network in eager mode; channels_last
+  memory format, and on CUDA half precision autocast.
+* ``onnxruntime`` (here): the network exported once to ONNX (opset :data:`OPSET`, dynamic
+  batch axis, with the normalisation and the softmax inside the graph) and run by ONNX
+  Runtime's CPU execution provider; on this 2-core machine 4-7x the throughput of torch eager
+  for EfficientNet-Lite.
 * ``auto`` (the default): ``onnxruntime`` on the CPU, ``torch`` on CUDA.
 
 Exported files are cached under ``$FOOLING_HOME/onnx``, one per everything the graph has
@@ -38,71 +39,36 @@ import uuid
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from fooling.fitness._home import fooling_home
-from fooling.fitness._names import resolve_name
+from fooling.fitness.engines import (
+    EngineOptions,
+    EngineSession,
+    ScoringEngine,
+    model_call,
+    register_engine,
+)
+
+# Importable from here, as before the registry (fooling.fitness.engines) existed.
+from fooling.fitness.engines import EngineUnavailableError as EngineUnavailableError
+from fooling.fitness.engines import check_engine as check_engine
+from fooling.fitness.engines import resolve_engine as resolve_engine
 from fooling.fitness.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "onnxruntime")
 # ONNX opset of the exported graphs; part of the cache key.
 OPSET = 17
 # Bump when the exported graph changes (inputs, outputs, what is folded in): old files are then ignored.
 EXPORT_FORMAT = 1
 
 
-class EngineUnavailableError(ValueError):
-    """An engine that cannot run here (package missing, wrong device); one line for the CLI."""
-
-
-# --- engine names ---------------------------------------------------------------------------
-
-
-def check_engine(name: str) -> str:
-    """The canonical spelling of engine ``name``.
-
-    Raises:
-        UnknownNameError: not an engine; the message suggests close names.
-    """
-    return resolve_name(name, ENGINES, "engine")
-
-
 def onnxruntime_available() -> bool:
     """True when the ``onnxruntime`` package can be imported."""
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-def resolve_engine(name: str, device: torch.device | str) -> str:
-    """The engine that ``name`` means on ``device``: ``"torch"`` or ``"onnxruntime"``.
-
-    Raises:
-        UnknownNameError: not an engine name.
-        EngineUnavailableError: ``onnxruntime`` asked for explicitly without the package, or
-            on a device other than the CPU.
-    """
-    name = check_engine(name)
-    device = torch.device(device)
-    if name == "auto":
-        if device.type != "cpu":
-            return "torch"
-        if not onnxruntime_available():
-            logger.warning("onnxruntime is not installed: scoring with torch (slower on the CPU)")
-            return "torch"
-        return "onnxruntime"
-    if name == "onnxruntime":
-        if not onnxruntime_available():
-            raise EngineUnavailableError(
-                "--engine onnxruntime: the onnxruntime package is not installed "
-                "(pip install onnxruntime, or use --engine torch)"
-            )
-        if device.type != "cpu":
-            raise EngineUnavailableError(
-                f"--engine onnxruntime scores on the CPU, not {device}: use --engine torch (or auto) there"
-            )
-    return name
 
 
 # --- threads --------------------------------------------------------------------------------
@@ -249,7 +215,7 @@ def export_onnx(model: LoadedModel) -> bytes:
         Exception: whatever the exporter raises for a network it cannot export.
     """
     own = getattr(model.network, "onnx_probabilities", None)
-    if own is not None:  # a model file exports itself (fitness/sources.py; ONNX files keep their graph)
+    if own is not None:  # a model file exports itself (sources/files.py; ONNX files keep their graph)
         return own(model.spec)
     spec = model.spec
     wrapper = _Probabilities(model.network, spec.mean, spec.std).to("cpu").eval()
@@ -369,3 +335,71 @@ def onnx_session(data: bytes, threads: int | None = None):
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+
+class OnnxRuntimeSession(EngineSession):
+    """An ONNX Runtime session of a model's exported graph (images in [0, 1] -> probabilities).
+
+    Attributes:
+        runtime: the ``onnxruntime.InferenceSession``.
+    """
+
+    def __init__(self, runtime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """See :meth:`EngineSession.probabilities`."""
+        images = images.detach().to("cpu", torch.float32)
+        with model_call(self.name):
+            return self.runtime.run(None, {"images": images.contiguous().numpy()})[0]
+
+
+class OnnxRuntimeEngine(ScoringEngine):
+    """The model exported to ONNX (cached, :func:`onnx_model`) and run by ONNX Runtime on the CPU.
+
+    A network the exporter cannot handle is scored by torch instead, with one log line.
+    ONNX Runtime's CPU kernels give the same floats whatever the thread count (split over
+    outputs, not reductions).
+    """
+
+    name = "onnxruntime"
+    title = "ONNX Runtime"
+    help = "the network exported once to ONNX, cached, and run by ONNX Runtime on the CPU"
+    devices = frozenset({"cpu"})
+    auto_preference = 1
+    falls_back_to = "torch"
+
+    def unavailable(self) -> str | None:
+        """Why ONNX Runtime cannot run here (the package missing), else ``None``."""
+        if onnxruntime_available():
+            return None
+        return "the onnxruntime package is not installed (pip install onnxruntime, or use --engine torch)"
+
+    def floats_depend_on_threads(self, device: torch.device) -> bool:
+        """False: the same floats whatever the thread count."""
+        return False
+
+    def prepare(self, model: LoadedModel) -> None:
+        """Export the graph into the cache once, so that scorers on this machine read it from there.
+
+        Otherwise they would all export it at once (those on other machines export their own).
+        """
+        try:
+            onnx_model(model)
+        except Exception:  # the scorers fall back to torch and say why
+            logger.debug("ONNX export failed on the driver", exc_info=True)
+
+    def session(self, model: LoadedModel, options: EngineOptions) -> OnnxRuntimeSession:
+        """An ONNX Runtime session of the verified graph, with the scorer's thread count.
+
+        Raises:
+            Exception: the exporter's or ONNX Runtime's error for a network it cannot handle.
+        """
+        return OnnxRuntimeSession(onnx_session(onnx_model(model), options.threads), model.spec.name)
+
+
+register_engine(OnnxRuntimeEngine())

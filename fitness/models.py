@@ -128,7 +128,7 @@ def _lenet_spec(seed: int) -> ModelSpec:
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {"mnist-lenet": lambda: _lenet_spec(0)}
 
 
-# Names outside the registry (see sources.py: timm:, torchvision:, model files, plugins):
+# Names outside the registry (see fitness/sources/: timm:, torchvision:, model files, plugins):
 # (asked before the registry?, resolve(name) -> spec or None, extra names for suggestions).
 _RESOLVERS: list[tuple[bool, Callable[[str], ModelSpec | None], Callable[[], list[str]] | None]] = []
 

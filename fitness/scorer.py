@@ -1,36 +1,28 @@
-"""Batched, gradient-free scoring of images by a classifier."""
+"""Batched, gradient-free scoring of images by a classifier, on the engine a run names."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fooling.fitness._messages import error_line
+from fooling.fitness.engine import scoring_threads
+from fooling.fitness.engines import (
+    EngineOptions,
+    EngineSession,
+    ModelRunError,
+    get_engine,
+    model_call,
+    resolve_engine,
+    ten_crops,
+)
 from fooling.fitness.models import LoadedModel
-
-from . import engine as engines
 
 logger = logging.getLogger(__name__)
 
-# The batch the compiled network always sees: one static shape compiles once, and an image's
-# probabilities never depend on how many others came with it (a dynamic shape would give a
-# resumed run other kernels than an uninterrupted one). The last chunk of a call is padded.
-COMPILED_BATCH = 256
-
-
-class ModelRunError(RuntimeError):
-    """The classifier itself failed while scoring: it raised, or gave non-finite scores.
-
-    Raised around the network's own call only (a model file's code, a plugin's network, ONNX
-    Runtime on the file's graph), never around this package's code, whose bugs keep their
-    tracebacks. The message is one line naming the model; the search adds the generation.
-    The original error is its ``__cause__``.
-    """
+__all__ = ["ModelRunError", "Scorer", "pick_device", "ten_crops"]
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -40,31 +32,14 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def ten_crops(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The paper's 10 crops: 4 corners and centre, each also mirrored.
-
-    Args:
-        images: ``(batch_size, channels, H, W)`` with ``H >= size[0]``, ``W >= size[1]``.
-        size: ``(height, width)`` of each crop.
-
-    Returns:
-        ``(10, batch_size, channels, size[0], size[1])``.
-    """
-    height, width = images.shape[-2:]
-    crop_h, crop_w = size
-    tops = (0, 0, height - crop_h, height - crop_h, (height - crop_h) // 2)
-    lefts = (0, width - crop_w, 0, width - crop_w, (width - crop_w) // 2)
-    crops = [images[..., t : t + crop_h, l : l + crop_w] for t, l in zip(tops, lefts)]
-    crops += [crop.flip(-1) for crop in crops]
-    return torch.stack(crops)
-
-
 class Scorer:
     """Softmax probabilities of a classifier for batches of images.
 
     No gradients. Images in ``[0, 1]`` are normalised the way the model expects. Scoring runs
-    on the engine ``engine`` names (see :mod:`fooling.fitness.engine`): ONNX Runtime on the CPU
-    by default, torch elsewhere (channels_last; on CUDA also half precision autocast).
+    on the engine ``engine`` names (see :mod:`fooling.fitness.engines`): ONNX Runtime on the
+    CPU by default, torch elsewhere (channels_last; on CUDA also half precision autocast).
+    The engine's session is made on first use; an engine that cannot run the model falls back
+    to the engine it names (ONNX Runtime to torch), with one log line.
     :meth:`logits` (for gradient methods) always runs the torch network.
 
     Args:
@@ -73,16 +48,18 @@ class Scorer:
         crops: 1 (the image as is) or 10 (the paper's 10-crop average; images then
             come at 256/224 of the model's input size and are cropped to it).
         amp: half-precision autocast of the torch engine; default on for CUDA.
-        engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
+        engine: ``"auto"`` or a registered engine (:func:`fooling.fitness.engines.engine_names`).
         compiled: score with ``torch.compile`` (torch engine) in chunks of
-            :data:`COMPILED_BATCH`; default on for CUDA (lite0 on an H100 at AMP: 33,700-34,100
-            images/s against 22,500-23,100 without; a CUDA graph on top added 0-5%, and was not
-            kept). A network that cannot be compiled falls back to eager torch, with one log line.
+            :data:`~fooling.fitness.torch_engine.COMPILED_BATCH`; default on for CUDA (lite0 on
+            an H100 at AMP: 33,700-34,100 images/s against 22,500-23,100 without; a CUDA graph
+            on top added 0-5%, and was not kept). A network that cannot be compiled falls back
+            to eager torch, with one log line.
 
     Raises:
         ValueError: ``crops`` not 1 or 10.
         UnknownNameError: no such engine (suggests close names).
-        EngineUnavailableError: ``onnxruntime`` asked for without the package or off the CPU.
+        EngineUnavailableError: an engine that cannot run here (``onnxruntime`` without the
+            package or off the CPU).
     """
 
     def __init__(
@@ -102,35 +79,55 @@ class Scorer:
         self.device = pick_device(device)
         self.crops = crops
         self.amp = self.device.type == "cuda" if amp is None else amp
-        self.engine = engines.resolve_engine(engine, self.device)
+        self.engine = resolve_engine(engine, self.device, model)
         self._model = model
-        self._session = None  # ONNX Runtime session, made on first use
-        self.compiled = self.device.type == "cuda" if compiled is None else compiled
-        self._compiled_network = None  # torch.compile's wrapper, made on first use
-        self.threads = engines.scoring_threads()
+        self._compile = self.device.type == "cuda" if compiled is None else compiled
+        self._session: EngineSession | None = None  # the engine's, made on first use
+        self.threads = scoring_threads()
         # channels_last: faster convolutions on CUDA and, for torch, on the CPU too.
         self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
         shape = (1, self.spec.channels, 1, 1)
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
 
-    @contextlib.contextmanager
-    def _network_call(self) -> Iterator[None]:
-        """Around a call of the network: its errors become one :class:`ModelRunError` line.
+    @property
+    def compiled(self) -> bool:
+        """Whether the torch engine scores through ``torch.compile`` (``False`` once it could not)."""
+        return bool(getattr(self._session, "compiled", self._compile))
 
-        Errors of this package's own types pass unchanged (e.g. an ONNX file asked for
-        gradients: already one line); so does ``KeyboardInterrupt``.
+    def _options(self) -> EngineOptions:
+        return EngineOptions(device=self.device, threads=self.threads, amp=self.amp, compiled=self._compile)
+
+    def session(self) -> EngineSession:
+        """The engine's session, made on first use.
+
+        An engine that cannot make one for this model falls back to the engine it names
+        (:attr:`~fooling.fitness.engines.ScoringEngine.falls_back_to`), with one log line.
+
+        Raises:
+            Exception: the engine's error, where it names no engine to fall back to.
         """
-        try:
-            yield
-        except Exception as error:
-            if type(error).__module__.split(".")[0] == "fooling":
-                raise
-            if isinstance(error, torch.jit.Error):  # TorchScript's traceback ends in the error raised
-                reason = error_line(error, last=True).removeprefix("builtins.")
-            else:
-                reason = f"{type(error).__name__}: {error_line(error)}"
-            raise ModelRunError(f"model {self.spec.name} raised while scoring: {reason}") from error
+        if self._session is None:
+            engine = get_engine(self.engine)
+            try:
+                self._session = engine.session(self._model, self._options())
+            except Exception as error:  # any exporter or runtime failure: the fallback still works
+                if engine.falls_back_to is None:
+                    raise
+                logger.warning(
+                    "%s cannot run on %s (%s): scoring with %s",
+                    self.spec.name,
+                    engine.title,
+                    error_line(error),
+                    engine.falls_back_to,
+                )
+                self.engine = engine.falls_back_to
+                self._session = get_engine(self.engine).session(self._model, self._options())
+        return self._session
+
+    def _onnx_session(self):
+        """The ONNX Runtime session of the ``onnxruntime`` engine (``None`` after a fallback)."""
+        return getattr(self.session(), "runtime", None)
 
     def _finite(self, probabilities: np.ndarray) -> np.ndarray:
         """``probabilities`` after checking the network gave finite scores for every image.
@@ -145,52 +142,6 @@ class Scorer:
                 f"of {len(probabilities)} images"
             )
         return probabilities
-
-    def _onnx_session(self):
-        """The ONNX Runtime session, exported or read from the cache on first use.
-
-        A network the exporter cannot handle falls back to torch, with one log line.
-        """
-        if self._session is None:
-            try:
-                self._session = engines.onnx_session(engines.onnx_model(self._model), self.threads)
-            except Exception as error:  # any exporter or runtime failure: torch still works
-                logger.warning(
-                    "%s cannot run on ONNX Runtime (%s): scoring with torch",
-                    self.spec.name,
-                    error_line(error),
-                )
-                self.engine = "torch"
-        return self._session
-
-    def _scoring_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits ``(n, classes)`` of normalised ``inputs`` ``(n, c, h, w)``, compiled where asked.
-
-        Compiled: in chunks of :data:`COMPILED_BATCH`, the last one padded with zeros; an
-        empty batch runs eagerly (there is no chunk to compile with).
-        """
-        if not self.compiled or len(inputs) == 0:
-            with self._network_call():
-                return self.network(inputs)
-        chunks = [
-            _padded(inputs[start : start + COMPILED_BATCH]) for start in range(0, len(inputs), COMPILED_BATCH)
-        ]
-        parts = []
-        if self._compiled_network is None:
-            network = torch.compile(self.network, dynamic=False)
-            try:  # compiles on the first chunk, whose logits are kept: a failure means this network
-                parts.append(network(chunks[0]))
-            except Exception as error:
-                logger.warning(
-                    "%s cannot be compiled (%s): scoring with eager torch", self.spec.name, error_line(error)
-                )
-                self.compiled = False
-                with self._network_call():
-                    return self.network(inputs)
-            self._compiled_network = network
-        with self._network_call():
-            parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
-        return torch.cat(parts)[: len(inputs)]
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -218,7 +169,7 @@ class Scorer:
             ModelRunError: the network raised.
         """
         inputs = (images - self._mean) / self._std
-        with self._network_call():
+        with model_call(self.spec.name):
             logits = self.network(inputs)
         return logits.float()
 
@@ -234,40 +185,4 @@ class Scorer:
             ModelRunError: the network raised, or gave non-finite scores.
         """
         self.check_images(images)
-        if self.engine == "onnxruntime" and self._onnx_session() is not None:
-            return self._finite(self._score_onnx(images))
-        images = images.to(self.device, torch.float32, non_blocking=True)
-        if self.crops == 10:
-            batch = images.shape[0]
-            images = ten_crops(images, self.spec.input_size).flatten(0, 1)
-        inputs = ((images - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.float16) if self.amp else contextlib.nullcontext()
-        )
-        with autocast:
-            logits = self._scoring_logits(inputs)
-        probabilities = F.softmax(logits.float(), dim=1)
-        if self.crops == 10:
-            probabilities = probabilities.view(10, batch, -1).mean(0)
-        return self._finite(probabilities.cpu().numpy())
-
-    def _score_onnx(self, images: torch.Tensor) -> np.ndarray:
-        """:meth:`score` on ONNX Runtime: ``images`` ``(batch, c, *image_size)`` -> ``(batch, classes)``."""
-        images = images.detach().to("cpu", torch.float32)
-        batch = images.shape[0]
-        if self.crops == 10:
-            images = ten_crops(images, self.spec.input_size).flatten(0, 1)
-        with self._network_call():
-            probabilities = self._session.run(None, {"images": images.contiguous().numpy()})[0]
-        if self.crops == 10:
-            probabilities = probabilities.reshape(10, batch, -1).mean(0)
-        return probabilities
-
-
-def _padded(inputs: torch.Tensor) -> torch.Tensor:
-    """``inputs`` ``(n, c, h, w)`` with zero images appended up to :data:`COMPILED_BATCH` rows."""
-    short = COMPILED_BATCH - len(inputs)
-    if short <= 0:
-        return inputs
-    padding = inputs.new_zeros((short, *inputs.shape[1:]))
-    return torch.cat([inputs, padding]).contiguous(memory_format=torch.channels_last)
+        return self._finite(self.session().score(images, self.crops, self.spec.input_size))

@@ -132,3 +132,92 @@ def converted_error(bound: np.ndarray) -> np.ndarray:
 def to_numpy(images: torch.Tensor) -> np.ndarray:
     """A rendered batch as float64 numpy (detached)."""
     return images.detach().double().numpy()
+
+
+def _chain_layers(network: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Module]:
+    """The leaf modules of ``network`` in the order its forward pass on ``example`` calls them (checked)."""
+    leaves = [module for module in network.modules() if not list(module.children())]
+    called: list[torch.nn.Module] = []
+    hooks = [leaf.register_forward_hook(lambda module, *_: called.append(module)) for leaf in leaves]
+    try:
+        with torch.no_grad():
+            network(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert called == leaves, "the network is not a chain of its leaf modules"
+    return leaves
+
+
+# How many standard deviations of the rounding error a tolerance allows (see logit_bound): a
+# normal variable passes 8 of them with probability 1e-15.
+SIGMAS = 8.0
+
+
+def logit_bound(network: torch.nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of a chain network (Conv2d, Linear, ReLU, MaxPool2d, Flatten) in float64, and
+    a bound on the error of a float32 evaluation of them on the same float32 ``inputs``.
+
+    Worst-case bounds (every rounding at its largest, in the same direction, amplified by
+    ``|W|`` at every layer) overestimate a network's rounding a hundred thousand times, which
+    would test nothing. This is the probabilistic analysis instead (Higham and Mary, "A new
+    approach to probabilistic rounding error analysis", 2019): each rounding is an independent
+    error of at most ``u`` of the partial sum, so a sum of ``n`` products of absolute sum ``A``
+    is off by a variable of variance at most ``(n + 3) u^2 A^2 / 3`` (any order of summation,
+    fused or not; three more for the bias and a normalisation folded into the weights), and
+    errors of the inputs pass through ``W`` with variance ``W^2 var``. ReLU and max-pooling
+    pass errors on (1-Lipschitz; the largest variance of a pooling window is kept). The bound
+    is :data:`SIGMAS` standard deviations.
+
+    Returns:
+        ``(logits, bound)``, each ``(batch, classes)`` float64.
+    """
+    values, variances = inputs.double(), torch.zeros_like(inputs, dtype=torch.float64)
+    for layer in _chain_layers(network, inputs[:1]):
+        if isinstance(layer, torch.nn.Conv2d | torch.nn.Linear):
+            weight = layer.weight.detach().double()
+            bias = None if layer.bias is None else layer.bias.detach().double()
+            if isinstance(layer, torch.nn.Conv2d):
+                options = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                               groups=layer.groups)  # fmt: skip
+                fan_in = weight[0].numel()
+
+                def apply(x, w, b, options=options):
+                    return torch.nn.functional.conv2d(x, w, b, **options)
+            else:
+                fan_in = weight.shape[1]
+                apply = torch.nn.functional.linear
+            scale = apply(values.abs(), weight.abs(), None if bias is None else bias.abs())
+            variances = apply(variances, weight**2, None) + (fan_in + 3) * UNIT_ROUNDOFF**2 * scale**2 / 3
+            values = apply(values, weight, bias)
+        elif isinstance(layer, torch.nn.ReLU):
+            values = values.clamp(min=0)
+        elif isinstance(layer, torch.nn.MaxPool2d):
+            pool = (layer.kernel_size, layer.stride, layer.padding)
+            values, variances = (torch.nn.functional.max_pool2d(t, *pool) for t in (values, variances))
+        elif isinstance(layer, torch.nn.Flatten):
+            values, variances = values.flatten(1), variances.flatten(1)
+        else:
+            raise AssertionError(f"no rounding bound for {type(layer).__name__}")
+    return values, SIGMAS * variances.sqrt()
+
+
+def probability_bound(network: torch.nn.Module, inputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities of a chain network in float64, and a bound on a float32 evaluation's error.
+
+    Logits off by at most ``d`` (:func:`logit_bound`: :data:`SIGMAS` standard deviations of
+    the rounding, its largest value per image) move each
+    probability ``p`` by at most ``p (e^(2 d) - 1)``; the softmax's own float32 work (exp, a
+    sum over the ``C`` classes, a division, and a log and an exp where it goes through
+    log-probabilities of logits up to ``|z|``) adds at most ``(C + 8 + 2 |z|) u`` of ``p``.
+
+    Returns:
+        ``(probabilities, bound)``, each ``(batch, classes)`` float64 numpy.
+    """
+    logits, errors = logit_bound(network, inputs)
+    probabilities = torch.softmax(logits, dim=1)
+    largest = errors.amax(dim=1, keepdim=True)
+    classes = logits.shape[1]
+    own = (classes + 8 + 2 * logits.abs().amax(dim=1, keepdim=True)) * UNIT_ROUNDOFF
+    bound = probabilities * (torch.expm1(2 * largest) + own)
+    return probabilities.numpy(), bound.numpy()

@@ -10,8 +10,11 @@ import types
 import typing
 from typing import Any
 
+from fooling.encodings import encoding_help
 from fooling.evo.config import RunConfig
+from fooling.evo.emitters import emitter_help
 from fooling.fitness import close_names
+from fooling.fitness.engines import engine_help
 
 
 class UsageError(ValueError):
@@ -108,7 +111,6 @@ def name_list(text: str) -> list[str] | None:
 FIELD_HELP = {
     "model": "classifier to fool: a registered name (mnist-lenet, imagenet-lite0), timm:NAME, "
     "torchvision:NAME, a file (.pt/.ts TorchScript, .pt2 torch.export, .onnx) or an installed plugin",
-    "encoding": "genome encoding: direct or cppn",
     "generations": "total generations, counting the random first one",
     "population": "children per generation (paper: 200 MNIST, 400 ImageNet CPPN)",
     "out": "run folder: local path or URI (s3://, gs://)",
@@ -122,9 +124,6 @@ FIELD_HELP = {
     "address": "Ray cluster address (auto or HOST:PORT; needs --workers; default: start a local one)",
     "device": "scoring device, e.g. cpu, cuda (default: CUDA when present)",
     "image_size": "side of the evolved images in pixels, at most 1024 (0: the model's input size)",
-    "engine": "scoring engine: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
-    "emitter": "how children are made: paper (the paper's mutation), finetune (half the children: "
-    "fine weight perturbations), gradient (Adam steps on CPPN weights; in-process only)",
     "preset": "start from a named set of settings; flags given override it (paper: the original "
     "ImageNet CPPN experiment)",
     "color_space": "colour of 3-channel genomes: rgb, hsv, hls, hls-opencv (CPPN: the original code's)",
@@ -136,13 +135,24 @@ FIELD_HELP = {
 _TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
 
 
+def field_help(name: str) -> str:
+    """The help of flag ``name`` (a :class:`RunConfig` field); registered choices come from their registry."""
+    if name == "engine":
+        return engine_help()
+    if name == "encoding":  # from the encoding registry, plugins included
+        return encoding_help().replace("%", "%%")
+    if name == "emitter":  # from the emitter registry, plugins included (argparse reads % as a format)
+        return emitter_help().replace("%", "%%")
+    return FIELD_HELP.get(name, name.replace("_", " "))
+
+
 def add_scoring_arguments(parser: argparse.ArgumentParser, *, actors: bool = False) -> None:
     """``--device`` and ``--engine``; with ``actors``, also ``--workers``, ``--scorers`` and ``--address``.
 
     For commands that score without a :class:`RunConfig`; the defaults are ``RunConfig``'s.
     """
     parser.add_argument("--device", default=None, help=FIELD_HELP["device"])
-    parser.add_argument("--engine", default="auto", help=FIELD_HELP["engine"])
+    parser.add_argument("--engine", default="auto", help=field_help("engine"))
     if actors:
         parser.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])
         parser.add_argument("--scorers", type=positive_int, default=1, help=FIELD_HELP["scorers"])
@@ -175,8 +185,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: RunConfig | 
             type=kind,
             default=None,
             metavar=field.name.upper() if not isinstance(hint, types.UnionType) else None,
-            help=f"{FIELD_HELP.get(field.name, field.name.replace('_', ' '))} "
-            f"(default: {getattr(defaults, field.name)})",
+            help=f"{field_help(field.name)} (default: {getattr(defaults, field.name)})",
         )
 
 

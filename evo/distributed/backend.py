@@ -48,7 +48,8 @@ from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
 from fooling.evo.search import BackendError, Task, Variation
 from fooling.fitness import LoadedModel, error_line, pick_device
-from fooling.fitness.engine import configure_threads, keep_freed_memory, onnx_model, resolve_engine
+from fooling.fitness.engine import configure_threads, keep_freed_memory
+from fooling.fitness.engines import engine_import_paths, get_engine, plugin_engines, resolve_engine
 from fooling.fitness.sources import plugin_import_paths, plugin_name
 
 logger = logging.getLogger(__name__)
@@ -116,17 +117,17 @@ class _ScorerActor:
     ) -> None:
         # Arrays from the object store are read-only views; scoring never writes to them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        # Threads are set before the scorer exists, so its ONNX Runtime session gets them too.
-        # A torch CPU forward pass's floats depend on torch's thread count (reductions split
-        # differently), so a torch scorer on the CPU uses the driver's thread count, the one
-        # an in-process run (--workers 0) scores with: the archive then does not depend on
-        # the number of actors. ONNX Runtime's CPU kernels give the same floats whatever the
-        # thread count (split over outputs, not reductions), and on a GPU the floats do not
-        # depend on CPU threads: those actors keep to the CPUs Ray gave them.
+        # Threads are set before the scorer exists, so its engine's session gets them too.
+        # Where the engine's floats depend on the thread count (torch on the CPU: reductions
+        # split differently), the scorer uses the driver's thread count, the one an in-process
+        # run (--workers 0) scores with: the archive then does not depend on the number of
+        # actors. Where they do not (ONNX Runtime's CPU kernels split over outputs, not
+        # reductions; on a GPU the floats do not depend on CPU threads), actors keep to the
+        # CPUs Ray gave them.
         scoring_device = pick_device(device)
-        engine = resolve_engine(config.engine, scoring_device)
-        on_cpu_torch = scoring_device.type == "cpu" and engine == "torch"
-        self.threads = _limit_threads(cpu_threads if on_cpu_torch else threads)
+        engine = get_engine(resolve_engine(config.engine, scoring_device, model))
+        own_threads = engine.floats_depend_on_threads(scoring_device)
+        self.threads = _limit_threads(cpu_threads if own_threads else threads)
         self.evaluator = Evaluator(config, model, device=device)
 
     def describe(self) -> dict:
@@ -365,7 +366,8 @@ class _WithImportPaths:
     """A value that, unpickled in another process, first puts ``paths`` on that process's ``sys.path``.
 
     A plugin model (an entry point of ``fooling.models``) pickles by reference to the plugin's
-    module, so a scorer must import the plugin as the driver does. A plugin installed in the
+    module, so a scorer must import the plugin as the driver does; a plugin engine (of
+    ``fooling.engines``) is looked up by name in the scorer, which must find it too. A plugin installed in the
     environment's site-packages is seen by every worker of that environment; one the driver
     finds elsewhere on its ``sys.path`` (``PYTHONPATH``, a ``pip install --target`` folder) is
     not, as Ray workers do not inherit the driver's ``sys.path``. So the model travels pickled
@@ -394,13 +396,14 @@ def _import_paths_then_load(paths: tuple[str, ...], data: bytes) -> object:
     return ray.cloudpickle.loads(data)
 
 
-def model_for_actors(model: LoadedModel) -> LoadedModel | _WithImportPaths:
+def model_for_actors(model: LoadedModel, engine: str = "auto") -> LoadedModel | _WithImportPaths:
     """What the object store holds for the scorer actors: ``model``, wrapped where needed.
 
-    It is wrapped with the folders of its plugin where the plugin lies outside site-packages
-    (see :class:`_WithImportPaths`). Either way the actors receive the :class:`LoadedModel` itself.
+    It is wrapped with the folders of its plugin, and of the plugin of scoring ``engine``,
+    where they lie outside site-packages (see :class:`_WithImportPaths`). Either way the
+    actors receive the :class:`LoadedModel` itself.
     """
-    paths = plugin_import_paths(model.spec)
+    paths = tuple(dict.fromkeys((*plugin_import_paths(model.spec), *engine_import_paths(engine))))
     return _WithImportPaths(model, paths) if paths else model
 
 
@@ -490,29 +493,28 @@ class RayBackend:
         return share, 1.0 if use_gpus else 0.0, max(1, int(share)), device
 
     @staticmethod
-    def _warm_onnx_cache(config: RunConfig, model: LoadedModel, device: str | None) -> None:
-        """Export the ONNX graph here once, so CPU scorer actors on this node read it from the cache.
+    def _prepare_engine(config: RunConfig, model: LoadedModel, device: str | None) -> None:
+        """Let the scoring engine warm its cache here once, before the scorer actors start.
 
-        Otherwise they would all export it at once (actors on other nodes export their own copy).
+        For instance the ONNX Runtime engine exports its graph, which CPU scorer actors on
+        this node then read from the cache instead of all exporting it at once
+        (:meth:`~fooling.fitness.engines.ScoringEngine.prepare`). Not for GPU actors
+        (``device`` ``None``), which each have a device of their own.
 
         Raises:
-            EngineUnavailableError: ``--engine onnxruntime`` where it cannot run.
+            EngineUnavailableError: an engine that cannot run here.
         """
-        if device is None or resolve_engine(config.engine, pick_device(device)) != "onnxruntime":
-            return
-        try:
-            onnx_model(model)
-        except Exception:  # the actors fall back to torch and say why
-            logger.debug("ONNX export failed on the driver", exc_info=True)
+        if device is not None:
+            get_engine(resolve_engine(config.engine, pick_device(device), model)).prepare(model)
 
     def _start_actors(self, config: RunConfig, variation: Variation, model: LoadedModel) -> None:
         share, gpus, threads, device = self._placement(config)
-        self._warm_onnx_cache(config, model, device)
+        self._prepare_engine(config, model, device)
         restarts = dict(max_restarts=self.max_restarts, max_task_retries=-1)
         # Put once: every actor (and every restart) reads the same object. The backend
         # holds these references for its whole life, so restarts always find them.
         self._variation_ref = ray.put(variation)
-        self._model_ref = ray.put(model_for_actors(model))
+        self._model_ref = ray.put(model_for_actors(model, config.engine))
         self.mutators = [
             _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
             for _ in range(config.workers)
@@ -543,6 +545,11 @@ class RayBackend:
             plugin = plugin_name(model.spec)
             if plugin is not None and cause.startswith(("ModuleNotFoundError", "ImportError")):
                 cause += f" (plugin model {plugin!r}: install its package on every node of the Ray cluster)"
+            elif config.engine in plugin_engines() and cause.split(":", 1)[0].endswith(
+                ("ModuleNotFoundError", "ImportError", "UnknownNameError", "EngineUnavailableError")
+            ):
+                hint = "install its package on every node of the Ray cluster"
+                cause += f" (plugin engine {config.engine!r}: {hint})"
             raise BackendError(f"Ray actors failed to start: {cause}") from None
         for stats, info in zip(self.stats, described):
             stats.pid, stats.node, stats.device = info["pid"], info["node"], info["device"]

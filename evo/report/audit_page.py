@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fooling.evo.report.escape import markdown_text
+from fooling.evo.report.escape import content_security_policy, markdown_text
 
 THRESHOLDS = (0.5, 0.9, 0.99)
 METHODS = ("cppn", "direct", "ascent")
@@ -289,6 +289,7 @@ def write_html(
     model = escape(str(summary["model"]))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+{content_security_policy(_SORT_SCRIPT, images="data:")}
 <title>Fooling audit of {model}</title>
 <style>{_STYLE}</style></head><body>
 <h1>Fooling audit of <code>{model}</code></h1>

@@ -913,6 +913,143 @@ def _describe(fields: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
     return ", ".join(f"{name} {shape} {np.dtype(dtype).name}" for name, (dtype, shape) in fields.items())
 
 
+# --- the Parquet footer, read without pyarrow's column chunk objects ----------------------------
+#
+# pyarrow (26) builds a column chunk's metadata object where a C++ exception cannot be caught:
+# a footer whose level histograms disagree with its schema (one flipped bit of a repetition
+# type does it) aborts the whole process on ``row_group(i).column(j)``. The sizes checked
+# before reading are therefore read here, from the footer's Thrift (compact protocol); pyarrow's
+# own read of such a file raises an ordinary exception.
+
+_THRIFT_DEPTH_LIMIT = 32
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise ValueError("a damaged footer (a number runs past its end)")
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+
+
+def _zigzag(value: int) -> int:
+    return (value >> 1) ^ -(value & 1)
+
+
+def _thrift_value(data: bytes, position: int, kind: int, depth: int) -> tuple[object, int]:
+    """One compact-protocol value of type ``kind`` at ``position``: ``(value, next position)``."""
+    if depth > _THRIFT_DEPTH_LIMIT:
+        raise ValueError("a damaged footer (nested too deep)")
+    if kind in (1, 2, 3):  # a boolean in a list, or a byte
+        if position >= len(data):
+            raise ValueError("a damaged footer (truncated)")
+        return data[position], position + 1
+    if kind in (4, 5, 6):  # i16, i32, i64
+        value, position = _varint(data, position)
+        return _zigzag(value), position
+    if kind == 7:  # double
+        if position + 8 > len(data):
+            raise ValueError("a damaged footer (truncated)")
+        return None, position + 8
+    if kind == 8:  # binary
+        size, position = _varint(data, position)
+        if position + size > len(data):
+            raise ValueError("a damaged footer (a string runs past its end)")
+        return data[position : position + size], position + size
+    if kind in (9, 10):  # list, set
+        if position >= len(data):
+            raise ValueError("a damaged footer (truncated)")
+        header = data[position]
+        size, element, position = header >> 4, header & 0x0F, position + 1
+        if size == 15:
+            size, position = _varint(data, position)
+        if size > len(data) - position:  # every element takes a byte at least
+            raise ValueError("a damaged footer (a list longer than the footer)")
+        items = []
+        for _ in range(size):
+            item, position = _thrift_value(data, position, element, depth + 1)
+            items.append(item)
+        return items, position
+    if kind == 11:  # map
+        size, position = _varint(data, position)
+        if size == 0:
+            return [], position
+        if position >= len(data) or 2 * size > len(data) - position:
+            raise ValueError("a damaged footer (a map longer than the footer)")
+        key_kind, value_kind, position = data[position] >> 4, data[position] & 0x0F, position + 1
+        pairs = []
+        for _ in range(size):
+            key, position = _thrift_value(data, position, key_kind, depth + 1)
+            value, position = _thrift_value(data, position, value_kind, depth + 1)
+            pairs.append((key, value))
+        return pairs, position
+    if kind == 12:
+        return _thrift_struct(data, position, depth + 1)
+    raise ValueError(f"a damaged footer (Thrift type {kind})")
+
+
+def _thrift_struct(data: bytes, position: int, depth: int = 0) -> tuple[dict[int, object], int]:
+    """A compact-protocol struct at ``position``: ``({field id: value}, next position)``."""
+    fields: dict[int, object] = {}
+    last = 0
+    while True:
+        if position >= len(data):
+            raise ValueError("a damaged footer (truncated)")
+        header = data[position]
+        position += 1
+        if header == 0:
+            return fields, position
+        kind, delta = header & 0x0F, header >> 4
+        if delta:
+            field = last + delta
+        else:
+            value, position = _varint(data, position)
+            field = _zigzag(value)
+        last = field
+        if kind in (1, 2):  # a boolean field holds its value in its type
+            fields[field] = kind == 1
+            continue
+        fields[field], position = _thrift_value(data, position, kind, depth)
+
+
+def _footer_chunks(data: bytes) -> list[tuple[int, list[tuple[str, int]]]]:
+    """Each row group of Parquet file ``data``: its rows, and each column chunk's name and size.
+
+    The size is the chunk's declared ``total_uncompressed_size``.
+
+    Raises:
+        ValueError: not a Parquet file, or a footer that is not what Parquet writes.
+    """
+    if len(data) < 12 or data[-4:] != b"PAR1":
+        raise ValueError("not a Parquet file")
+    length = int.from_bytes(data[-8:-4], "little")
+    if length > len(data) - 12:
+        raise ValueError("a damaged footer (longer than the file)")
+    footer, _ = _thrift_struct(data[-8 - length : -8], 0)
+    groups = []
+    for group in footer.get(4) or []:  # FileMetaData.row_groups
+        columns, rows = (group.get(1), group.get(3)) if isinstance(group, dict) else (None, None)
+        if not isinstance(columns, list) or not isinstance(rows, int) or rows < 0:
+            raise ValueError("a damaged footer (a row group)")
+        chunks = []
+        for chunk in columns:  # ColumnChunk.meta_data: path_in_schema, total_uncompressed_size
+            meta = chunk.get(3) if isinstance(chunk, dict) else None
+            path = meta.get(3) if isinstance(meta, dict) else None
+            size = meta.get(6) if isinstance(meta, dict) else None
+            if not isinstance(path, list) or not all(isinstance(part, bytes) for part in path):
+                raise ValueError("a damaged footer (a column chunk)")
+            if not isinstance(size, int) or size < 0:
+                raise ValueError("a damaged footer (a column chunk's size)")
+            chunks.append((".".join(part.decode() for part in path), size))
+        groups.append((rows, chunks))
+    return groups
+
+
 def _damaged(uri: str, what: str) -> CheckpointError:
     return CheckpointError(f"{uri} is a damaged checkpoint: {what}")
 
@@ -978,9 +1115,10 @@ def _check_rows(uri: str, table: pa.Table, metadata: dict) -> None:
             (naming the file and the field).
     """
     names = metadata["class_names"]
+    required = _REQUIRED_ROWS + (("image_png",) if metadata["format_version"] >= 3 else ())
     for name, (accepts, kind) in _ROW_TYPES.items():
         if name not in table.column_names:
-            if name in _REQUIRED_ROWS:
+            if name in required:
                 raise _damaged(uri, f"no column {name}")
             continue
         column = table.column(name)
@@ -1021,11 +1159,12 @@ def _check_rows(uri: str, table: pa.Table, metadata: dict) -> None:
                 raise _damaged(uri, f"image_png in row {row} is not a PNG")
 
 
-def _check_genome_sums(uri: str, table: pa.Table, fields: list[str], cells: np.ndarray) -> None:
+def _check_genome_sums(uri: str, version: int, table: pa.Table, fields: list[str], cells: np.ndarray) -> None:
     """Check each row's genome bytes against its SHA-256 (column :data:`CHECKSUM_COLUMN`).
 
     Args:
         uri: the checkpoint, for messages.
+        version: its format version (before 3: no checksums to check).
         table: its columns as read, the genome fields' among them.
         fields: the genome fields in ``genome_fields`` order.
         cells: each row's class id, for messages.
@@ -1034,7 +1173,9 @@ def _check_genome_sums(uri: str, table: pa.Table, fields: list[str], cells: np.n
         CheckpointError: a genome whose bytes do not match (bit rot), or a damaged checksum column.
     """
     if CHECKSUM_COLUMN not in table.column_names:
-        logger.debug("%s has no genome checksums (format version 2, or edited): not verified", uri)
+        if version >= 3:
+            raise _damaged(uri, f"no column {CHECKSUM_COLUMN}")
+        logger.debug("%s has no genome checksums (format version %d): not verified", uri, version)
         return
     column = table.column(CHECKSUM_COLUMN)
     if column.type != pa.binary(32):
@@ -1086,7 +1227,8 @@ def _open_checked(uri: str) -> tuple[pq.ParquetFile, dict]:
     """
     try:
         # The file is read once; every page's CRC (format 3 writes them) is checked as it is read.
-        parquet = pq.ParquetFile(io.BytesIO(read_bytes(uri)), page_checksum_verification=True)
+        data = read_bytes(uri)
+        parquet = pq.ParquetFile(io.BytesIO(data), page_checksum_verification=True)
         stored = parquet.schema_arrow.metadata or {}
         text = stored[METADATA_KEY]
         checksum = stored.get(METADATA_CHECKSUM_KEY)
@@ -1138,20 +1280,17 @@ def _open_checked(uri: str) -> tuple[pq.ParquetFile, dict]:
     # Sizes the footer declares are checked before any column is decompressed, so a small
     # crafted file cannot make us allocate gigabytes.
     other = 0
-    for group in range(footer.num_row_groups):
-        row_group = footer.row_group(group)
-        for index in range(footer.num_columns):
-            chunk = row_group.column(index)
-            name = chunk.path_in_schema
+    for group_rows, chunks in _footer_chunks(data):
+        for name, size in chunks:
             if name in widths:
-                limit = row_group.num_rows * (widths[name] + ROW_PAGE_SLACK) + GENOME_PAGE_SLACK
-                if chunk.total_uncompressed_size > limit:
+                limit = group_rows * (widths[name] + ROW_PAGE_SLACK) + GENOME_PAGE_SLACK
+                if size > limit:
                     raise CheckpointError(
-                        f"{uri} declares {chunk.total_uncompressed_size:,} bytes uncompressed for {name}, "
-                        f"more than {limit:,} for {row_group.num_rows} genomes of its run; refusing it"
+                        f"{uri} declares {size:,} bytes uncompressed for {name}, "
+                        f"more than {limit:,} for {group_rows} genomes of its run; refusing it"
                     )
             else:
-                other += chunk.total_uncompressed_size
+                other += size
     limit = rows * ROW_OVERHEAD_LIMIT + FILE_OVERHEAD_LIMIT
     if other > limit:
         raise CheckpointError(
@@ -1264,6 +1403,8 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
         table = parquet.read(columns=wanted)
     except Exception as error:
         raise CheckpointError(f"{uri} is not a readable checkpoint ({error_line(error)})") from None
+    if table.num_rows != parquet.metadata.num_rows:  # a row group's count damaged in the footer
+        raise _damaged(uri, f"{table.num_rows} rows read of the {parquet.metadata.num_rows} it declares")
     try:
         _check_rows(uri, table, metadata)
         config = RunConfig.from_json(json.dumps(metadata["config"]))
@@ -1285,7 +1426,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
                 expected = [field.name for field in dataclasses.fields(genome_class)]
                 if sorted(declared) != sorted(expected):
                     raise ValueError(f"genome fields {sorted(declared)} instead of {sorted(expected)}")
-                _check_genome_sums(uri, table, list(declared), cells)  # before any genome is used
+                _check_genome_sums(uri, version, table, list(declared), cells)  # before any genome is used
                 genomes = genome_class(**{
                     name: _decode_genome_field(table.column(GENOME_PREFIX + name), *declared[name])
                     for name in expected

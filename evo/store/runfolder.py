@@ -85,9 +85,9 @@ def _lock_damage(owner: dict) -> str | None:
     """What is wrong with lock record ``owner`` (``None``: it names a plausible process)."""
     pid, host = owner.get("pid"), owner.get("host")
     if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= max(_pid_max(), 2**22):
-        return f"it names pid {str(pid)[:40]}, not a process id"
-    if not isinstance(host, str) or not host:
-        return f"it names host {str(host)[:40]}, not a host name"
+        return f"it names pid {_shown(pid)}, not a process id"
+    if not isinstance(host, str) or not host or not host.isprintable():
+        return f"it names host {_shown(host)}, not a host name"
     return None
 
 
@@ -110,8 +110,15 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _shown(value: object) -> str:
+    """``value`` as one short line (a lock's fields are untrusted text)."""
+    return "".join(char if char.isprintable() else "?" for char in str(value)[:80])
+
+
 def _owner_text(owner: dict) -> str:
-    return f"pid {owner.get('pid')} on {owner.get('host')} ({owner.get('command', '?')})"
+    return (
+        f"pid {_shown(owner.get('pid'))} on {_shown(owner.get('host'))} ({_shown(owner.get('command', '?'))})"
+    )
 
 
 class RunLock:

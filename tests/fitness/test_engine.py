@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import fooling.fitness.engine as engine_module
-import fooling.fitness.scorer as scorer_module
+import fooling.fitness.torch_engine as torch_engine_module
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
@@ -139,7 +139,7 @@ def test_model_that_cannot_be_exported_falls_back_to_torch(lenet, monkeypatch, c
 
 
 def test_compiled_scoring_pads_to_one_batch_shape_and_agrees_with_eager(lenet, monkeypatch):
-    monkeypatch.setattr(scorer_module, "COMPILED_BATCH", 8)  # 19 images: chunks of 8, 8 and 3 + 5 zeros
+    monkeypatch.setattr(torch_engine_module, "COMPILED_BATCH", 8)  # 19 images: chunks of 8, 8 and 3 + 5 zeros
     seen: list[tuple[int, ...]] = []
     original = torch.compile
 

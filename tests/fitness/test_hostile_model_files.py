@@ -114,8 +114,6 @@ def graph(document: dict) -> dict:
     return document["graph_module"]["graph"]
 
 
-# Every place of the program where torch reads an expression (or code), with the edit putting
-# the text there. The first four are SymInts the deserializer parses with sympy.sympify.
 def input_meta(document: dict) -> dict:
     """The tensor metadata of the program's one user input (the batch of images)."""
     spec = next(s for s in document["graph_module"]["signature"]["input_specs"] if "user_input" in s)
@@ -131,6 +129,8 @@ def symbol(document: dict) -> str:
     return next(iter(document["range_constraints"]))
 
 
+# Every place of the program where torch reads an expression (or code), with the edit putting
+# the text there. The first five are SymInts the deserializer parses with sympy.sympify.
 PLACES: dict[str, Callable[[dict, str], None]] = {
     "input size": lambda d, text: input_meta(d)["sizes"].__setitem__(0, expression(text)),
     "output size": lambda d, text: output_meta(d)["sizes"].__setitem__(0, expression(text)),
@@ -166,7 +166,9 @@ def test_the_payload_would_run_if_torch_read_the_archive_unchecked(exported, tmp
 @pytest.mark.parametrize("place", list(PLACES))
 def test_a_payload_in_any_expression_is_refused_before_loading(exported, tmp_path, place):
     marker = tmp_path / "MARKER"
-    crafted = rewrite(exported, tmp_path / "crafted.pt2", lambda d: PLACES[place](d, payload(marker)))
+    crafted = rewrite(
+        exported, tmp_path / "crafted.pt2", lambda d: PLACES[place](d, payload(marker, symbol(d)))
+    )
     with pytest.raises(ModelFileError) as refused:
         check_export_archive(crafted.read_bytes(), "crafted.pt2")
     assert "\n" not in str(refused.value) and "refused" in str(refused.value)
@@ -254,7 +256,6 @@ def _target(document: dict, target: str, argument: dict) -> None:
     node["target"], node["inputs"] = target, [{"name": "command", "arg": argument, "kind": 1}]
 
 
-# Strings other than expressions that torch pastes into code, imports or calls by name.
 def signature(document: dict) -> dict:
     return document["graph_module"]["module_call_graph"][0]["signature"]
 
@@ -263,6 +264,7 @@ def parameter(document: dict) -> dict:
     return document["graph_module"]["signature"]["input_specs"][0]["parameter"]
 
 
+# Strings other than expressions that torch pastes into generated source, imports or calls by name.
 DEFAULTDICT = json.dumps([1, {"type": "collections.defaultdict", "context": "null", "children_spec": []}])
 OTHER_HOLES: dict[str, tuple[Callable[[dict, str], None], str]] = {
     # Looked up from the torch module by attribute: torch.os.system resolves.
@@ -272,21 +274,21 @@ OTHER_HOLES: dict[str, tuple[Callable[[dict, str], None], str]] = {
         lambda d, m: signature(d).update(forward_arg_names=[f"x=__import__('os').system('touch {m}')"]),
         "forward_arg_names",
     ),
-    # Pasted into generated code as getattr(self, "NAME").
+    # Pasted into the module's generated source (a quote breaks out of it).
     "parameter name": (
         lambda d, m: parameter(d).update(parameter_name=f"a\")or __import__('os').system('touch {m}')#"),
         "parameter_name",
     ),
     # A defaultdict's context names a module to import.
     "input structure": (lambda d, m: signature(d).update(in_spec=DEFAULTDICT), "in_spec"),
-    # A carriage return ends the comment FX writes the stack trace into.
+    # Kept as text; FX may print it into a comment of generated source, which a carriage return ends.
     "stack trace": (
         lambda d, m: graph(d)["nodes"][0]["metadata"].update(
             stack_trace=f"File \"a.py\", line 1, in f\n    x\r__import__('os').system('touch {m}')"
         ),
         "metadata",
     ),
-    # A string argument generated code would hold between quotes.
+    # torch pastes constant strings between quotes into its guard code: no quotes inside.
     "string argument": (
         lambda d, m: _target(d, "torch.ops.aten.mul.Tensor", {"as_string": f"'+str(1)+'{m}"}),
         "as_string",
@@ -356,7 +358,7 @@ def test_resume_refuses_a_crafted_file_planted_under_the_runs_model_before_loadi
     crafted = rewrite(exported, tmp_path / "crafted.pt2", lambda d: PLACES["input size"](d, payload(marker)))
     crafted.replace(exported)  # the run's stored reference now names the crafted archive
     loads: list[object] = []
-    monkeypatch.setattr(sources, "check_export_archive", lambda data, shown: loads.append(shown))
+    monkeypatch.setattr(sources.files, "check_export_archive", lambda data, shown: loads.append(shown))
     code, _, stderr = run_cli(capsys, "evolve", "--resume", str(out), "--generations", "4", "--no-progress")
     assert_one_line_exit_2(code, stderr)
     assert "changed since the run was made" in stderr and str(exported) in stderr

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from rounding import gamma
 
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
@@ -46,7 +47,10 @@ def test_ten_crops_take_the_larger_image(lite0):
     scorer = Scorer(lite0, crops=10)
     assert scorer.image_size == (256, 256)
     probabilities = scorer.score(torch.rand(2, 3, 256, 256))
-    assert probabilities.shape == (2, 1000) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    # Each crop's softmax divides by a float32 sum over 1000 classes, and numpy sums the mean of
+    # the 10 crops again: each sum is off by at most gamma(n) of its value (tests/rounding.py).
+    assert probabilities.shape == (2, 1000)
+    assert (np.abs(probabilities.sum(1) - 1) <= 2 * gamma(1000 + 10)).all()
 
 
 def test_torchvision_models_fail_clearly_offline(monkeypatch):

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import pickle
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from plugin_packages import installed_package
 from torch import nn
 
 import fooling.fitness.sources as sources
@@ -327,18 +327,12 @@ def broken():
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """A package declaring two ``fooling.models`` entry points, 'installed' on ``sys.path``."""
-    site = tmp_path / "site"
-    info = site / "fake_fooling_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (site / "fake_fooling_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-fooling-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
+    points = (
         "[fooling.models]\nfake-plugin = fake_fooling_plugin:make_spec\n"
         "broken-plugin = fake_fooling_plugin:broken\n"
     )
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("fake_fooling_plugin", None)
+    with installed_package(tmp_path / "site", monkeypatch, "fake_fooling_plugin", PLUGIN, points) as site:
+        yield site
 
 
 def test_an_installed_plugin_model_evolves_and_is_suggested(plugin, tmp_path, capsys):
@@ -475,7 +469,7 @@ TIMM_TEST_MODEL = os.environ.get("FOOLING_TIMM_TEST_MODEL", "resnet18.a1_in1k")
 
 
 def _timm_cached() -> bool:
-    return sources._timm_cached_weights(sources.timm_config(TIMM_TEST_MODEL)[0]) is not None
+    return sources.hub._timm_cached_weights(sources.timm_config(TIMM_TEST_MODEL)[0]) is not None
 
 
 @pytest.mark.skipif(not _timm_cached(), reason=f"timm {TIMM_TEST_MODEL} weights are not in the local cache")
@@ -541,9 +535,9 @@ def fake_timm(monkeypatch):
 
     config = PretrainedCfg(input_size=(3, 20, 20), crop_pct=0.5, interpolation="bicubic", num_classes=5,
                            mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), tag="test")  # fmt: skip
-    real = sources.timm_config
+    real = sources.hub.timm_config
     monkeypatch.setattr(
-        sources,
+        sources.hub,
         "timm_config",
         lambda name: (config, "fake_net.test") if name.startswith("fake_net") else real(name),
     )

@@ -31,7 +31,7 @@ def one_line(capsys) -> str:
         (["--image-size", "100000"], "--image-size must be in [0, 1024]"),
         (["--crops", "10", "--image-size", "27"], "--image-size 27 is smaller than a crop: give at least 28"),
         (["--preset", "paper", "--image-size", "20"], "--image-size 20 is smaller than a crop"),
-        (["--color-space", "hls"], "--color-space hls is for CPPN"),
+        (["--color-space", "hls"], "--color-space hls is for --encoding cppn"),
         (["--keep-checkpoints", "-1"], "--keep-checkpoints"),
         (["--address", "127.0.0.1:1"], "--workers is 0 (everything in this process)"),
     ],

@@ -189,8 +189,8 @@ def test_a_preset_value_that_clashes_is_named_as_the_presets(tmp_path, capsys):
     code = main(["evolve", "--preset", "paper", "--encoding", "direct", "--out", str(out), "--no-progress"])
     assert code == 2
     assert one_line(capsys) == (
-        "fooling: error: --preset paper sets --color-space hls-opencv, and --color-space hls-opencv maps "
-        "CPPN outputs; it needs --encoding cppn: give --color-space yourself to override the preset's, "
-        "or leave out --encoding direct"
+        "fooling: error: --preset paper sets --color-space hls-opencv, and --color-space hls-opencv is for "
+        "--encoding cppn; --encoding direct takes rgb or hsv: give --color-space yourself to override the "
+        "preset's, or leave out --encoding direct"
     )
     assert not out.exists()

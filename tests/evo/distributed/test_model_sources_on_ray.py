@@ -1,5 +1,6 @@
 """Models from outside the registry on Ray: model files reach the scorer actors through the object
-store (never through the driver's path), and an installed plugin resolves on the workers.
+store (never through the driver's path), and an installed plugin (a model, or a scoring engine)
+resolves on the workers.
 
 Every network here is tiny, built and saved inside the test; every run uses the session's
 loopback-only Ray instance.
@@ -8,22 +9,23 @@ loopback-only Ray instance.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from plugin_packages import FLOAT64_ENGINE, installed_package
 from torch import nn
 
 import fooling.evo.run as run_module
-import fooling.fitness.sources as sources
+import fooling.fitness._plugins as plugins
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.distributed.backend import model_for_actors
 from fooling.evo.run import GENOME_CLASSES, evolve
 from fooling.evo.store.checkpoint import read_latest_checkpoint
 from fooling.fitness import load_model
+from fooling.fitness.engines import engine_import_paths
 from fooling.fitness.sources import plugin_entry_points, plugin_import_paths
 
 SIZE = 16
@@ -148,15 +150,9 @@ def make_spec():
 def plugin(tmp_path, monkeypatch):
     """A package declaring a ``fooling.models`` entry point, 'installed' in a folder that only
     this process has on ``sys.path`` (the Ray instance started before it existed)."""
-    site = tmp_path / "site"
-    info = site / "fake_ray_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (site / "fake_ray_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-ray-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[fooling.models]\nfake-plugin = fake_ray_plugin:make_spec\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("fake_ray_plugin", None)
+    points = "[fooling.models]\nfake-plugin = fake_ray_plugin:make_spec\n"
+    with installed_package(tmp_path / "site", monkeypatch, "fake_ray_plugin", PLUGIN, points) as site:
+        yield site
 
 
 def test_a_plugin_resolves_on_the_workers(ray_session, plugin):
@@ -171,15 +167,20 @@ def test_a_plugin_resolves_on_the_workers(ray_session, plugin):
     assert found == (["fake-plugin"], ("north", "south", "east", "west"), "fake_ray_plugin")
 
 
-def test_a_plugin_model_evolves_on_ray_as_in_process(ray_session, plugin, tmp_path, capsys):
-    args = ["evolve", "--model", "fake-plugin", "--generations", "3", "--population", "24",
-            "--batch-size", "8", "--no-progress", "--no-report"]  # fmt: skip
+def _here_and_on_ray(tmp_path, capsys, *flags: str):
+    """The checkpoints of a tiny ``evolve`` with ``flags``: here, then on one mutator and one scorer."""
+    args = ["evolve", *flags, "--generations", "3", "--population", "24", "--batch-size", "8",
+            "--no-progress", "--no-report"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     code = main([*args, "--out", str(tmp_path / "ray"), "--workers", "1", "--scorers", "1"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     local = read_latest_checkpoint(str(tmp_path / "local"), GENOME_CLASSES)
-    remote = read_latest_checkpoint(str(tmp_path / "ray"), GENOME_CLASSES)
+    return local, read_latest_checkpoint(str(tmp_path / "ray"), GENOME_CLASSES)
+
+
+def test_a_plugin_model_evolves_on_ray_as_in_process(ray_session, plugin, tmp_path, capsys):
+    local, remote = _here_and_on_ray(tmp_path, capsys, "--model", "fake-plugin")
     assert remote.model_source["kind"] == "plugin" and remote.config.workers == 1
     assert list(remote.archive.class_names) == ["north", "south", "east", "west"]
     assert remote.archive.equals(local.archive)
@@ -189,6 +190,25 @@ def test_a_plugin_in_site_packages_travels_as_it_is(plugin, lenet, monkeypatch):
     model = load_model("fake-plugin")
     assert model_for_actors(model) is not model
     # Installed in the interpreter's own site-packages, every worker of the environment sees it.
-    monkeypatch.setattr(sources, "_interpreter_folders", lambda: {plugin.resolve()})
+    monkeypatch.setattr(plugins, "_interpreter_folders", lambda: {plugin.resolve()})
     assert plugin_import_paths(model.spec) == () and model_for_actors(model) is model
     assert plugin_import_paths(lenet.spec) == () and model_for_actors(lenet) is lenet
+
+
+@pytest.fixture
+def engine_plugin(tmp_path, monkeypatch):
+    """The float64 scoring engine, on this process's ``sys.path`` only (not the Ray workers')."""
+    points = "[fooling.engines]\nfloat64 = fake_ray_engine:Float64Engine\n"
+    with installed_package(
+        tmp_path / "engine", monkeypatch, "fake_ray_engine", FLOAT64_ENGINE, points
+    ) as site:
+        yield site
+
+
+def test_a_plugin_engine_scores_on_ray_as_in_process(ray_session, engine_plugin, lenet, tmp_path, capsys):
+    assert engine_import_paths("float64") == (str(engine_plugin.resolve()),)
+    assert engine_import_paths("torch") == engine_import_paths("auto") == ()
+    assert model_for_actors(lenet, "float64") is not lenet and model_for_actors(lenet, "torch") is lenet
+    local, remote = _here_and_on_ray(tmp_path, capsys, "--engine", "float64")
+    assert remote.config.engine == "float64" and remote.config.workers == 1
+    assert remote.archive.equals(local.archive)

@@ -23,7 +23,7 @@ def in_process_and_on_ray(tmp_path, **fields):
 
 
 # Every emitter that runs on Ray but the paper's (which the other tests here run).
-ON_RAY = sorted(name for name, emitter in EMITTERS.items() if emitter.ray and name != "paper")
+ON_RAY = sorted(name for name, emitter in EMITTERS.items() if emitter.runs_on_ray and name != "paper")
 
 
 @pytest.mark.parametrize("emitter", ON_RAY)

@@ -99,13 +99,13 @@ def test_an_audit_killed_after_its_first_checkpoint_resumes_to_the_same_report(
         while not list((out / "cppn" / "checkpoints").glob("gen-*.parquet")):
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
+            time.sleep(0.01)
         process.send_signal(signal.SIGKILL)  # no handler runs: locks stay behind
         process.wait(timeout=60)
     finally:
         process.kill()
         process.stderr.close()
-    assert (out / LOCK_NAME).exists() and (out / "cppn" / LOCK_NAME).exists()
+    assert (out / LOCK_NAME).exists()  # the audit's, held until it ends: left by the killed process
     assert not (out / "audit.parquet").exists()
     # Run again as new, it says how to continue.
     assert main(audit_args(model, "--out", str(out))) == 2

@@ -50,4 +50,4 @@ def test_audit_writes_to_an_object_store_and_nothing_locally(memory_store, fooli
     assert sorted(path.name for path in Path(tmp_path).iterdir()) == [], "nothing written locally"
     assert main([*ARGUMENTS, "--out", "mock://bucket/audit"]) == 2  # not empty now: refused in one line
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "already exists and is not empty" in err[0]
+    assert len(err) == 1 and "holds an audit; continue it with fooling audit --resume" in err[0]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rounding import probability_bound
 from small_setups import small_retrain
 
 from fooling.evo.cli import main
@@ -28,6 +29,18 @@ def run(fooling_home, tmp_path_factory):
     return out, evolve(config, show_progress=False)
 
 
+def elite_confidence(search, lenet) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 confidence of ``lenet`` in each elite's class, and the rounding bound of a
+    float32 evaluation of it (tests/rounding.py), in cell order."""
+    from fooling.evo.evaluation import make_encoding
+
+    cells = search.archive.occupied_cells()
+    encoding = make_encoding(RunConfig(generations=6, population=40), lenet.spec)
+    images = encoding.render(search.archive.genomes.take(cells))
+    exact, bound = probability_bound(lenet.network, images)
+    return exact[np.arange(len(cells)), cells], bound[np.arange(len(cells)), cells]
+
+
 @pytest.fixture(scope="module")
 def lenet_b(fooling_home):
     """DNN_B: a LeNet trained with another seed (1 epoch: enough to be a different net)."""
@@ -41,7 +54,7 @@ def lenet_b(fooling_home):
 # --- transfer ------------------------------------------------------------------------------
 
 
-def test_transfer_table_and_files(run, lenet_b):
+def test_transfer_table_and_files(run, lenet, lenet_b):
     from fooling.evo.experiments.transfer import TRANSFER_COLUMNS, transfer
 
     out, search = run
@@ -52,12 +65,15 @@ def test_transfer_table_and_files(run, lenet_b):
         assert row["elites"] == 10
         for key in TRANSFER_COLUMNS[2:]:
             assert 0.0 <= row[key] <= 1.0, (key, row[key])
-    # Rendering the genomes again gives back the confidence evolution measured.
-    np.testing.assert_allclose(result.source_confidence, search.archive.fitness, atol=1e-5)
-    # The source network scored as a target agrees with itself exactly.
+    # Rendering the genomes again gives back the confidence evolution measured: both are float32
+    # evaluations (in other batches) within the rounding bound of the float64 confidence.
+    exact, bound = elite_confidence(search, lenet)
+    assert (np.abs(result.source_confidence - exact) <= bound).all()
+    assert (np.abs(search.archive.elite_fitness() - exact) <= bound).all()
+    # The source network scored as a target agrees with itself, up to that rounding.
     itself = result.rows[1]
     assert itself["same_top1"] == 1.0
-    assert itself["mean_target"] == pytest.approx(itself["mean_source"], abs=1e-6)
+    assert abs(itself["mean_target"] - itself["mean_source"]) <= 2 * bound.mean()
     name = f"transfer-to-{lenet_b}+mnist-lenet"
     assert result.uris == [os.path.join(out, f"{name}.md"), os.path.join(out, f"{name}.png")]
     assert os.path.getsize(os.path.join(out, f"{name}.png")) > 1000
@@ -94,7 +110,7 @@ def test_transfer_is_reproducible(run, lenet_b):
 # --- ablation ------------------------------------------------------------------------------
 
 
-def test_ablate_table_and_files(run):
+def test_ablate_table_and_files(run, lenet):
     from fooling.evo.experiments.ablation import ablate
 
     out, search = run
@@ -103,7 +119,8 @@ def test_ablate_table_and_files(run):
     assert [row["kept"] for row in result.rows] == list(fractions)
     assert result.curves.shape == (10, 3)
     assert ((result.curves >= 0) & (result.curves <= 1)).all()
-    np.testing.assert_allclose(result.curves[:, 0], search.archive.fitness, atol=1e-5)
+    exact, bound = elite_confidence(search, lenet)  # nothing occluded: the elites' confidence
+    assert (np.abs(result.curves[:, 0] - exact) <= bound).all()
     assert result.rows[0]["mean_drop"] == 0.0
     for row in result.rows:
         assert 0 <= row["mean"] <= 1 and 0 <= row["median"] <= 1 and 0 <= row["at_99"] <= 1

@@ -1,0 +1,49 @@
+"""What every model source shares: its errors, one-line reasons, and weights-only loading."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used (missing, not a model, a pickle, bad options); one line."""
+
+
+class GradientUnavailableError(ValueError):
+    """A model without gradients (scored by ONNX Runtime) asked for them; one line."""
+
+
+def reason(error: BaseException) -> str:
+    """One line saying why ``error`` happened, at most 200 characters.
+
+    For TorchScript's many-line errors it is the last line naming an exception
+    (``RuntimeError: ...``), else the first line.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("[ONNXRuntimeError]"):  # the useful part is on the next lines
+        return " ".join(lines)[:200]
+    named = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
+    line = named[-1].split(":", 1)[1].strip() if named and ":" in named[-1] else lines[0]
+    return (line or lines[0])[:200]
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """While inside: every ``torch.load`` uses the safe weights-only unpickler.
+
+    This holds even where its caller passes ``weights_only=False``
+    (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, read per call).
+    """
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous

@@ -1,0 +1,197 @@
+"""The model-reference syntax: prefixes, model-file suffixes and the ``PATH?options`` of files.
+
+A reference is what ``--model`` takes: ``timm:NAME``, ``torchvision:NAME[.WEIGHTS]``, a model
+file ``PATH[?labels=FILE&input-size=H,W&channels=C&mean=M&std=S]`` (the options the file may not
+say about itself travel inside the reference, so that a run's stored ``model`` rebuilds the
+same classifier: :func:`file_reference`), or a name (the registry, plugins). Which resolver
+takes a reference is decided in :mod:`fooling.fitness.sources.resolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+TIMM_PREFIX = "timm:"
+TORCHVISION_PREFIX = "torchvision:"
+# Reference prefix -> the kind of source it names (each kind's resolver: sources.resolve).
+PREFIXES = {TIMM_PREFIX: "timm", TORCHVISION_PREFIX: "torchvision"}
+# File suffix -> what the file must hold.
+FILE_SUFFIXES = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "export", ".onnx": "onnx"}
+# Suffixes of pickled weights: refused with a message saying what to save instead.
+PICKLE_SUFFIXES = (".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+def prefixed(reference: str) -> tuple[str, str] | None:
+    """``(kind, the rest)`` of a reference with a known prefix, else ``None``.
+
+    ``"timm:resnet50"`` -> ``("timm", "resnet50")``.
+    """
+    for prefix, kind in PREFIXES.items():
+        if reference.startswith(prefix):
+            return kind, reference[len(prefix) :]
+    return None
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``"H,W"`` (or ``"S"`` for a square) -> ``(H, W)``.
+
+    Raises:
+        ValueError: not one or two positive integers.
+    """
+    try:
+        sides = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) == 1:
+        sides = sides * 2
+    if len(sides) != 2 or min(sides) < 1 or max(sides) > 4096:
+        raise ValueError(f"--input-size expects H,W (two integers in 1..4096), got {text!r}")
+    return (sides[0], sides[1])
+
+
+def parse_channels(text: str) -> int:
+    """``"1"`` or ``"3"`` -> the channel count.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if text.strip() not in ("1", "3"):
+        raise ValueError(f"--channels expects 1 (gray) or 3 (RGB), got {text!r}")
+    return int(text)
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """``"0.5"`` or ``"0.485,0.456,0.406"`` -> finite floats.
+
+    Raises:
+        ValueError: not a comma-separated list of finite numbers.
+    """
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(np.isfinite(values)):
+        raise ValueError(f"{what} expects comma-separated numbers, got {text!r}")
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class FileOptions:
+    """What a model file may not say about itself.
+
+    Attributes:
+        labels: path of a text file with one class name per line (``None``: ``"0"``, ``"1"``,
+            ... or the ImageNet names for 1,000 outputs).
+        input_size: ``(height, width)`` (``None``: read from the file, where it holds it).
+        channels: 1 or 3 (``None``: from the file, else 3).
+        mean, std: per-channel (or one shared) normalisation of images in ``[0, 1]``
+            (``None``: 0 and 1).
+    """
+
+    labels: str | None = None
+    input_size: tuple[int, int] | None = None
+    channels: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def given(self) -> bool:
+        """Whether any option is set (not ``None``)."""
+        return any(getattr(self, field.name) is not None for field in dataclasses.fields(self))
+
+    def query(self) -> str:
+        """The options as ``key=value&...`` in a fixed order (empty when none are given)."""
+        parts = []
+        if self.labels is not None:
+            parts.append(f"labels={self.labels}")
+        if self.input_size is not None:
+            parts.append(f"input-size={self.input_size[0]},{self.input_size[1]}")
+        if self.channels is not None:
+            parts.append(f"channels={self.channels}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None:
+                parts.append(f"{key}={','.join(repr(float(v)) for v in value)}")
+        return "&".join(parts)
+
+
+def parse_options(query: str) -> FileOptions:
+    """The inverse of :meth:`FileOptions.query`.
+
+    Raises:
+        ValueError: an unknown key or a bad value.
+    """
+    fields: dict = {}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        key = key.strip().lower().replace("_", "-")
+        if key == "labels":
+            fields["labels"] = value
+        elif key == "input-size":
+            fields["input_size"] = parse_input_size(value)
+        elif key == "channels":
+            fields["channels"] = parse_channels(value)
+        elif key in ("mean", "std"):
+            fields[key] = parse_floats(value, f"--{key}")
+        else:
+            raise ValueError(f"unknown model option {key!r} (known: labels, input-size, channels, mean, std)")
+    return FileOptions(**fields)
+
+
+def split_reference(reference: str) -> tuple[str, FileOptions]:
+    """``"PATH?options"`` -> ``(PATH, options)``.
+
+    Raises:
+        ValueError: bad options.
+    """
+    path, _, query = reference.partition("?")
+    return path, parse_options(query)
+
+
+def is_model_file(name: str) -> bool:
+    """True when ``name`` names a model file: a known suffix, or a file that exists."""
+    path = name.partition("?")[0]
+    if not path or prefixed(path) is not None:
+        return False
+    suffix = Path(path).suffix.lower()
+    return suffix in FILE_SUFFIXES or suffix in PICKLE_SUFFIXES or Path(path).is_file()
+
+
+def file_reference(path: str, options: FileOptions = FileOptions()) -> str:
+    """The canonical reference of model file ``path`` with ``options``.
+
+    Paths are absolute (so a run resumed from another directory finds the files) and options
+    come in a fixed order.
+    """
+    labels = options.labels
+    if labels is not None:
+        labels = str(Path(labels).expanduser().absolute())
+    options = dataclasses.replace(options, labels=labels)
+    absolute = str(Path(path).expanduser().absolute())
+    query = options.query()
+    return f"{absolute}?{query}" if query else absolute
+
+
+def with_options(model: str, options: FileOptions) -> str:
+    """``model`` with the command line's file ``options`` folded in (files only).
+
+    Raises:
+        ValueError: options given for a model that is not a file.
+    """
+    if not is_model_file(model):
+        if options.given():
+            raise ValueError(
+                f"--labels, --input-size, --channels, --mean and --std describe model files "
+                f"(.pt, .ts, .pt2, .onnx), not {model!r}"
+            )
+        return model
+    path, inline = split_reference(model)
+    merged = {
+        field.name: getattr(options, field.name)
+        if getattr(options, field.name) is not None
+        else getattr(inline, field.name)
+        for field in dataclasses.fields(FileOptions)
+    }
+    return file_reference(path, FileOptions(**merged))

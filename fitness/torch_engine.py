@@ -1,0 +1,128 @@
+"""The ``torch`` scoring engine: the network in eager torch (or ``torch.compile``), on any device.
+
+Images are normalised and laid out channels_last (faster convolutions on CUDA and on the CPU
+too); on CUDA scoring runs under half-precision autocast and, by default, ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fooling.fitness._messages import error_line
+from fooling.fitness.engines import (
+    EngineOptions,
+    EngineSession,
+    ScoringEngine,
+    model_call,
+    register_engine,
+    ten_crops,
+)
+from fooling.fitness.models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+# The batch the compiled network always sees: one static shape compiles once, and an image's
+# probabilities never depend on how many others came with it (a dynamic shape would give a
+# resumed run other kernels than an uninterrupted one). The last chunk of a call is padded.
+COMPILED_BATCH = 256
+
+
+class TorchSession(EngineSession):
+    """A model's network on a device, scoring in eager torch or compiled.
+
+    Attributes:
+        compiled: whether scoring goes through ``torch.compile`` (``False`` once the network
+            failed to compile: it then runs eagerly, with one log line).
+    """
+
+    def __init__(self, model: LoadedModel, options: EngineOptions) -> None:
+        self.name = model.spec.name
+        self.device = options.device
+        self.amp = options.amp
+        self.compiled = options.compiled
+        self._compiled_network = None  # torch.compile's wrapper, made on first use
+        self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
+        shape = (1, model.spec.channels, 1, 1)
+        self._mean = torch.tensor(model.spec.mean, device=self.device).view(shape)
+        self._std = torch.tensor(model.spec.std, device=self.device).view(shape)
+
+    def _scoring_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n, classes)`` of normalised ``inputs`` ``(n, c, h, w)``, compiled where asked.
+
+        Compiled: in chunks of :data:`COMPILED_BATCH`, the last one padded with zeros; an
+        empty batch runs eagerly (there is no chunk to compile with).
+        """
+        if not self.compiled or len(inputs) == 0:
+            with model_call(self.name):
+                return self.network(inputs)
+        chunks = [
+            _padded(inputs[start : start + COMPILED_BATCH]) for start in range(0, len(inputs), COMPILED_BATCH)
+        ]
+        parts = []
+        if self._compiled_network is None:
+            network = torch.compile(self.network, dynamic=False)
+            try:  # compiles on the first chunk, whose logits are kept: a failure means this network
+                parts.append(network(chunks[0]))
+            except Exception as error:
+                logger.warning(
+                    "%s cannot be compiled (%s): scoring with eager torch", self.name, error_line(error)
+                )
+                self.compiled = False
+                with model_call(self.name):
+                    return self.network(inputs)
+            self._compiled_network = network
+        with model_call(self.name):
+            parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
+        return torch.cat(parts)[: len(inputs)]
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, crops: int, size: tuple[int, int]) -> np.ndarray:
+        """See :meth:`EngineSession.score`; the crops are averaged on the device."""
+        images = images.to(self.device, torch.float32, non_blocking=True)
+        if crops == 10:
+            batch = images.shape[0]
+            images = ten_crops(images, size).flatten(0, 1)
+        inputs = ((images - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = self._scoring_logits(inputs)
+        probabilities = F.softmax(logits.float(), dim=1)
+        if crops == 10:
+            probabilities = probabilities.view(10, batch, -1).mean(0)
+        return probabilities.cpu().numpy()
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """See :meth:`EngineSession.probabilities`."""
+        return self.score(images, 1, tuple(images.shape[-2:]))
+
+
+def _padded(inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` ``(n, c, h, w)`` with zero images appended up to :data:`COMPILED_BATCH` rows."""
+    short = COMPILED_BATCH - len(inputs)
+    if short <= 0:
+        return inputs
+    padding = inputs.new_zeros((short, *inputs.shape[1:]))
+    return torch.cat([inputs, padding]).contiguous(memory_format=torch.channels_last)
+
+
+class TorchEngine(ScoringEngine):
+    """The network in torch: every device, every kind of model; ``auto``'s last resort."""
+
+    name = "torch"
+    title = "torch"
+    help = "the network in torch on any device; on CUDA half precision and torch.compile"
+    auto_preference = 0
+
+    def session(self, model: LoadedModel, options: EngineOptions) -> TorchSession:
+        """A :class:`TorchSession` of ``model``."""
+        return TorchSession(model, options)
+
+
+register_engine(TorchEngine())
