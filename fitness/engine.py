@@ -339,6 +339,11 @@ def onnx_session(data: bytes, threads: int | None = None):
 
 # --- the engine -------------------------------------------------------------------------------
 
+# Input bytes per ONNX Runtime run (8 ImageNet images of 224 px; 1,500 MNIST digits). The arena
+# then holds ~50 MB of EfficientNet-Lite0 activations instead of ~700 MB for a batch of 64, at
+# the same speed (measured on the 2-core CPU: 0.42 s for 64 images either way).
+RUN_INPUT_BYTES = 8 * 3 * 224 * 224 * 4
+
 
 class OnnxRuntimeSession(EngineSession):
     """An ONNX Runtime session of a model's exported graph (images in [0, 1] -> probabilities).
@@ -352,10 +357,22 @@ class OnnxRuntimeSession(EngineSession):
         self.name = name
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
-        """See :meth:`EngineSession.probabilities`."""
-        images = images.detach().to("cpu", torch.float32)
+        """See :meth:`EngineSession.probabilities`.
+
+        Runs at most :data:`RUN_INPUT_BYTES` of images at a time: ONNX Runtime's arena keeps
+        the largest run's activations for the life of the session.
+        """
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        step = max(1, RUN_INPUT_BYTES // max(1, array[0].nbytes if len(array) else 1))
         with model_call(self.name):
-            return self.runtime.run(None, {"images": images.contiguous().numpy()})[0]
+            if len(array) <= step:
+                return self.runtime.run(None, {"images": array})[0]
+            return np.concatenate(
+                [
+                    self.runtime.run(None, {"images": array[start : start + step]})[0]
+                    for start in range(0, len(array), step)
+                ]
+            )
 
 
 class OnnxRuntimeEngine(ScoringEngine):
