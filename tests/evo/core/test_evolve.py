@@ -173,8 +173,8 @@ def test_genome_that_fails_validation_is_refused(fooling_home, tmp_path, capsys)
     path = tmp_path / "shape" / "checkpoints" / "gen-000001.parquet"
     table = pq.read_table(path)
     wrong = DirectGenomes(np.full((10, 1, 28, 28), 7.0, np.float32))  # values outside [0, 1]
-    column = genome_columns(wrong)[0]["genome_pixels"]
-    table = table.set_column(table.schema.get_field_index("genome_pixels"), "genome_pixels", column)
+    for name, column in genome_columns(wrong)[0].items():  # the genomes and their checksums
+        table = table.set_column(table.schema.get_field_index(name), name, column)
     pq.write_table(table, path)
     assert main(["evolve", "--resume", str(tmp_path / "shape"), "--generations", "3"]) == 2
     assert "outside [0, 1]" in capsys.readouterr().err
