@@ -55,6 +55,24 @@ def tiny(seed: int) -> nn.Module:
     return nn.Sequential(*layers).eval()
 
 
+class ConvNet(nn.Module):
+    """``(batch, 3, H, W)`` -> ``(batch, 5)`` logits (one per :data:`LABELS`), for any H, W >= 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Linear(24, len(LABELS))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images)) * 4.0  # sharper than chance, so search has a slope
+
+
+def seeded(seed: int = 0, kind: type[nn.Module] = ConvNet) -> nn.Module:
+    """A ``kind`` network initialised from ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    return kind().eval()
+
+
 def torchscript_reference(folder: Path, seed: int = 0) -> tuple[Path, str]:
     """``tiny(seed)`` saved as TorchScript in ``folder`` with ``labels.txt``.
 

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from small_setups import LABELS
+from small_setups import seeded as tiny
 from torch import nn
 
 import fooling.fitness.sources as sources
@@ -28,26 +30,8 @@ from fooling.evo.cli import main
 from fooling.fitness import Scorer, load_model
 from fooling.fitness.sources import FileNetwork, ModelFileError, check_export_archive
 
-LABELS = ("cat", "dog", "owl", "fox", "yak")
 SIZE = 16
 FOOLING = Path(sys.executable).parent / "fooling"
-
-
-class ConvNet(nn.Module):
-    """``(batch, 3, H, W)`` -> ``(batch, 5)`` logits, for any H, W >= 3."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.head = nn.Linear(24, len(LABELS))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images)) * 4.0
-
-
-def tiny(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return ConvNet().eval()
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,8 @@ import pytest
 import torch
 from PIL import Image
 from plugin_packages import installed_package
+from small_setups import LABELS, ConvNet
+from small_setups import seeded as tiny
 from torch import nn
 
 import fooling.fitness.sources as sources
@@ -30,20 +32,7 @@ from fooling.fitness import LoadedModel, Scorer, get_model_spec, load_model
 from fooling.fitness.images import load_images, load_model_images, real_photo_confidence, to_model_input
 from fooling.fitness.sources import FileNetwork, probabilities_graph
 
-LABELS = ("cat", "dog", "owl", "fox", "yak")
 SIZE = 16
-
-
-class ConvNet(nn.Module):
-    """``(batch, 3, H, W)`` -> ``(batch, 5)`` logits, for any H, W >= 3."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.head = nn.Linear(24, len(LABELS))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images)) * 4.0  # sharper than chance, so search has a slope
 
 
 class DenseNet(nn.Module):
@@ -55,11 +44,6 @@ class DenseNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(images.flatten(1))
-
-
-def tiny(seed: int = 0, kind: type[nn.Module] = ConvNet) -> nn.Module:
-    torch.manual_seed(seed)
-    return kind().eval()
 
 
 def save_torchscript(path: Path, seed: int = 0, kind: type[nn.Module] = ConvNet) -> Path:
