@@ -8,6 +8,7 @@ from ._batch import GenomeBatch
 from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
 from .cppn import ACTIVATIONS, CPPNEncoding, CPPNGenomes, coordinate_inputs
 from .direct import DirectEncoding, DirectGenomes
+from .errors import UserError
 from .operators import polynomial_mutation, simulated_binary_crossover
 from .registry import (
     ENCODING_GROUP,
@@ -38,5 +39,6 @@ __all__ = [
     "hsv_to_rgb",
     "polynomial_mutation",
     "registered_encodings",
+    "UserError",
     "simulated_binary_crossover",
 ]
