@@ -1,18 +1,19 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make demo   create .venv, install, train the MNIST LeNet once, run a real fooling search
-#   make test   same set-up, then lint, format check and the test suite
+#   make test   same set-up, then lint, format check and the test suite (which builds the docs strictly)
+#   make docs   the documentation site, into build/site (offline)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/mnist-direct-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint docs bench clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=23.1"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,6 +28,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "site: build/site/index.html"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_mnist.py

@@ -8,14 +8,16 @@ from ._batch import GenomeBatch
 from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
 from .cppn import ACTIVATIONS, CPPNEncoding, CPPNGenomes, coordinate_inputs
 from .direct import DirectEncoding, DirectGenomes
-from .errors import UserError
+from .errors import UserError, error_line
 from .operators import polynomial_mutation, simulated_binary_crossover
+from .plugins import PluginError, load_entry_point, load_entry_points
 from .registry import (
     ENCODING_GROUP,
     ENCODINGS,
     GENOME_CLASSES,
     Encoding,
     EncodingSpec,
+    color_space_help,
     encoding_help,
     registered_encodings,
 )
@@ -33,10 +35,15 @@ __all__ = [
     "EncodingSpec",
     "GENOME_CLASSES",
     "GenomeBatch",
+    "PluginError",
+    "color_space_help",
     "encoding_help",
+    "error_line",
     "hls_bytes_to_rgb",
     "hls_to_rgb",
     "hsv_to_rgb",
+    "load_entry_point",
+    "load_entry_points",
     "polynomial_mutation",
     "registered_encodings",
     "UserError",

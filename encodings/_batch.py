@@ -9,6 +9,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from .errors import UserError
+
 T = TypeVar("T", bound="GenomeBatch")
 
 # Rows at least this large are copied one by one by :meth:`GenomeBatch.assign`.
@@ -88,7 +90,7 @@ class GenomeBatch:
         """Stack genomes written by :meth:`row_bytes` back into a batch.
 
         Raises:
-            ValueError: a row is not a valid ``.npz`` of this class's fields, or rows
+            UserError: a row is not a valid ``.npz`` of this class's fields, or rows
                 disagree in shape. Loading never unpickles (``allow_pickle=False``).
         """
         names = [field.name for field in dataclasses.fields(cls)]
@@ -101,8 +103,8 @@ class GenomeBatch:
                     for name in names:
                         columns[name].append(npz[name])
             except Exception as error:  # zipfile, numpy and our own errors alike
-                raise ValueError(f"genome {index} is unreadable: {error}") from None
+                raise UserError(f"genome {index} is unreadable: {error}") from None
         try:
             return cls(**{name: np.stack(values) for name, values in columns.items()})
         except ValueError as error:
-            raise ValueError(f"genomes disagree in shape: {error}") from None
+            raise UserError(f"genomes disagree in shape: {error}") from None

@@ -24,6 +24,7 @@ import torch
 from ._batch import GenomeBatch
 from ._threads import in_threads, thread_count
 from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
+from .errors import UserError
 from .operators import polynomial_mutation
 
 NUM_INPUTS = 4  # x, y, d, bias
@@ -144,20 +145,26 @@ class CPPNEncoding:
 
     Args:
         outputs: 1 (gray) or 3 (colour).
-        height, width: rendered image size (any; CPPNs are resolution independent).
+        height: rendered image height (any; CPPNs are resolution independent).
+        width: rendered image width.
         color_space: 3 outputs read as ``"hsv"`` (paper's text), ``"hls"``, or
             ``"hls-opencv"`` (the original code's bytes and OpenCV's 8-bit HLS, see
-            :func:`~fooling.encodings.color.hls_bytes_to_rgb`); ``"rgb"`` as they are.
+            :func:`~fooling.encodings.color.hls_bytes_to_rgb`): the ``--color-space``
+            choices of the registered ``cppn`` encoding; ``"rgb"`` takes them as they are
+            (for Python callers: no run config names it).
         coordinates: ``"unit"`` (x, y in [-1, 1]) or ``"pixel"`` (the original code's raw
             pixel column and row); see :func:`coordinate_inputs`.
         split_weight: weights of the two connections that replace a split one: ``"one"``
             (NEAT: 1 into the new node, the old weight out of it) or ``"old"`` (the original
             code: the old weight on both).
-        max_nodes, max_edges: capacity of a genome; a mutation that would exceed it is skipped.
+        max_nodes: capacity of a genome in nodes; a mutation that would exceed it is skipped.
+        max_edges: capacity of a genome in connections, likewise.
         weight_probability: chance each weight mutates (polynomial, ``weight_eta``).
         activation_probability: chance each non-input node's activation is resampled.
-        add_connection, delete_connection, add_node, delete_node: chance per child of
-            each structural mutation.
+        add_connection: chance per child of adding a connection.
+        delete_connection: chance per child of deleting a connection.
+        add_node: chance per child of splitting a connection with a new node.
+        delete_node: chance per child of deleting a hidden node.
 
     Raises:
         ValueError: a size or probability out of range.
@@ -473,43 +480,44 @@ class CPPNEncoding:
     # --- checks -----------------------------------------------------------------------
 
     def validate(self, genomes: CPPNGenomes) -> None:
-        """Raise ``ValueError`` unless every genome is a well-formed acyclic CPPN of this shape.
+        """Raise :class:`UserError` unless every genome is a well-formed acyclic CPPN of this shape.
 
         Checks capacity and dtypes, inputs and outputs present with depths 0 and 1,
         activation ids in range, no connection from or to a missing node ("dangling"),
-        every connection going to a larger depth (no cycles), finite bounded weights.
+        every connection going to a larger depth (no cycles), finite bounded weights. Genomes
+        may come from a file (a checkpoint), so a misfit is the user's: one line.
         """
         expected = {"node_used": self.max_nodes, "edge_used": self.max_edges}
         for name, width in expected.items():
             array = getattr(genomes, name)
             if array.ndim != 2 or array.shape[1] != width:
-                raise ValueError(f"CPPN genomes hold {name} of shape {array.shape}, expected (n, {width})")
+                raise UserError(f"CPPN genomes hold {name} of shape {array.shape}, expected (n, {width})")
         first_hidden = NUM_INPUTS + self.outputs
         used = genomes.node_used
         if not used[:, :first_hidden].all():
-            raise ValueError("a CPPN genome lacks an input or output node")
+            raise UserError("a CPPN genome lacks an input or output node")
         depth = genomes.node_depth
         if (depth[:, :NUM_INPUTS] != 0).any() or (depth[:, NUM_INPUTS:first_hidden] != 1).any():
-            raise ValueError("a CPPN genome's inputs or outputs are out of place")
+            raise UserError("a CPPN genome's inputs or outputs are out of place")
         hidden_depth = depth[:, first_hidden:][used[:, first_hidden:]]
         if hidden_depth.size and not ((hidden_depth > 0) & (hidden_depth < 1)).all():
-            raise ValueError("a CPPN genome has a hidden node outside depth (0, 1)")
+            raise UserError("a CPPN genome has a hidden node outside depth (0, 1)")
         activation = genomes.node_activation[used]
         if activation.size and (activation.min() < 0 or activation.max() >= len(ACTIVATIONS)):
-            raise ValueError("a CPPN genome has an unknown activation id")
+            raise UserError("a CPPN genome has an unknown activation id")
         rows, slots = np.nonzero(genomes.edge_used)
         sources, targets = genomes.edge_source[rows, slots], genomes.edge_target[rows, slots]
         if sources.size and (
             min(sources.min(), targets.min()) < 0 or max(sources.max(), targets.max()) >= self.max_nodes
         ):
-            raise ValueError("a CPPN genome has a connection to a node that does not exist")
+            raise UserError("a CPPN genome has a connection to a node that does not exist")
         if not (used[rows, sources].all() and used[rows, targets].all()):
-            raise ValueError("a CPPN genome has a dangling connection (to or from a removed node)")
+            raise UserError("a CPPN genome has a dangling connection (to or from a removed node)")
         if not (depth[rows, sources] < depth[rows, targets]).all():
-            raise ValueError("a CPPN genome has a cycle (a connection that does not go forward)")
+            raise UserError("a CPPN genome has a cycle (a connection that does not go forward)")
         weights = genomes.edge_weight[rows, slots]
         if weights.size and not (np.isfinite(weights).all() and np.abs(weights).max() <= WEIGHT_LIMIT):
-            raise ValueError("a CPPN genome has a weight outside [-10, 10]")
+            raise UserError("a CPPN genome has a weight outside [-10, 10]")
 
 
 def _activate(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 
 from ._batch import GenomeBatch
 from .color import hsv_to_rgb
+from .errors import UserError
 from .operators import polynomial_mutation, simulated_binary_crossover
 
 
@@ -28,7 +29,8 @@ class DirectEncoding:
 
     Args:
         channels: 1 (gray) or 3 (colour).
-        height, width: image size in pixels.
+        height: image height in pixels.
+        width: image width in pixels.
         mutation_probability: chance that each gene mutates (paper: 0.1).
         mutation_eta: polynomial mutation's eta (paper: 15).
         halve_mutation_every: if set, the rate halves every this many generations
@@ -113,11 +115,14 @@ class DirectEncoding:
         return images
 
     def validate(self, genomes: DirectGenomes) -> None:
-        """Raise ``ValueError`` unless ``genomes`` fit this encoding (shape, dtype, range)."""
+        """Raise :class:`UserError` unless ``genomes`` fit this encoding (shape, dtype, range).
+
+        They may come from a file (a checkpoint), so a misfit is the user's: one line.
+        """
         pixels = genomes.pixels
         if pixels.dtype != np.float32 or pixels.shape[1:] != self.shape:
-            raise ValueError(
+            raise UserError(
                 f"direct genomes of shape {pixels.shape[1:]} {pixels.dtype}, expected {self.shape} float32"
             )
         if pixels.size and not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
-            raise ValueError("direct genomes hold values outside [0, 1]")
+            raise UserError("direct genomes hold values outside [0, 1]")

@@ -1,8 +1,14 @@
-"""The one base class of the user's mistakes, in the lowest layer so every package can raise it."""
+"""The one base class of the user's mistakes, and one-line error texts, in the lowest layer.
+
+Every package can raise :class:`UserError` and print :func:`error_line` (the fitness and
+evo layers re-export it as ``fooling.fitness.error_line``).
+"""
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+import re
+
+__all__ = ["UserError", "error_line"]
 
 
 class UserError(ValueError):
@@ -12,4 +18,23 @@ class UserError(ValueError):
     a full disk) as one line with exit code 2; anything else is a bug and keeps its traceback
     (exit code 1). A ``ValueError`` subclass, so callers that catch ``ValueError`` still catch it.
     Subclasses add the usual kind where it helps (e.g. ``LookupError`` for unknown names).
+
+    Checks of what the program's own code passes (a caller inside the package got it wrong)
+    raise plain ``ValueError`` or ``TypeError`` instead, so that they keep their traceback.
     """
+
+
+# Terminal colour codes, which Ray puts in the messages of remote errors.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_line(error: BaseException, limit: int | None = 200, *, last: bool = False) -> str:
+    """The first (or ``last``) non-blank line of ``error``'s message, cut to ``limit`` characters.
+
+    ``limit=None`` keeps the whole line (the command line's own error report). Colour codes
+    are removed; an error with an empty message gives its type's name (``OSError()`` ->
+    ``"OSError"``), so a one-line report never ends in a blank. The last line of a Ray error
+    names the remote exception (``ModuleNotFoundError: ...``).
+    """
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    return lines[-1 if last else 0][:limit] if lines else type(error).__name__

@@ -2,8 +2,14 @@
 
 Everything that needs to know the encodings asks here: the search builds a run's encoding
 with :meth:`EncodingSpec.build`, checkpoints rebuild genomes through :data:`GENOME_CLASSES`,
-the command line lists :func:`registered_encodings`, and the run config checks a colour space
-against :attr:`EncodingSpec.color_spaces`.
+the command line lists :func:`registered_encodings` (and :func:`color_space_help`), and the
+run config checks a colour space against :attr:`EncodingSpec.color_spaces`.
+
+Each encoding names its own ``--color-space`` choices and default, and a name means one
+rendering: ``rgb`` is RGB genes (direct); a CPPN's three outputs are read as ``hsv`` (its
+default), ``hls`` or ``hls-opencv``. Older versions stored ``rgb`` for CPPN runs rendered as
+HSV; :attr:`EncodingSpec.renamed_color_spaces` maps such stored names when a run config is
+read, so those runs still load and resume bit-identically.
 
 Third parties register an encoding through the entry-point group ``fooling.encodings``:
 the entry point's name is the ``--encoding`` name and it loads an :class:`EncodingSpec` of
@@ -14,7 +20,6 @@ spec) plus that registration. Nothing here imports the fitness, evo, Ray or pyar
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -24,6 +29,7 @@ import torch
 from ._batch import GenomeBatch
 from .cppn import CPPNEncoding
 from .direct import DirectEncoding
+from .plugins import PluginError, load_entry_points
 
 __all__ = [
     "ENCODINGS",
@@ -31,6 +37,7 @@ __all__ = [
     "GENOME_CLASSES",
     "Encoding",
     "EncodingSpec",
+    "color_space_help",
     "encoding_help",
     "registered_encodings",
 ]
@@ -70,7 +77,11 @@ class Encoding(Protocol):
         ...
 
     def validate(self, genomes: GenomeBatch) -> None:
-        """Raise ``ValueError`` unless ``genomes`` fit this encoding (they may come from a file)."""
+        """Raise :class:`~fooling.encodings.errors.UserError` unless ``genomes`` fit this encoding.
+
+        They may come from a file (a checkpoint being resumed), so a misfit is the file's
+        damage, reported in one line.
+        """
         ...
 
 
@@ -89,9 +100,19 @@ class EncodingSpec:
         encoding_class: the class :attr:`build` makes (its methods say which optional
             operators the encoding has, see :class:`Encoding`).
         build: ``build(settings, channels, (height, width))`` -> the run's encoding;
-            ``settings`` maps run-config field names to values.
-        color_spaces: the ``--color-space`` values it accepts (the first one the config
-            default ``rgb``, which every encoding must accept).
+            ``settings`` maps run-config field names to values (``color_space`` is one of
+            :attr:`color_spaces`).
+        color_spaces: the ``--color-space`` values it takes, for 3-channel images (an
+            encoding without colour choices keeps the one default, ``("rgb",)``).
+        default_color_space: the value a run config takes when none is given (``None``, the
+            default: the first of :attr:`color_spaces`).
+        renamed_color_spaces: names that older versions stored for this encoding, mapped to
+            the name of the same rendering now; applied when a stored run config is read
+            (never to what a user types). The old names must not be among :attr:`color_spaces`.
+
+    Raises:
+        ValueError: no colour spaces, a default not among them, or a renamed space that is
+            still a choice or maps to no choice.
     """
 
     name: str
@@ -99,6 +120,25 @@ class EncodingSpec:
     encoding_class: type
     build: EncodingBuilder
     color_spaces: tuple[str, ...] = ("rgb",)
+    default_color_space: str | None = None
+    renamed_color_spaces: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.color_spaces:
+            raise ValueError(f"encoding {self.name!r} declares no colour spaces")
+        if self.default_color_space is None:
+            object.__setattr__(self, "default_color_space", self.color_spaces[0])
+        elif self.default_color_space not in self.color_spaces:
+            raise ValueError(
+                f"encoding {self.name!r}: default colour space {self.default_color_space!r} "
+                f"is not one of {self.color_spaces}"
+            )
+        for old, new in self.renamed_color_spaces.items():
+            if old in self.color_spaces or new not in self.color_spaces:
+                raise ValueError(
+                    f"encoding {self.name!r}: colour space {old!r} renamed {new!r}, "
+                    f"which must be a new name of {self.color_spaces}"
+                )
 
     @property
     def genome_class(self) -> type[GenomeBatch]:
@@ -115,7 +155,7 @@ def _direct(settings: Mapping[str, Any], channels: int, size: tuple[int, int]) -
         mutation_eta=settings["mutation_eta"],
         halve_mutation_every=settings["halve_mutation_every"] or None,
         crossover_eta=settings["crossover_eta"],
-        color_space="rgb" if settings["color_space"] == "rgb" else "hsv",
+        color_space=_color_space(settings, _DIRECT_SPACES),
     )
 
 
@@ -124,8 +164,7 @@ def _cppn(settings: Mapping[str, Any], channels: int, size: tuple[int, int]) -> 
         outputs=channels,
         height=size[0],
         width=size[1],
-        # The paper's text says HSV; "rgb" (the config default) is taken to mean that.
-        color_space="hsv" if settings["color_space"] == "rgb" else settings["color_space"],
+        color_space=_color_space(settings, _CPPN_SPACES),
         coordinates=settings["coordinates"],
         split_weight=settings["split_weight"],
         max_nodes=settings["max_nodes"],
@@ -135,6 +174,24 @@ def _cppn(settings: Mapping[str, Any], channels: int, size: tuple[int, int]) -> 
     )
 
 
+def _color_space(settings: Mapping[str, Any], choices: tuple[str, ...]) -> str:
+    """``settings["color_space"]``, one of ``choices`` (the run config checked it; ``None``: the first).
+
+    Raises:
+        ValueError: another name (a caller that skipped the run config's checks and mapping).
+    """
+    space = settings.get("color_space") or choices[0]
+    if space not in choices:
+        raise ValueError(f"colour space {space!r} is not one of {choices}")
+    return space
+
+
+# Direct genomes are the colours themselves, read as RGB or as HSV (the paper's ImageNet runs).
+_DIRECT_SPACES = ("rgb", "hsv")
+# A CPPN's three outputs |o| in [0, 1] read as HSV (the paper's text), HLS, or the original
+# code's bytes read as OpenCV 8-bit HLS.
+_CPPN_SPACES = ("hsv", "hls", "hls-opencv")
+
 # The built-in encodings, by name.
 ENCODINGS: dict[str, EncodingSpec] = {
     "direct": EncodingSpec(
@@ -142,34 +199,20 @@ ENCODINGS: dict[str, EncodingSpec] = {
         "one gene per pixel and channel, polynomial mutation, optional SBX crossover",
         DirectEncoding,
         _direct,
-        color_spaces=("rgb", "hsv"),
+        color_spaces=_DIRECT_SPACES,
     ),
     "cppn": EncodingSpec(
         "cppn",
         "a compositional pattern-producing network per image, NEAT-style mutation "
-        "(--color-space rgb means HSV outputs, as the paper's text)",
+        "(--color-space hls-opencv: the original code's colours)",
         CPPNEncoding,
         _cppn,
-        color_spaces=("rgb", "hsv", "hls", "hls-opencv"),
+        color_spaces=_CPPN_SPACES,
+        # Before each encoding named its own colour spaces, the run config's default "rgb"
+        # meant HSV outputs for CPPNs (the paper's text); runs stored so still read as HSV.
+        renamed_color_spaces={"rgb": "hsv"},
     ),
 }
-
-
-def _load(entry: importlib.metadata.EntryPoint) -> EncodingSpec:
-    """The encoding of entry point ``entry``.
-
-    Raises:
-        ValueError: it fails to load, or is not an :class:`EncodingSpec` named as the entry point.
-    """
-    try:
-        spec = entry.load()
-    except Exception as error:  # a plugin's own failure: one line naming the plugin
-        raise ValueError(f"encoding plugin {entry.name!r} ({entry.value}) failed to load: {error}") from error
-    if not isinstance(spec, EncodingSpec) or spec.name != entry.name:
-        raise ValueError(
-            f"encoding plugin {entry.name!r} ({entry.value}) is not an EncodingSpec named {entry.name!r}"
-        )
-    return spec
 
 
 def registered_encodings() -> dict[str, EncodingSpec]:
@@ -178,21 +221,18 @@ def registered_encodings() -> dict[str, EncodingSpec]:
     A plugin may not replace a built-in encoding (its entry point is ignored).
 
     Raises:
-        ValueError: a plugin fails to load, is not an :class:`EncodingSpec` of its entry
-            point's name, or its genome class's name is another encoding's.
+        PluginError: a plugin fails to load, is not an :class:`EncodingSpec` of its entry
+            point's name, or its genome class's name is another encoding's; one line.
     """
     found = dict(ENCODINGS)
-    for entry in importlib.metadata.entry_points(group=ENCODING_GROUP):
-        if entry.name in found:
-            continue
-        spec = _load(entry)
+    for name, spec in load_entry_points(ENCODING_GROUP, "encoding", EncodingSpec, skip=ENCODINGS).items():
         taken = {other.genome_class.__name__ for other in found.values()}
         if spec.genome_class.__name__ in taken:
-            raise ValueError(
-                f"encoding plugin {entry.name!r}: genome class name {spec.genome_class.__name__} is "
+            raise PluginError(
+                f"encoding plugin {name!r}: genome class name {spec.genome_class.__name__} is "
                 "another encoding's (checkpoints name genomes by class name)"
             )
-        found[entry.name] = spec
+        found[name] = spec
     return found
 
 
@@ -200,6 +240,17 @@ def encoding_help() -> str:
     """The ``--encoding`` help: every registered encoding, ``name: summary``, separated by `` | ``."""
     return "genome encoding: " + " | ".join(
         f"{name}: {spec.summary}" for name, spec in registered_encodings().items()
+    )
+
+
+def color_space_help() -> str:
+    """The ``--color-space`` help: each registered encoding's choices, its default first.
+
+    ``name: default, other, ...`` per encoding, separated by `` | ``.
+    """
+    return "colour of 3-channel images, by encoding (the first is its default): " + " | ".join(
+        f"{name}: {', '.join(dict.fromkeys((spec.default_color_space, *spec.color_spaces)))}"
+        for name, spec in registered_encodings().items()
     )
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fooling.encodings import registered_encodings
+from fooling.encodings import EncodingSpec, UserError, registered_encodings
 from fooling.evo.emitters import check_emitter
 from fooling.fitness import close_names, resolve_name
 from fooling.fitness.engine import check_engine
@@ -122,10 +122,18 @@ def _preset_clash(preset: str, fields: dict[str, Any], message: str) -> str:
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` naming ``--flag``'s choices and the close ones unless ``value`` is one."""
+    """Raise :class:`UserError` naming ``--flag``'s choices and the close ones unless ``value`` is one."""
     if value not in choices:
         hint = close_names(str(value), choices, count=2)
-        raise ValueError(f"--{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}{hint}")
+        raise UserError(f"--{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}{hint}")
+
+
+def _encoding_spec(name: Any, encodings: dict[str, EncodingSpec] | None = None) -> EncodingSpec | None:
+    """The registered encoding called ``name`` (any case), or ``None`` (unknown, or not a name)."""
+    if not isinstance(name, str):
+        return None
+    encodings = registered_encodings() if encodings is None else encodings
+    return {key.lower(): spec for key, spec in encodings.items()}.get(name.lower())
 
 
 def check_cluster_choice(address: str | None, workers: int) -> None:
@@ -136,11 +144,11 @@ def check_cluster_choice(address: str | None, workers: int) -> None:
     run never takes its address from the checkpoint anyway).
 
     Raises:
-        ValueError: ``address`` with ``workers == 0``: the search would run in this process
+        UserError: ``address`` with ``workers == 0``: the search would run in this process
             and leave the cluster the user named idle.
     """
     if address and workers == 0:
-        raise ValueError(
+        raise UserError(
             f"--address {address} names a Ray cluster, but --workers is 0 (everything in "
             "this process); add --workers N or drop --address"
         )
@@ -169,10 +177,14 @@ class RunConfig:
         halve_mutation_every: halve the direct encoding's rate every this many generations (0: never).
         crossover_probability: chance a child comes from SBX of two parents (direct only).
         crossover_eta: SBX eta.
-        color_space: colour genes of 3-channel images, one of the encoding's
-            :attr:`~fooling.encodings.EncodingSpec.color_spaces`: direct ``"rgb"`` or ``"hsv"``;
-            CPPN also ``"hls"`` and ``"hls-opencv"``, the original code's bytes read as OpenCV
-            8-bit HLS (for CPPNs ``"rgb"``, the default, means HSV outputs).
+        color_space: how 3-channel images get their colours, one of the encoding's
+            :attr:`~fooling.encodings.EncodingSpec.color_spaces`: direct ``"rgb"`` (default)
+            or ``"hsv"`` genes; CPPN outputs read as ``"hsv"`` (default), ``"hls"`` or
+            ``"hls-opencv"`` (the original code's bytes as OpenCV 8-bit HLS). ``None`` (the
+            default) becomes the encoding's
+            :attr:`~fooling.encodings.EncodingSpec.default_color_space` when the config is
+            made; stored configs of older versions are mapped by :meth:`from_json` (a CPPN
+            run's ``"rgb"``, which meant HSV outputs, reads as ``"hsv"``).
         coordinates: CPPN inputs x, y: ``"unit"`` ([-1, 1]) or ``"pixel"`` (raw column and row).
         split_weight: CPPN add-node weights: ``"one"`` (NEAT) or ``"old"`` (the original code).
         max_nodes: capacity of a CPPN genome in nodes (inputs and outputs included).
@@ -206,7 +218,7 @@ class RunConfig:
     halve_mutation_every: int = 0
     crossover_probability: float = 0.0
     crossover_eta: float = 10.0
-    color_space: str = "rgb"
+    color_space: str | None = None
     coordinates: str = "unit"
     split_weight: str = "one"
     max_nodes: int = 48
@@ -227,10 +239,13 @@ class RunConfig:
             self.device = normalise_device(self.device)
         if isinstance(self.out, os.PathLike):  # a pathlib.Path from Python callers
             self.out = os.fspath(self.out)
+        if self.color_space is None:  # the encoding's own default (none for an unknown encoding)
+            spec = _encoding_spec(self.encoding)
+            self.color_space = spec.default_color_space if spec is not None else None
         self.validate()
 
     def _check_kinds(self) -> None:
-        """Raise ``ValueError`` naming the first field whose value is not of its annotated kind.
+        """Raise :class:`UserError` naming the first field whose value is not of its annotated kind.
 
         Configs come from checkpoints too (untrusted JSON): a string, a bool or a list where a
         count belongs must be one line here, not an error deep inside the search.
@@ -242,40 +257,43 @@ class RunConfig:
                 continue
             description, accepts = _KINDS[kind.removesuffix(" | None")]
             if not accepts(value):
-                raise ValueError(f"{_flag(field.name)} must be {description}, not {_shown(value)}")
+                raise UserError(f"{_flag(field.name)} must be {description}, not {_shown(value)}")
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field of the wrong kind or out of range."""
+        """Raise :class:`UserError` naming the first field of the wrong kind or out of range.
+
+        Also ``UnknownNameError`` (a :class:`UserError`) for an unknown engine or emitter.
+        """
         self._check_kinds()
         if not str(self.out).strip():
-            raise ValueError("--out is empty; give a folder")
+            raise UserError("--out is empty; give a folder")
         for name, most in COUNT_BOUNDS.items():
             value = getattr(self, name)
             least = 1 if name in ("generations", "population", "scorers", "max_nodes", "max_edges") else 0
             if not least <= value <= most:
-                raise ValueError(f"{_flag(name)} must be in [{least}, {most:,}], not {value:,}")
+                raise UserError(f"{_flag(name)} must be in [{least}, {most:,}], not {value:,}")
         if self.image_size < 0:
-            raise ValueError(f"--image-size must be >= 0, not {self.image_size}")
+            raise UserError(f"--image-size must be >= 0, not {self.image_size}")
         for name in ("mutation_probability", "crossover_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{_flag(name)} must be in [0, 1], not {value}")
+                raise UserError(f"{_flag(name)} must be in [0, 1], not {value}")
         for name in ("mutation_eta", "crossover_eta"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{_flag(name)} must be a positive number, not {value}")
+                raise UserError(f"{_flag(name)} must be a positive number, not {value}")
         self._check_color_space()
         _check_choice("coordinates", self.coordinates, ("unit", "pixel"))
         _check_choice("split-weight", self.split_weight, ("one", "old"))
         # The smallest CPPN: 4 inputs, 3 outputs, every input connected to every output.
         if self.max_nodes < 7 or self.max_edges < 12:
-            raise ValueError(
+            raise UserError(
                 f"--max-nodes must be >= 7 and --max-edges >= 12, not {self.max_nodes} and {self.max_edges}"
             )
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"--preset {self.preset!r}: no such preset (known: {', '.join(PRESETS)})")
+            raise UserError(f"--preset {self.preset!r}: no such preset (known: {', '.join(PRESETS)})")
         if self.crops not in (1, 10):
-            raise ValueError(f"--crops must be 1 or 10, not {self.crops}")
+            raise UserError(f"--crops must be 1 or 10, not {self.crops}")
         check_engine(self.engine)  # UnknownNameError with close names
         check_emitter(self.emitter, encoding=self.encoding, workers=self.workers, population=self.population)
         check_seed(self.seed)
@@ -285,25 +303,33 @@ class RunConfig:
             if len(seen) != len(self.classes):
                 duplicate = next(n for i, n in enumerate(self.classes) if n.lower() in
                                  {m.lower() for m in self.classes[:i]})  # fmt: skip
-                raise ValueError(f"--classes names {duplicate!r} twice; give each class once")
+                raise UserError(f"--classes names {duplicate!r} twice; give each class once")
 
     def _check_color_space(self) -> None:
-        """Raise ``ValueError`` unless some registered encoding, and the run's own, take ``color_space``.
+        """Raise :class:`UserError` unless the run's encoding takes ``color_space``.
 
-        The run's encoding is checked only when it is registered (an unknown one is reported,
-        with close names, when the encoding is made).
+        Only a registered encoding is asked (an unknown one is reported, with close names,
+        when the encoding is made); then any registered encoding's colour space passes.
         """
+        if self.color_space is None:  # an unknown encoding: no default to take
+            return
         encodings = registered_encodings()
+        own = _encoding_spec(self.encoding, encodings)
+        if own is not None and self.color_space in own.color_spaces:
+            return
         spaces = tuple(dict.fromkeys(space for spec in encodings.values() for space in spec.color_spaces))
-        _check_choice("color-space", self.color_space, spaces)
-        own = encodings.get(self.encoding)
-        if own is not None and self.color_space not in own.color_spaces:
+        if own is None or self.color_space not in (*spaces, *own.renamed_color_spaces):
+            _check_choice("color-space", self.color_space, spaces)  # a name no encoding has
+        if own is not None:
             takers = " or ".join(f"--encoding {name}" for name, spec in encodings.items()
                                  if self.color_space in spec.color_spaces)  # fmt: skip
             *others, last = own.color_spaces
             takes = f"{', '.join(others)} or {last}" if others else last
-            raise ValueError(
-                f"--color-space {self.color_space} is for {takers}; --encoding {self.encoding} takes {takes}"
+            is_for = f"is for {takers}" if takers else "is no colour space now"
+            renamed = own.renamed_color_spaces.get(self.color_space)
+            old_name = f" ({self.color_space} was its old name for {renamed})" if renamed else ""
+            raise UserError(
+                f"--color-space {self.color_space} {is_for}; --encoding {own.name} takes {takes}{old_name}"
             )
 
     @classmethod
@@ -312,15 +338,18 @@ class RunConfig:
 
         Raises:
             UnknownNameError: no such preset (close names suggested).
-            ValueError: a value out of range.
+            UserError: a value out of range, said to come from the preset where it does.
         """
         if preset is None:
             return cls(**fields)
         name = resolve_name(preset, PRESETS, "preset")
         try:
             return cls(**{**PRESETS[name], **fields, "preset": name})
-        except ValueError as error:
-            raise ValueError(_preset_clash(name, fields, str(error))) from None
+        except UserError as error:
+            message = _preset_clash(name, fields, str(error))
+            if message == str(error):  # the preset had no part in it: the error as it is
+                raise
+            raise UserError(message) from None
 
     @property
     def effective_batch_size(self) -> int:
@@ -335,15 +364,27 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         """Rebuild a config, ignoring keys this version does not know.
 
+        Configs stored by older versions read as the same run: one stored before the engine
+        was a setting was scored by torch, and a colour space an encoding has since renamed
+        (:attr:`~fooling.encodings.EncodingSpec.renamed_color_spaces`: a CPPN run's ``"rgb"``,
+        which meant HSV outputs) reads as its name now, so the run resumes bit-identically.
+
         Raises:
-            ValueError: not a JSON object, or a value out of range.
+            UserError: not a JSON object, or a value out of range.
         """
-        data: Any = json.loads(text)
+        try:
+            data: Any = json.loads(text)
+        except ValueError as error:
+            raise UserError(f"run config is not valid JSON ({error})") from None
         if not isinstance(data, dict):
-            raise ValueError("run config is not a JSON object")
+            raise UserError("run config is not a JSON object")
         known = {field.name for field in dataclasses.fields(cls)}
         # Runs stored before the engine was a setting were scored by torch.
         data.setdefault("engine", "torch")
+        spec = _encoding_spec(data.get("encoding", cls.encoding))
+        space = data.get("color_space")
+        if spec is not None and isinstance(space, str):
+            data["color_space"] = spec.renamed_color_spaces.get(space, space)
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def describe(self) -> str:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 # ENCODINGS: the built-in encodings' specs (name -> EncodingSpec), re-exported; plugins are in
 # registered_encodings(), which make_encoding reads.
-from fooling.encodings import ENCODINGS, CPPNGenomes, Encoding, GenomeBatch, registered_encodings
+from fooling.encodings import ENCODINGS, CPPNGenomes, Encoding, GenomeBatch, UserError, registered_encodings
 from fooling.encodings.cppn import WEIGHT_LIMIT, node_count
 from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, resolve_name
@@ -24,11 +24,11 @@ def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
     """``(height, width)`` of the evolved images: ``--image-size`` or what the scorer takes.
 
     Raises:
-        ValueError: ``--crops 10`` with an ``--image-size`` smaller than the crops cut from it.
+        UserError: ``--crops 10`` with an ``--image-size`` smaller than the crops cut from it.
     """
     height, width = spec.input_size
     if config.image_size and config.crops == 10 and config.image_size < max(height, width):
-        raise ValueError(
+        raise UserError(
             f"--crops 10 cuts {height}x{width} crops ({spec.name}'s input) from each image, so "
             f"--image-size {config.image_size} is smaller than a crop: give at least {max(height, width)}, "
             f"or 0 for {height * 256 // 224} px (256/224 of the input, as the original)"
@@ -45,7 +45,9 @@ def make_encoding(config: RunConfig, spec: ModelSpec) -> Encoding:
 
     Raises:
         UnknownNameError: no such encoding (suggests close names).
-        ValueError: a plugin encoding fails to load, or settings the encoding refuses.
+        PluginError: a plugin encoding fails to load (one line naming it).
+        UserError: ``--crops 10`` with too small an ``--image-size``.
+        ValueError: settings the encoding refuses (the run config checks them first, so a bug).
     """
     encodings = registered_encodings()
     name = resolve_name(config.encoding, encodings, "encoding")
@@ -58,13 +60,13 @@ def resolve_classes(names: Sequence[str], class_names: Sequence[str]) -> list[in
     Raises:
         UnknownNameError: a class name or id the model does not have (suggests close names),
             or a name two classes share (give the id).
-        ValueError: one class given twice (e.g. by name and by id).
+        UserError: one class given twice (e.g. by name and by id).
     """
     ids = [class_index(name, class_names) for name in names]
     repeated = next((i for i in ids if ids.count(i) > 1), None)
     if repeated is not None:
         spellings = " and ".join(repr(name) for name, i in zip(names, ids) if i == repeated)
-        raise ValueError(
+        raise UserError(
             f"--classes names {class_names[repeated]!r} twice ({spellings}); give each class once"
         )
     return ids
@@ -74,7 +76,7 @@ def class_ids(config: RunConfig, spec: ModelSpec) -> np.ndarray:
     """Class indices that get an archive cell: ``config.classes`` resolved (:func:`resolve_classes`), or all.
 
     Raises:
-        UnknownNameError, ValueError: as :func:`resolve_classes`.
+        UnknownNameError, UserError: as :func:`resolve_classes`.
     """
     if not config.classes:
         return np.arange(spec.num_classes)

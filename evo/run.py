@@ -9,83 +9,42 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-import torch
 from deap import base, tools
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fooling.encodings import GENOME_CLASSES, GenomeBatch
+from fooling.encodings import GENOME_CLASSES, UserError
 from fooling.evo.archive import ClassArchive
 from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_choice
 from fooling.evo.emitters import get_emitter
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
+from fooling.evo.models import load_or_train
+from fooling.evo.rendering import render_uint8
 from fooling.evo.search import STATS_FIELDS, Backend, BackendError, LocalBackend, Search, Variation
 from fooling.evo.store.checkpoint import (
     Checkpoint,
     CheckpointError,
-    ThumbnailCache,
-    check_writable,
     checkpoint_uris,
-    exists,
     prune_checkpoints,
     read_latest_checkpoint,
-    read_stats,
     write_checkpoint,
-    write_stats,
 )
-from fooling.evo.store.runfolder import (
-    RunFolderError,
-    RunLock,
-    claim_folder,
-    discard_if_empty,
-    remove_stale_temporaries,
-)
+from fooling.evo.store.location import check_writable
+from fooling.evo.store.runfolder import RunFolderError, claimed_run_folder
+from fooling.evo.store.tables import read_stats, write_stats
+from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
-from fooling.fitness import (
-    LoadedModel,
-    ModelRunError,
-    ModelUnavailableError,
-    lenet_weights_path,
-    load_model,
-    pick_device,
-    train_lenet,
-)
+from fooling.fitness import LoadedModel, ModelRunError, pick_device
 from fooling.fitness.engine import check_engine, keep_freed_memory, resolve_engine
 from fooling.fitness.limits import check_device
-from fooling.fitness.models import LENET_PATTERN
 from fooling.fitness.sources import describe_model, model_change, source_change
 
 logger = logging.getLogger(__name__)
 
 # Genome classes a checkpoint may name (GENOME_CLASSES, read from the encodings' registry, plugins
-# included; loading never builds anything else) are imported from fooling.encodings above.
-
-
-def load_or_train(name: str) -> LoadedModel:
-    """Load model ``name``; MNIST LeNets that are not trained yet are trained first."""
-    try:
-        return load_model(name)
-    except ModelUnavailableError as error:
-        match = LENET_PATTERN.match(name)
-        if not match:
-            raise
-        if lenet_weights_path(int(match.group(1) or 0)).exists():  # damaged: say so, then replace it
-            logger.warning("%s; training %s again (deterministic, cached for later runs)", error, name)
-        else:
-            logger.info("%s is not trained yet: training it once (cached for later runs)", name)
-        train_lenet(int(match.group(1) or 0))
-        return load_model(name)
-
-
-def render_uint8(encoding, genomes: GenomeBatch, batch_size: int = 256) -> np.ndarray:
-    """Images of ``genomes`` as uint8, ``(n, height, width)`` gray or ``(n, height, width, 3)``."""
-    parts = []
-    for start in range(0, len(genomes), batch_size):
-        images = encoding.render(genomes.take(slice(start, start + batch_size)), "cpu")
-        parts.append((images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    images = np.concatenate(parts) if parts else np.zeros((0, 1, 1, 1), np.uint8)
-    return images[..., 0] if images.shape[-1] == 1 else images
+# included; loading never builds anything else) are imported from fooling.encodings above; the
+# model loader and the uint8 renderer, which the experiments share, live in fooling.evo.models
+# and fooling.evo.rendering (imported here too: evolve looks load_or_train up in this module).
 
 
 def save_checkpoint(
@@ -98,6 +57,7 @@ def save_checkpoint(
     stats: list[dict] | None = None,
     thumbnails: ThumbnailCache | None = None,
     out: str | None = None,
+    emitter_state: dict | None = None,
 ) -> str:
     """Write a run's checkpoint and statistics: what evolve, retrain's rounds and ascent all call.
 
@@ -116,6 +76,8 @@ def save_checkpoint(
             rendered).
         out: where to write (default ``config.out``; a command staging files for a URI
             passes its local staging folder).
+        emitter_state: what the run's emitter learnt (its ``state()``, a JSON object), stored
+            in the checkpoint for ``--resume`` (``None``: none).
 
     Returns:
         The checkpoint's URI.
@@ -132,6 +94,7 @@ def save_checkpoint(
         model.weights_hash,
         archive,
         model_source=describe_model(config.model, model),
+        emitter_state=dict(emitter_state or {}),
     )
     out = config.out if out is None else out
     if stats is not None:
@@ -150,7 +113,7 @@ def resume_config(out: str, **overrides) -> RunConfig:
     Raises:
         RunFolderError: no such run folder.
         CheckpointError: no readable checkpoint.
-        ValueError: an override of a field a resumed run must keep.
+        UserError: an override of a field a resumed run must keep.
     """
     return resume_checkpoint(out, **overrides)[0]
 
@@ -161,7 +124,7 @@ def resume_checkpoint(out: str, **overrides) -> tuple[RunConfig, Checkpoint]:
     Raises:
         RunFolderError: no such run folder.
         CheckpointError: no readable checkpoint.
-        ValueError: an override of a field a resumed run must keep, or ``generations``
+        UserError: an override of a field a resumed run must keep, or ``generations``
             given but not above the generations the run already has.
     """
     if not checkpoint_uris(out):
@@ -172,14 +135,14 @@ def resume_checkpoint(out: str, **overrides) -> tuple[RunConfig, Checkpoint]:
         if value is None:
             continue
         if name not in RESUMABLE_OVERRIDES and value != getattr(config, name):
-            raise ValueError(
+            raise UserError(
                 f"--{name.replace('_', '-')} {value} differs from the run's {getattr(config, name)}; "
                 f"a resumed run keeps its settings (only {', '.join(RESUMABLE_OVERRIDES)} may change)"
             )
     done = checkpoint.generation + 1
     wanted = overrides.get("generations")
     if wanted is not None and wanted <= done:
-        raise ValueError(
+        raise UserError(
             f"--generations {wanted}: {out} already has {done} generations (0..{done - 1}); "
             f"give more than {done} to continue it"
         )
@@ -318,8 +281,9 @@ def evolve(
 ) -> Search:
     """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
 
-    Holds the run folder's lock (:class:`RunLock`) throughout: a second process on the
-    same folder is refused at once. Sets this process's allocator to keep freed memory
+    Holds the run folder's lock throughout (:func:`~fooling.evo.store.runfolder.claimed_run_folder`):
+    a second process on the same folder is refused at once. The emitter's state is saved in
+    every checkpoint and given back to it on ``resume``. Sets this process's allocator to keep freed memory
     (:func:`fooling.fitness.engine.keep_freed_memory`), which makes torch's batches up to 3x
     faster on the CPU.
 
@@ -346,6 +310,7 @@ def evolve(
         UnknownNameError, ModelUnavailableError, ModelFileError: bad model, encoding or class names.
         ModelRunError: the network raised or gave non-finite scores; one line naming the model,
             the generation and the last generation saved (written first where it was not yet).
+        UserError: (``resume``) an emitter state the emitter does not accept.
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
     """
     check_cluster_choice(config.address, config.workers)
@@ -361,85 +326,96 @@ def evolve(
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
     check_device(config.device)
-    created = not exists(config.out)
-    try:
-        with RunLock(config.out, "evolve"):
-            claim_folder(config.out, "evolve", resume=resume)
-            remove_stale_temporaries(config.out)
-            return _evolve_locked(
-                config, model, encoding, names, resume, toolbox, show_progress, checkpoint, backend,
-                on_generation,
-            )  # fmt: skip
-    except BaseException:
-        if created:
-            discard_if_empty(config.out)  # a run that wrote nothing leaves nothing behind
-        raise
-
-
-def _evolve_locked(
-    config: RunConfig,
-    model: LoadedModel,
-    encoding,
-    names: list[str],
-    resume: bool,
-    toolbox: base.Toolbox | None,
-    show_progress: bool,
-    checkpoint: Checkpoint | None,
-    backend: BackendFactory | None,
-    on_generation: Callable[[Search], None] | None,
-) -> Search:
-    """The body of :func:`evolve`, run while holding the run folder's lock."""
-    if resume:
-        checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
-        changed = model_change(checkpoint.model_source, model)  # labels change with the same weights
-        if changed:
-            raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
-        if checkpoint.model != config.model or checkpoint.weights_hash != model.weights_hash:
-            raise CheckpointError(
-                f"{checkpoint.path} was made with {checkpoint.model} (weights {checkpoint.weights_hash}), "
-                f"not {config.model} (weights {model.weights_hash}); refusing to mix them"
-            )
-        archive = checkpoint.archive
-        encoding.validate(archive.genomes.take(archive.occupied_cells()))
-        records = [r for r in read_stats(config.out, resuming=True) if r["gen"] <= checkpoint.generation]
-        start, next_id = checkpoint.generation + 1, checkpoint.next_id
-        logger.info("resuming %s after generation %d", config.out, checkpoint.generation)
-    else:
-        if checkpoint_uris(config.out):
-            raise RunFolderError(
-                f"--out {config.out} already holds a run; continue it with --resume {config.out} "
-                "or choose another folder"
-            )
-        archive, records, start, next_id = ClassArchive(names), [], 0, 0
-    check_writable(config.out)
-    search = make_search(
-        config,
-        model,
-        archive,
-        toolbox=toolbox or make_toolbox(encoding),
-        generation=start,
-        next_id=next_id,
-        logbook=_logbook(records),
-        backend=backend,
-    )
-    # After the backend is up: an unreachable Ray address is one line, not a settings table and a line.
-    logger.info("run configuration:\n%s", config.describe())
-
-    # Checkpoints render only the cells that changed since the last one (or since the
-    # checkpoint this run resumed from).
-    thumbnails = ThumbnailCache(checkpoint.thumbnails if resume else None)
-
-    def save() -> None:
-        save_checkpoint(
+    with claimed_run_folder(config.out, "evolve", resume=resume, remove_temporaries=True):
+        if resume:
+            checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
+            archive, records, start, next_id = _resumed_state(config, model, encoding, checkpoint)
+        else:
+            if checkpoint_uris(config.out):
+                raise RunFolderError(
+                    f"--out {config.out} already holds a run; continue it with --resume {config.out} "
+                    "or choose another folder"
+                )
+            archive, records, start, next_id = ClassArchive(names), [], 0, 0
+        check_writable(config.out)
+        search = make_search(
             config,
             model,
             archive,
-            generation=search.generation - 1,
-            next_id=search.next_id,
-            stats=list(search.logbook),
-            thumbnails=thumbnails,
+            toolbox=toolbox or make_toolbox(encoding),
+            generation=start,
+            next_id=next_id,
+            logbook=_logbook(records),
+            backend=backend,
+        )
+        restore = getattr(search.emitter, "restore", None)
+        if resume and restore is not None:
+            try:
+                restore(checkpoint.emitter_state)  # what the emitter learnt, before any generation
+            except BaseException:
+                search.backend.close()
+                raise
+        # After the backend is up: an unreachable Ray address is one line, not a settings table and a line.
+        logger.info("run configuration:\n%s", config.describe())
+        # Checkpoints render only the cells that changed since the last one (or since the
+        # checkpoint this run resumed from).
+        thumbnails = ThumbnailCache(checkpoint.thumbnails if resume else None)
+
+        def save() -> None:
+            state = getattr(search.emitter, "state", None)
+            save_checkpoint(
+                config,
+                model,
+                archive,
+                generation=search.generation - 1,
+                next_id=search.next_id,
+                stats=list(search.logbook),
+                thumbnails=thumbnails,
+                emitter_state=state() if state is not None else None,
+            )
+
+        return _run_generations(
+            config, search, save, show_progress=show_progress, on_generation=on_generation
         )
 
+
+def _resumed_state(
+    config: RunConfig, model: LoadedModel, encoding, checkpoint: Checkpoint
+) -> tuple[ClassArchive, list[dict], int, int]:
+    """``(archive, stats records, first generation, next id)`` of a run continuing from ``checkpoint``.
+
+    Raises:
+        CheckpointError: the checkpoint was made with another model, weights or labels.
+        UserError: genomes the run's encoding does not accept.
+    """
+    changed = model_change(checkpoint.model_source, model)  # labels change with the same weights
+    if changed:
+        raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
+    if checkpoint.model != config.model or checkpoint.weights_hash != model.weights_hash:
+        raise CheckpointError(
+            f"{checkpoint.path} was made with {checkpoint.model} (weights {checkpoint.weights_hash}), "
+            f"not {config.model} (weights {model.weights_hash}); refusing to mix them"
+        )
+    archive = checkpoint.archive
+    encoding.validate(archive.genomes.take(archive.occupied_cells()))
+    records = [r for r in read_stats(config.out, resuming=True) if r["gen"] <= checkpoint.generation]
+    logger.info("resuming %s after generation %d", config.out, checkpoint.generation)
+    return archive, records, checkpoint.generation + 1, checkpoint.next_id
+
+
+def _run_generations(
+    config: RunConfig,
+    search: Search,
+    save: Callable[[], None],
+    *,
+    show_progress: bool,
+    on_generation: Callable[[Search], None] | None,
+) -> Search:
+    """Run ``search`` to ``config.generations``, checkpointing with ``save``; closes its backend.
+
+    Saves every ``config.checkpoint_every`` generations and at the end; on Ctrl-C, SIGTERM, a
+    backend failure or a model that fails while scoring, saves the last whole generation first.
+    """
     saved_at = search.generation - 1
     started = time.perf_counter()
     stop = _StopRequest()
@@ -515,7 +491,7 @@ def _evolve_locked(
             config.out,
         )
         raise KeyboardInterrupt
-    stats = archive.stats()
+    stats = search.archive.stats()
     logger.info(
         "generation %d: median %.4f, mean %.4f, coverage %.0f%% (%.1f s)",
         search.generation - 1,

@@ -12,7 +12,7 @@ from deap import base, tools
 
 from fooling.encodings import GenomeBatch
 from fooling.evo.archive import ClassArchive
-from fooling.evo.emitters import EMITTERS, Emitter
+from fooling.evo.emitters import EMITTERS, Emitter, Refiner
 from fooling.fitness import ModelRunError, error_line
 
 STATS_FIELDS = (
@@ -57,6 +57,9 @@ class Task:
             genomes (generation 0).
         parent_cells: ``(count,)`` archive cell of each child's parent (the class a
             ``gradient`` emitter steers it toward), or ``None`` for random genomes.
+        offset: the generation row of the batch's first child.
+        instructions: ``(count, k)`` the emitter's rows for these children
+            (:meth:`Emitter.instructions`), or ``None``.
     """
 
     generation: int
@@ -64,6 +67,8 @@ class Task:
     count: int
     parent_rows: np.ndarray | None
     parent_cells: np.ndarray | None = None
+    offset: int = 0
+    instructions: np.ndarray | None = None
 
 
 class Variation:
@@ -88,12 +93,32 @@ class Variation:
         if task.parent_rows is None:
             return self.toolbox.random(task.count, rng)
         parents = pool.take(task.parent_rows)
+        # Passed only when there are some: an emitter without instructions need not take them.
+        extra = {} if task.instructions is None else {"instructions": task.instructions}
         return self.emitter.vary(
             self.toolbox,
             parents,
             rng,
             generation=task.generation,
             crossover_probability=self.crossover_probability,
+            **extra,
+        )
+
+    def refine(
+        self, task: Task, children: GenomeBatch, pool: GenomeBatch | None, refiner: Refiner
+    ) -> GenomeBatch:
+        """``children`` of ``task`` after the emitter's :meth:`Emitter.refine` (where it has one).
+
+        Args:
+            task: the batch.
+            children: its children from :meth:`__call__`; may be modified in place.
+            pool: the generation's parent pool (``None`` in generation 0).
+            refiner: the scorer side (an :class:`~fooling.evo.evaluation.Evaluator`).
+        """
+        if not self.emitter.refines or task.parent_cells is None:
+            return children
+        return self.emitter.refine(
+            children, pool.take(task.parent_rows), task.parent_cells, offset=task.offset, refiner=refiner
         )
 
 
@@ -123,7 +148,7 @@ class LocalBackend:
     """Everything in this process, one task after the other.
 
     With an emitter that refines its children (:attr:`Emitter.refines`), each batch of
-    varied children goes through :meth:`Emitter.refine`, with the evaluator as its
+    varied children goes through :meth:`Variation.refine`, with the evaluator as its
     refiner, before it is scored.
     """
 
@@ -133,19 +158,8 @@ class LocalBackend:
 
     def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
         """Vary, refine (where the emitter says) and score each task in turn; see :meth:`Backend.run`."""
-        emitter = self.variation.emitter
-        offset = 0  # row of the task's first child in the generation
         for task in tasks:
-            children = self.variation(task, pool)
-            if emitter.refines and task.parent_cells is not None:
-                children = emitter.refine(
-                    children,
-                    pool.take(task.parent_rows),
-                    task.parent_cells,
-                    offset=offset,
-                    refiner=self.evaluator,
-                )
-            offset += task.count
+            children = self.variation.refine(task, self.variation(task, pool), pool, self.evaluator)
             yield children, self.evaluator.evaluate(children)
 
     def close(self) -> None:
@@ -213,17 +227,28 @@ class Search:
         counts = [min(self.batch_size, self.population - start) for start in starts]
         if len(self.archive) == 0:
             parent_cells = np.full(self.population, -1, dtype=np.int32)
-            tasks = [Task(self.generation, i, n, None) for i, n in enumerate(counts)]
+            tasks = [
+                Task(self.generation, i, n, None, offset=start)
+                for i, (start, n) in enumerate(zip(starts, counts))
+            ]
             return tasks, None, parent_cells
-        parent_cells = self.emitter.select_parents(
-            self.archive, self.population, selection_rng(self.seed, self.generation)
-        ).astype(np.int32)
+        rng = selection_rng(self.seed, self.generation)
+        parent_cells = self.emitter.select_parents(self.archive, self.population, rng).astype(np.int32)
+        instructions = self.emitter.instructions(self.archive, parent_cells, rng)
         # Many children share a parent (with 10 classes, all 8000 children of a generation
         # have at most 10 parents): copy each parent once, not once per child.
         pool_cells, parent_rows = np.unique(parent_cells, return_inverse=True)
         parent_rows = parent_rows.astype(np.int32)
         tasks = [
-            Task(self.generation, i, n, parent_rows[start : start + n], parent_cells[start : start + n])
+            Task(
+                self.generation,
+                i,
+                n,
+                parent_rows[start : start + n],
+                parent_cells[start : start + n],
+                offset=start,
+                instructions=None if instructions is None else instructions[start : start + n],
+            )
             for i, (start, n) in enumerate(zip(starts, counts))
         ]
         return tasks, self.archive.genomes.take(pool_cells), parent_cells
@@ -236,16 +261,30 @@ class Search:
                 names the generation); the archive is as the previous generation left it.
         """
         started = time.perf_counter()
-        tasks, pool, parent_cells = self.tasks()
-        parent_ids = np.where(parent_cells >= 0, self.archive.individual_id[parent_cells], -1)
-        # All results first, then every insertion: an interruption while waiting leaves
-        # the archive exactly as the previous generation left it.
+        # All results first, then every insertion: an interruption while waiting leaves the
+        # archive, and the emitter's state, exactly as the previous generation left them.
+        learnt = self.emitter.state()
         try:
+            tasks, pool, parent_cells = self.tasks()
             results = list(self.backend.run(tasks, pool))
         except ModelRunError as error:  # the network failed, not the search: say when
+            self.emitter.restore(learnt)
             # One line; from a Ray actor the error's text ends in its type and message.
             reason = error_line(error, limit=None, last=True).split("ModelRunError: ", 1)[-1]
             raise ModelRunError(f"generation {self.generation}: {reason}") from error
+        except BaseException:
+            self.emitter.restore(learnt)
+            raise
+        parent_ids = np.where(parent_cells >= 0, self.archive.individual_id[parent_cells], -1)
+        # Each child's gain over the elites as the generation found them (empty cells: 0).
+        before = np.where(np.isfinite(self.archive.fitness), self.archive.fitness, 0).astype(np.float64)
+        improvement = (
+            np.concatenate(
+                [(probabilities.astype(np.float64) - before).max(axis=1) for _, probabilities in results]
+            )
+            if results
+            else np.zeros(0)
+        )
         self.inserting = True
         start = 0
         for task, (children, probabilities) in zip(tasks, results):
@@ -259,6 +298,8 @@ class Search:
                 parent_cell=parent_cells[rows],
             )
             start += task.count
+        if pool is not None:
+            self.emitter.tell(self.archive, parent_cells, improvement)
         seconds = time.perf_counter() - started
         self.inserting = False
         evaluations = round(self.population * (1 if pool is None else self.emitter.evaluations_per_child))

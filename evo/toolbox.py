@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deap import base
 
+from fooling.encodings import Encoding
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import vary
 from fooling.evo.evaluation import make_encoding
@@ -12,7 +13,7 @@ from fooling.fitness import get_model_spec
 __all__ = ["make_toolbox", "vary"]  # vary lives with the emitters, whose default variation it is
 
 
-def make_toolbox(encoding) -> base.Toolbox:
+def make_toolbox(encoding: Encoding | RunConfig) -> base.Toolbox:
     """A toolbox with the encoding's operators registered under fixed names.
 
     Args:

@@ -11,6 +11,7 @@ from fooling.fitness._home import fooling_home, offline
 from fooling.fitness._messages import error_line
 from fooling.fitness._names import UnknownNameError, class_index, close_names, resolve_name
 from fooling.fitness.data import DigitData, load_mnist
+from fooling.fitness.engines import EngineUnavailableError
 from fooling.fitness.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
 from fooling.fitness.lenet import LeNet
 from fooling.fitness.models import (
@@ -26,6 +27,7 @@ from fooling.fitness.models import (
     weights_hash,
 )
 from fooling.fitness.scorer import ModelRunError, Scorer, pick_device, ten_crops
+from fooling.fitness.sources.common import GradientUnavailableError, ModelFileError
 from fooling.fitness.train import TrainResult, fit_lenet, train_lenet
 
 __all__ = [
@@ -33,8 +35,11 @@ __all__ = [
     "IMAGENET_STD",
     "imagenet_class_names",
     "DigitData",
+    "EngineUnavailableError",
+    "GradientUnavailableError",
     "LeNet",
     "LoadedModel",
+    "ModelFileError",
     "ModelSpec",
     "ModelRunError",
     "ModelUnavailableError",

@@ -5,9 +5,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+from fooling.encodings.errors import UserError
 
-class UnknownNameError(LookupError):
-    """A model, encoding or class name that does not exist; the message suggests close ones."""
+
+class UnknownNameError(UserError, LookupError):
+    """A model, encoding or class name that does not exist; the message suggests close ones.
+
+    A :class:`~fooling.encodings.errors.UserError` (one line on the command line) and a
+    ``LookupError``, for callers that catch unknown names as such.
+    """
 
 
 def resolve_name(name: str, choices: Iterable[str], kind: str) -> str:

@@ -1,7 +1,8 @@
-"""Entry points of installed packages (plugins), and the folders another process needs to import one.
+"""The folders another process needs to import an installed plugin (entry points of packages).
 
-Shared by the extension points that take plugins: models (``fooling.models``) and scoring
-engines (``fooling.engines``).
+Shared by the extension points whose plugins Ray workers load: models (``fooling.models``)
+and scoring engines (``fooling.engines``). Reading and loading entry points is
+:mod:`fooling.encodings.plugins`' (re-exported here as :func:`entry_points`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import site
 import sysconfig
 from pathlib import Path
 
+from fooling.encodings.plugins import entry_points
 
-def entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
-    """Installed entry points of ``group``, by name (read afresh each call)."""
-    return {entry.name: entry for entry in importlib.metadata.entry_points(group=group)}
+__all__ = ["entry_points", "import_paths"]
 
 
 def _interpreter_folders() -> set[Path]:

@@ -29,9 +29,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fooling.fitness._messages import error_line
+from fooling.encodings.errors import UserError, error_line
+from fooling.encodings.plugins import entry_points, instance, load_entry_point
 from fooling.fitness._names import resolve_name
-from fooling.fitness._plugins import entry_points, import_paths
+from fooling.fitness._plugins import import_paths
 from fooling.fitness.models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -44,17 +45,18 @@ AUTO = "auto"
 MODEL_KINDS = ("module", "torchscript", "export", "onnx")
 
 
-class EngineUnavailableError(ValueError):
-    """An engine that cannot run here (package missing, wrong device); one line for the CLI."""
+class EngineUnavailableError(UserError):
+    """An engine that cannot run here (package missing, wrong device, a broken plugin); one line."""
 
 
-class ModelRunError(RuntimeError):
+class ModelRunError(UserError, RuntimeError):
     """The classifier itself failed while scoring: it raised, or gave non-finite scores.
 
     Raised around the network's own call only (a model file's code, a plugin's network, ONNX
     Runtime on the file's graph), never around this package's code, whose bugs keep their
     tracebacks. The message is one line naming the model; the search adds the generation.
-    The original error is its ``__cause__``.
+    The original error is its ``__cause__``. A :class:`~fooling.encodings.errors.UserError`
+    (the user's network failed, not this package) and, as before, a ``RuntimeError``.
     """
 
 
@@ -234,23 +236,14 @@ def engine_names() -> list[str]:
     return [AUTO, *sorted(_REGISTRY), *sorted(plugin_engines())]
 
 
-def _load_plugin(name: str, entry: importlib.metadata.EntryPoint) -> ScoringEngine:
-    """The engine the entry point ``name`` declares.
+def _load_plugin(entry: importlib.metadata.EntryPoint) -> ScoringEngine:
+    """The engine that entry point ``entry`` declares (a :class:`ScoringEngine` subclass or instance).
 
     Raises:
-        EngineUnavailableError: it fails to load, or is not a :class:`ScoringEngine` of that name.
+        EngineUnavailableError: it fails to load, or is not a :class:`ScoringEngine` of its
+            entry point's name; one line naming the plugin.
     """
-    where = f"engine plugin {name!r} ({entry.value})"
-    try:
-        found = entry.load()
-        engine = found() if isinstance(found, type) else found
-    except Exception as error:
-        raise EngineUnavailableError(f"{where} failed: {type(error).__name__}: {error_line(error)}") from None
-    if not isinstance(engine, ScoringEngine):
-        raise EngineUnavailableError(f"{where} is {type(engine).__name__}, not a ScoringEngine")
-    if engine.name != name:
-        raise EngineUnavailableError(f"{where} calls itself {engine.name!r}; name its entry point so")
-    return engine
+    return load_entry_point(entry, "engine", ScoringEngine, make=instance, error=EngineUnavailableError)
 
 
 def check_engine(name: str) -> str:
@@ -278,7 +271,7 @@ def get_engine(name: str) -> ScoringEngine:
         return _REGISTRY[name]
     if name == AUTO:
         raise ValueError("'auto' names no engine of its own: resolve it for a device first")
-    return _load_plugin(name, plugin_engines()[name])
+    return _load_plugin(plugin_engines()[name])
 
 
 def engine_import_paths(name: str) -> tuple[str, ...]:

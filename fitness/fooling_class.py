@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fooling.encodings.errors import UserError
 from fooling.fitness._home import fooling_home
 from fooling.fitness._names import resolve_name
 from fooling.fitness.models import (
@@ -130,14 +131,14 @@ def last_linear(network: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     """The network's output layer: ``(parent module, attribute name, layer)``.
 
     Raises:
-        ValueError: the network has no ``nn.Linear`` layer.
+        UserError: the network has no ``nn.Linear`` layer (the user's model cannot be retrained so).
     """
     found = None
     for name, module in network.named_modules():
         if isinstance(module, nn.Linear):
             found = name
     if found is None:
-        raise ValueError(f"{type(network).__name__} has no linear output layer to extend")
+        raise UserError(f"{type(network).__name__} has no linear output layer to extend")
     parent_name, _, attribute = found.rpartition(".")
     parent = network.get_submodule(parent_name) if parent_name else network
     return parent, attribute, getattr(parent, attribute)
@@ -259,27 +260,27 @@ def load_image_folder(
         ``images (n, channels, height, width)`` float in ``[0, 1]`` and ``labels (n,)`` int64.
 
     Raises:
-        ValueError: ``root`` is not in ImageFolder layout (no class folders, a class folder
+        UserError: ``root`` is not in ImageFolder layout (no class folders, a class folder
             without images, files beside the class folders) or an image cannot be read.
         UnknownNameError: a class folder names no class of the model.
     """
     root = Path(root)
     layout = f"--train-dir {root} is not in ImageFolder layout (ROOT/CLASS_NAME/IMAGE.jpg)"
     if not root.is_dir():
-        raise ValueError(f"{layout}: not a folder")
+        raise UserError(f"{layout}: not a folder")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     folders = [p for p in entries if p.is_dir()]
     if not folders:
-        raise ValueError(f"{layout}: no class folders")
+        raise UserError(f"{layout}: no class folders")
     stray = [p.name for p in entries if p.is_file()]
     if stray:
-        raise ValueError(f"{layout}: files beside the class folders ({stray[0]})")
+        raise UserError(f"{layout}: files beside the class folders ({stray[0]})")
     images, labels = [], []
     for folder in folders:
         label = class_index(folder.name, class_names)
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"{layout}: class folder {folder.name} holds no images")
+            raise UserError(f"{layout}: class folder {folder.name} holds no images")
         for path in files:
             try:
                 with Image.open(path) as picture:
@@ -288,7 +289,7 @@ def load_image_folder(
                     )
                     array = np.asarray(picture, dtype=np.float32) / 255.0
             except OSError as error:
-                raise ValueError(f"cannot read image {path}: {error}") from None
+                raise UserError(f"cannot read image {path}: {error}") from None
             images.append(array.reshape(size[0], size[1], channels).transpose(2, 0, 1))
             labels.append(label)
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fooling.encodings.errors import UserError
 from fooling.fitness.models import LoadedModel
 from fooling.fitness.scorer import Scorer
 
@@ -153,18 +154,19 @@ def perturb(
         A :class:`PerturbResult`; ``(images - original).abs().max() <= eps`` always.
 
     Raises:
-        ValueError: ``steps <= 0``, ``eps <= 0``, images of the wrong shape, or a
+        UserError: ``steps <= 0``, ``eps <= 0``, ``lr <= 0`` (the command's flags), or a
             target equal to an image's current label.
+        ValueError: images of the wrong shape (a caller's bug: they are loaded for the model).
     """
     if steps <= 0:
-        raise ValueError(f"steps must be positive, not {steps}")
+        raise UserError(f"steps must be positive, not {steps}")
     if not eps > 0:
-        raise ValueError(f"eps must be positive, not {eps}")
+        raise UserError(f"eps must be positive, not {eps}")
     scorer = _as_scorer(model, device)
     scorer.check_images(images)
     lr = eps / 4 if lr is None else lr
     if not lr > 0:
-        raise ValueError(f"lr must be positive, not {lr}")
+        raise UserError(f"lr must be positive, not {lr}")
     original = images.detach().to(scorer.device, torch.float32)
     batch = original.shape[0]
     with torch.no_grad():
@@ -174,7 +176,7 @@ def perturb(
         target_t = torch.as_tensor(target, device=scorer.device, dtype=torch.int64).expand(batch).clone()
         if (target_t == source).any():
             name = scorer.spec.class_names[int(target_t[target_t == source][0])]
-            raise ValueError(f"the image is already labelled {name!r}: choose another target")
+            raise UserError(f"the image is already labelled {name!r}: choose another target")
     else:
         target_t = torch.full((batch,), -1, device=scorer.device, dtype=torch.int64)
     goal = target_t if targeted else source
@@ -267,14 +269,14 @@ def ascent(
         ``(images (batch, channels, height, width), history)``.
 
     Raises:
-        ValueError: ``steps <= 0``, ``lr <= 0`` or an unknown ``start``.
+        UserError: ``steps <= 0``, ``lr <= 0`` or an unknown ``start`` (the command's flags).
     """
     if steps <= 0:
-        raise ValueError(f"steps must be positive, not {steps}")
+        raise UserError(f"steps must be positive, not {steps}")
     if not lr > 0:
-        raise ValueError(f"lr must be positive, not {lr}")
+        raise UserError(f"lr must be positive, not {lr}")
     if start not in ("noise", "mean"):
-        raise ValueError(f"start must be 'noise' or 'mean', not {start!r}")
+        raise UserError(f"start must be 'noise' or 'mean', not {start!r}")
     scorer = _as_scorer(model, device)
     classes = torch.as_tensor(classes, dtype=torch.int64, device=scorer.device)
     shape = (len(classes), scorer.spec.channels, *scorer.spec.input_size)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from fooling.encodings.errors import UserError
 from fooling.fitness._names import close_names
 from fooling.fitness.limits import MAX_IMAGE_PIXELS
 from fooling.fitness.models import ModelSpec
@@ -165,7 +166,7 @@ def load_model_images(source: str, spec: ModelSpec) -> tuple[torch.Tensor, list[
     interpolation (a timm model's pretrained config, a torchvision weights' transform).
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`load_images`.
+        FileNotFoundError, UserError: see :func:`load_images`.
     """
     return load_images(
         source, spec.channels, spec.input_size, crop_pct=spec.crop_pct, interpolation=spec.interpolation
@@ -194,7 +195,7 @@ def load_images(
 
     Raises:
         FileNotFoundError: no such file or folder.
-        ValueError: a file that is not a readable image, one above :data:`MAX_IMAGE_PIXELS`
+        UserError: a file that is not a readable image, one above :data:`MAX_IMAGE_PIXELS`
             (refused from its header, before decoding), or a folder with no images.
     """
     fit = {"crop_pct": crop_pct, "interpolation": interpolation}
@@ -210,7 +211,7 @@ def load_images(
         sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     )
     if not files:
-        raise ValueError(f"{source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"{source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images = []
     for file in files:
         try:
@@ -220,17 +221,17 @@ def load_images(
             with picture:
                 width, height = picture.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise ValueError(
+                    raise UserError(
                         f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
                         "scale it down first"
                     )
                 array = np.asarray(_decode_reduced(picture, _needed_side(size, crop_pct)))
         except Image.DecompressionBombError:
-            raise ValueError(
+            raise UserError(
                 f"{file} declares too many pixels (limit {MAX_IMAGE_PIXELS:,}); scale it down first"
             ) from None
         except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"{file} is not a readable image ({type(error).__name__})") from None
+            raise UserError(f"{file} is not a readable image ({type(error).__name__})") from None
         images.append(to_model_input(array, channels, size, **fit))
     return torch.stack(images), unique_names(files)
 
@@ -243,7 +244,7 @@ def class_photo_folders(folder: str, spec: ModelSpec) -> dict[int, Path]:
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: no sub-folder holding images is named after a class of ``spec``.
+        UserError: no sub-folder holding images is named after a class of ``spec``.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -257,7 +258,7 @@ def class_photo_folders(folder: str, spec: ModelSpec) -> dict[int, Path]:
         elif any(p.suffix.lower() in IMAGE_SUFFIXES for p in sub.iterdir()):
             found[class_id] = sub
     if not found:
-        raise ValueError(
+        raise UserError(
             f"--real-images {folder}: no sub-folder of images is named after a class of {spec.name} "
             "(expected DIR/CLASS/IMAGE)"
         )
@@ -275,7 +276,7 @@ def real_photo_confidence(scorer: Scorer, photos: dict[int, Path]) -> dict[int, 
         ``{class index: (mean probability of that class over its photos, number of photos)}``.
 
     Raises:
-        ValueError: a file that is not a readable image.
+        UserError: a file that is not a readable image.
     """
     found = {}
     for class_id, folder in photos.items():

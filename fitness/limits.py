@@ -1,8 +1,10 @@
-"""Limits on user input, checked before any work starts (each failure is one ``ValueError`` line)."""
+"""Limits on user input, checked before any work starts (each failure is one ``UserError`` line)."""
 
 from __future__ import annotations
 
 import torch
+
+from fooling.encodings.errors import UserError
 
 # Photos larger than this are refused before decoding (a 12000x12000 RGB photo would
 # need over 5 GB as float): 50 megapixels covers any camera photo.
@@ -21,7 +23,7 @@ def check_device(device: str | None) -> None:
         device: ``None`` (automatic), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``, ``"mps"``.
 
     Raises:
-        ValueError: an unknown device, or a GPU that this machine does not have.
+        UserError: an unknown device, or a GPU that this machine does not have.
     """
     if device is None:
         return
@@ -31,17 +33,17 @@ def check_device(device: str | None) -> None:
     try:
         parsed = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
+        raise UserError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
+            raise UserError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
     elif parsed.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"--device {device}: MPS is not available here (use --device cpu)")
+            raise UserError(f"--device {device}: MPS is not available here (use --device cpu)")
     elif parsed.type != "cpu":
-        raise ValueError(f"--device {device}: not supported (use cpu, cuda or cuda:N)")
+        raise UserError(f"--device {device}: not supported (use cpu, cuda or cuda:N)")
 
 
 def normalise_device(device: str | None) -> str | None:
@@ -50,12 +52,12 @@ def normalise_device(device: str | None) -> str | None:
 
 
 def check_image_size(size: int, flag: str = "--image-size") -> None:
-    """Raise ``ValueError`` unless ``0 <= size <= MAX_IMAGE_SIZE`` (0: the model's size)."""
+    """Raise :class:`UserError` unless ``0 <= size <= MAX_IMAGE_SIZE`` (0: the model's size)."""
     if not 0 <= int(size) <= MAX_IMAGE_SIZE:
-        raise ValueError(f"{flag} must be in [0, {MAX_IMAGE_SIZE}] (0: the model's input size), not {size}")
+        raise UserError(f"{flag} must be in [0, {MAX_IMAGE_SIZE}] (0: the model's input size), not {size}")
 
 
 def check_seed(seed: int, flag: str = "--seed") -> None:
-    """Raise ``ValueError`` unless ``0 <= seed <= MAX_SEED``."""
+    """Raise :class:`UserError` unless ``0 <= seed <= MAX_SEED``."""
     if not 0 <= int(seed) <= MAX_SEED:
-        raise ValueError(f"{flag} must be in [0, {MAX_SEED}], not {seed}")
+        raise UserError(f"{flag} must be in [0, {MAX_SEED}], not {seed}")

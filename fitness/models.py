@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fooling.encodings.errors import UserError
 from fooling.fitness._home import fooling_home
 from fooling.fitness._names import resolve_name
 from fooling.fitness.lenet import LeNet
@@ -22,8 +23,11 @@ logger = logging.getLogger(__name__)
 DIGIT_NAMES = tuple(str(digit) for digit in range(10))
 
 
-class ModelUnavailableError(RuntimeError):
-    """A known model whose weights cannot be had here (not trained yet, no network)."""
+class ModelUnavailableError(UserError, RuntimeError):
+    """A known model whose weights cannot be had here (not trained yet, no network); one line.
+
+    Also a ``RuntimeError``, as it was before :class:`~fooling.encodings.errors.UserError`.
+    """
 
 
 @dataclasses.dataclass(frozen=True)

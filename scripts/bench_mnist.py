@@ -24,7 +24,8 @@ import torch
 from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, positive_int
 from fooling.evo.config import RunConfig
-from fooling.evo.run import evolve, load_or_train, local_backend
+from fooling.evo.models import load_or_train
+from fooling.evo.run import evolve, local_backend
 from fooling.evo.search import LocalBackend, Variation
 from fooling.fitness import Scorer
 from fooling.fitness.engine import keep_freed_memory

@@ -39,7 +39,7 @@ from fooling.evo.cli.parsing import Parser, positive_number
 from fooling.evo.config import RunConfig  # noqa: E402
 from fooling.evo.distributed.backend import RayBackend, init_local_ray, shutdown_ray  # noqa: E402
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
-from fooling.evo.run import load_or_train  # noqa: E402
+from fooling.evo.models import load_or_train  # noqa: E402
 from fooling.evo.search import Search, Variation  # noqa: E402
 from fooling.evo.toolbox import make_toolbox  # noqa: E402
 from fooling.fitness.engine import keep_freed_memory
@@ -84,20 +84,20 @@ class SleepScorer:
 
     SECONDS = 0.1
 
-    def __init__(self, config, model, device, threads, cpu_threads) -> None:
+    def __init__(self, config, model, device, threads, cpu_threads, variation=None) -> None:
         self.cells = len(class_ids(config, model.spec))
         self.rng = np.random.default_rng(0)
 
     def describe(self) -> dict:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": "sleep"}
 
-    def score(self, children):
+    def score(self, children, tasks=None, pool=None):
         started = time.perf_counter()
         out = []
         for batch in children:
             time.sleep(self.SECONDS)
             out.append(self.rng.random((len(batch), self.cells), dtype=np.float32))
-        return out, time.perf_counter() - started, os.getpid()
+        return out, time.perf_counter() - started, os.getpid(), None
 
 
 class InstantScorer(SleepScorer):

@@ -12,7 +12,7 @@ confidence on a user's labelled photos of each class beside the run's fooling co
 It reads the run's newest good checkpoint, so it works on a run still going or stopped.
 
 ``--beside RUN`` compares another run of the same search (e.g. with the default rendering:
-``--color-space rgb --coordinates unit --image-size 0`` after ``--preset paper``) at equal
+``--color-space hsv --coordinates unit --image-size 0`` after ``--preset paper``) at equal
 cost: ``summary.md`` gets a table of both runs' median and mean at the evaluations the
 shorter one reached, with how each renders, and ``progress.png`` its median curve.
 
@@ -32,22 +32,21 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from fooling.encodings import GENOME_CLASSES
 from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, UsageError, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import image_size, make_encoding
 from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.figures import elites_figure
-from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import (
     Checkpoint,
     prune_checkpoints,
     read_latest_checkpoint,
     read_latest_rows,
-    read_stats,
     write_checkpoint,
-    write_stats,
 )
+from fooling.evo.store.tables import read_stats, write_stats
 from fooling.fitness import ModelSpec, Scorer, load_model
 from fooling.fitness.images import (
     BUNDLED_PHOTOS,

@@ -11,7 +11,7 @@ import pyarrow.fs as pafs
 import torch
 from torch import nn
 
-import fooling.evo.store.checkpoint as checkpoint_module
+import fooling.evo.store.location as location_module
 import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.config import RunConfig
 from fooling.evo.experiments.retrain import RetrainResult, RetrainSettings, retrain
@@ -106,16 +106,16 @@ def install_memory_store(monkeypatch, tmp_path: Path, *probing_modules) -> pafs.
     there too, since no child process can reach an in-memory store. Runs in ``tmp_path``.
     """
     store = pafs._MockFileSystem()
-    original = checkpoint_module._filesystem
+    original = location_module._filesystem
 
     def filesystem(uri: str):
         if uri.startswith("mock://"):
             return store, uri.removeprefix("mock://")
         return original(uri)
 
-    monkeypatch.setattr(checkpoint_module, "_filesystem", filesystem)
+    monkeypatch.setattr(location_module, "_filesystem", filesystem)
     monkeypatch.setattr(runfolder_module, "_filesystem", filesystem)
-    for module in (checkpoint_module, *probing_modules):
+    for module in (location_module, *probing_modules):
         monkeypatch.setattr(module, "check_location", lambda location, what="--out": None)
     monkeypatch.chdir(tmp_path)
     return store

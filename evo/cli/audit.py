@@ -6,7 +6,7 @@ import argparse
 
 from fooling.evo.cli.parsing import FIELD_HELP, UsageError, add_scoring_arguments, non_negative_int
 from fooling.evo.experiments.audit import BUDGETS, audit, resume_audit
-from fooling.evo.store.checkpoint import join
+from fooling.evo.store.location import join
 
 # The audit settings a resumed audit keeps, and their defaults for a new one.
 AUDIT_DEFAULTS = {"budget": "small", "real_images": None, "reference": "auto", "seed": 0}

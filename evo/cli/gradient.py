@@ -19,11 +19,12 @@ from fooling.evo.archive import ClassArchive
 from fooling.evo.cli.parsing import UsageError, name_list, non_negative_int, number, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import resolve_classes
+from fooling.evo.models import load_or_train
 from fooling.evo.report.animation import animation_frames, save_gif
 from fooling.evo.report.figures import write_report
-from fooling.evo.run import load_or_train, save_checkpoint
-from fooling.evo.store.checkpoint import is_uri, join, write_bytes
-from fooling.evo.store.runfolder import RunFolderError, RunLock, claim_folder, discard_if_empty
+from fooling.evo.run import save_checkpoint
+from fooling.evo.store.location import is_uri, join, write_bytes
+from fooling.evo.store.runfolder import claimed_run_folder
 from fooling.fitness import class_index
 from fooling.fitness.gradient import ascent, perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_model_images
@@ -44,27 +45,19 @@ def _fresh_folder(out: str, kind: str) -> Iterator[Path]:
     path = Path(out)
     if not is_uri(out) and path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} is a file; choose a folder")
-    created = not is_uri(out) and not path.exists()
-    try:
-        with RunLock(out, kind):
-            try:
-                claim_folder(out, kind)
-            except RunFolderError:
-                raise UsageError(
-                    f"--out {out} already exists and is not empty; choose another folder"
-                ) from None
-            if not is_uri(out):
-                yield path
-                return
-            with tempfile.TemporaryDirectory(prefix="fooling-out-") as staging:
-                yield Path(staging)
-                for file in sorted(Path(staging).rglob("*")):
-                    if file.is_file():
-                        write_bytes(join(out, file.relative_to(staging).as_posix()), file.read_bytes())
-    except BaseException:
-        if created:
-            discard_if_empty(out)
-        raise
+
+    def refused(error: Exception) -> UsageError:
+        return UsageError(f"--out {out} already exists and is not empty; choose another folder")
+
+    with claimed_run_folder(out, kind, refused=refused):
+        if not is_uri(out):
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="fooling-out-") as staging:
+            yield Path(staging)
+            for file in sorted(Path(staging).rglob("*")):
+                if file.is_file():
+                    write_bytes(join(out, file.relative_to(staging).as_posix()), file.read_bytes())
 
 
 def _shown(location: str, local: Path, path: Path) -> str:

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from fooling.encodings import UserError
 from fooling.evo.cli import audit, experiments, gradient
 from fooling.evo.cli.models import add_model_options, apply_model_options
 from fooling.evo.cli.parsing import (
@@ -23,10 +24,8 @@ from fooling.evo.cli.parsing import (
 )
 from fooling.evo.report.figures import write_report
 from fooling.evo.run import evolve, resume_checkpoint
-from fooling.evo.store.checkpoint import check_location
+from fooling.evo.store.location import check_location
 from fooling.fitness import (
-    ModelRunError,
-    ModelUnavailableError,
     error_line,
     get_model_spec,
     lenet_model_name,
@@ -211,7 +210,7 @@ def check_storage(args: argparse.Namespace) -> None:
 
     Raises:
         OSError: a location does not answer or refuses (one line; see
-            :func:`fooling.evo.store.checkpoint.check_location`).
+            :func:`fooling.evo.store.location.check_location`).
     """
     locations = [(flag, getattr(args, name, None)) for name, flag in STORAGE_ARGUMENTS.items()]
     if any(isinstance(value, str) and "://" in value for _, value in locations):
@@ -221,8 +220,10 @@ def check_storage(args: argparse.Namespace) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    # ModelRunError: the user's network raised or gave NaN while scoring (its own line).
-    return (ValueError, LookupError, OSError, ModelUnavailableError, ModelRunError)
+    # The user's mistakes (bad input, damaged files, unknown names, a network that raised or
+    # gave NaN: UserError) and the machine's state (a full disk, an unreachable store: OSError).
+    # Anything else is a bug and keeps its traceback.
+    return (UserError, OSError)
 
 
 def run_command(command: Callable[[], int | None], *, program: str = "fooling", debug: bool = False) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from fooling.encodings import UserError
 from fooling.fitness.sources import (
     FileOptions,
     is_model_file,
@@ -73,7 +74,7 @@ def apply_model_options(args: argparse.Namespace) -> None:
     """Fold the model-file flags into every model file named by ``args`` (``--model``, ``--to``).
 
     Raises:
-        ValueError: flags given with no model file to describe, or bad inline options.
+        UserError: flags given with no model file to describe, or bad inline options.
     """
     options = FileOptions(
         labels=getattr(args, "labels", None),
@@ -94,7 +95,7 @@ def apply_model_options(args: argparse.Namespace) -> None:
         elif isinstance(value, list):
             setattr(args, attribute, rewritten)
     if options.given() and not files:
-        raise ValueError(
+        raise UserError(
             "--labels, --input-size, --channels, --mean and --std describe a model file "
             "(.pt, .ts, .pt2, .onnx) given with --model or --to"
         )

@@ -10,14 +10,14 @@ import types
 import typing
 from typing import Any
 
-from fooling.encodings import encoding_help
+from fooling.encodings import UserError, color_space_help, encoding_help
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import emitter_help
 from fooling.fitness import close_names
 from fooling.fitness.engines import engine_help
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A bad command line, reported as one line."""
 
 
@@ -126,7 +126,6 @@ FIELD_HELP = {
     "image_size": "side of the evolved images in pixels, at most 1024 (0: the model's input size)",
     "preset": "start from a named set of settings; flags given override it (paper: the original "
     "ImageNet CPPN experiment)",
-    "color_space": "colour of 3-channel genomes: rgb, hsv, hls, hls-opencv (CPPN: the original code's)",
     "coordinates": "CPPN x, y inputs: unit ([-1, 1]) or pixel (raw column and row, as the original)",
     "split_weight": "CPPN add-node weights: one (NEAT) or old (the original: old weight on both)",
     "max_nodes": "CPPN capacity in nodes",
@@ -141,6 +140,8 @@ def field_help(name: str) -> str:
         return engine_help()
     if name == "encoding":  # from the encoding registry, plugins included
         return encoding_help().replace("%", "%%")
+    if name == "color_space":  # each registered encoding's own choices
+        return color_space_help().replace("%", "%%")
     if name == "emitter":  # from the emitter registry, plugins included (argparse reads % as a format)
         return emitter_help().replace("%", "%%")
     return FIELD_HELP.get(name, name.replace("_", " "))
@@ -180,12 +181,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: RunConfig | 
             kind = name_list
         else:
             kind = str
+        # A colour space's default is the encoding's own (the help lists it first).
+        default = "the encoding's" if field.name == "color_space" else getattr(defaults, field.name)
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             type=kind,
             default=None,
             metavar=field.name.upper() if not isinstance(hint, types.UnionType) else None,
-            help=f"{field_help(field.name)} (default: {getattr(defaults, field.name)})",
+            help=f"{field_help(field.name)} (default: {default})",
         )
 
 
@@ -204,7 +207,7 @@ def new_config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
 
     Raises:
         UnknownNameError: no such preset.
-        ValueError: a value out of range.
+        UserError: a value out of range.
     """
     overrides = config_overrides(args)
     preset = overrides.pop("preset")

@@ -113,7 +113,13 @@ class _ScorerActor:
     """Scores genomes: an :class:`Evaluator` on this actor's GPU (or CPU)."""
 
     def __init__(
-        self, config: RunConfig, model: LoadedModel, device: str | None, threads: int, cpu_threads: int
+        self,
+        config: RunConfig,
+        model: LoadedModel,
+        device: str | None,
+        threads: int,
+        cpu_threads: int,
+        variation: Variation | None = None,
     ) -> None:
         # Arrays from the object store are read-only views; scoring never writes to them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -126,9 +132,13 @@ class _ScorerActor:
         # CPUs Ray gave them.
         scoring_device = pick_device(device)
         engine = get_engine(resolve_engine(config.engine, scoring_device, model))
-        own_threads = engine.floats_depend_on_threads(scoring_device)
+        # An emitter that refines takes torch gradient steps here, whose floats on the CPU
+        # depend on the thread count as torch's scoring does.
+        refines = variation is not None and variation.emitter.refines and scoring_device.type == "cpu"
+        own_threads = engine.floats_depend_on_threads(scoring_device) or refines
         self.threads = _limit_threads(cpu_threads if own_threads else threads)
         self.evaluator = Evaluator(config, model, device=device)
+        self.variation = variation
 
     def describe(self) -> dict:
         context = ray.get_runtime_context()
@@ -141,14 +151,27 @@ class _ScorerActor:
             "threads": self.threads,
         }
 
-    def score(self, children: list[GenomeBatch]) -> tuple[list[np.ndarray], float, int]:
-        """Probabilities ``(count, num_cells)`` of each task's children, busy seconds and pid.
+    def score(
+        self, children: list[GenomeBatch], tasks: list[Task] | None = None, pool: GenomeBatch | None = None
+    ) -> tuple[list[np.ndarray], float, int, list[GenomeBatch] | None]:
+        """Probabilities ``(count, num_cells)`` of each task's children, busy seconds, pid, refined children.
 
         Each task is one forward batch, so the floats do not depend on how tasks are grouped.
+        With ``tasks`` (an emitter that refines), each batch first goes through the emitter's
+        refinement (:meth:`Variation.refine`) here, beside the network, and the refined
+        children come back; otherwise the last item is ``None``.
         """
         started = time.perf_counter()
+        refined = None
+        if tasks is not None:
+            # Copies: batches from the object store are read-only, and refinement writes.
+            refined = [
+                self.variation.refine(task, batch.copy(), pool, self.evaluator)
+                for task, batch in zip(tasks, children)
+            ]
+            children = refined
         probabilities = [self.evaluator.evaluate(batch) for batch in children]
-        return probabilities, time.perf_counter() - started, os.getpid()
+        return probabilities, time.perf_counter() - started, os.getpid(), refined
 
 
 _Mutator = ray.remote(_MutatorActor)
@@ -271,7 +294,7 @@ def _loopback_only(temp_root: str | None = None) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def init_local_ray(**options) -> str:
+def init_local_ray(**options: object) -> str:
     """Start a Ray instance on this machine that only this machine can reach.
 
     Every process of the instance (GCS, raylet, workers, dashboard and runtime-env
@@ -514,6 +537,7 @@ class RayBackend:
         # Put once: every actor (and every restart) reads the same object. The backend
         # holds these references for its whole life, so restarts always find them.
         self._variation_ref = ray.put(variation)
+        self._refines = variation.emitter.refines
         self._model_ref = ray.put(model_for_actors(model, config.engine))
         self.mutators = [
             _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
@@ -521,7 +545,12 @@ class RayBackend:
         ]
         self.scorers = [
             self._scorer_class.options(num_cpus=share, num_gpus=gpus, **restarts).remote(
-                config, self._model_ref, device, threads, torch.get_num_threads()
+                config,
+                self._model_ref,
+                device,
+                threads,
+                torch.get_num_threads(),
+                variation=self._variation_ref,
             )
             for _ in range(config.scorers)
         ]
@@ -604,7 +633,9 @@ class RayBackend:
                 scorer = int(np.argmin(scorer_load))
                 mutator = int(np.argmin(mutator_load))
                 children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted], pool_ref)
-                probabilities = self.scorers[scorer].score.remote(children)
+                # Parents travel to the scorers only for an emitter that refines beside the network.
+                refine = (chunks[submitted], pool_ref) if self._refines and pool_ref is not None else ()
+                probabilities = self.scorers[scorer].score.remote(children, *refine)
                 count = sum(task.count for task in chunks[submitted])
                 in_flight[probabilities] = _Call(submitted, scorer, mutator, children, mutator_stats, count)
                 scorer_load[scorer] += 1
@@ -627,10 +658,11 @@ class RayBackend:
     def _collect(self, ref: ray.ObjectRef, call: _Call) -> tuple[list[GenomeBatch], list[np.ndarray]]:
         """Fetch one finished call and account for it (restarts show up as a new pid)."""
         try:
-            probabilities, seconds, pid = ray.get(ref, timeout=GET_TIMEOUT_S)
+            probabilities, seconds, pid, refined = ray.get(ref, timeout=GET_TIMEOUT_S)
             children, (mutator_seconds, mutator_pid) = ray.get(
                 [call.children, call.mutator_stats], timeout=GET_TIMEOUT_S
             )
+            children = children if refined is None else refined
         except ray.exceptions.RayActorError as error:
             raise BackendError(
                 f"a Ray actor died more than {self.max_restarts} times (its restart limit), giving up: "

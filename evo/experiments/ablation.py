@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from fooling.encodings import UserError
 from fooling.evo.experiments.elites import (
     FAIR,
     Elites,
@@ -20,14 +21,11 @@ from fooling.evo.experiments.elites import (
     load_elites,
     markdown_table,
 )
+from fooling.evo.models import load_or_train
 from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import ablation_figure
 from fooling.evo.report.figures import percent
-from fooling.evo.run import load_or_train
-from fooling.evo.store.checkpoint import (
-    join,
-    write_bytes,
-)
+from fooling.evo.store.location import join, write_bytes
 from fooling.fitness import Scorer
 from fooling.fitness.occlusion import occlusion_curve, repetition_test
 
@@ -86,19 +84,20 @@ def ablate(
 
     Raises:
         CheckpointError: the run has no readable checkpoint.
-        ValueError: a fraction outside ``[0, 1]`` or ``grid < 1``.
+        UserError: a fraction outside ``[0, 1]``, ``grid < 1`` or more tiles than pixels, or a
+            negative ``tolerance``.
     """
     fractions = np.asarray(sorted(set(fractions_kept), reverse=True), dtype=np.float64)
     if ((fractions < 0) | (fractions > 1)).any():
-        raise ValueError("--keep fractions must lie in [0, 1]")
+        raise UserError("--keep fractions must lie in [0, 1]")
     if grid < 1:
-        raise ValueError(f"--grid must be >= 1, not {grid}")
+        raise UserError(f"--grid must be >= 1, not {grid}")
     if not tolerance >= 0:
-        raise ValueError(f"--tolerance must be >= 0, not {tolerance}")
+        raise UserError(f"--tolerance must be >= 0, not {tolerance}")
     elites = load_elites(run)
     side = min(elites.images.shape[-2:])
     if grid > side:
-        raise ValueError(f"--grid {grid} is more tiles per side than {run}'s {side}-pixel images have pixels")
+        raise UserError(f"--grid {grid} is more tiles per side than {run}'s {side}-pixel images have pixels")
     model = load_or_train(elites.model)
     check_weights(elites, model)
     scorer = Scorer(model, device=device, crops=elites.config.crops, engine=engine)

@@ -39,33 +39,26 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from fooling.encodings import GENOME_CLASSES, UserError
 from fooling.evo.config import RunConfig, check_cluster_choice
-from fooling.evo.experiments.elites import load_elites
+from fooling.evo.experiments.elites import Elites, load_elites
+from fooling.evo.models import load_or_train
 from fooling.evo.report.audit_page import METHOD_NAMES, METHODS, THRESHOLDS, write_html, write_markdown
 from fooling.evo.report.audit_page import png_data_uri as _png_data_uri
-from fooling.evo.run import GENOME_CLASSES, evolve, load_or_train, resume_checkpoint
+from fooling.evo.run import evolve, resume_checkpoint
 from fooling.evo.run import logger as run_logger
-from fooling.evo.store.checkpoint import (
-    CheckpointError,
-    check_location,
-    checkpoint_uris,
-    folder_entries,
-    join,
-    read_bytes,
-    read_latest_checkpoint,
-    write_bytes,
-    write_columns,
-)
+from fooling.evo.store.checkpoint import CheckpointError, checkpoint_uris, read_latest_checkpoint
+from fooling.evo.store.location import check_location, folder_entries, join, read_bytes, write_bytes
 from fooling.evo.store.runfolder import (
     KIND_NAME,
     LOCK_NAME,
     RunFolderError,
     RunLock,
-    claim_folder,
-    discard_if_empty,
+    claimed_run_folder,
     folder_kind,
     remove_stale_temporaries,
 )
+from fooling.evo.store.tables import write_columns
 from fooling.fitness import (
     LoadedModel,
     ModelUnavailableError,
@@ -126,6 +119,8 @@ SETTINGS_KINDS: dict[str, tuple[type, ...]] = {
 }
 # Checkpoints per search: what an interrupted audit loses is at most a tenth of a search.
 CHECKPOINTS_PER_SEARCH = 10
+# What the progress bar counts.
+STAGES = ("CPPN search", "direct search", "gradient ascent", "transfer", "real photos", "report")
 
 
 def read_settings(out: str) -> dict:
@@ -197,14 +192,14 @@ def resume_audit(
 
     Raises:
         RunFolderError: ``out`` holds no audit.
-        ValueError: a setting given that differs from the audit's.
+        UserError: a setting given that differs from the audit's.
         CheckpointError: a search's model file or labels changed since (before loading them).
     """
     check_location(out, "--resume")
     settings = read_settings(out)
     for name, value in (given or {}).items():
         if value is not None and value != settings[name]:
-            raise ValueError(
+            raise UserError(
                 f"--{name.replace('_', '-')} {value} differs from the audit's {settings[name]}; a resumed "
                 "audit keeps its settings (only --device, --engine, --workers, --scorers, --address change)"
             )
@@ -323,25 +318,26 @@ def audit(
         The per-class table, the summary, the folder and the files written.
 
     Raises:
-        ValueError: unknown budget, ``out`` not new or empty (or, with ``resume``, no audit),
-            bad photos folder, an ``address`` with ``workers == 0``.
+        UserError: unknown budget, a reference model with none of the model's classes, bad
+            photos folder, an ``address`` with ``workers == 0``.
+        RunFolderError: ``out`` not new or empty (or, with ``resume``, no audit), or in use.
         CheckpointError: with ``resume``, a search's model file or labels changed since.
         StorageError: a storage URI that cannot be reached or used.
         UnknownNameError, ModelUnavailableError, ModelFileError: a model that cannot be had.
     """
     if budget not in BUDGETS:
-        raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
+        raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
     plan = BUDGETS[budget]
     check_cluster_choice(address, workers)
     check_location(out, "--out")
     entries = folder_entries_or_none(out)
     if not resume and entries is not None and any(name != LOCK_NAME for name in entries):
         if SETTINGS_NAME in entries:
-            raise ValueError(
+            raise RunFolderError(
                 f"--out {out} holds an audit; continue it with fooling audit --resume {out}, "
                 "or choose another folder"
             )
-        raise ValueError(f"--out {out} already exists and is not empty; choose another folder")
+        raise RunFolderError(f"--out {out} already exists and is not empty; choose another folder")
     if resume:
         _check_sources(out, model_name)  # before loading: a changed file must not act
     model = load_or_train(model_name)
@@ -352,122 +348,115 @@ def audit(
             n.lower() for n in model.spec.class_names
         }
         if not shared:
-            raise ValueError(
+            raise UserError(
                 f"--reference {reference} has none of {model.spec.name}'s class names: its "
                 "confidence in a class cannot be read (give a model of the same classes)"
             )
     # The photos are scored before any search, so an unreadable one fails before anything is written.
     photos = class_photo_folders(real_images, model.spec) if real_images is not None else {}
     real = real_photo_confidence(Scorer(model, device=device, engine=engine), photos) if photos else {}
-    created = entries is None
-    try:
-        with RunLock(out, "audit"):
-            claim_folder(out, "audit", resume=resume)
-            if not resume:
-                settings = dict(model=model_name, budget=budget, real_images=real_images,
-                                reference=reference, seed=seed, device=device, engine=engine)  # fmt: skip
-                write_bytes(join(out, SETTINGS_NAME), (json.dumps(settings, indent=1) + "\n").encode())
-            return _audit_locked(
-                model_name, model, out, plan, budget, real_images, real, reference, seed, device,
-                engine, workers, scorers, address, show_progress, resume,
-            )  # fmt: skip
-    except BaseException:
-        if created:
-            discard_if_empty(out)
-        raise
+    with claimed_run_folder(out, "audit", resume=resume):
+        if not resume:
+            settings = dict(model=model_name, budget=budget, real_images=real_images,
+                            reference=reference, seed=seed, device=device, engine=engine)  # fmt: skip
+            write_bytes(join(out, SETTINGS_NAME), (json.dumps(settings, indent=1) + "\n").encode())
+        started = time.perf_counter()
+        count = len(model.spec.class_names)
+        table = _class_table(model.spec.class_names)
+        images: dict[str, dict[int, str]] = {method: {} for method in METHODS}
+        best_images: dict[int, torch.Tensor] = {}
+        notes: list[str] = []
+        has_gradients = differentiable(model)
+        if reference == "auto":
+            reference = _reference_for(model)
+            if reference is None:
+                notes.append(
+                    "no reference model shares this model's class names: no transfer (give --reference)"
+                )
+        elif reference == "none":
+            reference = None
+        with tqdm(total=len(STAGES), desc="audit", unit="stage", disable=not show_progress) as bar:
+            for method in ("cppn", "direct"):
+                bar.set_description(f"audit: {METHOD_NAMES[method]} search")
+                config = RunConfig(
+                    model=model_name, encoding=method, generations=plan.generations,
+                    population=plan.population, seed=seed, out=join(out, method), workers=workers,
+                    scorers=scorers, address=address, device=device, engine=engine,
+                    checkpoint_every=max(1, plan.generations // CHECKPOINTS_PER_SEARCH),
+                )  # fmt: skip
+                # The stage bar says what runs; each run's settings are in its folder.
+                with _quiet(run_logger):
+                    _search(config, resume)
+                _add_elites(table, images[method], best_images, method, load_elites(join(out, method)))
+                bar.update(1)
+            bar.set_description("audit: gradient ascent")
+            if has_gradients:
+                chosen = _evenly(count, plan.ascent_classes)
+                classes = torch.as_tensor(chosen)
+                ascended, history = ascent(model, classes, steps=plan.ascent_steps, seed=seed, device=device)
+                final = history.probabilities[-1].numpy()
+                table.loc[chosen, "ascent"] = final[np.arange(len(chosen)), chosen].astype(np.float64)
+                for row, class_id in enumerate(chosen):
+                    images["ascent"][int(class_id)] = _png_data_uri(ascended[row].cpu())
+            else:
+                notes.append(f"{model.spec.name} has no gradients (ONNX Runtime): no gradient ascent")
+            bar.update(1)
+            bar.set_description("audit: transfer")
+            table["best"] = table[["cppn", "direct"]].max(axis=1)
+            table["best_method"] = np.where(table["direct"] > table["cppn"].fillna(-1), "direct", "cppn")
+            if reference is not None:
+                try:
+                    _transfer(table, best_images, model, reference, device, engine)
+                except ModelUnavailableError as error:
+                    notes.append(f"reference {reference} unavailable here: {error_line(error)}")
+                    reference = None
+            bar.update(1)
+            bar.set_description("audit: real photos")
+            for class_id, (confidence, photo_count) in real.items():  # scored before the searches
+                table.at[class_id, "real"] = confidence
+                table.at[class_id, "real_count"] = photo_count
+            bar.update(1)
+            bar.set_description("audit: report")
+            summary = _summary(
+                model_name, model, table, plan, budget, reference, real_images, notes, has_gradients
+            )
+            summary["seconds"] = round(time.perf_counter() - started, 1)
+            files = _write(out, table, summary, images)
+            bar.update(1)
+        return AuditResult(table=table, summary=summary, out=out, files=files)
 
 
-def _audit_locked(
-    model_name: str,
-    model: LoadedModel,
-    root: str,
-    plan: Budget,
-    budget: str,
-    real_images: str | None,
-    real: dict[int, tuple[float, int]],
-    reference: str | None,
-    seed: int,
-    device: str | None,
-    engine: str,
-    workers: int,
-    scorers: int,
-    address: str | None,
-    show_progress: bool,
-    resume: bool,
-) -> AuditResult:
-    """The body of :func:`audit`, holding the folder's lock."""
-    started = time.perf_counter()
-    names = list(model.spec.class_names)
-    count = len(names)
-    table = pd.DataFrame({"class_id": np.arange(count), "class_name": names})
+def _class_table(names: list[str]) -> pd.DataFrame:
+    """The per-class table before any stage: ids and names, every result NaN, no photos."""
+    table = pd.DataFrame({"class_id": np.arange(len(names)), "class_name": list(names)})
     for column in (*METHODS, "reference", "real"):
         table[column] = np.nan
     table["real_count"] = 0
-    images: dict[str, dict[int, str]] = {method: {} for method in METHODS}
-    best_images: dict[int, torch.Tensor] = {}
-    notes: list[str] = []
-    has_gradients = differentiable(model)
-    if reference == "auto":
-        reference = _reference_for(model)
-        if reference is None:
-            notes.append("no reference model shares this model's class names: no transfer (give --reference)")
-    elif reference == "none":
-        reference = None
-    stages = ["CPPN search", "direct search", "gradient ascent", "transfer", "real photos", "report"]
-    with tqdm(total=len(stages), desc="audit", unit="stage", disable=not show_progress) as bar:
-        for method in ("cppn", "direct"):
-            bar.set_description(f"audit: {METHOD_NAMES[method]} search")
-            config = RunConfig(
-                model=model_name, encoding=method, generations=plan.generations, population=plan.population,
-                seed=seed, out=join(root, method), workers=workers, scorers=scorers, address=address,
-                device=device, engine=engine,
-                checkpoint_every=max(1, plan.generations // CHECKPOINTS_PER_SEARCH),
-            )  # fmt: skip
-            with _quiet(run_logger):  # the stage bar says what runs; each run's settings are in its folder
-                _search(config, resume)
-            elites = load_elites(join(root, method))
-            ids = list(elites.cells)  # every class has a cell: cell = class id (names can repeat)
-            table.loc[ids, method] = elites.fitness.astype(np.float64)
-            for row, class_id in enumerate(ids):
-                images[method][class_id] = _png_data_uri(elites.images[row])
-                if method == "cppn" or not table.at[class_id, "cppn"] >= elites.fitness[row]:
-                    best_images[class_id] = elites.images[row]  # the better of CPPN and direct
-            bar.update(1)
-        bar.set_description("audit: gradient ascent")
-        if has_gradients:
-            chosen = _evenly(count, plan.ascent_classes)
-            classes = torch.as_tensor(chosen)
-            ascended, history = ascent(model, classes, steps=plan.ascent_steps, seed=seed, device=device)
-            final = history.probabilities[-1].numpy()
-            table.loc[chosen, "ascent"] = final[np.arange(len(chosen)), chosen].astype(np.float64)
-            for row, class_id in enumerate(chosen):
-                images["ascent"][int(class_id)] = _png_data_uri(ascended[row].cpu())
-        else:
-            notes.append(f"{model.spec.name} has no gradients (ONNX Runtime): no gradient ascent")
-        bar.update(1)
-        bar.set_description("audit: transfer")
-        table["best"] = table[["cppn", "direct"]].max(axis=1)
-        table["best_method"] = np.where(table["direct"] > table["cppn"].fillna(-1), "direct", "cppn")
-        if reference is not None:
-            try:
-                _transfer(table, best_images, model, reference, device, engine)
-            except ModelUnavailableError as error:
-                notes.append(f"reference {reference} unavailable here: {error_line(error)}")
-                reference = None
-        bar.update(1)
-        bar.set_description("audit: real photos")
-        for class_id, (confidence, photo_count) in real.items():  # scored before the searches
-            table.at[class_id, "real"] = confidence
-            table.at[class_id, "real_count"] = photo_count
-        bar.update(1)
-        bar.set_description("audit: report")
-        summary = _summary(
-            model_name, model, table, plan, budget, reference, real_images, notes, has_gradients
-        )
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        files = _write(root, table, summary, images)
-        bar.update(1)
-    return AuditResult(table=table, summary=summary, out=root, files=files)
+    return table
+
+
+def _add_elites(
+    table: pd.DataFrame,
+    images: dict[int, str],
+    best_images: dict[int, torch.Tensor],
+    method: str,
+    elites: Elites,
+) -> None:
+    """Enter one search's elites: column ``method`` of ``table``, their images, the best images so far.
+
+    Args:
+        table: the per-class table (its ``method`` column is filled).
+        images: class id -> data URI of the method's image (filled).
+        best_images: class id -> the better image of CPPN and direct so far (updated).
+        method: ``"cppn"`` (entered first) or ``"direct"``.
+        elites: the search's elites.
+    """
+    ids = list(elites.cells)  # every class has a cell: cell = class id (names can repeat)
+    table.loc[ids, method] = elites.fitness.astype(np.float64)
+    for row, class_id in enumerate(ids):
+        images[class_id] = _png_data_uri(elites.images[row])
+        if method == "cppn" or not table.at[class_id, "cppn"] >= elites.fitness[row]:
+            best_images[class_id] = elites.images[row]  # the better of CPPN and direct
 
 
 def _check_sources(root: str, model_name: str) -> None:

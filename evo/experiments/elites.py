@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from fooling.encodings import GENOME_CLASSES
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
-from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import CheckpointError, read_latest_rows
 from fooling.fitness import LoadedModel, Scorer, get_model_spec
 

@@ -29,16 +29,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fooling.encodings import GenomeBatch
+from fooling.encodings import GenomeBatch, UserError
 from fooling.evo.config import RunConfig, check_cluster_choice
 from fooling.evo.evaluation import make_encoding
+from fooling.evo.models import load_or_train
+from fooling.evo.rendering import render_uint8
 from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import retrain_figure
 from fooling.evo.report.figures import percent
-from fooling.evo.run import evolve, load_or_train, render_uint8
+from fooling.evo.run import evolve
 from fooling.evo.search import Search
-from fooling.evo.store.checkpoint import checkpoint_uris, exists, join, write_bytes
-from fooling.evo.store.runfolder import RunLock, claim_folder, discard_if_empty, remove_stale_temporaries
+from fooling.evo.store.checkpoint import checkpoint_uris
+from fooling.evo.store.location import join, write_bytes
+from fooling.evo.store.runfolder import RunFolderError, claimed_run_folder
 from fooling.fitness import LoadedModel, ModelSpec, get_model_spec, load_mnist, load_model
 from fooling.fitness.fooling_class import (
     FOOLING_CLASS_NAME,
@@ -101,19 +104,19 @@ class RetrainSettings:
     keep_from: float = 0.5
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first retraining setting out of range.
+        """Raise :class:`UserError` naming the first retraining setting out of range.
 
         The run's own fields were checked when ``run`` was made (:meth:`RunConfig.validate`).
         """
         for name in ("rounds", "steps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"--{name} must be a positive integer, not {getattr(self, name)}")
+                raise UserError(f"--{name} must be a positive integer, not {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"--epochs must be a positive integer, not {self.epochs}")
+            raise UserError(f"--epochs must be a positive integer, not {self.epochs}")
         if not 0 < self.share < 1:
-            raise ValueError(f"--share must be in (0, 1), not {self.share}")
+            raise UserError(f"--share must be in (0, 1), not {self.share}")
         if not 0 <= self.keep_from < 1:
-            raise ValueError(f"keep_from must be in [0, 1), not {self.keep_from}")
+            raise UserError(f"keep_from must be in [0, 1), not {self.keep_from}")
 
     def round_config(self, round_index: int, model: str, classes: list[str]) -> RunConfig:
         """The run of round ``round_index`` (from 1): ``run`` against ``model``, in ``OUT/round-K``.
@@ -249,37 +252,32 @@ def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> Retrai
     of the last finished generation before the ``KeyboardInterrupt`` comes through.
 
     Raises:
-        ValueError: a setting out of range, ``out`` already holding rounds, a non-LeNet model
-            without ``train_dir``, or a ``train_dir`` not in ImageFolder layout.
+        UserError: a setting out of range, a non-LeNet model without ``train_dir``, or a
+            ``train_dir`` not in ImageFolder layout.
+        RunFolderError: ``out`` already holds rounds, other files or another kind of run, or
+            is in use.
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
         KeyboardInterrupt: after the round's checkpoint is written.
     """
     settings.validate()
     run = settings.run
     if checkpoint_uris(join(run.out, "round-1")):
-        raise ValueError(f"--out {run.out} already holds a retraining run; choose another folder")
+        raise RunFolderError(f"--out {run.out} already holds a retraining run; choose another folder")
     spec = get_model_spec(run.model)  # a misspelt name gets suggestions first
     lenet = LENET_PATTERN.match(spec.name) and settings.train_dir is None
     if not lenet and settings.train_dir is None:
-        raise ValueError(f"{run.model} needs --train-dir (an ImageFolder of natural images) to retrain")
+        raise UserError(f"{run.model} needs --train-dir (an ImageFolder of natural images) to retrain")
     check_device(run.device)
     check_cluster_choice(run.address, run.workers)
     # The folder is checked before any model is loaded or trained: bad input fails fast.
     data = _Digits(settings) if lenet else _Folder(settings, spec)
-    created = not exists(run.out)
-    try:
-        with RunLock(run.out, "retrain"):
-            claim_folder(run.out, "retrain")
-            remove_stale_temporaries(run.out)
-            return _retrain_locked(settings, data, show_progress)
-    except BaseException:
-        if created:
-            discard_if_empty(run.out)
-        raise
+    with claimed_run_folder(run.out, "retrain", remove_temporaries=True):
+        rows = _rounds(settings, data, show_progress)
+        return RetrainResult(rows, _write(settings, rows, data.source))
 
 
-def _retrain_locked(settings: RetrainSettings, data: _Digits | _Folder, show_progress: bool) -> RetrainResult:
-    """The body of :func:`retrain`, run while holding the folder's lock."""
+def _rounds(settings: RetrainSettings, data: _Digits | _Folder, show_progress: bool) -> list[dict]:
+    """Evolve against DNN_1, retrain, evolve against DNN_2, ...: one row per network fooled."""
     model = load_or_train(settings.run.model)
     require_extensible(model, "retrain")
     real_classes = model.spec.class_names
@@ -337,8 +335,7 @@ def _retrain_locked(settings: RetrainSettings, data: _Digits | _Folder, show_pro
             )
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
-    uris = _write(settings, rows, data.source)
-    return RetrainResult(rows, uris)
+    return rows
 
 
 def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> list[str]:

@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from fooling.encodings import UserError
 from fooling.evo.experiments.elites import (
     FAIR,
     HIGH,
@@ -22,16 +23,11 @@ from fooling.evo.experiments.elites import (
     markdown_table,
     score_all,
 )
+from fooling.evo.models import load_or_train
 from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import transfer_figure
 from fooling.evo.report.figures import percent
-from fooling.evo.run import load_or_train
-from fooling.evo.store.checkpoint import (
-    exists,
-    join,
-    read_bytes,
-    write_bytes,
-)
+from fooling.evo.store.location import exists, join, read_bytes, write_bytes
 from fooling.fitness import LoadedModel, Scorer, get_model_spec
 
 logger = logging.getLogger(__name__)
@@ -97,11 +93,12 @@ def transfer(
 
     Raises:
         CheckpointError: the run has no readable checkpoint.
-        ValueError: no targets, or a target with another class set without ``map_classes``.
+        UserError: no targets, a target with another class set without ``map_classes``, or
+            one with none of the elites' classes.
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
     """
     if not targets:
-        raise ValueError("give at least one --to MODEL")
+        raise UserError("give at least one --to MODEL")
     elites = load_elites(run)
     source = load_or_train(elites.model)
     check_weights(elites, source)
@@ -109,12 +106,12 @@ def transfer(
     for name in targets:
         spec = get_model_spec(name)  # cheap: checks names and class sets before any training
         if spec.class_names != source.spec.class_names and not map_classes:
-            raise ValueError(
+            raise UserError(
                 f"{spec.name} has other classes ({spec.num_classes}) than {source.spec.name} "
                 f"({source.spec.num_classes}), the run's network; --map-classes matches them by name"
             )
         if not (class_map(source.spec.class_names, spec.class_names, elites.class_names) >= 0).any():
-            raise ValueError(
+            raise UserError(
                 f"{spec.name} has none of the classes of {run}'s elites (matched by name): nothing to compare"
             )
     for name in targets:
@@ -169,7 +166,7 @@ def _transfer_uris(run: str, targets: list[str], text: bytes) -> tuple[str, str]
         md_uri = join(run, f"{name}.md")
         if not exists(md_uri) or read_bytes(md_uri) == text:
             return md_uri, join(run, f"{name}.png")
-    raise ValueError(f"{run} holds too many transfer results named {stem}-N; move some away")
+    raise UserError(f"{run} holds too many transfer results named {stem}-N; move some away")
 
 
 def _write_transfer(result: TransferResult, source: str) -> list[str]:

@@ -14,6 +14,8 @@ import struct
 
 from PIL import Image
 
+from fooling.encodings.errors import UserError
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Largest side of a checkpoint thumbnail the report decodes (the run writes at most 128 px).
 MAX_PNG_SIDE = 1024
@@ -23,7 +25,7 @@ MAX_NAME_LENGTH = 1000
 PAGE_THUMBNAIL_SIDE = 64
 
 
-class UntrustedFieldError(ValueError):
+class UntrustedFieldError(UserError):
     """A checkpoint field of the wrong type or out of range: not something a run writes."""
 
 

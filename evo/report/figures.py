@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 
 from fooling.evo.report.cells import checked_rows, decode_png
 from fooling.evo.report.gallery import write_gallery
-from fooling.evo.store.checkpoint import join, read_latest_rows, read_stats, write_bytes
+from fooling.evo.store.checkpoint import read_latest_rows
+from fooling.evo.store.location import join, write_bytes
+from fooling.evo.store.tables import read_stats
 
 logger = logging.getLogger(__name__)
 

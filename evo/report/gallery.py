@@ -21,7 +21,7 @@ import re
 
 from fooling.evo.report.cells import UntrustedFieldError, page_thumbnail, png_size
 from fooling.evo.report.escape import content_security_policy, script_json
-from fooling.evo.store.checkpoint import delete, join, list_names, write_bytes
+from fooling.evo.store.location import delete, join, list_names, write_bytes
 
 # Folder of the page's thumbnails, beside index.html.
 THUMBNAIL_FOLDER = "thumbs"

@@ -1,8 +1,8 @@
 """Run folders: one writer at a time, one kind of run per folder, no stale temporaries.
 
-Every command that writes a run folder (``evolve``, ``retrain``, ``perturb``, ``ascent``)
-holds :class:`RunLock` on it while it works and records what kind of run the folder
-holds, so that nothing already written is lost:
+Every command that writes a run folder (``evolve``, ``retrain``, ``perturb``, ``ascent``,
+``audit``) holds :class:`RunLock` on it while it works and records what kind of run the folder
+holds, so that nothing already written is lost (:func:`claimed_run_folder` does both):
 
 - ``OUT/.fooling-lock`` holds the owner's pid and host while a command runs. A second
   process refuses at once; a lock left by a dead process on this host is taken over
@@ -29,11 +29,13 @@ import shlex
 import socket
 import stat
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fooling.evo.store.checkpoint import (
+from fooling.encodings.errors import UserError
+from fooling.evo.store.checkpoint import CHECKPOINT_PATTERN
+from fooling.evo.store.location import (
     _FOLDER_FLAGS,
-    CHECKPOINT_PATTERN,
     TEMPORARY_PREFIX,
     _filesystem,
     _link_target,
@@ -56,7 +58,7 @@ RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent", "audit")
 _GONE: dict = {"gone": True}
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError):
     """``--out`` or ``--resume`` points at the wrong kind of folder, or one in use."""
 
 
@@ -439,3 +441,58 @@ def discard_if_empty(out: str) -> None:
             return
     with contextlib.suppress(OSError):
         local.rmdir()
+
+
+@contextlib.contextmanager
+def claimed_run_folder(
+    out: str,
+    kind: str,
+    *,
+    resume: bool = False,
+    remove_temporaries: bool = False,
+    refused: Callable[[RunFolderError], Exception] | None = None,
+) -> Iterator[str]:
+    """Run folder ``out``, locked and claimed for a run of ``kind`` while the body runs.
+
+    Takes :class:`RunLock` on ``out`` (creating it if absent), checks and records the kind of
+    run it holds (:func:`claim_folder`) and, with ``remove_temporaries``, deletes what killed
+    writes left (:func:`remove_stale_temporaries`). The lock is released when the body ends;
+    if it fails (or is interrupted) and this call created ``out``, the folder is removed again
+    while it holds nothing but the lock and kind records (:func:`discard_if_empty`)::
+
+        with claimed_run_folder(config.out, "evolve", resume=resume) as out:
+            ...  # write the run into out
+
+    Args:
+        out: the run folder: a local path or a storage URI.
+        kind: the command's kind of run (one of :data:`RUN_KINDS`).
+        resume: a run of the same kind is being continued (otherwise the folder must be new).
+        remove_temporaries: delete ``.tmp-*`` files left by interrupted writes, once locked.
+        refused: makes the error raised instead of :func:`claim_folder`'s when the folder
+            cannot take the run (a command's own wording); ``None``: that error itself.
+
+    Yields:
+        ``out``.
+
+    Raises:
+        RunLockedError: another live process holds the folder (or its lock is damaged).
+        RunFolderError: ``out`` is a file, or holds other files or another kind of run, or
+            (without ``resume``) already holds a run; or what ``refused`` makes of that.
+        UnsafePathError: (with ``remove_temporaries``) ``out/checkpoints`` is a symbolic link.
+    """
+    created = not exists(out)
+    try:
+        with RunLock(out, kind):
+            try:
+                claim_folder(out, kind, resume=resume)
+            except RunFolderError as error:
+                if refused is None:
+                    raise
+                raise refused(error) from None
+            if remove_temporaries:
+                remove_stale_temporaries(out)
+            yield out
+    except BaseException:
+        if created:
+            discard_if_empty(out)  # a run that wrote nothing leaves nothing behind
+        raise

@@ -6,12 +6,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from fooling.encodings.errors import UserError
 
-class ModelFileError(ValueError):
+
+class ModelFileError(UserError):
     """A model file that cannot be used (missing, not a model, a pickle, bad options); one line."""
 
 
-class GradientUnavailableError(ValueError):
+class GradientUnavailableError(UserError):
     """A model without gradients (scored by ONNX Runtime) asked for them; one line."""
 
 

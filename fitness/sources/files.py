@@ -531,7 +531,7 @@ def file_spec(reference: str) -> ModelSpec:
 
     Raises:
         ModelFileError: missing file, not a model, a pickle, bad options, labels that do not
-            match the outputs, or an input size the model rejects.
+            match the outputs, an input size the model rejects, or other than 1 or 3 channels.
     """
     path, options = split_reference(reference)
     network = _load_file_network(path)
@@ -544,6 +544,10 @@ def file_spec(reference: str) -> ModelSpec:
             f"({KIND_NAMES[network.kind]} file)"
         )
     channels = options.channels or (shape[1] if len(shape) == 4 and shape[1] is not None else 3)
+    if channels not in (1, 3):  # every image here is gray or RGB (an RGBA input cannot be fed)
+        raise ModelFileError(
+            f"{network.shown} takes {channels}-channel images; only 1 (gray) or 3 (RGB) can be used"
+        )
     batch = network.fixed_batch or 2
     hint = f"--input-size {input_size[0]},{input_size[1]}, --channels {channels}"
     try:

@@ -11,7 +11,8 @@ import importlib.metadata
 
 from torch import nn
 
-from fooling.fitness._plugins import entry_points, import_paths
+from fooling.encodings.plugins import entry_points, load_entry_point
+from fooling.fitness._plugins import import_paths
 from fooling.fitness.models import ModelSpec, ModelUnavailableError
 from fooling.fitness.sources.common import reason
 
@@ -28,22 +29,18 @@ def plugin_spec(name: str) -> ModelSpec | None:
 
     Raises:
         ModelUnavailableError: the entry point fails to load or to make its spec, or returns
-            something other than a :class:`ModelSpec`.
+            something other than a :class:`ModelSpec`; one line naming the plugin.
     """
     entry = plugin_entry_points().get(name)
     if entry is None:
         return None
-    try:
-        spec = entry.load()()
-    except Exception as error:
-        raise ModelUnavailableError(
-            f"plugin model {name!r} ({entry.value}) failed: {type(error).__name__}: {reason(error)}"
-        ) from None
-    if not isinstance(spec, ModelSpec):
-        raise ModelUnavailableError(
-            f"plugin model {name!r} ({entry.value}) returned {type(spec).__name__}, not a ModelSpec"
-        )
+    spec = load_entry_point(entry, "model", ModelSpec, make=_call, named=False, error=ModelUnavailableError)
     return dataclasses.replace(spec, build=functools.partial(_build_plugin, name, entry.value, spec.build))
+
+
+def _call(factory):
+    """What the entry point's object makes when called with no arguments (a model plugin's spec)."""
+    return factory()
 
 
 def _build_plugin(name: str, where: str, build) -> nn.Module:
@@ -53,11 +50,11 @@ def _build_plugin(name: str, where: str, build) -> nn.Module:
         raise
     except Exception as error:
         raise ModelUnavailableError(
-            f"plugin model {name!r} ({where}) failed to build: {type(error).__name__}: {reason(error)}"
+            f"model plugin {name!r} ({where}) failed to build: {type(error).__name__}: {reason(error)}"
         ) from None
     if not isinstance(network, nn.Module):
         raise ModelUnavailableError(
-            f"plugin model {name!r} ({where}) built {type(network).__name__}, not a torch.nn.Module"
+            f"model plugin {name!r} ({where}) built {type(network).__name__}, not a torch.nn.Module"
         )
     return network.eval()
 

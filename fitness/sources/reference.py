@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fooling.encodings.errors import UserError
+
 TIMM_PREFIX = "timm:"
 TORCHVISION_PREFIX = "torchvision:"
 # Reference prefix -> the kind of source it names (each kind's resolver: sources.resolve).
@@ -39,7 +41,7 @@ def parse_input_size(text: str) -> tuple[int, int]:
     """``"H,W"`` (or ``"S"`` for a square) -> ``(H, W)``.
 
     Raises:
-        ValueError: not one or two positive integers.
+        UserError: not one or two positive integers.
     """
     try:
         sides = tuple(int(part) for part in text.replace("x", ",").split(","))
@@ -48,7 +50,7 @@ def parse_input_size(text: str) -> tuple[int, int]:
     if len(sides) == 1:
         sides = sides * 2
     if len(sides) != 2 or min(sides) < 1 or max(sides) > 4096:
-        raise ValueError(f"--input-size expects H,W (two integers in 1..4096), got {text!r}")
+        raise UserError(f"--input-size expects H,W (two integers in 1..4096), got {text!r}")
     return (sides[0], sides[1])
 
 
@@ -56,10 +58,10 @@ def parse_channels(text: str) -> int:
     """``"1"`` or ``"3"`` -> the channel count.
 
     Raises:
-        ValueError: anything else.
+        UserError: anything else.
     """
     if text.strip() not in ("1", "3"):
-        raise ValueError(f"--channels expects 1 (gray) or 3 (RGB), got {text!r}")
+        raise UserError(f"--channels expects 1 (gray) or 3 (RGB), got {text!r}")
     return int(text)
 
 
@@ -67,14 +69,14 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
     """``"0.5"`` or ``"0.485,0.456,0.406"`` -> finite floats.
 
     Raises:
-        ValueError: not a comma-separated list of finite numbers.
+        UserError: not a comma-separated list of finite numbers.
     """
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
     if not values or not all(np.isfinite(values)):
-        raise ValueError(f"{what} expects comma-separated numbers, got {text!r}")
+        raise UserError(f"{what} expects comma-separated numbers, got {text!r}")
     return values
 
 
@@ -121,7 +123,7 @@ def parse_options(query: str) -> FileOptions:
     """The inverse of :meth:`FileOptions.query`.
 
     Raises:
-        ValueError: an unknown key or a bad value.
+        UserError: an unknown key or a bad value.
     """
     fields: dict = {}
     for part in filter(None, query.split("&")):
@@ -136,7 +138,7 @@ def parse_options(query: str) -> FileOptions:
         elif key in ("mean", "std"):
             fields[key] = parse_floats(value, f"--{key}")
         else:
-            raise ValueError(f"unknown model option {key!r} (known: labels, input-size, channels, mean, std)")
+            raise UserError(f"unknown model option {key!r} (known: labels, input-size, channels, mean, std)")
     return FileOptions(**fields)
 
 
@@ -144,7 +146,7 @@ def split_reference(reference: str) -> tuple[str, FileOptions]:
     """``"PATH?options"`` -> ``(PATH, options)``.
 
     Raises:
-        ValueError: bad options.
+        UserError: bad options.
     """
     path, _, query = reference.partition("?")
     return path, parse_options(query)
@@ -178,11 +180,11 @@ def with_options(model: str, options: FileOptions) -> str:
     """``model`` with the command line's file ``options`` folded in (files only).
 
     Raises:
-        ValueError: options given for a model that is not a file.
+        UserError: options given for a model that is not a file.
     """
     if not is_model_file(model):
         if options.given():
-            raise ValueError(
+            raise UserError(
                 f"--labels, --input-size, --channels, --mean and --std describe model files "
                 f"(.pt, .ts, .pt2, .onnx), not {model!r}"
             )

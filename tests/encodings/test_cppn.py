@@ -18,7 +18,7 @@ from fooling.encodings._threads import in_threads
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve, resume_config
-from fooling.evo.store.checkpoint import genome_columns
+from fooling.evo.store.genomes import genome_columns
 
 GRAY = CPPNEncoding(outputs=1, height=9, width=7, max_nodes=24, max_edges=64)
 COLOUR = CPPNEncoding(outputs=3, height=8, width=8, max_nodes=24, max_edges=64, color_space="rgb")

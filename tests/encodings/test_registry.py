@@ -5,14 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fooling.encodings import ENCODINGS, GENOME_CLASSES, CPPNGenomes, DirectGenomes, Encoding
+from fooling.encodings import (
+    ENCODINGS,
+    GENOME_CLASSES,
+    CPPNEncoding,
+    CPPNGenomes,
+    DirectGenomes,
+    Encoding,
+    EncodingSpec,
+    color_space_help,
+)
 
 SETTINGS = dict(
     mutation_probability=0.1,
     mutation_eta=15.0,
     halve_mutation_every=0,
     crossover_eta=10.0,
-    color_space="rgb",
+    color_space=None,  # each encoding's default
     coordinates="unit",
     split_weight="one",
     max_nodes=48,
@@ -23,7 +32,7 @@ SETTINGS = dict(
 @pytest.mark.parametrize("name", sorted(ENCODINGS))
 def test_built_in_encodings_follow_the_protocol(name):
     spec = ENCODINGS[name]
-    assert spec.name == name and "rgb" in spec.color_spaces
+    assert spec.name == name and spec.default_color_space == spec.color_spaces[0]
     encoding = spec.build(SETTINGS, 3, (8, 8))
     assert isinstance(encoding, Encoding) and isinstance(encoding, spec.encoding_class)
     genomes = encoding.random(4, np.random.default_rng(0))
@@ -36,8 +45,34 @@ def test_genome_classes_are_the_registered_ones():
     assert dict(GENOME_CLASSES) == {"DirectGenomes": DirectGenomes, "CPPNGenomes": CPPNGenomes}
 
 
-def test_the_cppn_default_colour_space_still_means_hsv():
-    # Old checkpoints store color_space "rgb" for CPPN runs scored with HSV outputs.
+def test_each_encoding_names_its_own_colour_spaces_and_default():
+    assert ENCODINGS["direct"].color_spaces == ("rgb", "hsv")
+    assert ENCODINGS["cppn"].color_spaces == ("hsv", "hls", "hls-opencv")
+    assert ENCODINGS["direct"].build(SETTINGS, 3, (8, 8)).color_space == "rgb"
     assert ENCODINGS["cppn"].build(SETTINGS, 3, (8, 8)).color_space == "hsv"
-    hsv = ENCODINGS["direct"].build({**SETTINGS, "color_space": "hsv"}, 3, (8, 8))
-    assert hsv.color_space == "hsv"
+    for spec in ENCODINGS.values():
+        for space in spec.color_spaces:
+            assert spec.build({**SETTINGS, "color_space": space}, 3, (8, 8)).color_space == space
+    # "rgb" is one rendering, RGB genes: the CPPN builder does not take it (old CPPN runs'
+    # "rgb", which meant HSV outputs, is mapped when their config is read).
+    assert ENCODINGS["cppn"].renamed_color_spaces == {"rgb": "hsv"}
+    with pytest.raises(ValueError, match="'rgb' is not one of"):
+        ENCODINGS["cppn"].build({**SETTINGS, "color_space": "rgb"}, 3, (8, 8))
+    assert color_space_help().endswith("direct: rgb, hsv | cppn: hsv, hls, hls-opencv")
+
+
+def test_a_spec_checks_its_colour_spaces():
+    def build(settings, channels, size):
+        raise AssertionError("not built")
+
+    spec = EncodingSpec("grey", "one", CPPNEncoding, build)
+    assert (spec.color_spaces, spec.default_color_space) == (("rgb",), "rgb")
+    assert EncodingSpec("two", "two", CPPNEncoding, build, ("a", "b"), "b").default_color_space == "b"
+    for wrong in (
+        dict(color_spaces=()),
+        dict(default_color_space="c"),
+        dict(renamed_color_spaces={"a": "b"}),  # "a" is still a choice
+        dict(renamed_color_spaces={"old": "c"}),  # "c" is none
+    ):
+        with pytest.raises(ValueError):
+            EncodingSpec("bad", "bad", CPPNEncoding, build, **{"color_spaces": ("a", "b"), **wrong})

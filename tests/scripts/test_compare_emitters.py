@@ -17,9 +17,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_docs_only_without_results_keeps_the_doc(tmp_path):
     doc = tmp_path / "emitters.md"
     doc.write_text("the table of earlier runs\n")
-    result = _run("--docs-only", "--out", str(tmp_path / "empty"), "--doc", str(doc))
-    assert result.returncode == 2
     store = tmp_path / "empty" / "results.json"
+    result = _run("--docs-only", "--out", str(tmp_path / "empty"), "--results", str(store), "--doc", str(doc))
+    assert result.returncode == 2
     assert result.stderr.strip() == (
         "compare_emitters: error: no finished run of 40000 evaluations at 64 px in "
         f"{store}; {doc} left as it is"
@@ -40,11 +40,11 @@ def test_results_of_another_protocol_are_refused(tmp_path):
     }
     store.write_text(json.dumps({"paper/0/40000/64": run}))
     doc = tmp_path / "emitters.md"
-    result = _run("--docs-only", "--out", str(tmp_path), "--doc", str(doc))
+    result = _run("--docs-only", "--out", str(tmp_path), "--results", str(store), "--doc", str(doc))
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"compare_emitters: error: {store} holds runs of another --model or --population "
-        "(paper/0/40000/64, ...); use another --out"
+        "(paper/0/40000/64, ...); use another --results file"
     )
     assert not doc.exists()
 
@@ -53,11 +53,11 @@ def test_unreadable_results_and_bad_numbers_are_one_line(tmp_path):
     store = tmp_path / "results.json"
     for content in ("{not json", "[1, 2]"):
         store.write_text(content)
-        result = _run("--docs-only", "--out", str(tmp_path), "--doc", str(tmp_path / "d.md"))
+        result = _run("--docs-only", "--results", str(store), "--doc", str(tmp_path / "d.md"))
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "restore it, or use another --out" in result.stderr
+        assert "restore it, or use another --results file" in result.stderr
         assert store.read_text() == content  # left for the user to restore
-    result = _run("--population", "0", "--out", str(tmp_path / "x"))  # was a ZeroDivisionError
+    result = _run("--population", "0", "--out", str(tmp_path / "x"), "--results", str(tmp_path / "r.json"))
     assert result.returncode == 2 and "expected a positive integer" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -74,7 +74,8 @@ def test_a_finished_run_missing_from_the_results_is_never_deleted(tmp_path, fool
     evolve(config, show_progress=False)
     before = sorted(p.name for p in out.rglob("*"))
     result = _run("--methods", "paper", "--seeds", "0", "--evaluations", "8", "--population", "4",
-                  "--image-size", "8", "--out", str(tmp_path), "--doc", str(tmp_path / "d.md"))  # fmt: skip
+                  "--image-size", "8", "--out", str(tmp_path), "--results", str(tmp_path / "results.json"),
+                  "--doc", str(tmp_path / "d.md"))  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "holds a finished run" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in out.rglob("*")) == before

@@ -302,6 +302,7 @@ def _generation_tasks(population: int, batch_size: int, parent_cells: np.ndarray
             min(batch_size, population - start),
             parent_cells[start : start + batch_size],
             parent_cells[start : start + batch_size],
+            offset=start,
         )  # fmt: skip
         for index, start in enumerate(starts)
     ]
@@ -405,7 +406,6 @@ def test_unknown_emitter_suggests_close_names():
     ("arguments", "message"),
     [
         (["--emitter", "gradiant"], "unknown emitter 'gradiant'; did you mean 'gradient'"),
-        (["--emitter", "gradient", "--workers", "2"], "--emitter gradient does not run on Ray yet"),
         (["--emitter", "finetune", "--encoding", "direct"], "it needs --encoding cppn"),
         (["--emitter", "ascent", "--population", "12"], "--population must be a multiple of 8, not 12"),
     ],

@@ -16,7 +16,8 @@ from fooling.encodings import DirectGenomes
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
-from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, genome_columns, read_latest_checkpoint
+from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, read_latest_checkpoint
+from fooling.evo.store.genomes import genome_columns
 
 TINY = dict(model="mnist-lenet", population=40, batch_size=20, seed=3)
 

@@ -14,6 +14,7 @@ or regenerate after an intended change of behaviour (delete the old sets first):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from fooling.evo import RunConfig, evolve
-from fooling.evo.run import GENOME_CLASSES
+from fooling.evo.run import GENOME_CLASSES, resume_config
 from fooling.evo.store.checkpoint import read_latest_checkpoint
 from fooling.fitness import load_model, train_lenet
 
@@ -54,6 +55,22 @@ def test_archive_equals_the_golden_checkpoint(fooling_home, tmp_path, name):
     search = evolve(config(name, tmp_path / name), show_progress=False)
     assert golden.generation == search.generation - 1 and golden.next_id == search.next_id
     assert golden.archive.equals(search.archive)
+
+
+def test_an_old_cppn_checkpoint_resumes_bit_identically(fooling_home, tmp_path):
+    # The goldens were written when the config default "rgb" meant HSV outputs for CPPNs; they
+    # read as "hsv", the name of that rendering now, and go on as an uninterrupted run.
+    folder = GOLDEN / load_model("mnist-lenet").weights_hash / "mnist-cppn"
+    if not folder.is_dir():
+        pytest.skip("no goldens for this machine's mnist-lenet weights")
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    stored = read_latest_checkpoint(str(old), GENOME_CLASSES).config
+    assert (stored.encoding, stored.color_space) == ("cppn", "hsv")
+    resumed = evolve(resume_config(str(old), generations=7), resume=True, show_progress=False)
+    straight = evolve(dataclasses.replace(config("mnist-cppn", tmp_path / "straight"), generations=7),
+                      show_progress=False)  # fmt: skip
+    assert resumed.archive.equals(straight.archive) and resumed.next_id == straight.next_id
 
 
 def test_every_golden_set_is_filed_under_its_weights():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fooling.encodings import ENCODING_GROUP, ENCODINGS, GENOME_CLASSES, registered_encodings
+from fooling.encodings.plugins import PluginError
 from fooling.evo import RunConfig, evolve
 from fooling.evo.cli.main import build_parser
 from fooling.evo.emitters import EMITTER_GROUP, EMITTERS, get_emitter, registered_emitters
@@ -86,7 +87,16 @@ def test_help_lists_exactly_the_registered_emitters(capsys):
 def test_help_lists_a_plugin_emitter(capsys, twice_emitter):
     names = listed_names(option_help(capsys, "--emitter"), "how children are made: ")
     assert names == [*EMITTERS, "twice"]
-    assert get_emitter("TWICE").runs_on_ray  # it does not refine: nothing keeps it off Ray
+    assert not get_emitter("TWICE").refines
+
+
+def test_a_misnamed_emitter_plugin_is_one_line(tmp_path, monkeypatch):
+    install_plugin(tmp_path / "site", monkeypatch, module="twice_emitter", source=EMITTER_PLUGIN,
+                   group=EMITTER_GROUP, entries={"thrice": "TwiceEmitter"})  # fmt: skip
+    with pytest.raises(
+        PluginError, match=r"emitter plugin 'thrice' \(twice_emitter:TwiceEmitter\) calls itself"
+    ):
+        registered_emitters()
 
 
 def test_plugin_emitter_runs_and_resumes_bit_identically(fooling_home, tmp_path, twice_emitter):

@@ -29,7 +29,7 @@ from netcheck import (
 
 import fooling.evo.distributed.backend as distributed
 import fooling.evo.run as run_module
-import fooling.evo.store.checkpoint as checkpoint_module
+import fooling.evo.store.location as location_module
 import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
@@ -224,7 +224,7 @@ def test_driver_killed_with_sigkill_resumes_to_the_same_archive(ray_session, foo
 def test_checkpoints_on_a_pyarrow_filesystem_uri(ray_session, reference, tmp_path, monkeypatch):
     """``--out`` on a non-local filesystem: an in-memory pyarrow filesystem stands in for S3."""
     store = pafs._MockFileSystem()
-    original = checkpoint_module._filesystem
+    original = location_module._filesystem
     opened = []
 
     def filesystem(uri):
@@ -233,7 +233,7 @@ def test_checkpoints_on_a_pyarrow_filesystem_uri(ray_session, reference, tmp_pat
             return store, uri.removeprefix("mock://")
         return original(uri)
 
-    monkeypatch.setattr(checkpoint_module, "_filesystem", filesystem)
+    monkeypatch.setattr(location_module, "_filesystem", filesystem)
     monkeypatch.setattr(runfolder_module, "_filesystem", filesystem)  # the run-folder lock's store
     out = "mock://bucket/runs/a"
     evolve(config(tmp_path, "unused", out=out, generations=3, workers=1), show_progress=False)

@@ -13,7 +13,7 @@ from small_setups import install_memory_store
 import fooling.evo.experiments.audit as audit_module
 from fooling.evo.cli import main
 from fooling.evo.experiments.audit import Budget
-from fooling.evo.store.checkpoint import read_bytes
+from fooling.evo.store.location import read_bytes
 
 ARGUMENTS = ["audit", "--model", "mnist-lenet", "--reference", "none", "--no-progress"]
 RESULTS = ("audit.parquet", "summary.json", "report.md", "report.html")

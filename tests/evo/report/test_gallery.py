@@ -15,7 +15,7 @@ from fooling.evo.report.cells import PAGE_THUMBNAIL_SIDE, checked_rows
 from fooling.evo.report.figures import write_report
 from fooling.evo.report.gallery import PAGE_SIZE, write_gallery
 from fooling.evo.run import evolve
-from fooling.evo.store.checkpoint import thumbnail_png
+from fooling.evo.store.thumbnails import thumbnail_png
 
 MEGABYTE = 1024 * 1024
 

@@ -23,20 +23,20 @@ from fooling.evo.archive import ClassArchive
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
-from fooling.evo.run import GENOME_CLASSES, render_uint8, resume_checkpoint
+from fooling.evo.rendering import render_uint8
+from fooling.evo.run import GENOME_CLASSES, resume_checkpoint
 from fooling.evo.store.checkpoint import (
     FORMAT_VERSION,
     METADATA_KEY,
     Checkpoint,
     CheckpointError,
-    ThumbnailCache,
     checkpoint_uris,
     read_checkpoint_file,
     read_latest_checkpoint,
     read_latest_rows,
-    thumbnail_png,
     write_checkpoint,
 )
+from fooling.evo.store.thumbnails import ThumbnailCache, thumbnail_png
 from fooling.fitness import get_model_spec
 
 ROOT = Path(__file__).resolve().parents[3]

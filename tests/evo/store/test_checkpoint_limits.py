@@ -16,7 +16,8 @@ import pytest
 
 from fooling.evo.cli import main
 from fooling.evo.run import GENOME_CLASSES
-from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint_file, read_stats
+from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint_file
+from fooling.evo.store.tables import read_stats
 
 TINY = ["--population", "20", "--batch-size", "10", "--no-progress", "--no-report"]
 

@@ -22,22 +22,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import fooling.evo.store.checkpoint as checkpoint_module
+import fooling.evo.store.location as location_module
 from fooling.evo.cli import main
 from fooling.evo.run import GENOME_CLASSES
 from fooling.evo.store.checkpoint import (
-    CHECKSUM_COLUMN,
     METADATA_CHECKSUM_KEY,
     METADATA_KEY,
     CheckpointError,
-    UnsafePathError,
     checkpoint_uris,
     prune_checkpoints,
     read_checkpoint_file,
     read_latest_checkpoint,
     read_latest_rows,
-    write_bytes,
 )
+from fooling.evo.store.genomes import CHECKSUM_COLUMN
+from fooling.evo.store.location import UnsafePathError, write_bytes
 from fooling.evo.store.runfolder import LOCK_NAME, RunLock, RunLockedError, remove_stale_temporaries
 
 TINY = ["--population", "20", "--batch-size", "10", "--no-progress"]
@@ -442,9 +441,9 @@ def test_a_full_disk_names_the_file_and_loses_nothing(run, capsys, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(handle, data)
 
-    original = checkpoint_module._write_all
+    original = location_module._write_all
 
-    monkeypatch.setattr(checkpoint_module, "_write_all", full)
+    monkeypatch.setattr(location_module, "_write_all", full)
     capsys.readouterr()
     assert main(["evolve", "--resume", str(run), "--generations", "5", *TINY, "--no-report"]) == 2
     line = one_error_line(capsys)

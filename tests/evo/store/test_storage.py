@@ -20,9 +20,10 @@ import pyarrow.fs as pafs
 import pytest
 from small_setups import install_memory_store
 
-import fooling.evo.store.checkpoint as checkpoint_module
+import fooling.evo.store.location as location_module
 from fooling.evo.cli import main
-from fooling.evo.store.checkpoint import StorageError, check_location, read_latest_checkpoint_rows
+from fooling.evo.store.checkpoint import read_latest_checkpoint_rows
+from fooling.evo.store.location import StorageError, check_location
 
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 2.0
@@ -186,7 +187,7 @@ def test_local_paths_are_not_probed(monkeypatch, tmp_path):
     def no_child(*args, **kwargs):
         raise AssertionError("a local path needs no probe process")
 
-    monkeypatch.setattr(checkpoint_module.subprocess, "run", no_child)
+    monkeypatch.setattr(location_module.subprocess, "run", no_child)
     check_location(str(tmp_path / "run"))
     check_location(f"file://{tmp_path}/run")
 

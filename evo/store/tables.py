@@ -1,0 +1,80 @@
+"""Parquet tables of a run folder other than checkpoints: per-generation statistics, result tables."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fooling.evo.store.location import exists, is_link, join, read_bytes, write_bytes
+from fooling.evo.store.validation import is_count
+from fooling.fitness import error_line
+
+logger = logging.getLogger(__name__)
+
+
+def write_columns(uri: str, columns: dict[str, np.ndarray | list]) -> None:
+    """Write a Parquet table of ``columns`` to ``uri``, atomically.
+
+    ``columns`` maps each name to one value per row, all of one length; the table is for
+    readers such as pandas, pyarrow and duckdb.
+
+    Raises:
+        ValueError: columns of different lengths or of values Parquet cannot hold.
+    """
+    try:
+        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    except (pa.ArrowException, TypeError) as error:
+        raise ValueError(f"{uri}: {error_line(error)}") from None
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes(uri, buffer.getvalue())
+
+
+def write_stats(out: str, records: list[dict]) -> None:
+    """Write the per-generation statistics table ``out/stats.parquet``."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(records), buffer, write_page_checksum=True)
+    write_bytes(join(out, "stats.parquet"), buffer.getvalue(), root=out)
+
+
+def read_stats(out: str, *, resuming: bool = False) -> list[dict]:
+    """Rows of ``out/stats.parquet``, one dict per generation.
+
+    Empty, with a warning naming the file, when it is missing (warned only when ``resuming``)
+    or unreadable, as unreadable checkpoints are skipped.
+
+    Args:
+        out: the run folder: a local path or a storage URI.
+        resuming: the run goes on and will rewrite the file: a missing one is worth a
+            warning, and an unreadable one is first kept as ``stats.corrupt-N.parquet``.
+    """
+    uri = join(out, "stats.parquet")
+    if is_link(uri):  # never followed: its target is not this run's to read (or copy)
+        logger.warning("skipping %s: a symbolic link (never followed inside a run folder)", uri)
+        return []
+    try:
+        data = read_bytes(uri)
+    except FileNotFoundError:
+        if resuming:
+            logger.warning("%s is missing: the per-generation statistics start afresh", uri)
+        return []
+    try:
+        records = pq.read_table(io.BytesIO(data), page_checksum_verification=True).to_pylist()
+        if not all(is_count(record.get("gen")) for record in records):
+            raise ValueError("a row without a generation number (column gen)")
+        return records
+    except Exception as error:
+        message = error_line(error)
+        kept = ""
+        if resuming:
+            number = 1
+            while exists(join(out, f"stats.corrupt-{number}.parquet")):
+                number += 1
+            write_bytes(join(out, f"stats.corrupt-{number}.parquet"), data, root=out)
+            kept = f"; kept as stats.corrupt-{number}.parquet, the statistics start afresh"
+        logger.warning("skipping %s: not a readable Parquet table (%s)%s", uri, message, kept)
+        return []

@@ -1,0 +1,103 @@
+"""claimed_run_folder: lock, claim; on failure, remove only a folder this call created, while empty."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fooling.encodings import UserError
+from fooling.evo.store.runfolder import (
+    KIND_NAME,
+    LOCK_NAME,
+    RunFolderError,
+    RunLockedError,
+    claimed_run_folder,
+    folder_kind,
+)
+
+
+class Boom(Exception):
+    pass
+
+
+def test_the_body_runs_locked_in_a_claimed_folder_and_the_lock_goes_after(tmp_path):
+    out = str(tmp_path / "run")
+    with claimed_run_folder(out, "ascent") as folder:
+        assert folder == out
+        assert (tmp_path / "run" / LOCK_NAME).is_file()
+        assert folder_kind(out) == "ascent"
+        (tmp_path / "run" / "result.txt").write_text("done")
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    assert json.loads((tmp_path / "run" / KIND_NAME).read_text()) == {"kind": "ascent"}
+
+
+def test_a_failure_removes_the_folder_it_created_while_empty(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Boom), claimed_run_folder(str(out), "evolve"):
+        raise Boom
+    assert not out.exists()
+
+
+def test_a_failure_keeps_a_folder_that_was_there_or_that_got_files(tmp_path):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(Boom), claimed_run_folder(str(existing), "evolve"):
+        raise Boom
+    assert existing.is_dir()
+    written = tmp_path / "written"
+    with pytest.raises(Boom), claimed_run_folder(str(written), "evolve"):
+        (written / "stats.parquet").write_bytes(b"x")
+        raise Boom
+    assert (written / "stats.parquet").is_file()
+
+
+def test_a_ctrl_c_in_the_body_also_cleans_up(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), claimed_run_folder(str(out), "retrain"):
+        raise KeyboardInterrupt
+    assert not out.exists()
+
+
+def test_a_folder_of_another_kind_is_refused_before_the_body(tmp_path):
+    out = str(tmp_path / "run")
+    with claimed_run_folder(out, "perturb"):
+        pass
+    refusal = pytest.raises(RunFolderError, match="holds a perturb run, not an audit run")
+    with refusal, claimed_run_folder(out, "audit"):
+        pytest.fail("the body of a refused folder ran")
+    assert issubclass(RunFolderError, UserError) and issubclass(RunLockedError, RunFolderError)
+
+
+def test_refused_words_the_error_and_resume_continues(tmp_path):
+    out = str(tmp_path / "run")
+    with claimed_run_folder(out, "perturb"):
+        pass
+
+    def refused(error: RunFolderError) -> Exception:
+        return UserError(f"--out {out} already exists and is not empty; choose another folder")
+
+    refusal = pytest.raises(UserError, match="already exists and is not empty")
+    with refusal as caught, claimed_run_folder(out, "perturb", refused=refused):
+        pytest.fail("the body of a refused folder ran")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    with claimed_run_folder(out, "perturb", resume=True):
+        pass
+    with (
+        pytest.raises(RunFolderError, match="no run there"),
+        claimed_run_folder(str(tmp_path / "new"), "perturb", resume=True),
+    ):
+        pass
+    assert not (tmp_path / "new").exists()
+
+
+def test_remove_temporaries_deletes_what_killed_writes_left(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / KIND_NAME).write_text(json.dumps({"kind": "evolve"}))  # a run killed mid-write
+    (out / "checkpoints" / ".tmp-0123").write_bytes(b"half")
+    (out / ".tmp-4567").write_bytes(b"half")
+    with claimed_run_folder(str(out), "evolve", resume=True):
+        assert len(list(out.rglob(".tmp-*"))) == 2
+    with claimed_run_folder(str(out), "evolve", resume=True, remove_temporaries=True):
+        assert not list(out.rglob(".tmp-*"))
