@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from fooling.encodings import GENOME_CLASSES
+from fooling.encodings import GENOME_CLASSES, UserError
 from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, UsageError, positive_int
 from fooling.evo.config import RunConfig
@@ -123,7 +123,7 @@ def stats_until(run: str, generation: int) -> pd.DataFrame:
     """
     stats = pd.DataFrame(read_stats(run))
     if stats.empty:
-        raise ValueError("no statistics (stats.parquet)")
+        raise UserError("no statistics (stats.parquet)")
     return stats[stats["gen"] <= generation]
 
 
@@ -140,7 +140,7 @@ class Beside:
     def __init__(self, run: str) -> None:
         checkpoint = read_latest_rows(run, GENOME_CLASSES).checkpoint
         if checkpoint is None:
-            raise ValueError("genomes of an unknown kind")
+            raise UserError("genomes of an unknown kind")
         self.run = run
         self.config: RunConfig = checkpoint.config
         self.stats = stats_until(run, checkpoint.generation)
@@ -338,23 +338,21 @@ def check_carry(carry: str, run: str, checkpoint: Checkpoint) -> None:
     """
     folder = Path(carry)
     if folder.resolve() == Path(run).resolve():
-        raise ValueError(f"--carry {carry} is the run itself; name another folder")
+        raise UserError(f"--carry {carry} is the run itself; name another folder")
     if not folder.exists() or not any(folder.iterdir()):
         return
     try:
         earlier = read_latest_checkpoint(carry, GENOME_CLASSES)
     except (OSError, ValueError) as error:
-        raise ValueError(
-            f"--carry {carry} holds files that are not a carried checkpoint ({error})"
-        ) from error
+        raise UserError(f"--carry {carry} holds files that are not a carried checkpoint ({error})") from error
     ours, theirs = checkpoint.config, earlier.config
     same_run = (earlier.model, earlier.weights_hash, theirs.seed, theirs.population, theirs.classes) == (
         checkpoint.model, checkpoint.weights_hash, ours.seed, ours.population, ours.classes
     )  # fmt: skip
     if not same_run:
-        raise ValueError(f"--carry {carry} holds a checkpoint of another run; name another folder")
+        raise UserError(f"--carry {carry} holds a checkpoint of another run; name another folder")
     if earlier.generation > checkpoint.generation:
-        raise ValueError(
+        raise UserError(
             f"--carry {carry} holds generation {earlier.generation}, later than the run's "
             f"{checkpoint.generation}; nothing written"
         )
@@ -398,14 +396,14 @@ def report(argv: list[str] | None) -> None:
         stored = read_latest_rows(args.run, GENOME_CLASSES)  # read once: rows and genomes agree
         checkpoint, rows = stored.checkpoint, stored.rows
         if checkpoint is None:
-            raise ValueError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
+            raise UserError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
         stats = stats_until(args.run, checkpoint.generation)
     except Exception as error:  # any unreadable run is bad input: name the run
-        raise ValueError(f"{args.run}: {error}") from error
+        raise UserError(f"{args.run}: {error}") from error
     try:
         beside = Beside(args.beside) if args.beside else None
     except Exception as error:  # the same for the run beside it
-        raise ValueError(f"--beside {args.beside}: {error}") from error
+        raise UserError(f"--beside {args.beside}: {error}") from error
     config = checkpoint.config
     columns = ["class_id", "class_name", "fitness", "birth_generation"]
     classes = pd.DataFrame([{column: row[column] for column in columns} for row in rows], columns=columns)

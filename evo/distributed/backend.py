@@ -43,7 +43,7 @@ import ray.exceptions
 import torch
 from ray._common.network_utils import is_localhost, parse_address
 
-from fooling.encodings import GenomeBatch
+from fooling.encodings import GenomeBatch, UserError
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
 from fooling.evo.search import BackendError, Task, Variation
@@ -450,7 +450,7 @@ class RayBackend:
 
     Raises:
         ConnectionError: ``config.address`` does not answer.
-        ValueError: more scorers than the cluster's GPUs, or ``--device cuda`` on a
+        UserError: more scorers than the cluster's GPUs, or ``--device cuda`` on a
             cluster without GPUs.
         BackendError: actors could not be placed within :data:`START_TIMEOUT_S`.
     """
@@ -485,7 +485,7 @@ class RayBackend:
         """``(cpus per actor, gpus per scorer, torch threads, scorer device)``.
 
         Raises:
-            ValueError: the cluster cannot give every scorer a GPU it was asked for.
+            UserError: the cluster cannot give every scorer a GPU it was asked for.
         """
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0))
@@ -493,10 +493,10 @@ class RayBackend:
         device = config.device
         wants_cuda = device is not None and device.startswith("cuda")
         if wants_cuda and gpus == 0:
-            raise ValueError(f"--device {device}: the Ray cluster has no GPUs (use --device cpu)")
+            raise UserError(f"--device {device}: the Ray cluster has no GPUs (use --device cpu)")
         use_gpus = gpus > 0 and (device is None or wants_cuda)
         if use_gpus and config.scorers > gpus:
-            raise ValueError(
+            raise UserError(
                 f"--scorers {config.scorers} needs {config.scorers} GPUs (one per scorer) but the "
                 f"Ray cluster has {gpus:g}: use --scorers {int(gpus)} or --device cpu"
             )
