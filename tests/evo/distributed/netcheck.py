@@ -109,10 +109,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def worker_ports_low(first: int = 20000) -> int:
+    """The first of 100 worker ports for this process's Ray nodes: a block chosen by pid, from
+    ``first`` up to below the kernel's ephemeral range, where :func:`free_port` draws the other
+    ports (a block inside it once met a service port Ray had drawn there)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    blocks = max(1, (ephemeral - first) // 100)
+    return first + (os.getpid() % blocks) * 100
+
+
 def ray_start_port_flags(low: int) -> list[str]:
     """``ray start`` flags putting a node's services on free loopback ports and its workers on
     ports ``low`` to ``low + 99`` (so two Ray instances on one machine never collide)."""
     services = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc",
                 "metrics-export", "runtime-env-agent")  # fmt: skip
-    flags = [f"--{service}-port={free_port()}" for service in services]
+    ports: list[int] = []
+    while len(ports) < len(services):  # none among the workers' ports, none twice
+        port = free_port()
+        if not low <= port <= low + 99 and port not in ports:
+            ports.append(port)
+    flags = [f"--{service}-port={port}" for service, port in zip(services, ports)]
     return flags + [f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]

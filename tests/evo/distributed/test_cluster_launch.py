@@ -36,6 +36,7 @@ from netcheck import (
     processes_with,
     ray_start_port_flags,
     wait_for_job,
+    worker_ports_low,
 )
 
 from fooling.evo.run import GENOME_CLASSES
@@ -208,7 +209,7 @@ def _cluster_config(folder: Path, ssh_port: int, gcs: int, dashboard: int) -> di
         "--num-gpus=0",
         f"--dashboard-port={dashboard}",
         f"--ray-client-server-port={free_port()}",
-        *ray_start_port_flags(21000 + (os.getpid() % 100) * 100),
+        *ray_start_port_flags(worker_ports_low(21000)),
         "--include-dashboard=true",
     ]
     extra = " ".join(flags)

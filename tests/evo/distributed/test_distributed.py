@@ -25,6 +25,7 @@ from netcheck import (
     processes_with,
     ray_start_port_flags,
     wait_for_job,
+    worker_ports_low,
 )
 
 import fooling.evo.distributed.backend as distributed
@@ -424,12 +425,12 @@ def test_ray_job_submit_on_a_two_node_local_cluster(fooling_home, tmp_path):
             "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
             "--num-gpus=0", f"--temp-dir={temp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
-            "--disable-usage-stats", *ray_start_port_flags(20000 + (os.getpid() % 200) * 100),
+            "--disable-usage-stats", *ray_start_port_flags(worker_ports_low()),
         )  # fmt: skip
         assert head.returncode == 0, head.stderr[-3000:]
         worker = ray(
             "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-            "--num-gpus=0", *ray_start_port_flags(20000 + (os.getpid() % 200) * 100),
+            "--num-gpus=0", *ray_start_port_flags(worker_ports_low()),
         )  # fmt: skip
         assert worker.returncode == 0, worker.stderr[-3000:]
         sockets = listening_sockets(processes_with(temp))
