@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from small_setups import LABELS, tiny
+from small_setups import LABELS, RefusesBrightImages, tiny
 from torch import nn
 
 from fooling.evo.cli import main
@@ -54,19 +54,6 @@ class ExportedGivesUp(GivesUp):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.calls.add_(1)
         torch._assert_async(self.calls <= self.limit, "the network gave up")
-        return self.net(images)
-
-
-class RefusesBrightImages(nn.Module):
-    """``tiny(0)`` that raises on batches of mean above 0.25 (loading runs it on blank ones)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = tiny(0)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if bool(images.mean() > 0.25):
-            raise RuntimeError("the network gave up")
         return self.net(images)
 
 

@@ -5,25 +5,11 @@ from __future__ import annotations
 import warnings
 
 import torch
-from small_setups import LABELS, tiny
-from torch import nn
+from small_setups import LABELS, RefusesBrightImages
 
 from fooling.evo.cli import main
 
 SIZE = 16
-
-
-class RefusesBrightImages(nn.Module):
-    """``tiny(0)`` that raises on batches of mean above 0.25 (loading runs it on blank ones)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = tiny(0)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if bool(images.mean() > 0.25):
-            raise RuntimeError("the network gave up")
-        return self.net(images)
 
 
 def test_a_model_raising_on_a_scorer_actor_is_one_line_and_leaves_nothing(ray_session, tmp_path, capsys):
