@@ -7,6 +7,7 @@ images are torch tensors.
 from ._batch import GenomeBatch
 from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
 from .cppn import ACTIVATIONS, CPPNEncoding, CPPNGenomes, coordinate_inputs
+from .cppn_triton import render_on_device
 from .direct import DirectEncoding, DirectGenomes
 from .errors import UserError, error_line
 from .operators import polynomial_mutation, simulated_binary_crossover
@@ -21,6 +22,8 @@ from .registry import (
     encoding_help,
     registered_encodings,
 )
+from .tensor_operators import polynomial_mutation_tensor, simulated_binary_crossover_tensor
+from .tensors import TensorGenomes
 
 __all__ = [
     "ACTIVATIONS",
@@ -46,6 +49,10 @@ __all__ = [
     "load_entry_points",
     "polynomial_mutation",
     "registered_encodings",
+    "render_on_device",
     "UserError",
     "simulated_binary_crossover",
+    "TensorGenomes",
+    "polynomial_mutation_tensor",
+    "simulated_binary_crossover_tensor",
 ]

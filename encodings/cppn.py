@@ -15,19 +15,23 @@ topological evaluation order used by :meth:`CPPNEncoding.render`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
-from ._batch import GenomeBatch
 from ._threads import in_threads, thread_count
 from .color import hls_bytes_to_rgb, hls_to_rgb, hsv_to_rgb
+from .cppn_genomes import (
+    ACTIVATIONS,
+    NUM_INPUTS,
+    WEIGHT_LIMIT,
+    CPPNGenomes,
+)
+from .cppn_tensors import CPPNTensorVariation
 from .errors import UserError
 from .operators import polynomial_mutation
 
-NUM_INPUTS = 4  # x, y, d, bias
 # How 3 outputs (|o| in [0, 1]) become RGB; "rgb" takes them as they are.
 COLOR_CONVERSIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "hsv": hsv_to_rgb,
@@ -35,29 +39,6 @@ COLOR_CONVERSIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "hls-opencv": hls_bytes_to_rgb,
 }
 COLOR_SPACES = ("rgb", *COLOR_CONVERSIONS)
-WEIGHT_LIMIT = 10.0  # weights live in [-10, 10], as in the paper's code
-
-
-def _bipolar_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    return 2.0 * torch.sigmoid(x) - 1.0  # = 2 / (1 + e^-x) - 1
-
-
-def _gaussian(x: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-x * x)
-
-
-def _clipped_linear(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(-3.0, 3.0) / 3.0
-
-
-# The activation registry: name -> torch function. A genome stores indices into it.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sine": torch.sin,
-    "bipolar_sigmoid": _bipolar_sigmoid,
-    "gaussian": _gaussian,
-    "linear": _clipped_linear,
-}
-ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 
 def _bipolar_sigmoid_(x: torch.Tensor) -> torch.Tensor:
@@ -81,33 +62,6 @@ _ACTIVATIONS_IN_PLACE: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
     _gaussian_,
     _clipped_linear_,
 )
-
-
-@dataclasses.dataclass
-class CPPNGenomes(GenomeBatch):
-    """A batch of CPPNs, padded to a common capacity.
-
-    Node slots ``0..3`` are the inputs (x, y, d, bias), slots ``4..4+outputs-1`` the
-    outputs, later slots hidden nodes (used or free).
-
-    Attributes:
-        node_used: ``(batch_size, max_nodes)`` bool.
-        node_activation: ``(batch_size, max_nodes)`` int8 index into :data:`ACTIVATIONS`
-            (ignored for inputs and free slots).
-        node_depth: ``(batch_size, max_nodes)`` float32 in [0, 1]; inputs 0, outputs 1.
-        edge_used: ``(batch_size, max_edges)`` bool (enabled connections).
-        edge_source: ``(batch_size, max_edges)`` int16 node slot.
-        edge_target: ``(batch_size, max_edges)`` int16 node slot.
-        edge_weight: ``(batch_size, max_edges)`` float32 in [-10, 10].
-    """
-
-    node_used: np.ndarray
-    node_activation: np.ndarray
-    node_depth: np.ndarray
-    edge_used: np.ndarray
-    edge_source: np.ndarray
-    edge_target: np.ndarray
-    edge_weight: np.ndarray
 
 
 COORDINATES = ("unit", "pixel")
@@ -140,7 +94,7 @@ def coordinate_inputs(
     return torch.stack([grid_x, grid_y, distance, torch.ones_like(grid_x)]).reshape(4, -1)
 
 
-class CPPNEncoding:
+class CPPNEncoding(CPPNTensorVariation):
     """CPPN genomes, the paper's mutations and batched rendering.
 
     Args:

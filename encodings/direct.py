@@ -11,6 +11,8 @@ from ._batch import GenomeBatch
 from .color import hsv_to_rgb
 from .errors import UserError
 from .operators import polynomial_mutation, simulated_binary_crossover
+from .tensor_operators import polynomial_mutation_tensor, simulated_binary_crossover_tensor
+from .tensors import TensorGenomes
 
 
 @dataclasses.dataclass
@@ -45,6 +47,7 @@ class DirectEncoding:
 
     name = "direct"
     genome_class = DirectGenomes
+    renders_tensors = True  # render takes genomes whose pixels are a tensor on a device too
 
     def __init__(
         self,
@@ -107,9 +110,48 @@ class DirectEncoding:
         a, b = simulated_binary_crossover(first.pixels, second.pixels, rng, eta=self.crossover_eta)
         return DirectGenomes(a), DirectGenomes(b)
 
+    # --- variation on tensors (any device) ---------------------------------------------
+
+    def random_tensor(
+        self, count: int, generator: torch.Generator, device: torch.device | str
+    ) -> TensorGenomes:
+        """``count`` genomes with every gene uniform in ``[0, 1)``, drawn from ``generator`` on ``device``.
+
+        Returns:
+            A :class:`TensorGenomes` of :class:`DirectGenomes`: pixels ``(count, channels,
+            height, width)`` float32.
+        """
+        pixels = torch.rand((count, *self.shape), generator=generator, device=device, dtype=torch.float32)
+        return TensorGenomes(DirectGenomes, {"pixels": pixels})
+
+    def mutate_tensor(
+        self, genomes: TensorGenomes, generator: torch.Generator, generation: int = 0
+    ) -> TensorGenomes:
+        """New genomes: :meth:`mutate` on tensors (the scheduled rate at ``generation``); inputs unchanged.
+
+        Every draw comes from ``generator`` (on the genomes' device); how many depends on the
+        device's form of :func:`~fooling.encodings.tensor_operators.polynomial_mutation_tensor`.
+        """
+        pixels = polynomial_mutation_tensor(
+            genomes.pixels, generator, probability=self.mutation_rate(generation), eta=self.mutation_eta
+        )
+        return TensorGenomes(DirectGenomes, {"pixels": pixels})
+
+    def mate_tensor(
+        self, first: TensorGenomes, second: TensorGenomes, generator: torch.Generator
+    ) -> tuple[TensorGenomes, TensorGenomes]:
+        """SBX of ``first[i]`` with ``second[i]`` for every row, on tensors; inputs unchanged."""
+        a, b = simulated_binary_crossover_tensor(
+            first.pixels, second.pixels, generator, eta=self.crossover_eta
+        )
+        return TensorGenomes(DirectGenomes, {"pixels": a}), TensorGenomes(DirectGenomes, {"pixels": b})
+
     def render(self, genomes: DirectGenomes, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Images ``(batch_size, channels, height, width)`` float32 in ``[0, 1]`` on ``device``."""
-        images = torch.from_numpy(genomes.pixels).to(device)
+        """Images ``(batch_size, channels, height, width)`` float32 in ``[0, 1]`` on ``device``.
+
+        ``genomes`` may be a :class:`~fooling.encodings.TensorGenomes` (pixels already a tensor).
+        """
+        images = torch.as_tensor(genomes.pixels).to(device)
         if self.color_space == "hsv" and images.shape[1] == 3:
             images = hsv_to_rgb(images)
         return images

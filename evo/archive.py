@@ -75,7 +75,8 @@ class ClassArchive:
 
         Args:
             genomes: ``batch_size`` genomes.
-            probabilities: ``(batch_size, num_cells)`` class probabilities.
+            probabilities: ``(batch_size, num_cells)`` class probabilities; ``-inf`` where a
+                class was not scored (top-k answers): such a cell is left as it is.
             individual_id: ``(batch_size,)`` int64 unique ids of the rows.
             generation: generation the batch was evaluated in.
             parent_id: ``(batch_size,)`` ids of the parents, -1 for none (default all -1).
@@ -92,8 +93,9 @@ class ClassArchive:
             raise ValueError(
                 f"probabilities of shape {probabilities.shape}, expected ({batch}, {self.num_cells})"
             )
-        if not np.isfinite(probabilities).all():
-            raise ValueError("probabilities must be finite")
+        # -inf: a class the scorer did not return (an endpoint's top-k answer), never inserted.
+        if np.isnan(probabilities).any() or np.isposinf(probabilities).any():
+            raise ValueError("probabilities must be finite (or -inf for a class not scored)")
         status = np.zeros(batch, dtype=np.int8)
         if batch == 0:
             return status

@@ -13,6 +13,7 @@ from typing import Any
 
 from fooling.encodings import EncodingSpec, UserError, registered_encodings
 from fooling.evo.emitters import check_emitter
+from fooling.evo.on_device import VARY_ON
 from fooling.fitness import close_names, resolve_name
 from fooling.fitness.engine import check_engine
 from fooling.fitness.limits import check_image_size, check_seed, normalise_device
@@ -28,6 +29,8 @@ RESUMABLE_OVERRIDES = (
     "address",
     "device",
     "engine",
+    "vary_on",
+    "max_queries",  # a run stopped by its query budget goes on with a larger one
 )
 
 
@@ -199,6 +202,12 @@ class RunConfig:
         device: scoring device (``None``: CUDA when present, else CPU).
         engine: scoring engine: ``"auto"`` (ONNX Runtime on the CPU, torch on CUDA), ``"torch"``
             or ``"onnxruntime"``. Archives are bit-identical for a fixed engine and device.
+        vary_on: where children are made: ``"host"`` (numpy; mutator actors on Ray),
+            ``"scorer"`` (torch, on the scoring device: genomes, variation, rendering and
+            insertion never leave it; see :mod:`fooling.evo.on_device`) or ``"auto"`` (the
+            scorer when it is a CUDA GPU, else the host). Each has its own random streams.
+        max_queries: images the run may send its model in all (an endpoint's query budget),
+            ``None``: no limit; counted in every checkpoint and continued on resume.
         emitter: how children are made: the name of a registered emitter (the built-in
             ``paper``, ``finetune``, ``gradient``, ``ascent``, ``focus``, or a plugin of the
             entry-point group ``fooling.emitters``; see :mod:`fooling.evo.emitters`).
@@ -233,6 +242,10 @@ class RunConfig:
     engine: str = "auto"
     preset: str | None = None
     emitter: str = "paper"
+    vary_on: str = "auto"
+    # Images the run may send its model at most, over all its generations and resumes (None: no
+    # limit); the run stops with a checkpoint before a generation that would exceed it.
+    max_queries: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.device, str):  # anything else is refused by validate
@@ -285,6 +298,7 @@ class RunConfig:
         self._check_color_space()
         _check_choice("coordinates", self.coordinates, ("unit", "pixel"))
         _check_choice("split-weight", self.split_weight, ("one", "old"))
+        _check_choice("vary-on", self.vary_on, tuple(VARY_ON))
         # The smallest CPPN: 4 inputs, 3 outputs, every input connected to every output.
         if self.max_nodes < 7 or self.max_edges < 12:
             raise UserError(
@@ -292,6 +306,8 @@ class RunConfig:
             )
         if self.preset is not None and self.preset not in PRESETS:
             raise UserError(f"--preset {self.preset!r}: no such preset (known: {', '.join(PRESETS)})")
+        if self.max_queries is not None and not 1 <= self.max_queries <= 1 << 62:
+            raise UserError(f"--max-queries must be a positive number of images, not {self.max_queries}")
         if self.crops not in (1, 10):
             raise UserError(f"--crops must be 1 or 10, not {self.crops}")
         check_engine(self.engine)  # UnknownNameError with close names

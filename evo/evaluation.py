@@ -12,7 +12,10 @@ import torch.nn.functional as F
 # ENCODINGS: the built-in encodings' specs (name -> EncodingSpec), re-exported; plugins are in
 # registered_encodings(), which make_encoding reads.
 from fooling.encodings import ENCODINGS, CPPNGenomes, Encoding, GenomeBatch, UserError, registered_encodings
-from fooling.encodings.cppn import WEIGHT_LIMIT, node_count
+from fooling.encodings.cppn import WEIGHT_LIMIT, CPPNEncoding, node_count
+from fooling.encodings.cppn_triton import available as triton_available
+from fooling.encodings.cppn_triton import render_on_device
+from fooling.encodings.tensors import TensorGenomes
 from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, resolve_name
 from fooling.fitness.weight_ascent import ascend_parameters
@@ -99,9 +102,21 @@ class Evaluator:
         self._all_classes = len(self.class_ids) == model.spec.num_classes
 
     @torch.no_grad()
-    def images(self, genomes: GenomeBatch) -> torch.Tensor:
-        """Images ``(batch_size, channels, *scorer.image_size)`` in [0, 1] on the scoring device."""
-        images = self.encoding.render(genomes, self.scorer.device)
+    def images(self, genomes: GenomeBatch | TensorGenomes) -> torch.Tensor:
+        """Images ``(batch_size, channels, *scorer.image_size)`` in [0, 1] on the scoring device.
+
+        Genomes on a device (:class:`~fooling.encodings.TensorGenomes`) are rendered there:
+        CPPNs on a CUDA GPU by the Triton renderer where Triton is installed; on the CPU by
+        the encoding's own renderer, made for CPU threads, which is faster there.
+        """
+        on_gpu = isinstance(genomes, TensorGenomes) and genomes.device.type == "cuda"
+        if on_gpu and isinstance(self.encoding, CPPNEncoding) and triton_available(genomes.device):
+            images = render_on_device(self.encoding, genomes)
+        else:
+            # Encodings whose render takes tensors say so; the others get numpy genomes.
+            if isinstance(genomes, TensorGenomes) and not getattr(self.encoding, "renders_tensors", False):
+                genomes = genomes.to_host()
+            images = self.encoding.render(genomes, self.scorer.device)
         if tuple(images.shape[-2:]) != self.scorer.image_size:
             images = F.interpolate(images, size=self.scorer.image_size, mode="bilinear", align_corners=False)
         return images

@@ -7,8 +7,10 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
+import torch
 from deap import base, tools
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -19,6 +21,17 @@ from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_cho
 from fooling.evo.emitters import get_emitter
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
 from fooling.evo.models import load_or_train
+from fooling.evo.on_device import (
+    HOST_SCHEME,
+    check_device_memory,
+    check_emitter_on_device,
+    device_toolbox,
+    host_archive,
+    move_archive,
+    rng_scheme,
+    varies_on_device,
+    warn_scheme_change,
+)
 from fooling.evo.rendering import render_uint8
 from fooling.evo.search import STATS_FIELDS, Backend, BackendError, LocalBackend, Search, Variation
 from fooling.evo.store.checkpoint import (
@@ -34,7 +47,9 @@ from fooling.evo.store.runfolder import RunFolderError, claimed_run_folder
 from fooling.evo.store.tables import read_stats, write_stats
 from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
+from fooling.evo.trackers import Tracker, TrackerSpec, Tracking
 from fooling.fitness import LoadedModel, ModelRunError, pick_device
+from fooling.fitness.endpoint.budget import QueryBudget
 from fooling.fitness.engine import check_engine, keep_freed_memory, resolve_engine
 from fooling.fitness.limits import check_device
 from fooling.fitness.sources import describe_model, model_change, source_change
@@ -58,6 +73,8 @@ def save_checkpoint(
     thumbnails: ThumbnailCache | None = None,
     out: str | None = None,
     emitter_state: dict | None = None,
+    rng_scheme: str = HOST_SCHEME,
+    queries: int | None = None,
 ) -> str:
     """Write a run's checkpoint and statistics: what evolve, retrain's rounds and ascent all call.
 
@@ -78,6 +95,9 @@ def save_checkpoint(
             passes its local staging folder).
         emitter_state: what the run's emitter learnt (its ``state()``, a JSON object), stored
             in the checkpoint for ``--resume`` (``None``: none).
+        rng_scheme: the random streams the children were made with
+            (:func:`~fooling.evo.on_device.rng_scheme`).
+        queries: images sent to the model so far (``None``: not counted).
 
     Returns:
         The checkpoint's URI.
@@ -92,9 +112,11 @@ def save_checkpoint(
         next_id,
         config.model,
         model.weights_hash,
-        archive,
+        host_archive(archive),
         model_source=describe_model(config.model, model),
         emitter_state=dict(emitter_state or {}),
+        rng_scheme=rng_scheme,
+        queries=queries,
     )
     out = config.out if out is None else out
     if stats is not None:
@@ -212,15 +234,21 @@ def make_search(
     next_id: int = 0,
     logbook: tools.Logbook | None = None,
     backend: BackendFactory | None = None,
+    vary_device: torch.device | None = None,
 ) -> Search:
     """A search of ``config`` over ``archive`` on its backend; the caller closes ``search.backend``.
 
     ``backend`` makes the backend (default :func:`make_backend`: in-process or Ray by
-    ``config.workers``).
+    ``config.workers``). ``vary_device``: the device of the toolbox's tensor genomes
+    (:func:`~fooling.evo.on_device.device_toolbox`), ``None`` for numpy genomes.
     """
     emitter = get_emitter(config.emitter)
     variation = Variation(
-        toolbox, seed=config.seed, crossover_probability=config.crossover_probability, emitter=emitter
+        toolbox,
+        seed=config.seed,
+        crossover_probability=config.crossover_probability,
+        emitter=emitter,
+        device=vary_device,
     )
     return Search(
         archive=archive,
@@ -278,6 +306,7 @@ def evolve(
     checkpoint: Checkpoint | None = None,
     backend: BackendFactory | None = None,
     on_generation: Callable[[Search], None] | None = None,
+    trackers: Sequence[str | TrackerSpec | Tracker] | None = None,
 ) -> Search:
     """Run (or continue) the search ``config`` describes, writing checkpoints under ``config.out``.
 
@@ -298,6 +327,9 @@ def evolve(
             in-process for ``workers == 0``, else Ray actors).
         on_generation: called with the search after each generation is inserted: its
             archive holds the generation's elites, ``search.logbook[-1]`` is its stats record.
+        trackers: experiment trackers to report to (``"tensorboard"``, ``"mlflow:URI"``,
+            :class:`~fooling.evo.trackers.Tracker` objects; see :mod:`fooling.evo.trackers`); a
+            failing tracker never stops the search, and they change nothing in the archive.
 
     Returns:
         The finished search (archive, logbook, generation).
@@ -311,9 +343,13 @@ def evolve(
         ModelRunError: the network raised or gave non-finite scores; one line naming the model,
             the generation and the last generation saved (written first where it was not yet).
         UserError: (``resume``) an emitter state the emitter does not accept.
+        MissingExtraError: a tracker whose package is not installed (before any work; also
+            UserError for an unknown tracker or a place it cannot use).
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
     """
     check_cluster_choice(config.address, config.workers)
+    tracking = Tracking(trackers)
+    tracking.check(config.out)
     keep_freed_memory()
     if resume:
         # The run folder names the model file (and labels) it was made with: check them against
@@ -323,13 +359,20 @@ def evolve(
         if changed:
             raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
     model = load_or_train(config.model)
+    if config.workers and hasattr(model.network, "share_traffic"):  # an endpoint: rate and requests
+        model.network.share_traffic(config.scorers)  # in flight are the run's, over all scorer actors
     encoding = make_encoding(config, model.spec)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
     check_device(config.device)
+    device = pick_device(config.device)
+    vary_device = _vary_device(config, encoding, device, len(names))
+    scheme = rng_scheme(config.vary_on, device, config.workers)
     with claimed_run_folder(config.out, "evolve", resume=resume, remove_temporaries=True):
         if resume:
             checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
             archive, records, start, next_id = _resumed_state(config, model, encoding, checkpoint)
+            if vary_device is not None:
+                move_archive(archive, vary_device)
         else:
             if checkpoint_uris(config.out):
                 raise RunFolderError(
@@ -342,11 +385,12 @@ def evolve(
             config,
             model,
             archive,
-            toolbox=toolbox or make_toolbox(encoding),
+            toolbox=toolbox or _toolbox(encoding, vary_device),
             generation=start,
             next_id=next_id,
             logbook=_logbook(records),
             backend=backend,
+            vary_device=vary_device,
         )
         restore = getattr(search.emitter, "restore", None)
         if resume and restore is not None:
@@ -361,6 +405,13 @@ def evolve(
         # checkpoint this run resumed from).
         thumbnails = ThumbnailCache(checkpoint.thumbnails if resume else None)
 
+        # On Ray the scorer actors' device decides the streams (known once they started).
+        scheme = getattr(search.backend, "rng_scheme", scheme)
+        if resume:
+            warn_scheme_change(config.out, checkpoint.rng_scheme, scheme)
+        spent = _queries_spent(config, checkpoint, records) if resume else 0
+        budget = QueryBudget(config.max_queries, spent)
+
         def save() -> None:
             state = getattr(search.emitter, "state", None)
             save_checkpoint(
@@ -372,11 +423,78 @@ def evolve(
                 stats=list(search.logbook),
                 thumbnails=thumbnails,
                 emitter_state=state() if state is not None else None,
+                rng_scheme=scheme,
+                queries=budget.spent,
+            )
+            tracking.checkpoint(
+                search.generation - 1, archive, thumbnails, lambda g: render_uint8(encoding, g)
             )
 
-        return _run_generations(
-            config, search, save, show_progress=show_progress, on_generation=on_generation
-        )
+        tracking.start(config, model, archive, first_generation=start, resumed=resume, records=records)
+        try:
+            search = _run_generations(
+                config,
+                search,
+                save,
+                show_progress=show_progress,
+                on_generation=tracking.observer(on_generation),
+                budget=budget,
+            )
+        except BaseException as error:
+            tracking.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            raise
+        tracking.finish()
+        # Callers (reports, experiments) read the elites as numpy arrays.
+        search.archive.genomes = host_archive(search.archive).genomes
+        return search
+
+
+def _toolbox(encoding, vary_device: torch.device | None) -> base.Toolbox:
+    """The encoding's toolbox: numpy operators, or torch operators on ``vary_device``."""
+    return make_toolbox(encoding) if vary_device is None else device_toolbox(encoding, vary_device)
+
+
+def _vary_device(config: RunConfig, encoding, device: torch.device, cells: int) -> torch.device | None:
+    """The device this process makes children on (``None``: the host, or Ray's scorer actors).
+
+    Raises:
+        UserError: an emitter or encoding without operators on a device, or a GPU without
+            room for the archive and a generation.
+    """
+    if not varies_on_device(config.vary_on, device, config.workers):
+        return None
+    check_emitter_on_device(get_emitter(config.emitter))
+    device_toolbox(encoding, device)  # an encoding without tensor operators: one line, here
+    if config.workers:  # the scorer actors make the children (see fooling.evo.distributed)
+        return None
+    row = sum(array[0].nbytes for array in encoding.random(1, np.random.default_rng(0)).arrays().values())
+    check_device_memory(
+        device, (cells + 2 * config.population) * row, "the archive and a generation's genomes"
+    )
+    return device
+
+
+# Confidence levels of the queries-to-fool curve: the cells at or above each, per generation.
+FOOLED_LEVELS = {"fooled_50": 0.5, "fooled_90": 0.9, "fooled_99": 0.99, "fooled_9999": 0.9999}
+
+
+def _generation_queries(config: RunConfig, search: Search) -> int:
+    """Images the next generation of ``search`` scores: its evaluations, each ``config.crops`` times."""
+    per_child = 1 if len(search.archive) == 0 else search.emitter.evaluations_per_child
+    return round(search.population * per_child) * config.crops
+
+
+def _query_record(search: Search, budget: QueryBudget) -> dict:
+    """The stats columns of the queries-to-fool curve after a generation."""
+    fitness = np.asarray(search.archive.fitness.tolist())  # host numbers, wherever the archive is
+    return {"queries": budget.spent, **{k: int((fitness >= v).sum()) for k, v in FOOLED_LEVELS.items()}}
+
+
+def _queries_spent(config: RunConfig, checkpoint: Checkpoint, records: list[dict]) -> int:
+    """Images a resumed run had sent: the checkpoint's count, else its stats' evaluations (older runs)."""
+    if checkpoint.queries is not None:
+        return checkpoint.queries
+    return sum(int(record.get("evals") or 0) for record in records) * config.crops
 
 
 def _resumed_state(
@@ -410,12 +528,17 @@ def _run_generations(
     *,
     show_progress: bool,
     on_generation: Callable[[Search], None] | None,
+    budget: QueryBudget | None = None,
 ) -> Search:
     """Run ``search`` to ``config.generations``, checkpointing with ``save``; closes its backend.
 
     Saves every ``config.checkpoint_every`` generations and at the end; on Ctrl-C, SIGTERM, a
     backend failure or a model that fails while scoring, saves the last whole generation first.
+    ``budget`` counts the images scored (each generation's stats record gets ``queries`` and
+    the cells fooled at each :data:`FOOLED_LEVELS`); the run stops, checkpointed, before a
+    generation that would exceed it.
     """
+    budget = budget or QueryBudget(None)
     saved_at = search.generation - 1
     started = time.perf_counter()
     stop = _StopRequest()
@@ -432,7 +555,21 @@ def _run_generations(
             ) as bar,
         ):
             while search.generation < config.generations and not stop.requested:
+                needed = _generation_queries(config, search)
+                if not budget.allows(needed):
+                    logger.warning(
+                        "query budget spent: %d of --max-queries %d images sent, generation %d needs %d "
+                        "more; continue with --resume %s --max-queries N",
+                        budget.spent,
+                        budget.limit,
+                        search.generation,
+                        needed,
+                        config.out,
+                    )
+                    break
                 record = search.step()
+                budget.spend(needed)
+                search.logbook[-1].update(_query_record(search, budget))
                 if on_generation is not None:
                     on_generation(search)
                 bar.update(1)

@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
+import torch
 from deap import base, tools
 
 from fooling.encodings import GenomeBatch
 from fooling.evo.archive import ClassArchive
 from fooling.evo.emitters import EMITTERS, Emitter, Refiner
+from fooling.evo.on_device import DeviceRandom
 from fooling.fitness import ModelRunError, error_line
 
 STATS_FIELDS = (
@@ -72,7 +74,18 @@ class Task:
 
 
 class Variation:
-    """Makes a task's children with the toolbox; picklable, so mutator actors run it too."""
+    """Makes a task's children with the toolbox; picklable, so mutator actors run it too.
+
+    Args:
+        toolbox: the operators.
+        seed: root of every random stream.
+        crossover_probability: the run's ``--crossover-probability``.
+        emitter: how children are made.
+        device: where the toolbox's genomes live when they are tensors
+            (:func:`~fooling.evo.on_device.device_toolbox`): each batch then draws from a
+            :class:`~fooling.evo.on_device.DeviceRandom` of its coordinates; ``None``: numpy
+            genomes and the batch's numpy generator.
+    """
 
     def __init__(
         self,
@@ -81,15 +94,19 @@ class Variation:
         seed: int,
         crossover_probability: float = 0.0,
         emitter: Emitter = EMITTERS["paper"],
+        device: torch.device | None = None,
     ) -> None:
         self.toolbox = toolbox
         self.seed = seed
         self.crossover_probability = crossover_probability
         self.emitter = emitter
+        self.device = device
 
     def __call__(self, task: Task, pool: GenomeBatch | None) -> GenomeBatch:
         """The children of ``task``, whose parents are ``pool.take(task.parent_rows)``."""
         rng = batch_rng(self.seed, task.generation, task.batch_index)
+        if self.device is not None:
+            rng = DeviceRandom(rng, self.seed, task.generation, task.batch_index, self.device)
         if task.parent_rows is None:
             return self.toolbox.random(task.count, rng)
         parents = pool.take(task.parent_rows)

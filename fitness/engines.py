@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 ENGINE_GROUP = "fooling.engines"
 # The engine name that picks one per device.
 AUTO = "auto"
-# Kinds of model (:func:`model_kind`): a network built in Python, or a model file's format.
-MODEL_KINDS = ("module", "torchscript", "export", "onnx")
+# Kinds of model (:func:`model_kind`): a network built in Python, a model file's format, or a
+# model behind an endpoint (fooling.fitness.endpoint).
+MODEL_KINDS = ("module", "torchscript", "export", "onnx", "endpoint")
 
 
 class EngineUnavailableError(UserError):
@@ -331,7 +332,8 @@ def resolve_engine(name: str, device: torch.device | str, model: LoadedModel | N
     if missing is not None:
         raise EngineUnavailableError(f"--engine {engine.name}: {missing}")
     if not engine.serves(device):
-        others = [other.name for other in _REGISTRY.values() if other.serves(device)]
+        # Engines of one kind of model only (endpoint) are no alternative for the others.
+        others = [o.name for o in _REGISTRY.values() if o.serves(device) and o.model_kinds is None]
         raise EngineUnavailableError(
             f"--engine {engine.name} scores on {_where(engine.devices or frozenset())}, not {device}: "
             f"use --engine {' or '.join(others)} (or auto) there"

@@ -136,6 +136,8 @@ class Scorer:
             ModelRunError: some image's scores hold NaN or infinity (the model's logits did).
         """
         bad = ~np.isfinite(probabilities).all(axis=1)
+        if getattr(self._session, "partial_scores", False):  # top-k answers: -inf marks a class not returned
+            bad = (np.isnan(probabilities) | np.isposinf(probabilities)).any(axis=1)
         if bad.any():
             raise ModelRunError(
                 f"model {self.spec.name} gave non-finite scores (NaN or infinity) for {int(bad.sum())} "

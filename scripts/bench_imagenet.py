@@ -138,11 +138,13 @@ def cuda_variants(model: LoadedModel, images: torch.Tensor) -> dict[str, Callabl
     return variants
 
 
-def end_to_end(model: str, encoding: str, population: int, generations: int, device: str) -> float:
+def end_to_end(
+    model: str, encoding: str, population: int, generations: int, device: str, vary_on: str = "auto"
+) -> float:
     """Evaluations/s of the generation loop of an ``evolve`` run (generation 0 left out)."""
     with tempfile.TemporaryDirectory() as out:
         config = RunConfig(model=model, encoding=encoding, population=population, generations=generations,
-                           checkpoint_every=0, out=out, device=device)  # fmt: skip
+                           checkpoint_every=0, out=out, device=device, vary_on=vary_on)  # fmt: skip
         search = evolve(config, show_progress=False)
     loop = [r for r in search.logbook if r["gen"] > 0] or list(search.logbook)
     return sum(r["evals"] for r in loop) / sum(r["seconds"] for r in loop)
@@ -168,6 +170,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-variants", action="store_true", help="on CUDA, skip the uncompiled and CUDA graph variants"
+    )
+    parser.add_argument(
+        "--vary-on",
+        choices=("auto", "host", "scorer"),
+        default="auto",
+        help="where the end-to-end runs make their children (auto: on a CUDA scorer, else the host)",
     )
     args = parser.parse_args()
     check_device(args.device)  # before torch's own multi-line error
@@ -216,10 +224,10 @@ def main() -> None:
     results = {"cppn": 0.0, "direct": 0.0}
     for _ in range(args.repeats):
         for name in results:
-            rate = end_to_end(args.model, name, args.population, args.generations, str(device))
+            rate = end_to_end(args.model, name, args.population, args.generations, str(device), args.vary_on)
             results[name] = max(results[name], rate)
     for name, rate in results.items():
-        print(f"end-to-end {name:6} ({default}) {rate:9.1f} evaluations/s")
+        print(f"end-to-end {name:6} ({default}, vary on {args.vary_on}) {rate:9.1f} evaluations/s")
     targets = [
         (f"raw {default} / raw torch eager", raw[default] / raw["torch eager"], 4.0),
         ("end-to-end cppn / raw limit", results["cppn"] / limit, 0.6),

@@ -2,7 +2,9 @@
 # Everything that needs a GPU, in one script: about 40 minutes on one H100 with the defaults,
 # or as short as a lease allows (`scripts/gpu_suite.sh 2` with EMITTER_MINUTES=0: 5 minutes on an
 # H100, measured, the install included):
-#   0. the GPU path's tests (tests/fitness/test_cuda.py),
+#   0. the GPU path's tests (tests/fitness/test_cuda.py; the Triton CPPN renderer and the torch
+#      operators against the CPU; generations on the device, --vary-on scorer),
+#   0b. the Triton renderer and the operators alone (bench_render.py, bench_operators.py),
 #   1. the ImageNet benchmark at AMP, channels_last and torch.compile (torch engine on CUDA), beside
 #      the forward not compiled and with CUDA graphs,
 #   2. the paper-scale ImageNet CPPN run with the paper's 10 crops (resumable: run the script again),
@@ -46,12 +48,20 @@ mkdir -p "$OUT"
 "$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))" | tee "$OUT/card.txt"
 
 # 0. The GPU path's own tests (CUDA against the CPU, determinism and resume on the GPU).
-"$PYTHON" -m pytest -q -p no:cacheprovider tests/fitness/test_cuda.py 2>&1 | tail -n 15 | tee "$OUT/tests.txt" ||
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/fitness/test_cuda.py tests/encodings/test_cppn_triton.py \
+  tests/encodings/test_tensor_operators_cuda.py 2>&1 | tail -n 15 | tee "$OUT/tests.txt" ||
   echo "gpu_suite: a GPU test failed (docs/gpu/tests.txt); going on with the figures" >&2
+
+# 0b. The Triton CPPN renderer against the CPU renderer, and the operators on the GPU.
+"$PYTHON" scripts/bench_render.py 2>&1 | tee "$OUT/bench_render.txt" || true
+"$PYTHON" scripts/bench_operators.py 2>&1 | tee "$OUT/bench_operators.txt" || true
 
 # 1. Benchmark: batch 256 at AMP + channels_last, the scorer's defaults on CUDA, beside
 #    torch.compile and CUDA graphs of the same forward; end to end at the paper's 400 children.
+#    The end-to-end runs make their children on the GPU (--vary-on auto); the host's figures beside.
 "$PYTHON" scripts/bench_imagenet.py --device cuda --batch-size 256 --population 400 2>&1 | tee "$OUT/bench_imagenet.txt"
+"$PYTHON" scripts/bench_imagenet.py --device cuda --batch-size 256 --population 400 --no-variants --vary-on host \
+  2>&1 | tail -n 5 | tee "$OUT/bench_imagenet_host.txt"
 
 # 2. The paper's experiment as the original ran it (10 crops), stopped after $MINUTES minutes
 #    with a checkpoint (SIGINT finishes the generation and writes it); the next call resumes.

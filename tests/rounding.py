@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from fooling.encodings import CPPNEncoding, CPPNGenomes
-from fooling.encodings.cppn import ACTIVATION_NAMES, NUM_INPUTS, coordinate_inputs
+from fooling.encodings.cppn import coordinate_inputs
+from fooling.encodings.cppn_genomes import ACTIVATION_NAMES, NUM_INPUTS
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2**-23: the spacing of float32 numbers at 1
 UNIT_ROUNDOFF = EPS32 / 2  # the largest relative error of one float32 rounding

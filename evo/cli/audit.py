@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from fooling.evo.cli.parsing import FIELD_HELP, UsageError, add_scoring_arguments, non_negative_int
+from fooling.evo.cli.parsing import (
+    FIELD_HELP,
+    UsageError,
+    add_scoring_arguments,
+    add_track_argument,
+    non_negative_int,
+)
 from fooling.evo.experiments.audit import BUDGETS, audit, resume_audit
 from fooling.evo.store.location import join
+from fooling.evo.trackers import Tracking
 
 # The audit settings a resumed audit keeps, and their defaults for a new one.
 AUDIT_DEFAULTS = {"budget": "small", "real_images": None, "reference": "auto", "seed": 0}
@@ -31,7 +38,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     Raises:
         UsageError: neither ``--model`` and ``--out`` nor ``--resume``, or ``--out`` with ``--resume``.
     """
-    scoring = dict(workers=args.workers, scorers=args.scorers, address=args.address)
+    scoring = dict(workers=args.workers, scorers=args.scorers, address=args.address, trackers=args.track)
+    if args.resume is not None or args.out is not None:  # missing extras and bad places: before any work
+        Tracking(args.track).check(args.resume if args.resume is not None else args.out)
     if args.resume is not None:
         if args.out is not None:
             raise UsageError("give the audit folder once: --resume OUT replaces --out")
@@ -88,6 +97,7 @@ def register(commands) -> None:
     # None: the audit's own engine when resuming, "auto" for a new audit.
     parser.set_defaults(engine=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_track_argument(parser)
     parser.add_argument(
         "--out", default=None, help="new or empty folder for the report: local path or URI (s3://, gs://)"
     )

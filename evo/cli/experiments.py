@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fooling.evo.cli.parsing import (
     add_config_arguments,
     add_scoring_arguments,
+    add_track_argument,
     new_config,
     non_negative_int,
     number,
@@ -18,6 +19,7 @@ from fooling.evo.experiments.ablation import DEFAULT_FRACTIONS, ablate
 from fooling.evo.experiments.retrain import RetrainSettings, retrain
 from fooling.evo.experiments.transfer import transfer
 from fooling.evo.report.figures import percent
+from fooling.evo.trackers import Tracking
 
 
 def _fraction(text: str) -> float:
@@ -95,7 +97,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         train_dir=args.train_dir,
         steps=args.steps,
     )
-    result = retrain(settings, show_progress=not args.no_progress)
+    Tracking(args.track).check(settings.run.out)  # missing extras and bad places: before any work
+    result = retrain(settings, show_progress=not args.no_progress, trackers=args.track)
     return _print_result(result.rows, result.uris, _retrain_line)
 
 
@@ -152,6 +155,7 @@ def register(commands) -> None:
     )
     retrain.add_argument("--steps", type=positive_int, default=100, help="fine-tuning steps per round")
     retrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_track_argument(retrain)
     retrain.set_defaults(func=cmd_retrain)
 
     ablate = commands.add_parser(

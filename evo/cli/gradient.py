@@ -26,6 +26,7 @@ from fooling.evo.run import save_checkpoint
 from fooling.evo.store.location import is_uri, join, write_bytes
 from fooling.evo.store.runfolder import claimed_run_folder
 from fooling.fitness import class_index
+from fooling.fitness.endpoint import is_endpoint
 from fooling.fitness.gradient import ascent, perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_model_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
@@ -77,8 +78,18 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
 
 
+def _refuse_endpoint(model: str, command: str) -> None:
+    """Refuse a model behind an endpoint before any request: it gives scores, never gradients."""
+    if is_endpoint(model):
+        raise UsageError(
+            f"{command} follows gradients, and a model behind an endpoint answers scores only: "
+            "use evolve, audit or transfer --to with it (black-box search)"
+        )
+
+
 def cmd_perturb(args: argparse.Namespace) -> int:
     """Exit code 0 when every image reached its goal, 1 when an attack failed."""
+    _refuse_endpoint(args.model, "perturb")
     if not 0 < args.eps <= 1:
         raise UsageError(f"--eps must be positive and at most 1 (pixels are in [0, 1]), not {args.eps}")
     if args.lr is not None and not args.lr > 0:
@@ -154,6 +165,7 @@ def cmd_ascent(args: argparse.Namespace) -> int:
         UnknownNameError: a class the model does not have.
         GradientUnavailableError: the model is scored without gradients (ONNX Runtime).
     """
+    _refuse_endpoint(args.model, "ascent")
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, not {args.lr}")
     check_seed(args.seed)

@@ -16,6 +16,7 @@ from fooling.evo.cli.parsing import (
     Parser,
     UsageError,
     add_config_arguments,
+    add_track_argument,
     config_overrides,
     new_config,
     non_negative_int,
@@ -108,7 +109,11 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     else:
         config = new_config(args)
     search = evolve(
-        config, resume=bool(args.resume), show_progress=not args.no_progress, checkpoint=checkpoint
+        config,
+        resume=bool(args.resume),
+        show_progress=not args.no_progress,
+        checkpoint=checkpoint,
+        trackers=args.track,  # checked by evolve before the model loads
     )
     stats = search.archive.stats()
     reached = int((search.archive.elite_fitness() >= 0.9999).sum())
@@ -167,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR")
     evolve.add_argument("--no-progress", action="store_true", help="no progress bar")
     evolve.add_argument("--no-report", action="store_true", help="skip elites.png / progress.png")
+    add_track_argument(evolve)
     evolve.set_defaults(func=cmd_evolve)
 
     report = commands.add_parser("report", help="write elites.png and progress.png of a run")

@@ -12,6 +12,15 @@ import argparse
 from collections.abc import Callable
 
 from fooling.encodings import UserError
+from fooling.fitness.endpoint import (
+    SCORES,
+    TOKEN_VARIABLE,
+    EndpointSettings,
+    configure_endpoints,
+    endpoint_reference,
+    is_endpoint,
+    parse_header,
+)
 from fooling.fitness.sources import (
     FileOptions,
     is_model_file,
@@ -68,6 +77,68 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line")
     for flag, metavar, parse, text in _FILE_FLAGS:
         group.add_argument(flag, metavar=metavar, type=_argument_type(parse), default=None, help=text)
+    _add_endpoint_options(parser)
+
+
+# Endpoint flags that are not part of the model's reference: (flag, EndpointSettings field, type, help).
+_TRAFFIC_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    (
+        "--ca-bundle",
+        "ca_bundle",
+        str,
+        "PEM certificates to verify an https:// server with (TLS is always verified)",
+    ),
+    (
+        "--request-timeout",
+        "timeout_s",
+        float,
+        "seconds one request may take before it is tried again (default 30)",
+    ),
+    ("--retries", "retries", int, "tries again after a connection error, timeout, 429 or 5xx (default 5)"),
+    ("--concurrency", "concurrency", int, "requests in flight at once, per scoring process (default 4)"),
+    ("--request-batch", "request_batch", int, "images per request (default 50)"),
+    ("--max-rate", "max_rate", float, "images per second at most, per scoring process (default: no limit)"),
+)
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``--model http(s)://HOST/v2/models/NAME`` (see :mod:`fooling.fitness.endpoint`)."""
+    group = parser.add_argument_group(
+        "endpoints (--model http(s)://HOST[:PORT]/v2/models/NAME[/versions/V], Open Inference Protocol)",
+        f"credentials: --header, or a bearer token in ${TOKEN_VARIABLE}; never stored with the run "
+        "(give them again with --resume)",
+    )
+    group.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        default=None,
+        help="HTTP header sent with every request",
+    )
+    for flag, _, _, text in _TRAFFIC_FLAGS:
+        group.add_argument(flag, default=None, help=text)
+    group.add_argument(
+        "--output", default=None, help="the output tensor read (default: the only or first one)"
+    )
+    group.add_argument(
+        "--scores", choices=SCORES, default=None, help="how the output is read (default auto: detected)"
+    )
+    group.add_argument(
+        "--top-k", type=int, default=None, metavar="K", help="ask for (and accept) the K best classes only"
+    )
+
+
+def _endpoint_settings(args: argparse.Namespace) -> EndpointSettings:
+    """This process's endpoint settings from the flags (one-line errors, never naming a header's value)."""
+    fields: dict = {"headers": tuple(parse_header(text) for text in getattr(args, "header", None) or ())}
+    for flag, field, kind, _ in _TRAFFIC_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            try:
+                fields[field] = kind(value)
+            except ValueError:
+                raise UserError(f"{flag} expects a number, got {value[:20]!r}") from None
+    return EndpointSettings(**fields)
 
 
 def apply_model_options(args: argparse.Namespace) -> None:
@@ -83,18 +154,37 @@ def apply_model_options(args: argparse.Namespace) -> None:
         mean=getattr(args, "mean", None),
         std=getattr(args, "std", None),
     )
-    files = 0
+    files = endpoints = 0
+    endpoint = dict(
+        output=getattr(args, "output", None),
+        scores=getattr(args, "scores", None),
+        top_k=getattr(args, "top_k", None),
+    )
     for attribute in MODEL_ARGUMENTS:
         value = getattr(args, attribute, None)
         names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-        files += sum(is_model_file(name) for name in names)
-        # Files get the options (and absolute paths); other names stay as they are.
-        rewritten = [with_options(name, options) if is_model_file(name) else name for name in names]
+        endpoints += sum(is_endpoint(name) for name in names)
+        files += sum(is_model_file(name) and not is_endpoint(name) for name in names)
+        # Files and endpoints get the options (files: absolute paths); other names stay as they are.
+        rewritten = [
+            endpoint_reference(name, options, **endpoint)
+            if is_endpoint(name)
+            else with_options(name, options)
+            if is_model_file(name)
+            else name
+            for name in names
+        ]
         if isinstance(value, str):
             setattr(args, attribute, rewritten[0])
         elif isinstance(value, list):
             setattr(args, attribute, rewritten)
-    if options.given() and not files:
+    if endpoints:
+        configure_endpoints(_endpoint_settings(args))
+    elif any(v is not None for v in endpoint.values()) or getattr(args, "header", None):
+        raise UserError(
+            "--header, --output, --scores and --top-k describe an endpoint given with --model or --to"
+        )
+    if options.given() and not files and not endpoints:
         raise UserError(
             "--labels, --input-size, --channels, --mean and --std describe a model file "
             "(.pt, .ts, .pt2, .onnx) given with --model or --to"

@@ -13,6 +13,8 @@ from typing import Any
 from fooling.encodings import UserError, color_space_help, encoding_help
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import emitter_help
+from fooling.evo.on_device import VARY_ON
+from fooling.evo.trackers import TrackerSpec, parse_tracker, tracker_help
 from fooling.fitness import close_names
 from fooling.fitness.engines import engine_help
 
@@ -130,8 +132,16 @@ FIELD_HELP = {
     "split_weight": "CPPN add-node weights: one (NEAT) or old (the original: old weight on both)",
     "max_nodes": "CPPN capacity in nodes",
     "max_edges": "CPPN capacity in connections",
+    "max_queries": "images the run may send its model in all, over resumes (an endpoint's query "
+    "budget; the run stops with a checkpoint before a generation that would exceed it)",
+    "vary_on": "where children are made: " + "; ".join(f"{name}: {what}" for name, what in VARY_ON.items()),
 }
-_TYPES = {"generations": positive_int, "population": positive_int, "scorers": positive_int}
+_TYPES = {
+    "generations": positive_int,
+    "population": positive_int,
+    "scorers": positive_int,
+    "max_queries": positive_int,
+}
 
 
 def field_help(name: str) -> str:
@@ -145,6 +155,26 @@ def field_help(name: str) -> str:
     if name == "emitter":  # from the emitter registry, plugins included (argparse reads % as a format)
         return emitter_help().replace("%", "%%")
     return FIELD_HELP.get(name, name.replace("_", " "))
+
+
+def tracker_spec(text: str) -> TrackerSpec:
+    """An argparse type: ``NAME[:ARG]`` of a registered tracker (nothing is imported yet)."""
+    try:
+        return parse_tracker(text)
+    except UserError as error:  # argparse shows only ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_track_argument(parser: argparse.ArgumentParser) -> None:
+    """``--track NAME[:ARG]`` (repeatable): the experiment trackers of :mod:`fooling.evo.trackers`."""
+    parser.add_argument(
+        "--track",
+        action="append",
+        type=tracker_spec,
+        default=None,
+        metavar="NAME[:ARG]",
+        help=tracker_help().replace("%", "%%"),
+    )
 
 
 def add_scoring_arguments(parser: argparse.ArgumentParser, *, actors: bool = False) -> None:

@@ -43,9 +43,10 @@ import ray.exceptions
 import torch
 from ray._common.network_utils import is_localhost, parse_address
 
-from fooling.encodings import GenomeBatch, UserError
+from fooling.encodings import GenomeBatch, TensorGenomes, UserError
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
+from fooling.evo.on_device import HOST_SCHEME, device_toolbox
 from fooling.evo.search import BackendError, Task, Variation
 from fooling.fitness import LoadedModel, error_line, pick_device
 from fooling.fitness.engine import configure_threads, keep_freed_memory
@@ -139,6 +140,16 @@ class _ScorerActor:
         self.threads = _limit_threads(cpu_threads if own_threads else threads)
         self.evaluator = Evaluator(config, model, device=device)
         self.variation = variation
+        self.device_variation = None
+        if variation is not None and config.vary_on == "scorer":
+            # Children are made here, on this actor's device, with torch's generator of that device.
+            self.device_variation = Variation(
+                device_toolbox(self.evaluator.encoding, self.evaluator.scorer.device),
+                seed=variation.seed,
+                crossover_probability=variation.crossover_probability,
+                emitter=variation.emitter,
+                device=self.evaluator.scorer.device,
+            )
 
     def describe(self) -> dict:
         context = ray.get_runtime_context()
@@ -172,6 +183,23 @@ class _ScorerActor:
             children = refined
         probabilities = [self.evaluator.evaluate(batch) for batch in children]
         return probabilities, time.perf_counter() - started, os.getpid(), refined
+
+    def make_and_score(
+        self, tasks: list[Task], pool: GenomeBatch | None
+    ) -> tuple[list[np.ndarray], float, int, list[GenomeBatch]]:
+        """Make each task's children on this actor's device and score them (``--vary-on scorer``).
+
+        The parents arrive once per call as numpy arrays and go to the device; the children come
+        back as numpy arrays for the driver's archive. Returns what :meth:`score` does, the
+        children last.
+        """
+        started = time.perf_counter()
+        variation = self.device_variation
+        parents = None if pool is None else TensorGenomes.from_host(pool, variation.device)
+        children = [variation(task, parents) for task in tasks]
+        probabilities = [self.evaluator.evaluate(batch) for batch in children]
+        host = [batch.to_host() for batch in children]
+        return probabilities, time.perf_counter() - started, os.getpid(), host
 
 
 _Mutator = ray.remote(_MutatorActor)
@@ -216,11 +244,13 @@ class ActorStats:
 
 @dataclasses.dataclass
 class _Call:
+    """One group of tasks in flight; ``mutator`` is -1 where the scorer made the children itself."""
+
     chunk: int
     scorer: int
     mutator: int
-    children: ray.ObjectRef
-    mutator_stats: ray.ObjectRef
+    children: ray.ObjectRef | None
+    mutator_stats: ray.ObjectRef | None
     count: int
 
 
@@ -539,9 +569,11 @@ class RayBackend:
         self._variation_ref = ray.put(variation)
         self._refines = variation.emitter.refines
         self._model_ref = ray.put(model_for_actors(model, config.engine))
+        # With --vary-on scorer the scorer actors make the children: no mutators.
+        self._on_scorers = config.vary_on == "scorer"
         self.mutators = [
             _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
-            for _ in range(config.workers)
+            for _ in range(0 if self._on_scorers else config.workers)
         ]
         self.scorers = [
             self._scorer_class.options(num_cpus=share, num_gpus=gpus, **restarts).remote(
@@ -583,6 +615,15 @@ class RayBackend:
         for stats, info in zip(self.stats, described):
             stats.pid, stats.node, stats.device = info["pid"], info["node"], info["device"]
             stats.gpu_ids = info.get("gpu_ids", [])
+        self.rng_scheme = HOST_SCHEME
+        if self._on_scorers:
+            kinds = {torch.device(s.device).type for s in self.stats[len(self.mutators) :]}
+            if len(kinds) > 1:
+                raise UserError(
+                    f"--vary-on scorer: the scorer actors run on {' and '.join(sorted(kinds))}, whose "
+                    "random streams differ; give --device so that they all use one kind"
+                )
+            self.rng_scheme = f"torch-{kinds.pop()}"
         logger.info(
             "Ray: %d mutators, %d scorers on %s (%d nodes)",
             len(self.mutators),
@@ -631,15 +672,21 @@ class RayBackend:
         while yielded < len(chunks):
             while submitted < len(chunks) and min(scorer_load) < IN_FLIGHT_PER_SCORER:
                 scorer = int(np.argmin(scorer_load))
-                mutator = int(np.argmin(mutator_load))
-                children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted], pool_ref)
-                # Parents travel to the scorers only for an emitter that refines beside the network.
-                refine = (chunks[submitted], pool_ref) if self._refines and pool_ref is not None else ()
-                probabilities = self.scorers[scorer].score.remote(children, *refine)
                 count = sum(task.count for task in chunks[submitted])
-                in_flight[probabilities] = _Call(submitted, scorer, mutator, children, mutator_stats, count)
+                if self._on_scorers:
+                    probabilities = self.scorers[scorer].make_and_score.remote(chunks[submitted], pool_ref)
+                    in_flight[probabilities] = _Call(submitted, scorer, -1, None, None, count)
+                else:
+                    mutator = int(np.argmin(mutator_load))
+                    children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted], pool_ref)
+                    # Parents travel to the scorers only for an emitter that refines beside the network.
+                    refine = (chunks[submitted], pool_ref) if self._refines and pool_ref is not None else ()
+                    probabilities = self.scorers[scorer].score.remote(children, *refine)
+                    in_flight[probabilities] = _Call(
+                        submitted, scorer, mutator, children, mutator_stats, count
+                    )
+                    mutator_load[mutator] += 1
                 scorer_load[scorer] += 1
-                mutator_load[mutator] += 1
                 submitted += 1
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=STALL_TIMEOUT_S)
             if not ready:
@@ -647,7 +694,8 @@ class RayBackend:
             for ref in ready:
                 call = in_flight.pop(ref)
                 scorer_load[call.scorer] -= 1
-                mutator_load[call.mutator] -= 1
+                if call.mutator >= 0:
+                    mutator_load[call.mutator] -= 1
                 finished[call.chunk] = self._collect(ref, call)
             while yielded in finished:
                 children_list, probabilities_list = finished.pop(yielded)
@@ -659,9 +707,10 @@ class RayBackend:
         """Fetch one finished call and account for it (restarts show up as a new pid)."""
         try:
             probabilities, seconds, pid, refined = ray.get(ref, timeout=GET_TIMEOUT_S)
-            children, (mutator_seconds, mutator_pid) = ray.get(
-                [call.children, call.mutator_stats], timeout=GET_TIMEOUT_S
-            )
+            if call.mutator >= 0:
+                children, (mutator_seconds, mutator_pid) = ray.get(
+                    [call.children, call.mutator_stats], timeout=GET_TIMEOUT_S
+                )
             children = children if refined is None else refined
         except ray.exceptions.RayActorError as error:
             raise BackendError(
@@ -670,9 +719,11 @@ class RayBackend:
             ) from None
         except ray.exceptions.GetTimeoutError:
             raise BackendError(f"a finished Ray call gave no result within {GET_TIMEOUT_S:g} s") from None
-        mutator = self.stats[call.mutator]
         scorer = self.stats[len(self.mutators) + call.scorer]
-        for stats, busy, process in ((mutator, mutator_seconds, mutator_pid), (scorer, seconds, pid)):
+        accounts = [(scorer, seconds, pid)]
+        if call.mutator >= 0:
+            accounts.insert(0, (self.stats[call.mutator], mutator_seconds, mutator_pid))
+        for stats, busy, process in accounts:
             if stats.record(call.count, busy, process):
                 logger.warning(
                     "%s restarted (now pid %d, %d restart(s) of %d allowed); its calls were retried",

@@ -58,7 +58,7 @@ from fooling.evo.store.runfolder import (
     folder_kind,
     remove_stale_temporaries,
 )
-from fooling.evo.store.tables import write_columns
+from fooling.evo.store.tables import read_stats, write_columns
 from fooling.fitness import (
     LoadedModel,
     ModelUnavailableError,
@@ -173,6 +173,7 @@ def resume_audit(
     scorers: int = 1,
     address: str | None = None,
     show_progress: bool = True,
+    trackers: list | None = None,
 ) -> AuditResult:
     """Continue the interrupted (or finished) audit in ``out`` with its own settings.
 
@@ -189,6 +190,7 @@ def resume_audit(
         scorers: scorer actors of the searches (Ray only).
         address: Ray cluster address (never read from the folder).
         show_progress: show a progress bar over the audit's stages.
+        trackers: experiment trackers each search reports to, as :func:`audit`.
 
     Raises:
         RunFolderError: ``out`` holds no audit.
@@ -208,6 +210,7 @@ def resume_audit(
         reference=settings["reference"], seed=settings["seed"],
         device=device if device is not None else settings["device"], engine=engine or settings["engine"],
         workers=workers, scorers=scorers, address=address, show_progress=show_progress, resume=True,
+        trackers=trackers,
     )  # fmt: skip
 
 
@@ -293,6 +296,7 @@ def audit(
     address: str | None = None,
     show_progress: bool = True,
     resume: bool = False,
+    trackers: list | None = None,
 ) -> AuditResult:
     """Audit ``model_name``: search for fooling images within ``budget``; write the report.
 
@@ -313,6 +317,8 @@ def audit(
         address: Ray cluster address (``None``: start a local instance).
         show_progress: show a progress bar over the audit's stages.
         resume: continue the audit in ``out`` (call :func:`resume_audit`, which reads its settings).
+        trackers: experiment trackers (``NAME[:ARG]``, as :func:`~fooling.evo.run.evolve`) each
+            search reports to (``OUT/cppn``, ``OUT/direct``).
 
     Returns:
         The per-class table, the summary, the folder and the files written.
@@ -386,7 +392,7 @@ def audit(
                 )  # fmt: skip
                 # The stage bar says what runs; each run's settings are in its folder.
                 with _quiet(run_logger):
-                    _search(config, resume)
+                    _search(config, resume, trackers)
                 _add_elites(table, images[method], best_images, method, load_elites(join(out, method)))
                 bar.update(1)
             bar.set_description("audit: gradient ascent")
@@ -421,6 +427,10 @@ def audit(
                 model_name, model, table, plan, budget, reference, real_images, notes, has_gradients
             )
             summary["seconds"] = round(time.perf_counter() - started, 1)
+            summary["queries"] = {
+                method: queries_to_fool(read_stats(join(out, method)), len(table))
+                for method in ("cppn", "direct")
+            }
             files = _write(out, table, summary, images)
             bar.update(1)
         return AuditResult(table=table, summary=summary, out=out, files=files)
@@ -476,7 +486,7 @@ def _check_sources(root: str, model_name: str) -> None:
                 raise CheckpointError(f"--resume {root}: {changed}; refusing to mix two networks")
 
 
-def _search(config: RunConfig, resume: bool) -> None:
+def _search(config: RunConfig, resume: bool, trackers: list | None = None) -> None:
     """Run the search ``config`` describes; with ``resume``, continue it from its newest checkpoint.
 
     A search that has all its generations is left as it is; one that never checkpointed (killed
@@ -489,11 +499,11 @@ def _search(config: RunConfig, resume: bool) -> None:
             scorers=config.scorers, address=config.address,
         )  # fmt: skip
         if checkpoint.generation + 1 < stored.generations:
-            evolve(stored, resume=True, checkpoint=checkpoint, show_progress=False)
+            evolve(stored, resume=True, checkpoint=checkpoint, show_progress=False, trackers=trackers)
         return
     if resume:
         _forget_unfinished(folder)
-    evolve(config, show_progress=False)
+    evolve(config, show_progress=False, trackers=trackers)
 
 
 def _forget_unfinished(folder: str) -> None:
@@ -549,6 +559,36 @@ def _transfer(
             if column is not None:
                 table.at[class_id, "reference"] = float(probabilities[row, column])
     table.attrs["reference"] = target.spec.name
+
+
+# The levels of the queries-to-fool curve: stats column (evo.run.FOOLED_LEVELS) -> label.
+QUERY_LEVELS = {"fooled_50": "50%", "fooled_90": "90%", "fooled_99": "99%", "fooled_9999": "99.99%"}
+
+
+def queries_to_fool(records: list[dict], classes: int) -> dict:
+    """The queries-to-fool curve of a run from its per-generation stats.
+
+    Args:
+        records: the run's stats rows (``queries`` and ``fooled_*`` per generation: images
+            sent so far, and cells at or above each level).
+        classes: the cells of the run.
+
+    Returns:
+        ``{"queries": spent, "levels": {label: {"first": queries when the first class reached
+        it, "half": when half the classes had, "fraction": the fraction at the end}},
+        "curve": [[queries, fraction per level...], ...]}``; ``{}`` for runs without the columns.
+    """
+    rows = [r for r in records if isinstance(r.get("queries"), int)]
+    if not rows or not classes:
+        return {}
+    levels = {}
+    for column, label in QUERY_LEVELS.items():
+        counts = [(r["queries"], int(r.get(column) or 0)) for r in rows]
+        first = next((q for q, n in counts if n >= 1), None)
+        half = next((q for q, n in counts if n >= classes / 2), None)
+        levels[label] = {"first": first, "half": half, "fraction": counts[-1][1] / classes}
+    curve = [[r["queries"], *(int(r.get(c) or 0) / classes for c in QUERY_LEVELS)] for r in rows]
+    return {"queries": rows[-1]["queries"], "levels": levels, "curve": curve}
 
 
 def _counts(values: pd.Series) -> dict[str, int]:

@@ -244,12 +244,15 @@ class _Folder:
         return float((predictions.numpy() == self.real_labels).mean())
 
 
-def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> RetrainResult:
+def retrain(
+    settings: RetrainSettings, *, show_progress: bool = False, trackers: list | None = None
+) -> RetrainResult:
     """Run the fooling-class loop and write ``retrain.md``, ``retrain.json`` and ``retrain.png``.
 
     Each round is an ordinary run of :func:`fooling.evo.run.evolve` in ``OUT/round-K``: it
     checkpoints every ``run.checkpoint_every`` generations, and a Ctrl-C writes a checkpoint
-    of the last finished generation before the ``KeyboardInterrupt`` comes through.
+    of the last finished generation before the ``KeyboardInterrupt`` comes through. ``trackers``
+    (``NAME[:ARG]`` texts or specs, as :func:`~fooling.evo.run.evolve` takes) follow every round.
 
     Raises:
         UserError: a setting out of range, a non-LeNet model without ``train_dir``, or a
@@ -272,11 +275,13 @@ def retrain(settings: RetrainSettings, *, show_progress: bool = False) -> Retrai
     # The folder is checked before any model is loaded or trained: bad input fails fast.
     data = _Digits(settings) if lenet else _Folder(settings, spec)
     with claimed_run_folder(run.out, "retrain", remove_temporaries=True):
-        rows = _rounds(settings, data, show_progress)
+        rows = _rounds(settings, data, show_progress, trackers)
         return RetrainResult(rows, _write(settings, rows, data.source))
 
 
-def _rounds(settings: RetrainSettings, data: _Digits | _Folder, show_progress: bool) -> list[dict]:
+def _rounds(
+    settings: RetrainSettings, data: _Digits | _Folder, show_progress: bool, trackers: list | None = None
+) -> list[dict]:
     """Evolve against DNN_1, retrain, evolve against DNN_2, ...: one row per network fooled."""
     model = load_or_train(settings.run.model)
     require_extensible(model, "retrain")
@@ -289,7 +294,7 @@ def _rounds(settings: RetrainSettings, data: _Digits | _Folder, show_progress: b
         started = time.perf_counter()
         config = settings.round_config(round_index, model.spec.name, cells)
         elites = _NewElites(int(settings.keep_from * config.generations))
-        search = evolve(config, show_progress=show_progress, on_generation=elites)
+        search = evolve(config, show_progress=show_progress, on_generation=elites, trackers=trackers)
         images = render_uint8(make_encoding(config, model.spec), elites.genomes())
         stats = search.archive.stats()
         fitness = search.archive.elite_fitness()

@@ -117,6 +117,7 @@ def write_markdown(summary: dict, table: pd.DataFrame, budgets: str) -> str:
         ]
     if summary["notes"]:
         lines += ["", *(f"- {text(str(note))}" for note in summary["notes"])]
+    lines += _queries_lines(summary.get("queries"))
     lines += ["", "## Budgets", "", budgets, "", "## Per class", ""]
     columns = ["class", "CPPN", "direct", "gradient ascent", "reference", "real photos"]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -125,6 +126,27 @@ def write_markdown(summary: dict, table: pd.DataFrame, budgets: str) -> str:
                  _percent(row.reference), _percent(row.real)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _queries_lines(queries: object) -> list[str]:
+    """Markdown of the queries-to-fool curve: per search, queries until the first (half the) classes."""
+    if not isinstance(queries, dict) or not any(isinstance(v, dict) and v for v in queries.values()):
+        return []
+    lines = ["", "## Queries to fool", "",
+             "Images sent to the model until the first class (half the classes) reached each level:",
+             "", "| search | queries spent | 50% | 90% | 99% | 99.99% |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for method, curve in queries.items():
+        if not isinstance(curve, dict) or not curve:
+            continue
+        cells = []
+        for label in ("50%", "90%", "99%", "99.99%"):
+            level = curve["levels"].get(label, {})
+            first, half = level.get("first"), level.get("half")
+            shown = f"{first:,} ({half:,})" if first and half else f"{first:,} (-)" if first else "-"
+            cells.append(shown)
+        lines.append(f"| {method} | {int(curve['queries']):,} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def histogram_svg(table: pd.DataFrame) -> str:

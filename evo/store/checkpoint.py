@@ -59,6 +59,7 @@ from fooling.encodings import GenomeBatch
 from fooling.encodings.errors import UserError
 from fooling.evo.archive import ClassArchive
 from fooling.evo.config import RunConfig
+from fooling.evo.on_device import HOST_SCHEME, RNG_SCHEMES
 from fooling.evo.store.genomes import (
     CHECKSUM_COLUMN,
     GENOME_PREFIX,
@@ -85,7 +86,7 @@ from fooling.evo.store.location import (
 )
 from fooling.evo.store.parquet_footer import footer_chunks
 from fooling.evo.store.thumbnails import ThumbnailCache, genome_row_bytes, thumbnail_png
-from fooling.evo.store.validation import DamagedField, check_metadata, check_rows
+from fooling.evo.store.validation import DamagedField, check_metadata, check_rows, is_count
 from fooling.fitness import error_line
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,13 @@ class Checkpoint:
         emitter_state: what the run's emitter learnt (its ``state()``: a JSON object of plain
             values), given back to it on ``--resume``; ``{}`` for stateless emitters and
             checkpoints written before emitters kept state.
+        rng_scheme: the random streams the run's children were made with (metadata
+            ``rng.kind``): ``"numpy-seed-sequence"`` (host variation, and every checkpoint
+            written before device variation), ``"torch-cpu"`` or ``"torch-cuda"``
+            (:func:`fooling.evo.on_device.rng_scheme`).
+        queries: images sent to the model up to this checkpoint (every generation and every
+            earlier resume; metadata ``queries``), continued on ``--resume`` and checked
+            against ``--max-queries``; ``None`` in checkpoints written before it was counted.
     """
 
     config: RunConfig
@@ -138,6 +146,8 @@ class Checkpoint:
     model_source: dict | None = None
     thumbnails: dict[int, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
     emitter_state: dict = dataclasses.field(default_factory=dict)
+    rng_scheme: str = HOST_SCHEME
+    queries: int | None = None
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -193,7 +203,7 @@ def checkpoint_table(
         # Every random draw is a pure function of (seed, generation, batch index): the
         # seed and the generation above are the whole RNG state.
         "rng": {
-            "kind": "numpy-seed-sequence",
+            "kind": checkpoint.rng_scheme,
             "seed": checkpoint.config.seed,
             "streams": "(seed, generation, batch_index, stream)",
         },
@@ -205,6 +215,8 @@ def checkpoint_table(
         "class_names": list(archive.class_names),
         "rows": len(occupied),
     }
+    if checkpoint.queries is not None:
+        metadata["queries"] = int(checkpoint.queries)
     if checkpoint.emitter_state:  # none: the metadata of a stateless emitter's run, as before
         metadata["emitter_state"] = checkpoint.emitter_state
     table = pa.table(columns)
@@ -364,6 +376,31 @@ class CheckpointRows:
     metadata: dict
     rows: list[dict]
     checkpoint: Checkpoint | None
+
+
+def _rng_scheme(metadata: dict) -> str:
+    """The random streams metadata ``rng.kind`` names (checked: the file is untrusted).
+
+    Raises:
+        DamagedField: not a scheme this version knows.
+    """
+    rng = metadata.get("rng")
+    kind = rng.get("kind", HOST_SCHEME) if isinstance(rng, dict) else HOST_SCHEME
+    if kind not in RNG_SCHEMES:
+        raise DamagedField(f"rng.kind is {str(kind)[:40]!r}, not one of {', '.join(RNG_SCHEMES)}")
+    return kind
+
+
+def _queries(metadata: dict) -> int | None:
+    """Metadata ``queries`` (images sent so far), ``None`` where absent (checked: the file is untrusted).
+
+    Raises:
+        DamagedField: present but not a count.
+    """
+    queries = metadata.get("queries")
+    if queries is not None and not is_count(queries):
+        raise DamagedField(f"queries is {str(queries)[:40]!r}, not a count of images")
+    return queries
 
 
 def _damaged(uri: str, what: str) -> CheckpointError:
@@ -592,6 +629,8 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
                 if row.get("image_png")
             },
             emitter_state=metadata.get("emitter_state", {}),
+            rng_scheme=_rng_scheme(metadata),
+            queries=_queries(metadata),
         )
         return CheckpointRows(uri, metadata, rows, checkpoint)
     except CheckpointError:

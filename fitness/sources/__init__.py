@@ -17,6 +17,9 @@ What ``--model`` accepts besides the registry's names (see :func:`fooling.fitnes
   Options (the CLI's ``--labels``, ``--input-size``, ``--channels``, ``--mean``, ``--std``) travel
   inside the reference string as ``PATH?labels=FILE&input-size=H,W&channels=C&mean=M&std=S``, so
   that a run's stored ``model`` rebuilds the same classifier (:func:`file_reference`).
+* an endpoint: ``http(s)://HOST[:PORT]/v2/models/NAME[/versions/V]``, a model behind an Open
+  Inference Protocol (KServe v2) server, scored by sending it images (:mod:`.endpoint`; the
+  client: :mod:`fooling.fitness.endpoint`).
 * an installed plugin: a package declaring an entry point in the group ``fooling.models``
   whose object, called with no arguments, returns a :class:`ModelSpec`.
 
@@ -62,6 +65,7 @@ from fooling.fitness.sources.common import (
     reason,
     weights_only_loads,
 )
+from fooling.fitness.sources.endpoint import EndpointNetwork, endpoint_spec
 from fooling.fitness.sources.export_check import (
     MAX_EXPORT_JSON_BYTES,
     MAX_EXPRESSION_CHARS,
@@ -129,6 +133,7 @@ from fooling.fitness.sources.resolve import (
 
 __all__ = [
     "DOWNLOAD_TIMEOUT_S",
+    "EndpointNetwork",
     "FILE_SUFFIXES",
     "FileNetwork",
     "FileOptions",
@@ -148,6 +153,7 @@ __all__ = [
     "check_export_archive",
     "describe_model",
     "differentiable",
+    "endpoint_spec",
     "file_reference",
     "file_spec",
     "inline_external_data",

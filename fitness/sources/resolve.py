@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fooling.fitness.endpoint.reference import is_endpoint
 from fooling.fitness.models import ModelSpec, register_resolver
+from fooling.fitness.sources.endpoint import endpoint_spec
 from fooling.fitness.sources.files import file_spec
 from fooling.fitness.sources.hub import timm_spec, torchvision_spec
 from fooling.fitness.sources.plugins import plugin_entry_points, plugin_spec
@@ -20,11 +22,14 @@ RESOLVERS: dict[str, Callable[[str], ModelSpec]] = {
     "timm": timm_spec,
     "torchvision": torchvision_spec,
     "file": file_spec,
+    "endpoint": endpoint_spec,  # http(s)://HOST[:PORT]/v2/models/NAME: an Open Inference Protocol server
 }
 
 
 def _kind(reference: str) -> tuple[str, str] | None:
-    """``(kind, what its resolver is given)`` of a prefixed or file reference, else ``None``."""
+    """``(kind, what its resolver is given)`` of a prefixed, endpoint or file reference, else ``None``."""
+    if is_endpoint(reference):
+        return ("endpoint", reference)
     found = prefixed(reference)
     if found is not None:
         return found
@@ -47,7 +52,7 @@ def resolve_source(name: str) -> ModelSpec | None:
 
 
 def source_kind(reference: str) -> str:
-    """``"timm"``, ``"torchvision"``, ``"file"``, ``"plugin"`` or ``"registry"``."""
+    """``"timm"``, ``"torchvision"``, ``"file"``, ``"endpoint"``, ``"plugin"`` or ``"registry"``."""
     found = _kind(reference)
     if found is not None:
         return found[0]

@@ -12,7 +12,7 @@ from rounding import EPS32, UNIT_ROUNDOFF, converted_error, cppn_reference, prob
 
 from fooling.encodings import CPPNEncoding, CPPNGenomes
 from fooling.encodings.color import hsv_to_rgb
-from fooling.encodings.cppn import ACTIVATION_NAMES, NUM_INPUTS
+from fooling.encodings.cppn_genomes import ACTIVATION_NAMES, NUM_INPUTS
 from fooling.evo.archive import ClassArchive
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
