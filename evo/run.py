@@ -414,10 +414,11 @@ def evolve(
 
         def save() -> None:
             state = getattr(search.emitter, "state", None)
+            elites = host_archive(archive)  # genomes on the host (copied once from a device)
             save_checkpoint(
                 config,
                 model,
-                archive,
+                elites,
                 generation=search.generation - 1,
                 next_id=search.next_id,
                 stats=list(search.logbook),
@@ -427,7 +428,7 @@ def evolve(
                 queries=budget.spent,
             )
             tracking.checkpoint(
-                search.generation - 1, archive, thumbnails, lambda g: render_uint8(encoding, g)
+                search.generation - 1, elites, thumbnails, lambda g: render_uint8(encoding, g)
             )
 
         tracking.start(config, model, archive, first_generation=start, resumed=resume, records=records)

@@ -405,7 +405,9 @@ def audit(
                 for row, class_id in enumerate(chosen):
                     images["ascent"][int(class_id)] = _png_data_uri(ascended[row].cpu())
             else:
-                notes.append(f"{model.spec.name} has no gradients (ONNX Runtime): no gradient ascent")
+                notes.append(
+                    f"{model.spec.name} has no gradients (ONNX Runtime or an endpoint): no gradient ascent"
+                )
             bar.update(1)
             bar.set_description("audit: transfer")
             table["best"] = table[["cppn", "direct"]].max(axis=1)

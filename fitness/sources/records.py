@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from fooling.fitness.endpoint.reference import is_endpoint
 from fooling.fitness.models import LoadedModel
 from fooling.fitness.sources.common import GradientUnavailableError, ModelFileError
 from fooling.fitness.sources.files import KIND_NAMES, FileNetwork, read_labels, read_model
@@ -93,7 +94,8 @@ def source_change(recorded: dict | None, reference: str) -> str | None:
         ModelFileError: the model or labels file is missing or unreadable, or its external
             data is refused (see :func:`read_model`).
     """
-    if not isinstance(recorded, dict) or not is_model_file(reference):
+    # An endpoint's URL may end like a file name (``/v2/models/net.onnx``): nothing to read here.
+    if not isinstance(recorded, dict) or not is_model_file(reference) or is_endpoint(reference):
         return None
     path, options = split_reference(reference)
     if "sha256" in recorded:

@@ -64,14 +64,15 @@ def test_engine_help_lists_exactly_the_registered_engines():
     assert {command for command, _ in actions} >= {"fooling evolve", "fooling transfer"}
     for command, action in actions:
         assert _listed(action.help.split(" (default:")[0]) == engine_names(), command
-    assert engine_names() == ["auto", "onnxruntime", "torch"]  # nothing installed in this environment
+    # Nothing installed in this environment.
+    assert engine_names() == ["auto", "endpoint", "onnxruntime", "torch"]
     for name in engine_names()[1:]:
         assert get_engine(name).help in engine_help()
 
 
 def test_an_installed_engine_is_listed_without_loading_it(plugin):
     names = engine_names()
-    assert names == ["auto", "onnxruntime", "torch", "broken", "float64"]
+    assert names == ["auto", "endpoint", "onnxruntime", "torch", "broken", "float64"]
     for _, action in _engine_actions(build_parser()):
         assert _listed(action.help.split(" (default:")[0]) == names
     assert "fake_fooling_engine" not in sys.modules  # building the command line imported no plugin

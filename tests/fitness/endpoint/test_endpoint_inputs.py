@@ -26,7 +26,7 @@ from fooling.fitness.endpoint import (
     parse_endpoint,
 )
 from fooling.fitness.endpoint.client import EndpointClient, RetryableError, _retry_after
-from fooling.fitness.sources import describe_model
+from fooling.fitness.sources import describe_model, source_change
 
 
 def test_scores_match_the_network_in_every_layout_and_kind_of_output(mlserver, lenet):
@@ -260,3 +260,12 @@ def test_retry_after_is_honoured_up_to_the_longest_backoff(mlserver):
         assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 0.75 and 1.0 <= waits[2] <= 1.25
     finally:
         client.close()
+
+
+def test_resume_check_reads_no_file_for_an_endpoint_named_like_one(tmp_path, monkeypatch):
+    # A model called net.onnx behind a server: its URL ends like a model file, and the resume
+    # check must not look for that file (here or anywhere) nor refuse the run.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.onnx").write_bytes(b"not the served model")
+    recorded = {"kind": "endpoint", "sha256": "0" * 64}
+    assert source_change(recorded, "http://127.0.0.1:9/v2/models/net.onnx") is None
