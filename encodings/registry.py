@@ -156,6 +156,7 @@ def _direct(settings: Mapping[str, Any], channels: int, size: tuple[int, int]) -
         halve_mutation_every=settings["halve_mutation_every"] or None,
         crossover_eta=settings["crossover_eta"],
         color_space=_color_space(settings, _DIRECT_SPACES),
+        init=settings.get("init", "paper"),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fooling.encodings import EncodingSpec, UserError, registered_encodings
+from fooling.encodings.direct import DIRECT_INITS
 from fooling.evo.emitters import check_emitter
 from fooling.evo.on_device import VARY_ON
 from fooling.fitness import close_names, resolve_name
@@ -211,6 +212,10 @@ class RunConfig:
         emitter: how children are made: the name of a registered emitter (the built-in
             ``paper``, ``finetune``, ``gradient``, ``ascent``, ``focus``, or a plugin of the
             entry-point group ``fooling.emitters``; see :mod:`fooling.evo.emitters`).
+        init: how the direct encoding draws generation 0: ``"paper"`` (every gene uniform;
+            other encodings take only this) or ``"multiscale"`` (smooth noise of a random
+            scale and gamma per image, for models that answer only their best class; see
+            :meth:`fooling.encodings.DirectEncoding.random`). Its own random streams.
     """
 
     model: str = "mnist-lenet"
@@ -246,6 +251,7 @@ class RunConfig:
     # Images the run may send its model at most, over all its generations and resumes (None: no
     # limit); the run stops with a checkpoint before a generation that would exceed it.
     max_queries: int | None = None
+    init: str = "paper"
 
     def __post_init__(self) -> None:
         if isinstance(self.device, str):  # anything else is refused by validate
@@ -299,6 +305,12 @@ class RunConfig:
         _check_choice("coordinates", self.coordinates, ("unit", "pixel"))
         _check_choice("split-weight", self.split_weight, ("one", "old"))
         _check_choice("vary-on", self.vary_on, tuple(VARY_ON))
+        _check_choice("init", self.init, DIRECT_INITS)
+        spec = _encoding_spec(self.encoding)  # an unknown encoding is reported when it is made
+        if self.init != "paper" and spec is not None and spec.name != "direct":
+            raise UserError(
+                f"--init {self.init} is for --encoding direct; --encoding {spec.name} takes paper"
+            )
         # The smallest CPPN: 4 inputs, 3 outputs, every input connected to every output.
         if self.max_nodes < 7 or self.max_edges < 12:
             raise UserError(

@@ -296,13 +296,16 @@ def _by_preference() -> list[ScoringEngine]:
 def _auto(device: torch.device, model: LoadedModel | None) -> ScoringEngine:
     """The engine ``auto`` means on ``device`` (for ``model``, where given).
 
-    A preferred engine that cannot run here (its package missing) is passed over with one
+    Without a model, engines that run only some kinds of model are passed over. A preferred
+    engine that cannot run here (its package missing) is passed over with one
     log line.
     """
     missing: list[str] = []
     for engine in _by_preference():
         if not engine.serves(device) or (model is not None and not engine.runs(model)):
             continue
+        if model is None and engine.model_kinds is not None:
+            continue  # an engine of some kinds of model only (endpoint) is no default for any model
         reason = engine.unavailable()
         if reason is None:
             for skipped in missing:

@@ -9,9 +9,11 @@ exported to ONNX, ONNX Runtime with one thread), then measures with the same cli
   (the issue's target: >= 0.7 at concurrency 8, batch 50);
 * with ``--target``: the 200-generation MNIST search of ``make demo`` through the endpoint,
   with full probabilities and with each ``--top-k`` (default 1): the median confidence over
-  the 10 digits, the classes >= 99.99%, and the queries spent.
+  the 10 digits, the classes >= 99.99%, and the queries spent; ``--init paper,multiscale``
+  runs each of them with each first-generation draw (``RunConfig.init``).
 
     python scripts/bench_endpoint.py [--concurrency 8] [--request-batch 50] [--target [--top-k 1,3]]
+        [--init paper,multiscale] [--skip-speed]
 
 Needs the ``test`` extra (mlserver) and a trained ``mnist-lenet`` (``fooling train``).
 """
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--top-k", default="1", help="the --target runs' top-k answers, comma-separated (default 1)"
     )
+    parser.add_argument(
+        "--init", default="paper", help="the --target runs' --init values, comma-separated (default paper)"
+    )
+    parser.add_argument("--skip-speed", action="store_true", help="only the --target runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     configure_endpoints(EndpointSettings(concurrency=args.concurrency, request_batch=args.request_batch))
@@ -82,20 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         server = MLServer(Path(folder), lenet.network)
         try:
             url = f"{server.url}/v2/models/lenet"
-            alone = _server_alone(url, args.images, args.rounds)
-            searched, _ = _search(url, f"{folder}/speed", args.generations, args.population)
-            print(
-                f"concurrency {args.concurrency}, batch {args.request_batch}: "
-                f"server alone {alone:.0f} images/s, "
-                f"through the search {searched:.0f} evaluations/s, ratio {searched / alone:.2f}"
-            )
+            if not args.skip_speed:
+                alone = _server_alone(url, args.images, args.rounds)
+                searched, _ = _search(url, f"{folder}/speed", args.generations, args.population)
+                print(
+                    f"concurrency {args.concurrency}, batch {args.request_batch}: "
+                    f"server alone {alone:.0f} images/s, "
+                    f"through the search {searched:.0f} evaluations/s, ratio {searched / alone:.2f}"
+                )
             if args.target:
-                runs = [("full probabilities", url)]
-                runs += [(f"--top-k {k}", f"{url}?top-k={k}") for k in args.top_k.split(",")]
-                for name, reference in runs:
+                answers = [("full probabilities", url)]
+                answers += [(f"--top-k {k}", f"{url}?top-k={k}") for k in args.top_k.split(",")]
+                runs = [
+                    (f"{name}, --init {init}", reference, init)
+                    for init in args.init.split(",")
+                    for name, reference in answers
+                ]
+                for number, (name, reference, init) in enumerate(runs):
                     started = time.perf_counter()
                     config = RunConfig(
-                        model=reference, out=f"{folder}/{len(name)}{name[-1]}", checkpoint_every=0
+                        model=reference, out=f"{folder}/target{number}", checkpoint_every=0, init=init
                     )
                     search = evolve(config, show_progress=False)
                     state = read_latest_checkpoint(config.out, GENOME_CLASSES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import configparser
 import json
 import subprocess
 import sys
@@ -120,3 +121,17 @@ def test_no_import_cycle_among_the_projects_modules():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_setup_cfg_lists_every_package():
+    # A subpackage missing from setup.cfg's explicit list works in an editable install and is
+    # absent from a wheel: compare the list with the folders that hold an __init__.py.
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    found = {
+        ".".join((package, *init.parent.relative_to(ROOT / folder).parts))
+        for folder, package in PACKAGES.items()
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert listed == found
