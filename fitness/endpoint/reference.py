@@ -17,12 +17,7 @@ import urllib.parse
 from pathlib import Path
 
 from fooling.encodings.errors import UserError
-from fooling.fitness.sources.reference import (
-    FileOptions,
-    parse_channels,
-    parse_floats,
-    parse_input_size,
-)
+from fooling.fitness.sources.reference import FILE_OPTION_KEYS, FileOptions, parse_file_option
 
 __all__ = [
     "SCORES",
@@ -93,14 +88,9 @@ def _parse_options(query: str) -> EndpointOptions:
         key, _, value = part.partition("=")
         key = urllib.parse.unquote(key).strip().lower().replace("_", "-")
         value = urllib.parse.unquote(value)
-        if key == "labels":
-            file["labels"] = value
-        elif key == "input-size":
-            file["input_size"] = parse_input_size(value)
-        elif key == "channels":
-            file["channels"] = parse_channels(value)
-        elif key in ("mean", "std"):
-            file[key] = parse_floats(value, f"--{key}")
+        if key in FILE_OPTION_KEYS:
+            name, parsed = parse_file_option(key, value)
+            file[name] = parsed
         elif key == "output":
             if not _NAME.fullmatch(value):
                 raise UserError("--output expects a tensor name (letters, digits, '_', '.', '-')")

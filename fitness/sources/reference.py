@@ -119,6 +119,28 @@ class FileOptions:
         return "&".join(parts)
 
 
+# The keys of a reference's options (``PATH?labels=FILE&input-size=H,W...``), as its query spells them.
+FILE_OPTION_KEYS = ("labels", "input-size", "channels", "mean", "std")
+
+
+def parse_file_option(key: str, value: str) -> tuple[str, object]:
+    """``(FileOptions field, value)`` of option ``key`` (one of :data:`FILE_OPTION_KEYS`).
+
+    Raises:
+        UserError: a bad value.
+        KeyError: ``key`` is no file option (the caller says what it knows).
+    """
+    if key == "labels":
+        return "labels", value
+    if key == "input-size":
+        return "input_size", parse_input_size(value)
+    if key == "channels":
+        return "channels", parse_channels(value)
+    if key in ("mean", "std"):
+        return key, parse_floats(value, f"--{key}")
+    raise KeyError(key)
+
+
 def parse_options(query: str) -> FileOptions:
     """The inverse of :meth:`FileOptions.query`.
 
@@ -129,16 +151,10 @@ def parse_options(query: str) -> FileOptions:
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
         key = key.strip().lower().replace("_", "-")
-        if key == "labels":
-            fields["labels"] = value
-        elif key == "input-size":
-            fields["input_size"] = parse_input_size(value)
-        elif key == "channels":
-            fields["channels"] = parse_channels(value)
-        elif key in ("mean", "std"):
-            fields[key] = parse_floats(value, f"--{key}")
-        else:
-            raise UserError(f"unknown model option {key!r} (known: labels, input-size, channels, mean, std)")
+        if key not in FILE_OPTION_KEYS:
+            raise UserError(f"unknown model option {key!r} (known: {', '.join(FILE_OPTION_KEYS)})")
+        name, parsed = parse_file_option(key, value)
+        fields[name] = parsed
     return FileOptions(**fields)
 
 
