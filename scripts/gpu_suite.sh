@@ -49,7 +49,7 @@ mkdir -p "$OUT"
 
 # 0. The GPU path's own tests (CUDA against the CPU, determinism and resume on the GPU).
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/fitness/test_cuda.py tests/encodings/test_cppn_triton.py \
-  tests/encodings/test_tensor_operators_cuda.py 2>&1 | tail -n 15 | tee "$OUT/tests.txt" ||
+  2>&1 | tail -n 15 | tee "$OUT/tests.txt" ||
   echo "gpu_suite: a GPU test failed (docs/gpu/tests.txt); going on with the figures" >&2
 
 # 0b. The Triton CPPN renderer against the CPU renderer, and the operators on the GPU.
