@@ -35,6 +35,7 @@ __all__ = [
     "VARY_ON",
     "DeviceRandom",
     "check_device_memory",
+    "check_encoding_on_device",
     "check_emitter_on_device",
     "device_toolbox",
     "host_archive",
@@ -131,14 +132,11 @@ class DeviceRandom:
         return self.numpy.integers(*args, **kwargs)
 
 
-def device_toolbox(encoding, device: torch.device) -> base.Toolbox:
-    """A toolbox of ``encoding``'s tensor operators on ``device``, called with a :class:`DeviceRandom`.
+def check_encoding_on_device(encoding) -> None:
+    """Raise :class:`UserError` unless ``encoding`` has operators on tensors.
 
-    Registered like :func:`~fooling.evo.toolbox.make_toolbox`'s: ``random``, ``mutate`` and,
-    where the encoding crosses over, ``mate``; genomes are :class:`TensorGenomes`.
-
-    Raises:
-        UserError: the encoding has no tensor operators (``random_tensor``, ``mutate_tensor``).
+    Those are ``random_tensor`` and ``mutate_tensor``. The run asks before any work;
+    :func:`device_toolbox` asks too.
     """
     missing = [name for name in ("random_tensor", "mutate_tensor") if not hasattr(encoding, name)]
     if missing:
@@ -146,6 +144,18 @@ def device_toolbox(encoding, device: torch.device) -> base.Toolbox:
             f"--vary-on scorer: the {encoding.name} encoding has no operators on a device "
             f"({', '.join(missing)}); use --vary-on host"
         )
+
+
+def device_toolbox(encoding, device: torch.device) -> base.Toolbox:
+    """A toolbox of ``encoding``'s tensor operators on ``device``, called with a :class:`DeviceRandom`.
+
+    Registered like :func:`~fooling.evo.toolbox.make_toolbox`'s: ``random``, ``mutate`` and,
+    where the encoding crosses over, ``mate``; genomes are :class:`TensorGenomes`.
+
+    Raises:
+        UserError: the encoding has no tensor operators (:func:`check_encoding_on_device`).
+    """
+    check_encoding_on_device(encoding)
     toolbox = base.Toolbox()
     toolbox.register("random", lambda count, rng: encoding.random_tensor(count, rng.torch, device))
 

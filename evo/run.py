@@ -25,6 +25,7 @@ from fooling.evo.on_device import (
     HOST_SCHEME,
     check_device_memory,
     check_emitter_on_device,
+    check_encoding_on_device,
     device_toolbox,
     host_archive,
     move_archive,
@@ -465,7 +466,7 @@ def _vary_device(config: RunConfig, encoding, device: torch.device, cells: int) 
     if not varies_on_device(config.vary_on, device, config.workers):
         return None
     check_emitter_on_device(get_emitter(config.emitter))
-    device_toolbox(encoding, device)  # an encoding without tensor operators: one line, here
+    check_encoding_on_device(encoding)
     if config.workers:  # the scorer actors make the children (see fooling.evo.distributed)
         return None
     row = sum(array[0].nbytes for array in encoding.random(1, np.random.default_rng(0)).arrays().values())

@@ -46,7 +46,7 @@ from ray._common.network_utils import is_localhost, parse_address
 from fooling.encodings import GenomeBatch, TensorGenomes, UserError
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
-from fooling.evo.on_device import HOST_SCHEME, device_toolbox
+from fooling.evo.on_device import HOST_SCHEME, device_toolbox, varies_on_device
 from fooling.evo.search import BackendError, Task, Variation
 from fooling.fitness import LoadedModel, error_line, pick_device
 from fooling.fitness.engine import configure_threads, keep_freed_memory
@@ -141,7 +141,8 @@ class _ScorerActor:
         self.evaluator = Evaluator(config, model, device=device)
         self.variation = variation
         self.device_variation = None
-        if variation is not None and config.vary_on == "scorer":
+        self._parents: tuple[int, TensorGenomes | None] | None = None  # (generation, pool on the device)
+        if variation is not None and varies_on_device(config.vary_on, scoring_device, config.workers):
             # Children are made here, on this actor's device, with torch's generator of that device.
             self.device_variation = Variation(
                 device_toolbox(self.evaluator.encoding, self.evaluator.scorer.device),
@@ -195,7 +196,14 @@ class _ScorerActor:
         """
         started = time.perf_counter()
         variation = self.device_variation
-        parents = None if pool is None else TensorGenomes.from_host(pool, variation.device)
+        # Every call of a generation gets the same pool: it goes to the device once.
+        generation = tasks[0].generation if tasks else -1
+        if self._parents is None or self._parents[0] != generation:
+            self._parents = (
+                generation,
+                None if pool is None else TensorGenomes.from_host(pool, variation.device),
+            )
+        parents = self._parents[1]
         children = [variation(task, parents) for task in tasks]
         probabilities = [self.evaluator.evaluate(batch) for batch in children]
         host = [batch.to_host() for batch in children]
@@ -569,8 +577,9 @@ class RayBackend:
         self._variation_ref = ray.put(variation)
         self._refines = variation.emitter.refines
         self._model_ref = ray.put(model_for_actors(model, config.engine))
-        # With --vary-on scorer the scorer actors make the children: no mutators.
-        self._on_scorers = config.vary_on == "scorer"
+        # With --vary-on scorer the scorer actors make the children: no mutators. (On Ray only the
+        # setting decides, whatever the scorers' device: the rule the actors apply too.)
+        self._on_scorers = varies_on_device(config.vary_on, pick_device(device), config.workers)
         self.mutators = [
             _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
             for _ in range(0 if self._on_scorers else config.workers)
