@@ -95,6 +95,11 @@ class TensorGenomes:
             source = other.fields[name]
             tensor[index] = source if source_index is None else source[source_index]
 
+    def empty(self, count: int) -> TensorGenomes:
+        """``count`` rows of unset values with this batch's fields, dtypes and device (for filling)."""
+        return TensorGenomes(self.kind, {name: tensor.new_empty((count, *tensor.shape[1:]))
+                                         for name, tensor in self.fields.items()})  # fmt: skip
+
     def copy(self) -> TensorGenomes:
         """A deep copy on the same device."""
         return TensorGenomes(self.kind, {name: tensor.clone() for name, tensor in self.fields.items()})

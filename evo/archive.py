@@ -17,6 +17,45 @@ class AddStatus(enum.IntEnum):
     NEW = 2  # holds at least one cell that was empty
 
 
+def best_rows(probabilities: np.ndarray, fitness: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cell's best row of a scored batch, its probability, and whether it beats ``fitness``.
+
+    The paper's rule for one batch (:meth:`ClassArchive.add_batch`): a cell goes to the row
+    with the highest probability, the first such row on ties, when that probability (as
+    float32, the archive's precision) is strictly higher than the elite's.
+
+    Args:
+        probabilities: ``(batch_size, num_cells)`` class probabilities (``batch_size >= 1``).
+        fitness: ``(num_cells,)`` float32 elite fitness, ``-inf`` where empty.
+
+    Returns:
+        ``(best_row, best, won)``: ``(num_cells,)`` int row, float32 probability, bool.
+    """
+    best_row = probabilities.argmax(axis=0)
+    best = probabilities[best_row, np.arange(probabilities.shape[1])].astype(np.float32)
+    return best_row, best, best > fitness
+
+
+def candidate_rows(probabilities: np.ndarray, fitness: np.ndarray) -> np.ndarray:
+    """The rows of a scored batch that can enter an archive whose elites are at least ``fitness``.
+
+    Elites only improve, so with ``fitness`` taken before a generation's first insertion these
+    rows hold every row that :meth:`ClassArchive.add_batch` inserts from the batch later in the
+    generation: a worker that keeps its children sends only these (``rows`` of ``add_batch``).
+
+    Args:
+        probabilities: ``(batch_size, num_cells)`` class probabilities.
+        fitness: ``(num_cells,)`` float32 elite fitness, ``-inf`` where empty.
+
+    Returns:
+        ``(k,)`` int64 rows, ascending, distinct.
+    """
+    if probabilities.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    best_row, _, won = best_rows(probabilities, fitness)
+    return np.unique(best_row[won]).astype(np.int64)
+
+
 class ClassArchive:
     """One elite per class, stored as a structure of arrays.
 
@@ -66,6 +105,7 @@ class ClassArchive:
         generation: int,
         parent_id: np.ndarray | None = None,
         parent_cell: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> np.ndarray:
         """Insert a batch by the paper's rule: a row takes EVERY cell where it beats the elite.
 
@@ -74,21 +114,27 @@ class ClassArchive:
         than the current elite's: the same result as inserting rows one by one.
 
         Args:
-            genomes: ``batch_size`` genomes.
+            genomes: ``batch_size`` genomes, or with ``rows`` only those rows of the batch.
             probabilities: ``(batch_size, num_cells)`` class probabilities; ``-inf`` where a
                 class was not scored (top-k answers): such a cell is left as it is.
             individual_id: ``(batch_size,)`` int64 unique ids of the rows.
             generation: generation the batch was evaluated in.
             parent_id: ``(batch_size,)`` ids of the parents, -1 for none (default all -1).
             parent_cell: ``(batch_size,)`` parent cells, -1 for none (default all -1).
+            rows: ``(k,)`` ascending rows of the batch that ``genomes`` holds, a superset of
+                the rows that win a cell (:func:`candidate_rows`); ``None``: all rows.
 
         Returns:
             ``(batch_size,)`` int8 array of :class:`AddStatus` values.
 
         Raises:
-            ValueError: ``probabilities`` is not ``(len(genomes), num_cells)`` or not finite.
+            ValueError: ``probabilities`` is not ``(batch_size, num_cells)`` or not finite, or
+                ``genomes`` does not hold ``rows``.
+            RuntimeError: a winning row is not among ``rows`` (a bug of the backend that chose them).
         """
-        batch = len(genomes)
+        batch = len(genomes) if rows is None else probabilities.shape[0]
+        if rows is not None and len(rows) != len(genomes):
+            raise ValueError(f"{len(genomes)} genomes for {len(rows)} rows")
         if probabilities.shape != (batch, self.num_cells):
             raise ValueError(
                 f"probabilities of shape {probabilities.shape}, expected ({batch}, {self.num_cells})"
@@ -99,25 +145,30 @@ class ClassArchive:
         status = np.zeros(batch, dtype=np.int8)
         if batch == 0:
             return status
-        best_row = probabilities.argmax(axis=0)  # (num_cells,), first maximum on ties
-        best = probabilities[best_row, np.arange(self.num_cells)].astype(np.float32)
-        won = best > self.fitness
+        best_row, best, won = best_rows(probabilities, self.fitness)
         cells = np.flatnonzero(won)
         if cells.size == 0:
             return status
-        rows = best_row[cells]
+        winners = best_row[cells]
+        source_rows = winners
+        if rows is not None:
+            source_rows = np.minimum(np.searchsorted(rows, winners), max(len(rows) - 1, 0))
+            if len(rows) == 0 or not np.array_equal(rows[source_rows], winners):
+                missing = np.setdiff1d(winners, rows).tolist()
+                raise RuntimeError(f"rows {missing} win a cell but were not sent")
         was_empty = ~self.occupied[cells]
         if self.genomes is None:
             self.genomes = genomes.take(np.zeros(self.num_cells, dtype=np.int64))
-        self.genomes.assign(cells, genomes, rows)
+        self.genomes.assign(cells, genomes, source_rows)
         self.fitness[cells] = best[cells]
         self.occupied[cells] = True
-        self.individual_id[cells] = individual_id[rows]
+        self.individual_id[cells] = individual_id[winners]
         none = np.full(batch, -1)
-        self.parent_id[cells] = (none if parent_id is None else parent_id)[rows]
-        self.parent_cell[cells] = (none if parent_cell is None else parent_cell)[rows]
+        self.parent_id[cells] = (none if parent_id is None else parent_id)[winners]
+        self.parent_cell[cells] = (none if parent_cell is None else parent_cell)[winners]
         self.birth_generation[cells] = generation
-        np.maximum.at(status, rows, np.where(was_empty, AddStatus.NEW, AddStatus.IMPROVED).astype(np.int8))
+        new = np.where(was_empty, AddStatus.NEW, AddStatus.IMPROVED).astype(np.int8)
+        np.maximum.at(status, winners, new)
         return status
 
     def occupied_cells(self) -> np.ndarray:

@@ -35,6 +35,7 @@ __all__ = [
     "VARY_ON",
     "DeviceRandom",
     "check_device_memory",
+    "check_generation_memory",
     "check_encoding_on_device",
     "check_emitter_on_device",
     "device_toolbox",
@@ -221,3 +222,15 @@ def check_device_memory(device: torch.device, needed: int, what: str) -> None:
             f"{free / 2**20:,.0f} of its {total / 2**20:,.0f} MiB are free; use --vary-on host "
             "or a GPU with more memory"
         )
+
+
+def check_generation_memory(encoding, device: torch.device, cells: int, population: int) -> None:
+    """Raise :class:`UserError` when ``device`` cannot hold an archive of ``cells`` and a generation.
+
+    A generation holds ``population`` parents and as many children at most.
+
+    Raises:
+        UserError: as :func:`check_device_memory`.
+    """
+    row = sum(array[0].nbytes for array in encoding.random(1, np.random.default_rng(0)).arrays().values())
+    check_device_memory(device, (cells + 2 * population) * row, "the archive and a generation's genomes")

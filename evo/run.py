@@ -23,9 +23,9 @@ from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
 from fooling.evo.models import load_or_train
 from fooling.evo.on_device import (
     HOST_SCHEME,
-    check_device_memory,
     check_emitter_on_device,
     check_encoding_on_device,
+    check_generation_memory,
     device_toolbox,
     host_archive,
     move_archive,
@@ -469,10 +469,7 @@ def _vary_device(config: RunConfig, encoding, device: torch.device, cells: int) 
     check_encoding_on_device(encoding)
     if config.workers:  # the scorer actors make the children (see fooling.evo.distributed)
         return None
-    row = sum(array[0].nbytes for array in encoding.random(1, np.random.default_rng(0)).arrays().values())
-    check_device_memory(
-        device, (cells + 2 * config.population) * row, "the archive and a generation's genomes"
-    )
+    check_generation_memory(encoding, device, cells, config.population)
     return device
 
 

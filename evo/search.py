@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterator
 from typing import Protocol
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from deap import base, tools
 
-from fooling.encodings import GenomeBatch
+from fooling.encodings import GenomeBatch, TensorGenomes
 from fooling.evo.archive import ClassArchive
 from fooling.evo.emitters import EMITTERS, Emitter, Refiner
 from fooling.evo.on_device import DeviceRandom
@@ -48,9 +49,9 @@ def selection_rng(seed: int, generation: int) -> np.random.Generator:
 class Task:
     """One batch of children to make and score.
 
-    A task names its parents by row in the generation's parent pool (the genomes of
-    the distinct parent cells, sent once per generation), so that what the driver
-    sends per task is a small integer array, not ``count`` genomes.
+    A task names its parents by row in the generation's parent pool (the distinct
+    parent cells, :class:`ParentPool`, whose genomes travel at most once per generation),
+    so that what the driver sends per task is a small integer array, not ``count`` genomes.
 
     Attributes:
         generation, batch_index: coordinates that seed the batch's random draws.
@@ -139,6 +140,44 @@ class Variation:
         )
 
 
+class ParentPool:
+    """A generation's distinct parents: cells of the archive as the generation found it.
+
+    Tasks name their parents by row of :attr:`cells`. The genomes are copied out of the
+    archive only when a backend asks for :attr:`genomes`; a backend whose workers keep a
+    replica of the archive sends the cells and the archive's changes instead.
+
+    Args:
+        archive: the archive at the start of the generation; backends read it, never write it.
+        cells: ``(n,)`` distinct parent cells, ascending.
+    """
+
+    def __init__(self, archive: ClassArchive, cells: np.ndarray) -> None:
+        self.archive = archive
+        self.cells = cells
+
+    @functools.cached_property
+    def genomes(self) -> GenomeBatch | TensorGenomes:
+        """``(n,)`` genomes of :attr:`cells`, where the archive keeps them (copied once)."""
+        return self.archive.genomes.take(self.cells)
+
+
+@dataclasses.dataclass
+class Candidates:
+    """The rows of a scored batch that can enter the archive, with their genomes.
+
+    What a backend whose workers keep the children returns instead of the whole batch
+    (:func:`~fooling.evo.archive.candidate_rows`): every row that can win a cell is here.
+
+    Attributes:
+        rows: ``(k,)`` ascending rows of the batch.
+        genomes: their ``k`` genomes.
+    """
+
+    rows: np.ndarray
+    genomes: GenomeBatch
+
+
 class BackendError(OSError):
     """The backend cannot go on (e.g. a Ray actor kept crashing); the archive is intact.
 
@@ -149,10 +188,13 @@ class BackendError(OSError):
 class Backend(Protocol):
     """Where children are made and scored."""
 
-    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+    def run(
+        self, tasks: list[Task], parents: ParentPool | None
+    ) -> Iterator[tuple[GenomeBatch | Candidates, np.ndarray]]:
         """Yield ``(children, probabilities (count, num_cells))`` for each task, in task order.
 
-        ``pool`` holds the generation's distinct parents (``None`` in generation 0).
+        ``parents`` are the generation's distinct parents (``None`` in generation 0).
+        ``children`` is the whole batch, or the :class:`Candidates` among it.
         """
         ...
 
@@ -173,8 +215,9 @@ class LocalBackend:
         self.variation = variation
         self.evaluator = evaluator
 
-    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+    def run(self, tasks: list[Task], parents: ParentPool | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
         """Vary, refine (where the emitter says) and score each task in turn; see :meth:`Backend.run`."""
+        pool = None if parents is None else parents.genomes
         for task in tasks:
             children = self.variation.refine(task, self.variation(task, pool), pool, self.evaluator)
             yield children, self.evaluator.evaluate(children)
@@ -232,13 +275,13 @@ class Search:
         self.emitter = emitter
         self.inserting = False  # True while the archive holds a half-inserted generation
 
-    def tasks(self) -> tuple[list[Task], GenomeBatch | None, np.ndarray]:
-        """This generation's tasks, their parent pool, and the parent cell of each child.
+    def tasks(self) -> tuple[list[Task], ParentPool | None, np.ndarray]:
+        """This generation's tasks, their parents, and the parent cell of each child.
 
         Returns:
-            ``(tasks, pool, parent_cells)``: ``pool`` holds the genomes of the distinct
-            parent cells (``None`` for random genomes), ``parent_cells`` is
-            ``(population,)``, -1 for random genomes.
+            ``(tasks, parents, parent_cells)``: ``parents`` are the distinct parent cells
+            (``None`` for random genomes), ``parent_cells`` is ``(population,)``, -1 for
+            random genomes.
         """
         starts = range(0, self.population, self.batch_size)
         counts = [min(self.batch_size, self.population - start) for start in starts]
@@ -268,7 +311,7 @@ class Search:
             )
             for i, (start, n) in enumerate(zip(starts, counts))
         ]
-        return tasks, self.archive.genomes.take(pool_cells), parent_cells
+        return tasks, ParentPool(self.archive, pool_cells), parent_cells
 
     def step(self) -> dict:
         """Run one generation; return its statistics record.
@@ -282,8 +325,8 @@ class Search:
         # archive, and the emitter's state, exactly as the previous generation left them.
         learnt = self.emitter.state()
         try:
-            tasks, pool, parent_cells = self.tasks()
-            results = list(self.backend.run(tasks, pool))
+            tasks, parents, parent_cells = self.tasks()
+            results = list(self.backend.run(tasks, parents))
         except ModelRunError as error:  # the network failed, not the search: say when
             self.emitter.restore(learnt)
             # One line; from a Ray actor the error's text ends in its type and message.
@@ -306,20 +349,22 @@ class Search:
         start = 0
         for task, (children, probabilities) in zip(tasks, results):
             rows = slice(start, start + task.count)
+            some = isinstance(children, Candidates)  # only the rows that can win came back
             self.archive.add_batch(
-                children,
+                children.genomes if some else children,
                 probabilities,
+                rows=children.rows if some else None,
                 individual_id=self.next_id + np.arange(start, start + task.count, dtype=np.int64),
                 generation=self.generation,
                 parent_id=parent_ids[rows],
                 parent_cell=parent_cells[rows],
             )
             start += task.count
-        if pool is not None:
+        if parents is not None:
             self.emitter.tell(self.archive, parent_cells, improvement)
         seconds = time.perf_counter() - started
         self.inserting = False
-        evaluations = round(self.population * (1 if pool is None else self.emitter.evaluations_per_child))
+        evaluations = round(self.population * (1 if parents is None else self.emitter.evaluations_per_child))
         record = dict(
             gen=self.generation,
             evals=evaluations,

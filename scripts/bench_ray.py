@@ -14,6 +14,11 @@ GPU-scorer rate used to turn the driver's ceiling into a number of scorers):
    selection, submitting, ``ray.wait``, fetching results, archive insertion). Divided
    by the rate of one GPU scorer (``--gpu-scorer-rate``), it says how many GPU
    scorers one driver can keep busy.
+4. What crosses between processes per generation, direct-encoded ImageNet genomes
+   (``--traffic-model``, 602 kB each) on 2 scorer actors: host variation (mutator actors:
+   the parent pool once, every child to its scorer and to the driver) against
+   ``--vary-on scorer`` (the archive's changes once, each batch's candidate rows back),
+   and the evaluations/s of both.
 
 Usage::
 
@@ -40,7 +45,7 @@ from fooling.evo.config import RunConfig  # noqa: E402
 from fooling.evo.distributed.backend import RayBackend, init_local_ray, shutdown_ray  # noqa: E402
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding  # noqa: E402
 from fooling.evo.models import load_or_train  # noqa: E402
-from fooling.evo.search import Search, Variation  # noqa: E402
+from fooling.evo.search import Candidates, Search, Variation  # noqa: E402
 from fooling.evo.toolbox import make_toolbox  # noqa: E402
 from fooling.fitness.engine import keep_freed_memory
 
@@ -106,6 +111,36 @@ class InstantScorer(SleepScorer):
     SECONDS = 0.0
 
 
+def genome_bytes(genomes) -> int:
+    """Bytes of a numpy genome batch."""
+    return sum(array.nbytes for array in genomes.arrays().values())
+
+
+class Traffic:
+    """Wraps a RayBackend: counts the genome bytes that cross between processes."""
+
+    def __init__(self, inner: RayBackend) -> None:
+        self.inner = inner
+        self.bytes = 0
+
+    def run(self, tasks, parents):
+        for children, probabilities in self.inner.run(tasks, parents):
+            if isinstance(children, Candidates):  # made on the scorer: only candidates come back
+                self.bytes += genome_bytes(children.genomes)
+            else:  # made on a mutator: to the scorer and to the driver
+                self.bytes += 2 * genome_bytes(children)
+            yield children, probabilities
+        if parents is not None and "genomes" in vars(parents):  # the pool, put once
+            self.bytes += genome_bytes(parents.genomes)
+
+    def total(self) -> int:
+        """Bytes so far, the replicas' changes included."""
+        return self.bytes + self.inner.sync_bytes
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def copying_toolbox(encoding) -> base.Toolbox:
     """Mutation that copies its parents: mutators cost (almost) nothing."""
     toolbox = make_toolbox(encoding)
@@ -122,6 +157,9 @@ def main() -> None:
         default=2000.0,
         help="evaluations/s of one GPU scorer, to turn the driver's ceiling into a number of "
         "scorers (default 2000: an ImageNet-size net, single crop, on one GPU)",
+    )
+    parser.add_argument(
+        "--traffic-model", default="imagenet-lite0", help="the network of measurement 4 (an ImageNet model)"
     )
     args = parser.parse_args()
     keep_freed_memory()  # as the fooling command does, in every figure of the run
@@ -196,6 +234,32 @@ def main() -> None:
         f"   GPU scorers one driver can feed        {per_cpu / args.gpu_scorer_rate:9.0f}   "
         f"(ceiling / {args.gpu_scorer_rate:.0f} evaluations/s per GPU scorer; target >= 100)"
     )
+
+    # 4. Traffic: host variation against the scorers' replicas, same seed, same archive.
+    model = load_or_train(args.traffic_model)
+    population, batch = 100, 25
+    print(f"\n4. Traffic per generation: {args.traffic_model}, direct genomes, population {population}, "
+          f"batch {batch}, 2 scorers")  # fmt: skip
+    print("   variation                     MB/generation   evaluations/s")
+    for vary_on, workers in (("host", 1), ("scorer", 1)):
+        config = RunConfig(model=args.traffic_model, population=population, batch_size=batch, workers=workers,
+                           scorers=2, vary_on=vary_on, out=out)  # fmt: skip
+        encoding = make_encoding(config, model.spec)
+        backend = Traffic(RayBackend(config, Variation(make_toolbox(encoding), seed=0), model))
+        names = [model.spec.class_names[i] for i in range(model.spec.num_classes)]
+        search = Search(archive=ClassArchive(names), backend=backend, seed=0, population=population,
+                        batch_size=batch)  # fmt: skip
+        try:
+            search.step()
+            before, started = backend.total(), time.perf_counter()
+            for _ in range(max(2, generations // 3)):
+                search.step()
+            rate = (search.generation - 1) * population / (time.perf_counter() - started)
+            per_generation = (backend.total() - before) / (search.generation - 1) / 1e6
+        finally:
+            backend.close()
+        label = "mutator actors (host)" if vary_on == "host" else "on the scorers (replicas)"
+        print(f"   {label:28}  {per_generation:13.1f}   {rate:13.0f}")
     shutdown_ray()
 
 

@@ -1,6 +1,6 @@
 """Ray backend: mutator actors vary genomes, scorer actors score them, the driver keeps the archive.
 
-The only module of the package that imports ``ray``. The driver (this process) owns
+The module of the package that imports ``ray``. The driver (this process) owns
 the archive, every random stream and the checkpoints; actors are stateless workers:
 
 * ``N`` mutator actors (CPU) run :class:`~fooling.evo.search.Variation` on groups of
@@ -16,10 +16,17 @@ scorer and hands results back in task order. Because every random draw is a pure
 function of ``(seed, generation, batch_index)`` and every task is scored as one forward
 batch whatever else travels with it, the archive does not depend on the number of
 actors, on how tasks are grouped into calls, or on actor restarts.
+
+With ``--vary-on scorer`` there are no mutators: each scorer actor makes its tasks'
+children on its own device from its replica of the archive
+(:mod:`~fooling.evo.distributed.replicas`), so parents never travel; per generation the
+driver sends the archive's changes once, and each batch sends back only the rows that
+can win a cell.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -43,11 +50,13 @@ import ray.exceptions
 import torch
 from ray._common.network_utils import is_localhost, parse_address
 
-from fooling.encodings import GenomeBatch, TensorGenomes, UserError
+from fooling.encodings import GenomeBatch, UserError
+from fooling.evo.archive import candidate_rows
 from fooling.evo.config import RunConfig
+from fooling.evo.distributed.replicas import ArchiveReplica, ArchiveSync, archive_sync
 from fooling.evo.evaluation import Evaluator
-from fooling.evo.on_device import HOST_SCHEME, device_toolbox, varies_on_device
-from fooling.evo.search import BackendError, Task, Variation
+from fooling.evo.on_device import HOST_SCHEME, check_generation_memory, device_toolbox, varies_on_device
+from fooling.evo.search import BackendError, Candidates, ParentPool, Task, Variation
 from fooling.fitness import LoadedModel, error_line, pick_device
 from fooling.fitness.engine import configure_threads, keep_freed_memory
 from fooling.fitness.engines import engine_import_paths, get_engine, plugin_engines, resolve_engine
@@ -141,16 +150,21 @@ class _ScorerActor:
         self.evaluator = Evaluator(config, model, device=device)
         self.variation = variation
         self.device_variation = None
-        self._parents: tuple[int, TensorGenomes | None] | None = None  # (generation, pool on the device)
+        self.replica = None
         if variation is not None and varies_on_device(config.vary_on, scoring_device, config.workers):
-            # Children are made here, on this actor's device, with torch's generator of that device.
+            # Children are made here, on this actor's device, with torch's generator of that device,
+            # from parents taken out of this actor's replica of the archive.
+            device = self.evaluator.scorer.device
+            cells = len(self.evaluator.class_ids)
+            check_generation_memory(self.evaluator.encoding, device, cells, config.population)
             self.device_variation = Variation(
-                device_toolbox(self.evaluator.encoding, self.evaluator.scorer.device),
+                device_toolbox(self.evaluator.encoding, device),
                 seed=variation.seed,
                 crossover_probability=variation.crossover_probability,
                 emitter=variation.emitter,
-                device=self.evaluator.scorer.device,
+                device=device,
             )
+            self.replica = ArchiveReplica(device, cells)
 
     def describe(self) -> dict:
         context = ray.get_runtime_context()
@@ -186,28 +200,35 @@ class _ScorerActor:
         return probabilities, time.perf_counter() - started, os.getpid(), refined
 
     def make_and_score(
-        self, tasks: list[Task], pool: GenomeBatch | None
-    ) -> tuple[list[np.ndarray], float, int, list[GenomeBatch]]:
+        self, tasks: list[Task], pool_cells: np.ndarray | None, sync: ArchiveSync | None
+    ) -> tuple[list[np.ndarray] | None, float, int, list[Candidates] | None]:
         """Make each task's children on this actor's device and score them (``--vary-on scorer``).
 
-        The parents arrive once per call as numpy arrays and go to the device; the children come
-        back as numpy arrays for the driver's archive. Returns what :meth:`score` does, the
-        children last.
+        Args:
+            tasks: the tasks of this call, all of one generation.
+            pool_cells: ``(n,)`` the generation's distinct parent cells (``None`` in generation 0).
+            sync: the archive's changes for this actor's replica (``None`` in generation 0).
+
+        Returns:
+            What :meth:`score` does, with the :class:`Candidates` of each batch last: only
+            the rows that can win a cell travel back. The probabilities are ``None`` when the
+            replica lacks the base of ``sync`` (this actor restarted): the driver then
+            sends the whole archive.
         """
         started = time.perf_counter()
-        variation = self.device_variation
-        # Every call of a generation gets the same pool: it goes to the device once.
-        generation = tasks[0].generation if tasks else -1
-        if self._parents is None or self._parents[0] != generation:
-            self._parents = (
-                generation,
-                None if pool is None else TensorGenomes.from_host(pool, variation.device),
-            )
-        parents = self._parents[1]
-        children = [variation(task, parents) for task in tasks]
-        probabilities = [self.evaluator.evaluate(batch) for batch in children]
-        host = [batch.to_host() for batch in children]
-        return probabilities, time.perf_counter() - started, os.getpid(), host
+        if sync is not None and not self.replica.apply(sync):
+            return None, 0.0, os.getpid(), None
+        parents = None if pool_cells is None else self.replica.parents(tasks[0].generation, pool_cells)
+        empty = np.full(len(self.evaluator.class_ids), -np.inf, np.float32)  # generation 0
+        fitness = empty if sync is None else sync.fitness
+        probabilities, candidates = [], []
+        for task in tasks:
+            children = self.device_variation(task, parents)
+            scores = self.evaluator.evaluate(children)
+            rows = candidate_rows(scores, fitness)
+            probabilities.append(scores)
+            candidates.append(Candidates(rows, children.take(rows).to_host()))
+        return probabilities, time.perf_counter() - started, os.getpid(), candidates
 
 
 _Mutator = ray.remote(_MutatorActor)
@@ -516,6 +537,10 @@ class RayBackend:
         self._seconds_per_child: float | None = None
         self._last_log = time.monotonic()
         self._warned_few_tasks = False
+        # The last generation whose starting archive every scorer's replica holds (--vary-on
+        # scorer); None: the next generation sends the whole archive.
+        self._synced: int | None = None
+        self.sync_bytes = 0  # genome bytes sent to the replicas so far (each put once)
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -653,10 +678,15 @@ class RayBackend:
         fair = max(1, len(tasks) // (IN_FLIGHT_PER_SCORER * len(self.scorers)))
         return min(wanted, fair)
 
-    def run(self, tasks: list[Task], pool: GenomeBatch | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
+    def run(
+        self, tasks: list[Task], parents: ParentPool | None
+    ) -> Iterator[tuple[GenomeBatch | Candidates, np.ndarray]]:
         """Vary and score ``tasks``; yield ``(children, probabilities (count, num_cells))`` in task order.
 
-        Parents come from ``pool``, put in the object store once for the whole generation.
+        For mutator actors the parents' genomes are put in the object store once for the
+        whole generation; scorers that make the children get the parent cells and the
+        archive's changes for their replicas instead (:mod:`~fooling.evo.distributed.replicas`),
+        and send back the :class:`Candidates` of each batch.
 
         Raises:
             BackendError: an actor died more than ``max_restarts`` times, or nothing
@@ -671,32 +701,40 @@ class RayBackend:
                 len(self.scorers),
             )
         group = self._group_size(tasks)
-        pool_ref = None if pool is None else ray.put(pool)
         chunks = [tasks[start : start + group] for start in range(0, len(tasks), group)]
-        finished: dict[int, tuple[list[GenomeBatch], list[np.ndarray]]] = {}
+        generation = tasks[0].generation if tasks else -1
+        pool_ref = sync_ref = whole_ref = pool_cells = None
+        if self._on_scorers:
+            since, self._synced = self._synced, None  # until every call of this generation came back
+            if parents is not None:
+                pool_cells = parents.cells
+                sync_ref = self._put_sync(archive_sync(parents.archive, generation, since))
+        elif parents is not None:
+            pool_ref = ray.put(parents.genomes)
+        pending = collections.deque((index, sync_ref) for index in range(len(chunks)))
+        finished: dict[int, tuple[list[GenomeBatch | Candidates], list[np.ndarray]]] = {}
         in_flight: dict[ray.ObjectRef, _Call] = {}
         scorer_load = [0] * len(self.scorers)
         mutator_load = [0] * len(self.mutators)
-        submitted = yielded = 0
+        yielded = 0
         while yielded < len(chunks):
-            while submitted < len(chunks) and min(scorer_load) < IN_FLIGHT_PER_SCORER:
+            while pending and min(scorer_load) < IN_FLIGHT_PER_SCORER:
+                index, sync = pending.popleft()
+                chunk = chunks[index]
                 scorer = int(np.argmin(scorer_load))
-                count = sum(task.count for task in chunks[submitted])
+                count = sum(task.count for task in chunk)
                 if self._on_scorers:
-                    probabilities = self.scorers[scorer].make_and_score.remote(chunks[submitted], pool_ref)
-                    in_flight[probabilities] = _Call(submitted, scorer, -1, None, None, count)
+                    probabilities = self.scorers[scorer].make_and_score.remote(chunk, pool_cells, sync)
+                    in_flight[probabilities] = _Call(index, scorer, -1, None, None, count)
                 else:
                     mutator = int(np.argmin(mutator_load))
-                    children, mutator_stats = self.mutators[mutator].vary.remote(chunks[submitted], pool_ref)
+                    children, mutator_stats = self.mutators[mutator].vary.remote(chunk, pool_ref)
                     # Parents travel to the scorers only for an emitter that refines beside the network.
-                    refine = (chunks[submitted], pool_ref) if self._refines and pool_ref is not None else ()
+                    refine = (chunk, pool_ref) if self._refines and pool_ref is not None else ()
                     probabilities = self.scorers[scorer].score.remote(children, *refine)
-                    in_flight[probabilities] = _Call(
-                        submitted, scorer, mutator, children, mutator_stats, count
-                    )
+                    in_flight[probabilities] = _Call(index, scorer, mutator, children, mutator_stats, count)
                     mutator_load[mutator] += 1
                 scorer_load[scorer] += 1
-                submitted += 1
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=STALL_TIMEOUT_S)
             if not ready:
                 raise BackendError(f"no result from any Ray actor for {STALL_TIMEOUT_S:g} s; giving up")
@@ -705,22 +743,46 @@ class RayBackend:
                 scorer_load[call.scorer] -= 1
                 if call.mutator >= 0:
                     mutator_load[call.mutator] -= 1
-                finished[call.chunk] = self._collect(ref, call)
+                result = self._collect(ref, call)
+                if result is None:
+                    # The scorer's replica missed the archive's changes (it restarted): send it all.
+                    logger.info(
+                        "%s lacks the archive's changes (restarted): sending it the whole archive",
+                        self.stats[len(self.mutators) + call.scorer].name,
+                    )
+                    if whole_ref is None:
+                        whole_ref = self._put_sync(archive_sync(parents.archive, generation, None))
+                    pending.appendleft((call.chunk, whole_ref))
+                else:
+                    finished[call.chunk] = result
             while yielded in finished:
                 children_list, probabilities_list = finished.pop(yielded)
                 yield from zip(children_list, probabilities_list)
                 yielded += 1
+        if self._on_scorers and parents is not None:
+            self._synced = generation
         self._maybe_log()
 
-    def _collect(self, ref: ray.ObjectRef, call: _Call) -> tuple[list[GenomeBatch], list[np.ndarray]]:
-        """Fetch one finished call and account for it (restarts show up as a new pid)."""
+    def _put_sync(self, sync: ArchiveSync) -> ray.ObjectRef:
+        """``sync`` in the object store (every scorer reads the one copy), counted in :attr:`sync_bytes`."""
+        self.sync_bytes += sync.nbytes
+        return ray.put(sync)
+
+    def _collect(
+        self, ref: ray.ObjectRef, call: _Call
+    ) -> tuple[list[GenomeBatch | Candidates], list[np.ndarray]] | None:
+        """Fetch one finished call and account for it (restarts show up as a new pid).
+
+        ``None`` when the scorer's replica lacked the base of the changes it was sent.
+        """
         try:
-            probabilities, seconds, pid, refined = ray.get(ref, timeout=GET_TIMEOUT_S)
+            # From a scorer that made the children, the last item holds them (its Candidates).
+            probabilities, seconds, pid, children = ray.get(ref, timeout=GET_TIMEOUT_S)
             if call.mutator >= 0:
-                children, (mutator_seconds, mutator_pid) = ray.get(
+                made, (mutator_seconds, mutator_pid) = ray.get(
                     [call.children, call.mutator_stats], timeout=GET_TIMEOUT_S
                 )
-            children = children if refined is None else refined
+                children = made if children is None else children  # else: refined beside the network
         except ray.exceptions.RayActorError as error:
             raise BackendError(
                 f"a Ray actor died more than {self.max_restarts} times (its restart limit), giving up: "
@@ -728,12 +790,13 @@ class RayBackend:
             ) from None
         except ray.exceptions.GetTimeoutError:
             raise BackendError(f"a finished Ray call gave no result within {GET_TIMEOUT_S:g} s") from None
+        count = 0 if probabilities is None else call.count
         scorer = self.stats[len(self.mutators) + call.scorer]
         accounts = [(scorer, seconds, pid)]
         if call.mutator >= 0:
             accounts.insert(0, (self.stats[call.mutator], mutator_seconds, mutator_pid))
         for stats, busy, process in accounts:
-            if stats.record(call.count, busy, process):
+            if stats.record(count, busy, process):
                 logger.warning(
                     "%s restarted (now pid %d, %d restart(s) of %d allowed); its calls were retried",
                     stats.name,
@@ -741,6 +804,8 @@ class RayBackend:
                     stats.restarts,
                     self.max_restarts,
                 )
+        if probabilities is None:
+            return None
         per_child = seconds / max(call.count, 1)
         self._seconds_per_child = (
             per_child if self._seconds_per_child is None else 0.8 * self._seconds_per_child + 0.2 * per_child

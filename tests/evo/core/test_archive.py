@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fooling.encodings import DirectGenomes
-from fooling.evo.archive import AddStatus, ClassArchive
+from fooling.evo.archive import AddStatus, ClassArchive, candidate_rows
 
 
 def genomes(values: list[float]) -> DirectGenomes:
@@ -82,3 +82,42 @@ def test_bad_probabilities_are_refused():
         add(archive, [0.1], [[np.nan, 0.3]])
     with pytest.raises(ValueError, match="empty"):
         ClassArchive(["a"]).sample_parents(1, np.random.default_rng(0))
+
+
+def test_candidate_rows_of_a_generation_give_the_archive_of_whole_batches():
+    # Candidates are chosen against the fitness before the generation's first batch; later
+    # batches then insert into an archive that already improved. Inserting only the
+    # candidate rows must give the archive that inserting whole batches gives.
+    rng = np.random.default_rng(5)
+    whole, some = ClassArchive(list("abcdef")), ClassArchive(list("abcdef"))
+    first = rng.dirichlet(np.ones(6), size=8).astype(np.float32)
+    add(whole, rng.random(8).tolist(), first)
+    add(some, [0.0] * 8, first)
+    some.genomes = whole.genomes.copy()
+    sent = 0
+    for generation in range(1, 6):
+        start = whole.fitness.copy()
+        for batch in range(3):
+            probabilities = rng.dirichlet(np.full(6, 0.3), size=10).astype(np.float32)
+            values = rng.random(10).tolist()
+            ids = np.arange(10) + 100 * generation + 10 * batch
+            rows = candidate_rows(probabilities, start)
+            sent += len(rows)
+            assert set(rows) <= set(probabilities.argmax(axis=0))
+            whole.add_batch(genomes(values), probabilities, individual_id=ids, generation=generation)
+            kept = genomes([values[r] for r in rows])
+            some.add_batch(kept, probabilities, individual_id=ids, generation=generation, rows=rows)
+    assert some.equals(whole)
+    assert sent <= 5 * 3 * 6  # at most one row per cell and batch
+
+
+def test_a_winning_row_that_was_not_sent_is_a_bug_not_a_silent_loss():
+    archive = ClassArchive(["a", "b"])
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    with pytest.raises(RuntimeError, match=r"rows \[1\] win a cell but were not sent"):
+        archive.add_batch(genomes([0.1]), probabilities, individual_id=np.arange(2), generation=0,
+                          rows=np.array([0]))  # fmt: skip
+    assert not archive.occupied.any()  # nothing inserted before the check
+    with pytest.raises(ValueError, match="1 genomes for 2 rows"):
+        archive.add_batch(genomes([0.1]), probabilities, individual_id=np.arange(2), generation=0,
+                          rows=np.array([0, 1]))  # fmt: skip

@@ -19,7 +19,7 @@ from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS, get_emitter
 from fooling.evo.evaluation import Evaluator
 from fooling.evo.run import evolve, resume_config
-from fooling.evo.search import LocalBackend, Task, Variation
+from fooling.evo.search import LocalBackend, ParentPool, Task, Variation
 from fooling.evo.toolbox import make_toolbox
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, UnknownNameError, ten_crops
 from fooling.fitness.models import weights_hash
@@ -309,7 +309,9 @@ def _generation_tasks(population: int, batch_size: int, parent_cells: np.ndarray
 
 
 def _children(backend: LocalBackend, tasks: list[Task], pool: CPPNGenomes) -> tuple[list, list]:
-    results = list(backend.run(tasks, pool))
+    archive = ClassArchive([f"cell{i}" for i in range(len(pool))])
+    archive.genomes = pool
+    results = list(backend.run(tasks, ParentPool(archive, np.arange(len(pool)))))
     return [children for children, _ in results], [probabilities for _, probabilities in results]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
+from killing import ActorKiller
 from netcheck import (
     descendants,
     free_port,
@@ -114,36 +115,12 @@ def test_cppn_genomes_on_ray_give_the_in_process_archive(ray_session, fooling_ho
     assert on_ray.archive.equals(local.archive) and len(local.archive) == 10
 
 
-class _Killer:
-    """Wraps a RayBackend: SIGKILLs one actor's process right after a generation's first result."""
-
-    def __init__(self, inner: distributed.RayBackend, kills: dict[int, str]) -> None:
-        self.inner = inner
-        self.kills = kills
-        self.killed: list[int] = []
-
-    def run(self, tasks, pool):
-        for index, item in enumerate(self.inner.run(tasks, pool)):
-            kind = self.kills.get(tasks[0].generation)
-            if index == 0 and kind:
-                pid = next(s.pid for s in self.inner.stats if s.kind == kind)
-                os.kill(pid, signal.SIGKILL)
-                self.killed.append(pid)
-            yield item
-
-    def summary(self) -> str:
-        return self.inner.summary()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_killed_mutator_and_scorer_cost_a_retry_not_data(ray_session, reference, tmp_path, monkeypatch):
     killers = []
     original = run_module.make_backend
 
     def make(*args, **kwargs):
-        killers.append(_Killer(original(*args, **kwargs), {1: "mutator", 3: "scorer"}))
+        killers.append(ActorKiller(original(*args, **kwargs), {1: "mutator", 3: "scorer"}))
         return killers[0]
 
     monkeypatch.setattr(run_module, "make_backend", make)
