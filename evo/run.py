@@ -44,12 +44,14 @@ from fooling.evo.store.checkpoint import (
     write_checkpoint,
 )
 from fooling.evo.store.location import check_writable
+from fooling.evo.store.queries import read_ledger, write_ledger
 from fooling.evo.store.runfolder import RunFolderError, claimed_run_folder
 from fooling.evo.store.tables import read_stats, write_stats
 from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
 from fooling.evo.trackers import Tracker, TrackerSpec, Tracking
 from fooling.fitness import LoadedModel, ModelRunError, pick_device
+from fooling.fitness.endpoint import is_endpoint
 from fooling.fitness.endpoint.budget import QueryBudget
 from fooling.fitness.engine import check_engine, keep_freed_memory, resolve_engine
 from fooling.fitness.limits import check_device
@@ -412,6 +414,8 @@ def evolve(
             warn_scheme_change(config.out, checkpoint.rng_scheme, scheme)
         spent = _queries_spent(config, checkpoint, records) if resume else 0
         budget = QueryBudget(config.max_queries, spent)
+        # Images sent to a server, or under a budget, are recorded before each generation sends them.
+        keeps_ledger = config.max_queries is not None or is_endpoint(config.model)
 
         def save() -> None:
             state = getattr(search.emitter, "state", None)
@@ -441,6 +445,7 @@ def evolve(
                 show_progress=show_progress,
                 on_generation=tracking.observer(on_generation),
                 budget=budget,
+                ledger=keeps_ledger,
             )
         except BaseException as error:
             tracking.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -490,10 +495,28 @@ def _query_record(search: Search, budget: QueryBudget) -> dict:
 
 
 def _queries_spent(config: RunConfig, checkpoint: Checkpoint, records: list[dict]) -> int:
-    """Images a resumed run had sent: the checkpoint's count, else its stats' evaluations (older runs)."""
+    """Images a resumed run had sent.
+
+    The checkpoint's count (else its stats' evaluations: older runs), or the run folder's
+    ledger where it is larger: generations after the last checkpoint sent their images too.
+
+    Raises:
+        QueryLedgerError: a ledger that is not one count.
+    """
     if checkpoint.queries is not None:
-        return checkpoint.queries
-    return sum(int(record.get("evals") or 0) for record in records) * config.crops
+        saved = checkpoint.queries
+    else:
+        saved = sum(int(record.get("evals") or 0) for record in records) * config.crops
+    recorded = read_ledger(config.out)
+    if recorded is not None and recorded > saved:
+        logger.warning(
+            "%s: %d images were sent after the last checkpoint (%d before it); they count as sent",
+            config.out,
+            recorded - saved,
+            saved,
+        )
+        return recorded
+    return saved
 
 
 def _resumed_state(
@@ -528,6 +551,7 @@ def _run_generations(
     show_progress: bool,
     on_generation: Callable[[Search], None] | None,
     budget: QueryBudget | None = None,
+    ledger: bool = False,
 ) -> Search:
     """Run ``search`` to ``config.generations``, checkpointing with ``save``; closes its backend.
 
@@ -535,7 +559,8 @@ def _run_generations(
     backend failure or a model that fails while scoring, saves the last whole generation first.
     ``budget`` counts the images scored (each generation's stats record gets ``queries`` and
     the cells fooled at each :data:`FOOLED_LEVELS`); the run stops, checkpointed, before a
-    generation that would exceed it.
+    generation that would exceed it. With ``ledger``, the count the generation will reach is
+    written to the run folder before it sends anything (:mod:`~fooling.evo.store.queries`).
     """
     budget = budget or QueryBudget(None)
     saved_at = search.generation - 1
@@ -566,6 +591,8 @@ def _run_generations(
                         config.out,
                     )
                     break
+                if ledger:
+                    write_ledger(config.out, budget.spent + needed)
                 record = search.step()
                 budget.spend(needed)
                 search.logbook[-1].update(_query_record(search, budget))

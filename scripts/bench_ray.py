@@ -141,6 +141,36 @@ class Traffic:
         self.inner.close()
 
 
+def traffic(model_name: str, out: str, generations: int) -> None:
+    """Measurement 4: genome bytes between processes, host variation against the scorers' replicas."""
+    model = load_or_train(model_name)
+    population, batch = 100, 25
+    print(f"\n4. Traffic: {model_name}, direct genomes, population {population}, batch {batch}, 2 scorers")
+    print("   variation                     first copy MB   MB/generation   evaluations/s")
+    for vary_on in ("host", "scorer"):
+        config = RunConfig(model=model_name, population=population, batch_size=batch, workers=1, scorers=2,
+                           vary_on=vary_on, out=out)  # fmt: skip
+        encoding = make_encoding(config, model.spec)
+        backend = Traffic(RayBackend(config, Variation(make_toolbox(encoding), seed=0), model))
+        names = [model.spec.class_names[i] for i in range(model.spec.num_classes)]
+        search = Search(archive=ClassArchive(names), backend=backend, seed=0, population=population,
+                        batch_size=batch)  # fmt: skip
+        try:
+            search.step()  # random genomes
+            search.step()  # the first parents: the replicas get the whole archive once
+            copy = backend.inner.sync_bytes / 1e6  # the replicas' whole copy (0 for mutators)
+            first, started = backend.total(), time.perf_counter()
+            measured = max(2, generations // 3)
+            for _ in range(measured):
+                search.step()
+            rate = measured * population / (time.perf_counter() - started)
+            per_generation = (backend.total() - first) / measured / 1e6
+        finally:
+            backend.close()
+        label = "mutator actors (host)" if vary_on == "host" else "on the scorers (replicas)"
+        print(f"   {label:28}  {copy:13.1f}   {per_generation:13.1f}   {rate:13.0f}")
+
+
 def copying_toolbox(encoding) -> base.Toolbox:
     """Mutation that copies its parents: mutators cost (almost) nothing."""
     toolbox = make_toolbox(encoding)
@@ -159,6 +189,9 @@ def main() -> None:
         "scorers (default 2000: an ImageNet-size net, single crop, on one GPU)",
     )
     parser.add_argument(
+        "--sections", default="1234", help="which measurements to run, e.g. 4 (default all: 1234)"
+    )
+    parser.add_argument(
         "--traffic-model", default="imagenet-lite0", help="the network of measurement 4 (an ImageNet model)"
     )
     args = parser.parse_args()
@@ -171,95 +204,76 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="bench-ray-")
     print(f"machine: {cpus} CPU cores; Ray {ray.__version__}; model mnist-lenet; out {out}")
 
-    # 1. End-to-end efficiency on MNIST.
-    population, batch = 4000, 500
-    config = RunConfig(population=population, batch_size=batch, workers=1, scorers=1, out=out)
-    encoding = make_encoding(config, model.spec)
+    sections = set(args.sections)
+    encoding = make_encoding(RunConfig(out=out), model.spec)
     variation = Variation(make_toolbox(encoding), seed=0)
-    raw = raw_scorer_rate(config, model, batch, repeats=4 * generations)
-    backend = RayBackend(config, variation, model)
-    try:
-        e2e = search_rate(
-            backend, encoding, model, population=population, batch_size=batch, generations=generations
-        )
-    finally:
-        backend.close()
-    print("\n1. MNIST LeNet, batch", batch, "population", population)
-    print(f"   raw scorer (in-process)      {raw:9.0f} evaluations/s")
-    print(f"   end to end on Ray (1+1)      {e2e:9.0f} evaluations/s")
-    print(f"   ratio                        {e2e / raw:9.2f}   (target >= 0.7)")
-
-    # 2. Scaling with simulated GPUs: each task takes SECONDS whatever else runs.
-    population, batch, seconds = 3200, 100, SleepScorer.SECONDS
-    print(
-        f"\n2. Scaling: scorers sleeping {seconds * 1000:.0f} ms per task of {batch} "
-        f"(population {population})"
-    )
-    print("   scorers   evaluations/s   ideal   efficiency")
-    for scorers in (1, 2, 4, 8):
-        config = RunConfig(population=population, batch_size=batch, workers=2, scorers=scorers, out=out)
-        backend = RayBackend(config, variation, model, scorer_actor=SleepScorer)
+    if "1" in sections:
+        # 1. End-to-end efficiency on MNIST.
+        population, batch = 4000, 500
+        config = RunConfig(population=population, batch_size=batch, workers=1, scorers=1, out=out)
+        raw = raw_scorer_rate(config, model, batch, repeats=4 * generations)
+        backend = RayBackend(config, variation, model)
         try:
-            rate = search_rate(
-                backend,
-                encoding,
-                model,
-                population=population,
-                batch_size=batch,
-                generations=max(2, generations // 2),
+            e2e = search_rate(
+                backend, encoding, model, population=population, batch_size=batch, generations=generations
             )
         finally:
             backend.close()
-        ideal = scorers * batch / seconds
-        print(f"   {scorers:7d}   {rate:13.0f}   {ideal:5.0f}   {rate / ideal:10.2f}")
+        print("\n1. MNIST LeNet, batch", batch, "population", population)
+        print(f"   raw scorer (in-process)      {raw:9.0f} evaluations/s")
+        print(f"   end to end on Ray (1+1)      {e2e:9.0f} evaluations/s")
+        print(f"   ratio                        {e2e / raw:9.2f}   (target >= 0.7)")
 
-    # 3. The driver's ceiling: copying mutators, instant scorers. Here the actors share
-    # this machine's cores with the driver, so the wall-clock rate understates what a
-    # driver with its own node does; the CPU time of the driver's process (its Ray
-    # threads included) is what bounds it on a cluster, where actors run elsewhere.
-    population, batch = 8000, 500
-    config = RunConfig(population=population, batch_size=batch, workers=1, scorers=2, out=out)
-    copying = Variation(copying_toolbox(encoding), seed=0)
-    backend = RayBackend(config, copying, model, scorer_actor=InstantScorer)
-    try:
-        wall, per_cpu = search_rates(
-            backend, encoding, model, population=population, batch_size=batch, generations=generations
+    if "2" in sections:
+        # 2. Scaling with simulated GPUs: each task takes SECONDS whatever else runs.
+        population, batch, seconds = 3200, 100, SleepScorer.SECONDS
+        print(
+            f"\n2. Scaling: scorers sleeping {seconds * 1000:.0f} ms per task of {batch} "
+            f"(population {population})"
         )
-    finally:
-        backend.close()
-    print(f"\n3. Driver ceiling (MNIST genomes, batch {batch}, copying mutators, instant scorers)")
-    print(f"   wall clock, actors on the same cores   {wall:9.0f} evaluations/s")
-    print(f"   per CPU second of the driver process   {per_cpu:9.0f} evaluations/s  (the ceiling)")
-    print(
-        f"   GPU scorers one driver can feed        {per_cpu / args.gpu_scorer_rate:9.0f}   "
-        f"(ceiling / {args.gpu_scorer_rate:.0f} evaluations/s per GPU scorer; target >= 100)"
-    )
+        print("   scorers   evaluations/s   ideal   efficiency")
+        for scorers in (1, 2, 4, 8):
+            config = RunConfig(population=population, batch_size=batch, workers=2, scorers=scorers, out=out)
+            backend = RayBackend(config, variation, model, scorer_actor=SleepScorer)
+            try:
+                rate = search_rate(
+                    backend,
+                    encoding,
+                    model,
+                    population=population,
+                    batch_size=batch,
+                    generations=max(2, generations // 2),
+                )
+            finally:
+                backend.close()
+            ideal = scorers * batch / seconds
+            print(f"   {scorers:7d}   {rate:13.0f}   {ideal:5.0f}   {rate / ideal:10.2f}")
 
-    # 4. Traffic: host variation against the scorers' replicas, same seed, same archive.
-    model = load_or_train(args.traffic_model)
-    population, batch = 100, 25
-    print(f"\n4. Traffic per generation: {args.traffic_model}, direct genomes, population {population}, "
-          f"batch {batch}, 2 scorers")  # fmt: skip
-    print("   variation                     MB/generation   evaluations/s")
-    for vary_on, workers in (("host", 1), ("scorer", 1)):
-        config = RunConfig(model=args.traffic_model, population=population, batch_size=batch, workers=workers,
-                           scorers=2, vary_on=vary_on, out=out)  # fmt: skip
-        encoding = make_encoding(config, model.spec)
-        backend = Traffic(RayBackend(config, Variation(make_toolbox(encoding), seed=0), model))
-        names = [model.spec.class_names[i] for i in range(model.spec.num_classes)]
-        search = Search(archive=ClassArchive(names), backend=backend, seed=0, population=population,
-                        batch_size=batch)  # fmt: skip
+    if "3" in sections:
+        # 3. The driver's ceiling: copying mutators, instant scorers. Here the actors share
+        # this machine's cores with the driver, so the wall-clock rate understates what a
+        # driver with its own node does; the CPU time of the driver's process (its Ray
+        # threads included) is what bounds it on a cluster, where actors run elsewhere.
+        population, batch = 8000, 500
+        config = RunConfig(population=population, batch_size=batch, workers=1, scorers=2, out=out)
+        copying = Variation(copying_toolbox(encoding), seed=0)
+        backend = RayBackend(config, copying, model, scorer_actor=InstantScorer)
         try:
-            search.step()
-            before, started = backend.total(), time.perf_counter()
-            for _ in range(max(2, generations // 3)):
-                search.step()
-            rate = (search.generation - 1) * population / (time.perf_counter() - started)
-            per_generation = (backend.total() - before) / (search.generation - 1) / 1e6
+            wall, per_cpu = search_rates(
+                backend, encoding, model, population=population, batch_size=batch, generations=generations
+            )
         finally:
             backend.close()
-        label = "mutator actors (host)" if vary_on == "host" else "on the scorers (replicas)"
-        print(f"   {label:28}  {per_generation:13.1f}   {rate:13.0f}")
+        print(f"\n3. Driver ceiling (MNIST genomes, batch {batch}, copying mutators, instant scorers)")
+        print(f"   wall clock, actors on the same cores   {wall:9.0f} evaluations/s")
+        print(f"   per CPU second of the driver process   {per_cpu:9.0f} evaluations/s  (the ceiling)")
+        print(
+            f"   GPU scorers one driver can feed        {per_cpu / args.gpu_scorer_rate:9.0f}   "
+            f"(ceiling / {args.gpu_scorer_rate:.0f} evaluations/s per GPU scorer; target >= 100)"
+        )
+
+    if "4" in sections:
+        traffic(args.traffic_model, out, generations)
     shutdown_ray()
 
 

@@ -1,9 +1,10 @@
-"""A query budget: images a run may send its model, counted exactly across resumes.
+"""A query budget: images a run may send its model, counted across resumes.
 
 The search's driver owns it (it knows, before a generation, how many images the generation
 will send): one counter for the whole run, however many processes send the requests, so the
 budget is global across Ray scorer actors by construction. The count is stored in every
-checkpoint and continued by ``--resume``.
+checkpoint and continued by ``--resume``; the run folder's ledger
+(:mod:`fooling.evo.store.queries`) adds what generations after the last checkpoint sent.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ from oip_fixtures import FaultProxy, served
 
 from fooling.encodings import GENOME_CLASSES
 from fooling.evo.cli.main import main
+from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
 from fooling.evo.experiments.audit import queries_to_fool
+from fooling.evo.run import evolve as run_evolve
 from fooling.evo.store.checkpoint import read_latest_checkpoint
 from fooling.fitness import load_model
 
@@ -81,6 +83,60 @@ def test_max_queries_stops_exactly_and_resume_continues_the_count(
     whole = tmp_path / "whole"
     assert evolve(capsys, url, whole, "--generations", "4")[0] == 0
     assert checkpoint(whole).archive.equals(checkpoint(out).archive)
+
+
+class Killed(BaseException):
+    """Ends a run at once, like SIGKILL: no handler of the run catches it, nothing is saved."""
+
+
+def test_images_sent_after_the_last_checkpoint_count_against_the_budget(
+    mlserver, tmp_path, capsys, caplog, endpoint_settings
+):
+    url = f"{mlserver.url}/v2/models/lenet"
+    out = tmp_path / "run"
+    before = served(mlserver.folder, "lenet")
+
+    def kill_after_generation_2(search):
+        if search.generation == 3:
+            raise Killed
+
+    config = RunConfig(model=url, out=str(out), population=16, seed=3, generations=6, checkpoint_every=2)
+    with pytest.raises(Killed):
+        run_evolve(config, show_progress=False, on_generation=kill_after_generation_2)
+    # Generations 0-2 were sent; the checkpoint holds 0-1.
+    assert checkpoint(out).queries == 32 and served(mlserver.folder, "lenet") - before == 48
+    assert json.loads((out / "queries.json").read_text()) == {"queries": 48}
+    code, err = evolve(capsys, url, out, "--resume", str(out), "--max-queries", "64")
+    assert code == 0, err
+    assert "16 images were sent after the last checkpoint (32 before it); they count as sent" in caplog.text
+    # 48 sent and one generation of 16 more: the budget ends the run there, not two generations later.
+    assert "query budget spent: 64 of --max-queries 64 images sent, generation 3 needs 16" in err
+    assert checkpoint(out).queries == 64 == served(mlserver.folder, "lenet") - before
+    assert checkpoint(out).generation == 2
+
+
+@pytest.mark.parametrize("planted", ["garbage", "negative", "link", "huge"])
+def test_a_damaged_query_ledger_stops_the_resume_in_one_line(
+    mlserver, tmp_path, capsys, endpoint_settings, planted
+):
+    url = f"{mlserver.url}/v2/models/lenet"
+    out = tmp_path / "run"
+    assert evolve(capsys, url, out, "--generations", "1")[0] == 0
+    ledger = out / "queries.json"
+    ledger.unlink()
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"queries": 1000000}')
+    if planted == "link":
+        ledger.symlink_to(secret)
+    else:
+        text = {"garbage": "{not json", "negative": '{"queries": -3}', "huge": " " * 5000 + "1"}[planted]
+        ledger.write_text(text)
+    served_before = served(mlserver.folder, "lenet")
+    code, err = evolve(capsys, url, out, "--resume", str(out), "--generations", "2")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "queries.json" in err and "remove it to count from the last checkpoint alone" in err
+    assert served(mlserver.folder, "lenet") == served_before  # refused before any image was sent
+    assert checkpoint(out).generation == 0
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "x"])
