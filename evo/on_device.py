@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 # Where children are made: --vary-on choices.
 VARY_ON = {
-    "auto": "on the scorer's device when it is a CUDA GPU, else on the host",
+    "auto": "on the scorers' device when it is a CUDA GPU (in-process or on Ray) and the emitter can, "
+    "else on the host",
     "host": "on the host, with numpy (mutator actors on Ray)",
     "scorer": "on the scoring device, with torch (CPU or GPU)",
 }
@@ -61,27 +62,40 @@ RNG_SCHEMES = (HOST_SCHEME, "torch-cpu", "torch-cuda", "torch-mps")
 _DEVICE_STREAM = 2  # keeps the torch seeds apart from the numpy streams of search.batch_rng
 
 
-def varies_on_device(vary_on: str, device: torch.device, workers: int = 0) -> bool:
-    """Whether a run with ``--vary-on vary_on`` scoring on ``device`` makes its children there.
+def varies_on_device(vary_on: str, device: torch.device, emitter: Emitter, encoding) -> bool:
+    """Whether a run with ``--vary-on vary_on`` makes its children on the scoring device ``device``.
 
-    ``auto`` picks the device for a CUDA GPU in this process (``workers == 0``); Ray runs
-    make their children on the mutator actors.
+    ``host``: never. ``scorer``: always. ``auto``: where ``device`` is a CUDA GPU (in this
+    process, or a Ray scorer actor's) and ``emitter`` and ``encoding`` have operators on
+    tensors; otherwise the host, so the default never refuses a run.
+
+    Raises:
+        UserError: ``scorer`` with an emitter or encoding that has no operators on a device.
     """
+    if vary_on == "host":
+        return False
+    if vary_on == "scorer":
+        check_emitter_on_device(emitter)
+        check_encoding_on_device(encoding)
+        return True
     # On the CPU, auto keeps the host's numpy operators for their streams (every run and golden
     # made so far), not for speed: torch's operators measured as fast on 2 cores
     # (scripts/bench_operators.py, 400 children: direct mutation 254 ms numpy, 255 ms torch;
     # CPPN mutation 11.7 ms numpy, 5.5 ms torch).
-    return vary_on == "scorer" or (vary_on == "auto" and device.type == "cuda" and workers == 0)
+    return device.type == "cuda" and not _emitter_steps(emitter) and not _missing_operators(encoding)
 
 
-def rng_scheme(vary_on: str, device: torch.device, workers: int = 0) -> str:
+def rng_scheme(vary_on: str, device: torch.device, emitter: Emitter, encoding) -> str:
     """The name of the random streams a run uses, as stored in its checkpoints.
 
     ``"numpy-seed-sequence"`` for host variation; ``"torch-cuda"`` (Philox) or ``"torch-cpu"``
     (mt19937) on the device: torch's generators differ between device types, so the same
     seed makes other children on each.
+
+    Raises:
+        UserError: as :func:`varies_on_device`.
     """
-    if not varies_on_device(vary_on, device, workers):
+    if not varies_on_device(vary_on, device, emitter, encoding):
         return HOST_SCHEME
     return f"torch-{device.type}"
 
@@ -133,13 +147,18 @@ class DeviceRandom:
         return self.numpy.integers(*args, **kwargs)
 
 
+def _missing_operators(encoding) -> list[str]:
+    """The tensor operators ``encoding`` lacks for a generation on a device."""
+    return [name for name in ("random_tensor", "mutate_tensor") if not hasattr(encoding, name)]
+
+
 def check_encoding_on_device(encoding) -> None:
     """Raise :class:`UserError` unless ``encoding`` has operators on tensors.
 
     Those are ``random_tensor`` and ``mutate_tensor``. The run asks before any work;
     :func:`device_toolbox` asks too.
     """
-    missing = [name for name in ("random_tensor", "mutate_tensor") if not hasattr(encoding, name)]
+    missing = _missing_operators(encoding)
     if missing:
         raise UserError(
             f"--vary-on scorer: the {encoding.name} encoding has no operators on a device "
@@ -169,14 +188,19 @@ def device_toolbox(encoding, device: torch.device) -> base.Toolbox:
     return toolbox
 
 
+def _emitter_steps(emitter: Emitter) -> list[str]:
+    """The steps ``emitter`` does itself, for numpy genomes, rather than with the toolbox."""
+    return [step for step in ("vary", "instructions", "refine")
+            if getattr(type(emitter), step) is not getattr(Emitter, step)]  # fmt: skip
+
+
 def check_emitter_on_device(emitter: Emitter) -> None:
     """Raise :class:`UserError` unless ``emitter`` makes its children with the toolbox alone.
 
     On a device the toolbox's operators are torch's; an emitter with its own variation,
     instructions or refinement (gradient steps, CMA-ES) is written for numpy genomes.
     """
-    own = [step for step in ("vary", "instructions", "refine") if getattr(type(emitter), step) is not getattr(
-        Emitter, step)]  # fmt: skip
+    own = _emitter_steps(emitter)
     if own:
         raise UserError(
             f"--emitter {emitter.name} has its own {' and '.join(own)} for numpy genomes and does not run "

@@ -23,8 +23,6 @@ from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
 from fooling.evo.models import load_or_train
 from fooling.evo.on_device import (
     HOST_SCHEME,
-    check_emitter_on_device,
-    check_encoding_on_device,
     check_generation_memory,
     device_toolbox,
     host_archive,
@@ -369,7 +367,8 @@ def evolve(
     check_device(config.device)
     device = pick_device(config.device)
     vary_device = _vary_device(config, encoding, device, len(names))
-    scheme = rng_scheme(config.vary_on, device, config.workers)
+    # On Ray the scorer actors' device decides the streams (taken from the backend once started).
+    scheme = rng_scheme(config.vary_on, device, get_emitter(config.emitter), encoding)
     with claimed_run_folder(config.out, "evolve", resume=resume, remove_temporaries=True):
         if resume:
             checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
@@ -408,7 +407,6 @@ def evolve(
         # checkpoint this run resumed from).
         thumbnails = ThumbnailCache(checkpoint.thumbnails if resume else None)
 
-        # On Ray the scorer actors' device decides the streams (known once they started).
         scheme = getattr(search.backend, "rng_scheme", scheme)
         if resume:
             warn_scheme_change(config.out, checkpoint.rng_scheme, scheme)
@@ -462,17 +460,15 @@ def _toolbox(encoding, vary_device: torch.device | None) -> base.Toolbox:
 
 
 def _vary_device(config: RunConfig, encoding, device: torch.device, cells: int) -> torch.device | None:
-    """The device this process makes children on (``None``: the host, or Ray's scorer actors).
+    """The device this process makes children on (``None``: the host, or Ray's actors).
 
     Raises:
-        UserError: an emitter or encoding without operators on a device, or a GPU without
-            room for the archive and a generation.
+        UserError: ``--vary-on scorer`` with an emitter or encoding without operators on a
+            device, or a GPU without room for the archive and a generation.
     """
-    if not varies_on_device(config.vary_on, device, config.workers):
-        return None
-    check_emitter_on_device(get_emitter(config.emitter))
-    check_encoding_on_device(encoding)
-    if config.workers:  # the scorer actors make the children (see fooling.evo.distributed)
+    # Asked on Ray too, for its refusals; there the scorer actors decide for their own device.
+    on_device = varies_on_device(config.vary_on, device, get_emitter(config.emitter), encoding)
+    if not on_device or config.workers:
         return None
     check_generation_memory(encoding, device, cells, config.population)
     return device

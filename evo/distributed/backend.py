@@ -151,10 +151,12 @@ class _ScorerActor:
         self.variation = variation
         self.device_variation = None
         self.replica = None
-        if variation is not None and varies_on_device(config.vary_on, scoring_device, config.workers):
+        device = self.evaluator.scorer.device
+        if variation is not None and varies_on_device(
+            config.vary_on, device, variation.emitter, self.evaluator.encoding
+        ):
             # Children are made here, on this actor's device, with torch's generator of that device,
             # from parents taken out of this actor's replica of the archive.
-            device = self.evaluator.scorer.device
             cells = len(self.evaluator.class_ids)
             check_generation_memory(self.evaluator.encoding, device, cells, config.population)
             self.device_variation = Variation(
@@ -175,6 +177,7 @@ class _ScorerActor:
             "engine": self.evaluator.scorer.engine,
             "gpu_ids": [str(i) for i in context.get_accelerator_ids().get("GPU", [])],
             "threads": self.threads,
+            "makes_children": self.device_variation is not None,
         }
 
     def score(
@@ -602,13 +605,9 @@ class RayBackend:
         self._variation_ref = ray.put(variation)
         self._refines = variation.emitter.refines
         self._model_ref = ray.put(model_for_actors(model, config.engine))
-        # With --vary-on scorer the scorer actors make the children: no mutators. (On Ray only the
-        # setting decides, whatever the scorers' device: the rule the actors apply too.)
-        self._on_scorers = varies_on_device(config.vary_on, pick_device(device), config.workers)
-        self.mutators = [
-            _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
-            for _ in range(0 if self._on_scorers else config.workers)
-        ]
+        # Scorers first: whether they make the children (--vary-on, their device) says whether
+        # mutators are needed.
+        self.mutators = []
         self.scorers = [
             self._scorer_class.options(num_cpus=share, num_gpus=gpus, **restarts).remote(
                 config,
@@ -620,11 +619,46 @@ class RayBackend:
             )
             for _ in range(config.scorers)
         ]
+        scorers = self._started(self.scorers, config, model)
+        makes = {info.get("makes_children", False) for info in scorers}
+        kinds = {torch.device(info["device"]).type for info in scorers}
+        if len(makes) > 1 or (True in makes and len(kinds) > 1):
+            raise UserError(
+                f"--vary-on {config.vary_on}: the scorer actors run on {' and '.join(sorted(kinds))}, whose "
+                "random streams differ; give --device so that they all use one kind"
+            )
+        self._on_scorers = makes.pop()
+        self.rng_scheme = f"torch-{kinds.pop()}" if self._on_scorers else HOST_SCHEME
+        if not self._on_scorers:
+            self.mutators = [
+                _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
+                for _ in range(config.workers)
+            ]
+        described = self._started(self.mutators, config, model) + scorers
         self.stats = [ActorStats("mutator", i) for i in range(len(self.mutators))] + [
             ActorStats("scorer", i) for i in range(len(self.scorers))
         ]
-        handles = self.mutators + self.scorers
+        for stats, info in zip(self.stats, described):
+            stats.pid, stats.node, stats.device = info["pid"], info["node"], info["device"]
+            stats.gpu_ids = info.get("gpu_ids", [])
+        logger.info(
+            "Ray: %d mutators, %d scorers on %s (%d nodes)",
+            len(self.mutators),
+            len(self.scorers),
+            ", ".join(sorted({s.device for s in self.stats[len(self.mutators) :]})),
+            len({s.node for s in self.stats}),
+        )
+
+    @staticmethod
+    def _started(handles: list, config: RunConfig, model: LoadedModel) -> list[dict]:
+        """What each of ``handles`` describes of itself once started.
+
+        Raises:
+            BackendError: an actor did not start within :data:`START_TIMEOUT_S`, or failed to.
+        """
         refs = [actor.describe.remote() for actor in handles]
+        if not refs:
+            return []
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
         if pending:
             free = ray.available_resources()
@@ -633,7 +667,7 @@ class RayBackend:
                 f"(cluster free: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU)"
             )
         try:
-            described = ray.get(refs, timeout=GET_TIMEOUT_S)
+            return ray.get(refs, timeout=GET_TIMEOUT_S)
         except ray.exceptions.RayError as error:
             logger.debug("actor start-up failed", exc_info=True)
             cause = error_line(error, last=True)
@@ -646,25 +680,6 @@ class RayBackend:
                 hint = "install its package on every node of the Ray cluster"
                 cause += f" (plugin engine {config.engine!r}: {hint})"
             raise BackendError(f"Ray actors failed to start: {cause}") from None
-        for stats, info in zip(self.stats, described):
-            stats.pid, stats.node, stats.device = info["pid"], info["node"], info["device"]
-            stats.gpu_ids = info.get("gpu_ids", [])
-        self.rng_scheme = HOST_SCHEME
-        if self._on_scorers:
-            kinds = {torch.device(s.device).type for s in self.stats[len(self.mutators) :]}
-            if len(kinds) > 1:
-                raise UserError(
-                    f"--vary-on scorer: the scorer actors run on {' and '.join(sorted(kinds))}, whose "
-                    "random streams differ; give --device so that they all use one kind"
-                )
-            self.rng_scheme = f"torch-{kinds.pop()}"
-        logger.info(
-            "Ray: %d mutators, %d scorers on %s (%d nodes)",
-            len(self.mutators),
-            len(self.scorers),
-            ", ".join(sorted({s.device for s in self.stats[len(self.mutators) :]})),
-            len({s.node for s in self.stats}),
-        )
 
     # --- scheduling --------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fooling.encodings import CPPNEncoding, TensorGenomes, UserError
+from fooling.encodings import CPPNEncoding, DirectEncoding, TensorGenomes, UserError
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
+from fooling.evo.emitters import get_emitter
 from fooling.evo.on_device import check_device_memory, rng_scheme, varies_on_device
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
 from fooling.evo.store.checkpoint import (
@@ -116,12 +117,19 @@ def test_what_cannot_vary_on_a_device_is_one_line_before_any_work(fooling_home, 
     assert code == 2 and len(err) == 1 and "--vary-on must be" in err[0]
 
 
-def test_auto_varies_on_a_cuda_scorer_in_process_only():
+def test_auto_varies_on_a_cuda_scorer_when_the_emitter_and_encoding_can():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert varies_on_device("auto", cuda) and not varies_on_device("auto", cpu)
-    assert not varies_on_device("auto", cuda, workers=2)
-    assert varies_on_device("scorer", cpu) and not varies_on_device("host", cuda)
-    assert rng_scheme("auto", cuda) == "torch-cuda" and rng_scheme("auto", cpu) == "numpy-seed-sequence"
+    paper, cma = get_emitter("paper"), get_emitter("cma-me")
+    direct = DirectEncoding(channels=1, height=28, width=28)
+    assert varies_on_device("auto", cuda, paper, direct) and not varies_on_device("auto", cpu, paper, direct)
+    assert varies_on_device("scorer", cpu, paper, direct) and not varies_on_device("host", cuda, paper, direct)
+    # The default never refuses: an emitter with numpy steps of its own varies on the host.
+    assert not varies_on_device("auto", cuda, cma, direct)
+    assert rng_scheme("auto", cuda, cma, direct) == "numpy-seed-sequence"
+    with pytest.raises(UserError, match="--emitter cma-me has its own"):
+        varies_on_device("scorer", cuda, cma, direct)
+    assert rng_scheme("auto", cuda, paper, direct) == "torch-cuda"
+    assert rng_scheme("auto", cpu, paper, direct) == "numpy-seed-sequence"
 
 
 def test_a_gpu_without_room_for_the_archive_is_refused_naming_the_need(monkeypatch):
