@@ -24,7 +24,7 @@
 #     EMITTER_MINUTES=0 scripts/gpu_suite.sh 2
 # (Ray is not needed: every step runs in one process.)
 # On a lent machine whose files come back only from "$OUT", end the command with
-#   mkdir -p "$OUT/docs" "$OUT/runs" && cp -r docs/gpu "$OUT/docs/" && cp -r "$RUN" "$OUT/runs/"
+#   mkdir -p "$OUT/docs" "$OUT/runs" && cp -r docs/gpu "$OUT/docs/" && cp -r runs/paper-lite0-gpu "$OUT/runs/"
 # and copy both back into this checkout, so that the next lease resumes the paper run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
