@@ -257,3 +257,31 @@ def test_audit_of_an_endpoint_reports_the_queries_to_fool(mlserver, tmp_path, ca
     assert served(mlserver.folder, "lenet") - before == 2 * 20 * 50  # no gradient ascent, no transfer
     assert "## Queries to fool" in (out / "report.md").read_text()
     assert summary["gradients"] is False
+
+
+def test_transfer_to_an_endpoint_scores_each_elite_once_through_the_server(
+    mlserver, tmp_path, capsys, endpoint_settings, monkeypatch
+):
+    """``fooling transfer RUN --to URL``: a local run's elites scored by the same LeNet behind the server."""
+    out = tmp_path / "run"
+    code = main(["evolve", "--model", "mnist-lenet", "--out", str(out), "--population", "16", "--seed", "3",
+                 "--generations", "3", "--no-progress", "--no-report"])  # fmt: skip
+    evolved = capsys.readouterr()
+    assert code == 0, evolved.err
+    elites = len(checkpoint(out).archive)
+    monkeypatch.setenv("FOOLING_ENDPOINT_TOKEN", TOKEN)
+    url = f"{mlserver.url}/v2/models/lenet"
+    before = served(mlserver.folder, "lenet")
+    code = main(["transfer", str(out), "--to", url])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert served(mlserver.folder, "lenet") - before == elites  # one image per elite, one crop
+    line = captured.out.splitlines()[0]
+    # The server runs the source network itself: every elite keeps its label and its confidence.
+    assert line.startswith(f"lenet: {elites} elites, same top-1 100.0%"), line  # the served name
+    source, target = line.rsplit("mean confidence ", 1)[1].split(" -> ")
+    assert source == target, line
+    written = [path for path in out.glob("transfer-to-*") if path.is_file()]
+    assert sorted(path.suffix for path in written) == [".md", ".png"]
+    for path in written:
+        assert TOKEN.encode() not in path.read_bytes()
