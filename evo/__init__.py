@@ -17,7 +17,7 @@ import importlib
 from fooling.evo.archive import AddStatus, ClassArchive
 from fooling.evo.config import PRESETS, RunConfig
 from fooling.evo.evaluation import Evaluator, make_encoding
-from fooling.evo.search import Backend, BackendError, LocalBackend, Search, Variation
+from fooling.evo.search import Backend, BackendError, Candidates, LocalBackend, ParentPool, Search, Variation
 from fooling.evo.toolbox import make_toolbox
 
 # Public names of the driver module, imported when first asked for (PEP 562).
@@ -27,10 +27,12 @@ __all__ = [
     "AddStatus",
     "Backend",
     "BackendError",
+    "Candidates",
     "ClassArchive",
     "Evaluator",
     "LocalBackend",
     "PRESETS",
+    "ParentPool",
     "RunConfig",
     "Search",
     "Variation",

@@ -8,6 +8,8 @@ import numpy as np
 
 from fooling.encodings import GenomeBatch
 
+__all__ = ["AddStatus", "ClassArchive", "best_rows", "candidate_rows"]
+
 
 class AddStatus(enum.IntEnum):
     """What :meth:`ClassArchive.add_batch` did with each row, best outcome over all cells."""

@@ -18,6 +18,20 @@ from fooling.evo.emitters import EMITTERS, Emitter, Refiner
 from fooling.evo.on_device import DeviceRandom
 from fooling.fitness import ModelRunError, error_line
 
+__all__ = [
+    "STATS_FIELDS",
+    "Backend",
+    "BackendError",
+    "Candidates",
+    "LocalBackend",
+    "ParentPool",
+    "Search",
+    "Task",
+    "Variation",
+    "batch_rng",
+    "selection_rng",
+]
+
 STATS_FIELDS = (
     "gen",
     "evals",
