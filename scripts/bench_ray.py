@@ -16,7 +16,8 @@ GPU-scorer rate used to turn the driver's ceiling into a number of scorers):
    scorers one driver can keep busy.
 4. What crosses between processes per generation, direct-encoded ImageNet genomes
    (``--traffic-model``, 602 kB each) on 2 scorer actors: host variation (mutator actors:
-   the parent pool once, every child to its scorer and to the driver) against
+   the parent pool once, every child to its scorer, each batch's candidate rows on to the
+   driver) against
    ``--vary-on scorer`` (the archive's changes once, each batch's candidate rows back),
    and the evaluations/s of both.
 
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 from deap import base  # noqa: E402
 
-from fooling.evo.archive import ClassArchive  # noqa: E402
+from fooling.evo.archive import ClassArchive, candidate_rows  # noqa: E402
 from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, positive_number
 from fooling.evo.config import RunConfig  # noqa: E402
@@ -96,13 +97,16 @@ class SleepScorer:
     def describe(self) -> dict:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": "sleep"}
 
-    def score(self, children, tasks=None, pool=None):
+    def score(self, children, fitness, tasks=None, pool=None):
         started = time.perf_counter()
-        out = []
+        out, candidates = [], []
+        fitness = np.full(self.cells, -np.inf, np.float32) if fitness is None else fitness
         for batch in children:
             time.sleep(self.SECONDS)
             out.append(self.rng.random((len(batch), self.cells), dtype=np.float32))
-        return out, time.perf_counter() - started, os.getpid(), None
+            rows = candidate_rows(out[-1], fitness)
+            candidates.append(Candidates(rows, batch.take(rows)))
+        return out, time.perf_counter() - started, os.getpid(), candidates
 
 
 class InstantScorer(SleepScorer):
@@ -117,18 +121,23 @@ def genome_bytes(genomes) -> int:
 
 
 class Traffic:
-    """Wraps a RayBackend: counts the genome bytes that cross between processes."""
+    """Wraps a RayBackend: counts the genome bytes that cross between processes.
 
-    def __init__(self, inner: RayBackend) -> None:
+    Args:
+        inner: the backend.
+        row_bytes: bytes of one genome.
+    """
+
+    def __init__(self, inner: RayBackend, row_bytes: int) -> None:
         self.inner = inner
+        self.row_bytes = row_bytes
         self.bytes = 0
 
     def run(self, tasks, parents):
         for children, probabilities in self.inner.run(tasks, parents):
-            if isinstance(children, Candidates):  # made on the scorer: only candidates come back
-                self.bytes += genome_bytes(children.genomes)
-            else:  # made on a mutator: to the scorer and to the driver
-                self.bytes += 2 * genome_bytes(children)
+            self.bytes += genome_bytes(children.genomes)  # the candidates, to the driver
+            if self.inner.mutators:  # every child, from its mutator to its scorer
+                self.bytes += len(probabilities) * self.row_bytes
             yield children, probabilities
         if parents is not None and "genomes" in vars(parents):  # the pool, put once
             self.bytes += genome_bytes(parents.genomes)
@@ -151,7 +160,8 @@ def traffic(model_name: str, out: str, generations: int) -> None:
         config = RunConfig(model=model_name, population=population, batch_size=batch, workers=1, scorers=2,
                            vary_on=vary_on, out=out)  # fmt: skip
         encoding = make_encoding(config, model.spec)
-        backend = Traffic(RayBackend(config, Variation(make_toolbox(encoding), seed=0), model))
+        row_bytes = genome_bytes(encoding.random(1, np.random.default_rng(0)))
+        backend = Traffic(RayBackend(config, Variation(make_toolbox(encoding), seed=0), model), row_bytes)
         names = [model.spec.class_names[i] for i in range(model.spec.num_classes)]
         search = Search(archive=ClassArchive(names), backend=backend, seed=0, population=population,
                         batch_size=batch)  # fmt: skip

@@ -7,10 +7,12 @@ the archive, every random stream and the checkpoints; actors are stateless worke
   tasks and return the children as numpy-backed genome batches;
 * ``M`` scorer actors (one GPU each when the cluster has GPUs, CPU otherwise) run
   :class:`~fooling.evo.evaluation.Evaluator` on those children, one forward batch per
-  task, and return ``(count, num_cells)`` probabilities.
+  task, and return ``(count, num_cells)`` probabilities with the
+  :class:`~fooling.evo.search.Candidates` of each batch (the rows that can win a cell).
 
 A mutator's output reference goes straight into a scorer call, so children move from
-the mutator to the scorer through the object store without visiting the driver first.
+the mutator to the scorer through the object store and never visit the driver; only
+the candidates do.
 Our own ``ray.wait`` loop keeps :data:`IN_FLIGHT_PER_SCORER` calls queued on every
 scorer and hands results back in task order. Because every random draw is a pure
 function of ``(seed, generation, batch_index)`` and every task is scored as one forward
@@ -50,7 +52,7 @@ import ray.exceptions
 import torch
 from ray._common.network_utils import is_localhost, parse_address
 
-from fooling.encodings import GenomeBatch, UserError
+from fooling.encodings import GenomeBatch, TensorGenomes, UserError
 from fooling.evo.archive import candidate_rows
 from fooling.evo.config import RunConfig
 from fooling.evo.distributed.replicas import ArchiveReplica, ArchiveSync, archive_sync
@@ -181,31 +183,47 @@ class _ScorerActor:
         }
 
     def score(
-        self, children: list[GenomeBatch], tasks: list[Task] | None = None, pool: GenomeBatch | None = None
-    ) -> tuple[list[np.ndarray], float, int, list[GenomeBatch] | None]:
-        """Probabilities ``(count, num_cells)`` of each task's children, busy seconds, pid, refined children.
+        self,
+        children: list[GenomeBatch],
+        fitness: np.ndarray | None,
+        tasks: list[Task] | None = None,
+        pool: GenomeBatch | None = None,
+    ) -> tuple[list[np.ndarray], float, int, list[Candidates]]:
+        """Score each task's children (made by a mutator actor).
 
         Each task is one forward batch, so the floats do not depend on how tasks are grouped.
         With ``tasks`` (an emitter that refines), each batch first goes through the emitter's
-        refinement (:meth:`Variation.refine`) here, beside the network, and the refined
-        children come back; otherwise the last item is ``None``.
+        refinement (:meth:`Variation.refine`) here, beside the network.
+
+        Args:
+            children: each task's children.
+            fitness: ``(num_cells,)`` float32 elite fitness as the generation found it
+                (``None`` in generation 0).
+            tasks: the tasks of ``children``, for an emitter that refines (else ``None``).
+            pool: the generation's parent pool, for an emitter that refines.
+
+        Returns:
+            Probabilities ``(count, num_cells)`` of each batch, busy seconds, pid, and each
+            batch's :class:`Candidates` (:func:`candidate_rows`): only the rows that can win
+            a cell travel on to the driver.
         """
         started = time.perf_counter()
-        refined = None
         if tasks is not None:
             # Copies: batches from the object store are read-only, and refinement writes.
-            refined = [
+            children = [
                 self.variation.refine(task, batch.copy(), pool, self.evaluator)
                 for task, batch in zip(tasks, children)
             ]
-            children = refined
         probabilities = [self.evaluator.evaluate(batch) for batch in children]
-        return probabilities, time.perf_counter() - started, os.getpid(), refined
+        if fitness is None:  # generation 0
+            fitness = _empty_fitness(len(self.evaluator.class_ids))
+        candidates = [_candidates(batch, scores, fitness) for batch, scores in zip(children, probabilities)]
+        return probabilities, time.perf_counter() - started, os.getpid(), candidates
 
     def make_and_score(
         self, tasks: list[Task], pool_cells: np.ndarray | None, sync: ArchiveSync | None
     ) -> tuple[list[np.ndarray] | None, float, int, list[Candidates] | None]:
-        """Make each task's children on this actor's device and score them (``--vary-on scorer``).
+        """Make each task's children on this actor's device and score them.
 
         Args:
             tasks: the tasks of this call, all of one generation.
@@ -213,25 +231,33 @@ class _ScorerActor:
             sync: the archive's changes for this actor's replica (``None`` in generation 0).
 
         Returns:
-            What :meth:`score` does, with the :class:`Candidates` of each batch last: only
-            the rows that can win a cell travel back. The probabilities are ``None`` when the
-            replica lacks the base of ``sync`` (this actor restarted): the driver then
-            sends the whole archive.
+            What :meth:`score` does. The probabilities are ``None`` when the replica lacks
+            the base of ``sync`` (this actor restarted): the driver then sends the whole archive.
         """
         started = time.perf_counter()
         if sync is not None and not self.replica.apply(sync):
             return None, 0.0, os.getpid(), None
         parents = None if pool_cells is None else self.replica.parents(tasks[0].generation, pool_cells)
-        empty = np.full(len(self.evaluator.class_ids), -np.inf, np.float32)  # generation 0
-        fitness = empty if sync is None else sync.fitness
+        fitness = _empty_fitness(len(self.evaluator.class_ids)) if sync is None else sync.fitness
         probabilities, candidates = [], []
         for task in tasks:
             children = self.device_variation(task, parents)
             scores = self.evaluator.evaluate(children)
-            rows = candidate_rows(scores, fitness)
             probabilities.append(scores)
-            candidates.append(Candidates(rows, children.take(rows).to_host()))
+            candidates.append(_candidates(children, scores, fitness))
         return probabilities, time.perf_counter() - started, os.getpid(), candidates
+
+
+def _empty_fitness(cells: int) -> np.ndarray:
+    """``(cells,)`` float32 fitness of an empty archive (generation 0)."""
+    return np.full(cells, -np.inf, np.float32)
+
+
+def _candidates(batch: GenomeBatch | TensorGenomes, scores: np.ndarray, fitness: np.ndarray) -> Candidates:
+    """The rows of ``batch`` that can win a cell, as numpy genomes for the driver."""
+    rows = candidate_rows(scores, fitness)
+    chosen = batch.take(rows)
+    return Candidates(rows, chosen.to_host() if isinstance(chosen, TensorGenomes) else chosen)
 
 
 _Mutator = ray.remote(_MutatorActor)
@@ -281,7 +307,6 @@ class _Call:
     chunk: int
     scorer: int
     mutator: int
-    children: ray.ObjectRef | None
     mutator_stats: ray.ObjectRef | None
     count: int
 
@@ -693,9 +718,7 @@ class RayBackend:
         fair = max(1, len(tasks) // (IN_FLIGHT_PER_SCORER * len(self.scorers)))
         return min(wanted, fair)
 
-    def run(
-        self, tasks: list[Task], parents: ParentPool | None
-    ) -> Iterator[tuple[GenomeBatch | Candidates, np.ndarray]]:
+    def run(self, tasks: list[Task], parents: ParentPool | None) -> Iterator[tuple[Candidates, np.ndarray]]:
         """Vary and score ``tasks``; yield ``(children, probabilities (count, num_cells))`` in task order.
 
         For mutator actors the parents' genomes are put in the object store once for the
@@ -719,6 +742,8 @@ class RayBackend:
         chunks = [tasks[start : start + group] for start in range(0, len(tasks), group)]
         generation = tasks[0].generation if tasks else -1
         pool_ref = sync_ref = whole_ref = pool_cells = None
+        # The elites' fitness as the generation found it: scorers send back only rows that beat it.
+        fitness = None if parents is None else parents.archive.fitness.copy()
         if self._on_scorers:
             since, self._synced = self._synced, None  # until every call of this generation came back
             if parents is not None:
@@ -727,7 +752,7 @@ class RayBackend:
         elif parents is not None:
             pool_ref = ray.put(parents.genomes)
         pending = collections.deque((index, sync_ref) for index in range(len(chunks)))
-        finished: dict[int, tuple[list[GenomeBatch | Candidates], list[np.ndarray]]] = {}
+        finished: dict[int, tuple[list[Candidates], list[np.ndarray]]] = {}
         in_flight: dict[ray.ObjectRef, _Call] = {}
         scorer_load = [0] * len(self.scorers)
         mutator_load = [0] * len(self.mutators)
@@ -740,14 +765,14 @@ class RayBackend:
                 count = sum(task.count for task in chunk)
                 if self._on_scorers:
                     probabilities = self.scorers[scorer].make_and_score.remote(chunk, pool_cells, sync)
-                    in_flight[probabilities] = _Call(index, scorer, -1, None, None, count)
+                    in_flight[probabilities] = _Call(index, scorer, -1, None, count)
                 else:
                     mutator = int(np.argmin(mutator_load))
                     children, mutator_stats = self.mutators[mutator].vary.remote(chunk, pool_ref)
                     # Parents travel to the scorers only for an emitter that refines beside the network.
                     refine = (chunk, pool_ref) if self._refines and pool_ref is not None else ()
-                    probabilities = self.scorers[scorer].score.remote(children, *refine)
-                    in_flight[probabilities] = _Call(index, scorer, mutator, children, mutator_stats, count)
+                    probabilities = self.scorers[scorer].score.remote(children, fitness, *refine)
+                    in_flight[probabilities] = _Call(index, scorer, mutator, mutator_stats, count)
                     mutator_load[mutator] += 1
                 scorer_load[scorer] += 1
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=STALL_TIMEOUT_S)
@@ -783,21 +808,17 @@ class RayBackend:
         self.sync_bytes += sync.nbytes
         return ray.put(sync)
 
-    def _collect(
-        self, ref: ray.ObjectRef, call: _Call
-    ) -> tuple[list[GenomeBatch | Candidates], list[np.ndarray]] | None:
+    def _collect(self, ref: ray.ObjectRef, call: _Call) -> tuple[list[Candidates], list[np.ndarray]] | None:
         """Fetch one finished call and account for it (restarts show up as a new pid).
 
         ``None`` when the scorer's replica lacked the base of the changes it was sent.
         """
         try:
-            # From a scorer that made the children, the last item holds them (its Candidates).
+            # The children themselves go from the mutator to the scorer only; the scorer sends
+            # on the candidates among them.
             probabilities, seconds, pid, children = ray.get(ref, timeout=GET_TIMEOUT_S)
             if call.mutator >= 0:
-                made, (mutator_seconds, mutator_pid) = ray.get(
-                    [call.children, call.mutator_stats], timeout=GET_TIMEOUT_S
-                )
-                children = made if children is None else children  # else: refined beside the network
+                mutator_seconds, mutator_pid = ray.get(call.mutator_stats, timeout=GET_TIMEOUT_S)
         except ray.exceptions.RayActorError as error:
             raise BackendError(
                 f"a Ray actor died more than {self.max_restarts} times (its restart limit), giving up: "

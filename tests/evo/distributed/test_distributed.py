@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from killing import ActorKiller
+from backend_wrappers import ActorKiller, Recording
 from netcheck import (
     descendants,
     free_port,
@@ -36,7 +36,7 @@ import fooling.evo.store.runfolder as runfolder_module
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
-from fooling.evo.search import BackendError
+from fooling.evo.search import BackendError, Candidates
 from fooling.evo.store.checkpoint import read_latest_checkpoint, write_checkpoint
 
 TINY = dict(model="mnist-lenet", population=40, batch_size=10, seed=3)
@@ -104,6 +104,20 @@ def test_same_archive_whatever_the_number_of_actors(
     assert all(len(ids) == 1 for ids in gpu_ids) and len(set(gpu_ids)) == scorers
     assert all(s.calls > 0 for s in backend.stats if s.kind == "scorer")
     assert "restarts 0" in backend.summary()
+
+
+def test_children_go_from_mutator_to_scorer_and_only_candidates_reach_the_driver(
+    ray_session, reference, tmp_path, monkeypatch
+):
+    returned = []
+    original = run_module.make_backend
+    monkeypatch.setattr(run_module, "make_backend", lambda *a, **k: Recording(original(*a, **k), returned))
+    search = evolve(config(tmp_path, "recorded", workers=1, scorers=1), show_progress=False)
+    assert search.archive.equals(reference.archive)
+    assert len(returned) == GENERATIONS * TINY["population"] // TINY["batch_size"]
+    for candidates, probabilities in returned:
+        assert isinstance(candidates, Candidates) and len(candidates.rows) == len(candidates.genomes)
+        assert set(candidates.rows) <= set(probabilities.argmax(axis=0))  # at most one row per cell
 
 
 def test_cppn_genomes_on_ray_give_the_in_process_archive(ray_session, fooling_home, tmp_path, backends):

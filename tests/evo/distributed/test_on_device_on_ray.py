@@ -12,7 +12,7 @@ import logging
 
 import pyarrow.parquet as pq
 import pytest
-from killing import ActorKiller
+from backend_wrappers import ActorKiller, Recording
 
 import fooling.evo.run as run_module
 import fooling.evo.search as search_module
@@ -50,7 +50,7 @@ def test_parents_never_leave_the_driver_and_only_candidates_come_back(ray_sessio
     original = run_module.make_backend
 
     def make(*args, **kwargs):
-        return _Recording(original(*args, **kwargs), returned)
+        return Recording(original(*args, **kwargs), returned)
 
     monkeypatch.setattr(run_module, "make_backend", make)
     config = RunConfig(**DIRECT, workers=1, scorers=2, out=str(tmp_path / "ray"))
@@ -89,20 +89,3 @@ def test_a_killed_scorer_gets_the_whole_archive_and_the_archive_is_unchanged(
     assert [s.restarts for s in killer.inner.stats if s.kind == "scorer"] == [0, 1]
     assert "scorer1 lacks the archive's changes (restarted): sending it the whole archive" in caplog.text
     assert search.archive.equals(local.archive)
-
-
-class _Recording:
-    """Wraps a backend: keeps what each batch sent back."""
-
-    def __init__(self, inner, returned: list) -> None:
-        self.inner = inner
-        self.returned = returned
-        self.rng_scheme = inner.rng_scheme
-
-    def run(self, tasks, parents):
-        for item in self.inner.run(tasks, parents):
-            self.returned.append(item)
-            yield item
-
-    def close(self) -> None:
-        self.inner.close()

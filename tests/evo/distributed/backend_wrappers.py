@@ -1,4 +1,4 @@
-"""A backend wrapper that SIGKILLs Ray actors mid-run, for the tests of lost actors."""
+"""Backend wrappers for the Ray tests: one SIGKILLs actors mid-run, one keeps what came back."""
 
 from __future__ import annotations
 
@@ -34,6 +34,23 @@ class ActorKiller:
 
     def summary(self) -> str:
         return self.inner.summary()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Recording:
+    """Wraps a backend: keeps each ``(children, probabilities)`` it yields in ``returned``."""
+
+    def __init__(self, inner, returned: list) -> None:
+        self.inner = inner
+        self.returned = returned
+        self.rng_scheme = inner.rng_scheme
+
+    def run(self, tasks, parents):
+        for item in self.inner.run(tasks, parents):
+            self.returned.append(item)
+            yield item
 
     def close(self) -> None:
         self.inner.close()
