@@ -646,7 +646,7 @@ class RayBackend:
         ]
         scorers = self._started(self.scorers, config, model)
         makes = {info.get("makes_children", False) for info in scorers}
-        kinds = {torch.device(info["device"]).type for info in scorers}
+        kinds = {info["device"].split(":")[0] for info in scorers}  # cuda:0 and cuda:1 are one kind
         if len(makes) > 1 or (True in makes and len(kinds) > 1):
             raise UserError(
                 f"--vary-on {config.vary_on}: the scorer actors run on {' and '.join(sorted(kinds))}, whose "
