@@ -84,13 +84,21 @@ def test_bad_probabilities_are_refused():
         ClassArchive(["a"]).sample_parents(1, np.random.default_rng(0))
 
 
-def test_candidate_rows_of_a_generation_give_the_archive_of_whole_batches():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("levels", [0, 8], ids=["continuous", "ties"])
+def test_candidate_rows_of_a_generation_give_the_archive_of_whole_batches(dtype, levels):
     # Candidates are chosen against the fitness before the generation's first batch; later
     # batches then insert into an archive that already improved. Inserting only the
-    # candidate rows must give the archive that inserting whole batches gives.
+    # candidate rows must give the archive that inserting whole batches gives, with ties
+    # (probabilities on a coarse grid) and with float64 scores compared at float32.
     rng = np.random.default_rng(5)
+
+    def scores(size: int) -> np.ndarray:
+        values = rng.dirichlet(np.full(6, 0.3), size=size)
+        return (np.round(values * levels) / levels if levels else values).astype(dtype)
+
     whole, some = ClassArchive(list("abcdef")), ClassArchive(list("abcdef"))
-    first = rng.dirichlet(np.ones(6), size=8).astype(np.float32)
+    first = scores(8)
     add(whole, rng.random(8).tolist(), first)
     add(some, [0.0] * 8, first)
     some.genomes = whole.genomes.copy()
@@ -98,7 +106,7 @@ def test_candidate_rows_of_a_generation_give_the_archive_of_whole_batches():
     for generation in range(1, 6):
         start = whole.fitness.copy()
         for batch in range(3):
-            probabilities = rng.dirichlet(np.full(6, 0.3), size=10).astype(np.float32)
+            probabilities = scores(10)
             values = rng.random(10).tolist()
             ids = np.arange(10) + 100 * generation + 10 * batch
             rows = candidate_rows(probabilities, start)
