@@ -215,8 +215,6 @@ class _ScorerActor:
                 for task, batch in zip(tasks, children)
             ]
         probabilities = [self.evaluator.evaluate(batch) for batch in children]
-        if fitness is None:  # generation 0
-            fitness = _empty_fitness(len(self.evaluator.class_ids))
         candidates = [_candidates(batch, scores, fitness) for batch, scores in zip(children, probabilities)]
         return probabilities, time.perf_counter() - started, os.getpid(), candidates
 
@@ -238,7 +236,7 @@ class _ScorerActor:
         if sync is not None and not self.replica.apply(sync):
             return None, 0.0, os.getpid(), None
         parents = None if pool_cells is None else self.replica.parents(tasks[0].generation, pool_cells)
-        fitness = _empty_fitness(len(self.evaluator.class_ids)) if sync is None else sync.fitness
+        fitness = None if sync is None else sync.fitness
         probabilities, candidates = [], []
         for task in tasks:
             children = self.device_variation(task, parents)
@@ -248,13 +246,15 @@ class _ScorerActor:
         return probabilities, time.perf_counter() - started, os.getpid(), candidates
 
 
-def _empty_fitness(cells: int) -> np.ndarray:
-    """``(cells,)`` float32 fitness of an empty archive (generation 0)."""
-    return np.full(cells, -np.inf, np.float32)
+def _candidates(
+    batch: GenomeBatch | TensorGenomes, scores: np.ndarray, fitness: np.ndarray | None
+) -> Candidates:
+    """The rows of ``batch`` that can win a cell, as numpy genomes for the driver.
 
-
-def _candidates(batch: GenomeBatch | TensorGenomes, scores: np.ndarray, fitness: np.ndarray) -> Candidates:
-    """The rows of ``batch`` that can win a cell, as numpy genomes for the driver."""
+    ``fitness`` is the elites' as the generation found it; ``None`` in generation 0 (all empty).
+    """
+    if fitness is None:
+        fitness = np.full(scores.shape[1], -np.inf, np.float32)
     rows = candidate_rows(scores, fitness)
     chosen = batch.take(rows)
     return Candidates(rows, chosen.to_host() if isinstance(chosen, TensorGenomes) else chosen)
@@ -741,9 +741,7 @@ class RayBackend:
         group = self._group_size(tasks)
         chunks = [tasks[start : start + group] for start in range(0, len(tasks), group)]
         generation = tasks[0].generation if tasks else -1
-        pool_ref = sync_ref = whole_ref = pool_cells = None
-        # The elites' fitness as the generation found it: scorers send back only rows that beat it.
-        fitness = None if parents is None else parents.archive.fitness.copy()
+        pool_ref = sync_ref = whole_ref = pool_cells = fitness = None
         if self._on_scorers:
             since, self._synced = self._synced, None  # until every call of this generation came back
             if parents is not None:
@@ -751,6 +749,9 @@ class RayBackend:
                 sync_ref = self._put_sync(archive_sync(parents.archive, generation, since))
         elif parents is not None:
             pool_ref = ray.put(parents.genomes)
+            # The elites' fitness as the generation found it (for replicas it is in the sync):
+            # scorers send back only rows that beat it.
+            fitness = parents.archive.fitness.copy()
         pending = collections.deque((index, sync_ref) for index in range(len(chunks)))
         finished: dict[int, tuple[list[Candidates], list[np.ndarray]]] = {}
         in_flight: dict[ray.ObjectRef, _Call] = {}
