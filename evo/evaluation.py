@@ -17,7 +17,8 @@ from fooling.encodings.cppn_triton import available as triton_available
 from fooling.encodings.cppn_triton import render_on_device
 from fooling.encodings.tensors import TensorGenomes
 from fooling.evo.config import RunConfig
-from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, resolve_name
+from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, pick_device, resolve_name
+from fooling.fitness.scorer import scored_image_size
 from fooling.fitness.weight_ascent import ascend_parameters
 
 __all__ = ["ENCODINGS", "Evaluator", "class_ids", "image_size", "make_encoding", "resolve_classes"]
@@ -96,7 +97,11 @@ class Evaluator:
     """
 
     def __init__(self, config: RunConfig, model: LoadedModel, *, device: str | None = None) -> None:
-        self.scorer = Scorer(model, device=device or config.device, crops=config.crops, engine=config.engine)
+        device = pick_device(device or config.device)
+        per_call = None
+        if device.type != "cpu":  # the compiled network's one shape fits the calls of a whole task
+            per_call = self.calls(config.effective_batch_size, model.spec, config.crops, device)[0]
+        self.scorer = Scorer(model, device=device, crops=config.crops, engine=config.engine, batch=per_call)
         self.encoding = make_encoding(config, model.spec)
         self.class_ids = class_ids(config, model.spec)
         self._all_classes = len(self.class_ids) == model.spec.num_classes
@@ -121,14 +126,46 @@ class Evaluator:
             images = F.interpolate(images, size=self.scorer.image_size, mode="bilinear", align_corners=False)
         return images
 
-    # Input pixels rendered and scored at once: 64 images of 224x224 (4,096 of MNIST's 28x28).
-    # Whole generations at once made ONNX Runtime's buffers huge: 400 paper-preset CPPNs took
-    # 8.6 GB and ran at 34 evaluations/s, against 2.1 GB and 55-68 evaluations/s 64 at a time
-    # (32 and 48 at a time: 50-57); small images keep large batches, where per-run costs matter.
+    # On the CPU, input pixels rendered and scored at once: 64 images of 224x224 (4,096 of
+    # MNIST's 28x28). Whole generations at once made ONNX Runtime's buffers huge: 400
+    # paper-preset CPPNs took 8.6 GB and ran at 34 evaluations/s, against 2.1 GB and 55-68
+    # evaluations/s 64 at a time (32 and 48 at a time: 50-57); small images keep large batches,
+    # where per-run costs matter.
     EVALUATE_PIXELS = 64 * 224 * 224
     # Measured on 196 of the paper-scale run's children (256 px, 2 cores): 49 rendered at a
     # time 114-118 images/s, 98 at a time 131-142.
     RENDER_CHUNKS = 2
+    # Off the CPU, network input pixels per call, crops counted (1,024 inputs of 224x224: about
+    # 2.5 GB of transient float32 copies). Chunks of 64 images had the compiled network pad each
+    # to its batch of 256, computing 4.5 times the rows a generation of 400 needs, and waited for
+    # the device after each; the paper preset's 400 children at 10 crops now take 4 calls.
+    DEVICE_PIXELS = 1024 * 224 * 224
+
+    @classmethod
+    def calls(cls, count: int, spec: ModelSpec, crops: int, device: torch.device) -> list[int]:
+        """How many of ``count`` genomes each render-and-score call takes, in order.
+
+        On the CPU, :attr:`RENDER_CHUNKS` scoring chunks (:meth:`cpu_chunk`) per call;
+        elsewhere as few calls of as equal sizes as :attr:`DEVICE_PIXELS` allows.
+
+        Returns:
+            Positive sizes that add up to ``count`` (``[]`` for none).
+        """
+        if count <= 0:
+            return []
+        if device.type == "cpu":
+            per_call = cls.cpu_chunk(spec, crops) * cls.RENDER_CHUNKS
+        else:
+            height, width = spec.input_size
+            inputs = max(1, cls.DEVICE_PIXELS // (crops * height * width))
+            per_call = -(-count // -(-count // inputs))
+        return [min(per_call, count - start) for start in range(0, count, per_call)]
+
+    @classmethod
+    def cpu_chunk(cls, spec: ModelSpec, crops: int) -> int:
+        """Images scored at once on the CPU: :attr:`EVALUATE_PIXELS` of the scorer's images."""
+        height, width = scored_image_size(spec, crops)
+        return max(1, cls.EVALUATE_PIXELS // (height * width))
 
     # Floats the differentiable renderer may hold for one chunk of refine (1 GiB of float32).
     REFINE_FLOATS = 1 << 28
@@ -137,8 +174,8 @@ class Evaluator:
     def evaluate(self, genomes: GenomeBatch) -> np.ndarray:
         """Probabilities ``(batch_size, num_cells)`` float32 of the archive's classes.
 
-        Scores the genomes in chunks of :attr:`EVALUATE_PIXELS` input pixels, rendered
-        :attr:`RENDER_CHUNKS` chunks at a time, one after the other.
+        Renders and scores the genomes call by call (:meth:`calls`); on the CPU each call's
+        images are scored in :attr:`RENDER_CHUNKS` chunks, one after the other.
         Rendering the next chunk in a helper thread while ONNX Runtime scored this one was
         tried and measured slower on the 2-core CPU once both had become fast (they compete
         for the same cores, and the allocator setting of
@@ -148,15 +185,14 @@ class Evaluator:
         of 4 rounds, 48.4 against 52.9. Rendering on Ray's mutator side instead would ship
         224x224x3 float images (600 kB each) instead of ~3 kB genomes.
         """
-        height, width = self.scorer.image_size
-        chunk = max(1, self.EVALUATE_PIXELS // (height * width))
-        # Rendering gains from larger batches (more genomes per group of nodes), where ONNX
-        # Runtime's buffers would only grow.
-        rendered = chunk * self.RENDER_CHUNKS
-        parts = []
-        for start in range(0, max(len(genomes), 1), rendered):
-            images = self.images(genomes.take(slice(start, start + rendered)))
-            parts += [self.scorer.score(images[i : i + chunk]) for i in range(0, max(len(images), 1), chunk)]
+        spec, crops, device = self.scorer.spec, self.scorer.crops, self.scorer.device
+        chunk = self.cpu_chunk(spec, crops) if device.type == "cpu" else None
+        parts, start = [], 0
+        for count in self.calls(len(genomes), spec, crops, device) or [0]:
+            images = self.images(genomes.take(slice(start, start + count)))
+            step = chunk or max(count, 1)
+            parts += [self.scorer.score(images[i : i + step]) for i in range(0, max(count, 1), step)]
+            start += count
         probabilities = np.concatenate(parts)
         return probabilities if self._all_classes else probabilities[:, self.class_ids]
 

@@ -113,12 +113,15 @@ class EngineOptions:
         threads: CPU threads this process scores with (:func:`fooling.fitness.engine.scoring_threads`).
         amp: half-precision autocast (the torch engine).
         compiled: ``torch.compile`` (the torch engine).
+        batch: network inputs (crops counted) per call the caller means to make, or ``None``;
+            an engine that runs one fixed batch shape fits it to this.
     """
 
     device: torch.device
     threads: int
     amp: bool = False
     compiled: bool = False
+    batch: int | None = None
 
 
 class EngineSession:

@@ -18,11 +18,11 @@ from fooling.fitness.engines import (
     resolve_engine,
     ten_crops,
 )
-from fooling.fitness.models import LoadedModel
+from fooling.fitness.models import LoadedModel, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelRunError", "Scorer", "pick_device", "ten_crops"]
+__all__ = ["ModelRunError", "Scorer", "pick_device", "scored_image_size", "ten_crops"]
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -30,6 +30,17 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def scored_image_size(spec: ModelSpec, crops: int) -> tuple[int, int]:
+    """``(height, width)`` of the images a scorer of ``spec`` with ``crops`` (1 or 10) takes.
+
+    With 10 crops, 256/224 of the model's input size, as the original cut its crops.
+    """
+    height, width = spec.input_size
+    if crops == 10:
+        return (height * 256 // 224, width * 256 // 224)
+    return (height, width)
 
 
 class Scorer:
@@ -49,14 +60,17 @@ class Scorer:
             come at 256/224 of the model's input size and are cropped to it).
         amp: half-precision autocast of the torch engine; default on for CUDA.
         engine: ``"auto"`` or a registered engine (:func:`fooling.fitness.engines.engine_names`).
-        compiled: score with ``torch.compile`` (torch engine) in chunks of
-            :data:`~fooling.fitness.torch_engine.COMPILED_BATCH`; default on for CUDA (lite0 on
-            an H100 at AMP: 33,700-34,100 images/s against 22,500-23,100 without; a CUDA graph
-            on top added 0-5%, and was not kept). A network that cannot be compiled falls back
-            to eager torch, with one log line.
+        compiled: score with ``torch.compile`` (torch engine) in chunks of one fixed batch
+            shape; default on for CUDA (lite0 on an H100 at AMP: 33,700-34,100 images/s
+            against 22,500-23,100 without; a CUDA graph on top added 0-5%, and was not kept).
+            A network that cannot be compiled falls back to eager torch, with one log line.
+        batch: images per :meth:`score` call the caller means to make, or ``None``. The
+            compiled network's shape is fitted to it
+            (:func:`~fooling.fitness.torch_engine.fitted_batch`); ``None``: chunks of
+            :data:`~fooling.fitness.torch_engine.COMPILED_BATCH`.
 
     Raises:
-        ValueError: ``crops`` not 1 or 10.
+        ValueError: ``crops`` not 1 or 10, or ``batch`` below 1.
         UnknownNameError: no such engine (suggests close names).
         EngineUnavailableError: an engine that cannot run here (``onnxruntime`` without the
             package or off the CPU).
@@ -71,9 +85,12 @@ class Scorer:
         amp: bool | None = None,
         engine: str = "auto",
         compiled: bool | None = None,
+        batch: int | None = None,
     ) -> None:
         if crops not in (1, 10):
             raise ValueError(f"crops must be 1 or 10, not {crops}")
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
         self.spec = model.spec
         self.weights_hash = model.weights_hash
         self.device = pick_device(device)
@@ -82,6 +99,7 @@ class Scorer:
         self.engine = resolve_engine(engine, self.device, model)
         self._model = model
         self._compile = self.device.type == "cuda" if compiled is None else compiled
+        self.batch = batch
         self._session: EngineSession | None = None  # the engine's, made on first use
         self.threads = scoring_threads()
         # channels_last: faster convolutions on CUDA and, for torch, on the CPU too.
@@ -96,7 +114,13 @@ class Scorer:
         return bool(getattr(self._session, "compiled", self._compile))
 
     def _options(self) -> EngineOptions:
-        return EngineOptions(device=self.device, threads=self.threads, amp=self.amp, compiled=self._compile)
+        return EngineOptions(
+            device=self.device,
+            threads=self.threads,
+            amp=self.amp,
+            compiled=self._compile,
+            batch=None if self.batch is None else self.batch * self.crops,
+        )
 
     def session(self) -> EngineSession:
         """The engine's session, made on first use.
@@ -148,10 +172,7 @@ class Scorer:
     @property
     def image_size(self) -> tuple[int, int]:
         """``(height, width)`` of the images :meth:`score` takes."""
-        height, width = self.spec.input_size
-        if self.crops == 10:
-            return (height * 256 // 224, width * 256 // 224)
-        return (height, width)
+        return scored_image_size(self.spec, self.crops)
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``images`` is ``(batch, channels, *image_size)``."""

@@ -26,10 +26,27 @@ from fooling.fitness.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-# The batch the compiled network always sees: one static shape compiles once, and an image's
-# probabilities never depend on how many others came with it (a dynamic shape would give a
-# resumed run other kernels than an uninterrupted one). The last chunk of a call is padded.
+# The largest batch the compiled network sees. A session fixes its one static shape when it is
+# made: it compiles once, and an image's probabilities never depend on how many others came with
+# it (a dynamic shape would give a resumed run other kernels than an uninterrupted one). The last
+# chunk of a call is padded.
 COMPILED_BATCH = 256
+
+
+def fitted_batch(inputs: int, largest: int | None = None) -> int:
+    """The fixed batch that runs ``inputs`` network inputs in the fewest, equal chunks.
+
+    ``ceil(inputs / ceil(inputs / largest))``: 400 inputs run as two chunks of 200, where
+    chunks of 256 would compute 512 rows for them (a search's calls all have its batch's size,
+    so fitting the shape to it leaves almost nothing to pad).
+
+    Args:
+        inputs: network inputs per call (crops counted); at least 1.
+        largest: the largest batch (default :data:`COMPILED_BATCH`).
+    """
+    largest = largest or COMPILED_BATCH
+    chunks = -(-inputs // largest)
+    return -(-inputs // chunks)
 
 
 class TorchSession(EngineSession):
@@ -38,6 +55,8 @@ class TorchSession(EngineSession):
     Attributes:
         compiled: whether scoring goes through ``torch.compile`` (``False`` once the network
             failed to compile: it then runs eagerly, with one log line).
+        compiled_batch: the one batch shape the compiled network runs: :func:`fitted_batch` of
+            the options' ``batch``, else :data:`COMPILED_BATCH`.
     """
 
     def __init__(self, model: LoadedModel, options: EngineOptions) -> None:
@@ -45,6 +64,7 @@ class TorchSession(EngineSession):
         self.device = options.device
         self.amp = options.amp
         self.compiled = options.compiled
+        self.compiled_batch = fitted_batch(options.batch) if options.batch else COMPILED_BATCH
         self._compiled_network = None  # torch.compile's wrapper, made on first use
         self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
         shape = (1, model.spec.channels, 1, 1)
@@ -54,15 +74,14 @@ class TorchSession(EngineSession):
     def _scoring_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``(n, classes)`` of normalised ``inputs`` ``(n, c, h, w)``, compiled where asked.
 
-        Compiled: in chunks of :data:`COMPILED_BATCH`, the last one padded with zeros; an
+        Compiled: in chunks of :attr:`compiled_batch`, the last one padded with zeros; an
         empty batch runs eagerly (there is no chunk to compile with).
         """
         if not self.compiled or len(inputs) == 0:
             with model_call(self.name):
                 return self.network(inputs)
-        chunks = [
-            _padded(inputs[start : start + COMPILED_BATCH]) for start in range(0, len(inputs), COMPILED_BATCH)
-        ]
+        rows = self.compiled_batch
+        chunks = [_padded(inputs[start : start + rows], rows) for start in range(0, len(inputs), rows)]
         parts = []
         if self._compiled_network is None:
             network = torch.compile(self.network, dynamic=False)
@@ -103,9 +122,9 @@ class TorchSession(EngineSession):
         return self.score(images, 1, tuple(images.shape[-2:]))
 
 
-def _padded(inputs: torch.Tensor) -> torch.Tensor:
-    """``inputs`` ``(n, c, h, w)`` with zero images appended up to :data:`COMPILED_BATCH` rows."""
-    short = COMPILED_BATCH - len(inputs)
+def _padded(inputs: torch.Tensor, rows: int) -> torch.Tensor:
+    """``inputs`` ``(n, c, h, w)`` with zero images appended up to ``rows`` rows."""
+    short = rows - len(inputs)
     if short <= 0:
         return inputs
     padding = inputs.new_zeros((short, *inputs.shape[1:]))

@@ -7,7 +7,9 @@ encodings with the default engine, with the ratios the speed targets are stated 
 * raw throughput of the default CPU engine >= 4x torch eager (the network as is: fp32,
   contiguous tensors; the torch engine's channels_last is printed beside it);
 * end-to-end CPPN evaluations/s >= 0.6 of raw ONNX Runtime throughput;
-* end-to-end direct evaluations/s >= 0.8 of raw ONNX Runtime throughput.
+* end-to-end direct evaluations/s >= 0.8 of raw ONNX Runtime throughput;
+* on CUDA (``--device cuda --batch-size 256 --population 400``), both end-to-end rates >= 0.8
+  of the raw compiled torch rate (the GPU issue's target).
 
 All figures come from the same process, so a busy machine affects both sides of a ratio;
 each rate is the best of ``--repeats`` rounds (raw engines interleaved, then the loops).
@@ -230,7 +232,8 @@ def main() -> None:
         print(f"end-to-end {name:6} ({default}, vary on {args.vary_on}) {rate:9.1f} evaluations/s")
     targets = [
         (f"raw {default} / raw torch eager", raw[default] / raw["torch eager"], 4.0),
-        ("end-to-end cppn / raw limit", results["cppn"] / limit, 0.6),
+        # On CUDA the GPU issue's target for both; on the CPU the first ImageNet issue's.
+        ("end-to-end cppn / raw limit", results["cppn"] / limit, 0.8 if device.type == "cuda" else 0.6),
         ("end-to-end direct / raw limit", results["direct"] / limit, 0.8),
     ]
     for label, ratio, target in targets:

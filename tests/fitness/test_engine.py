@@ -159,6 +159,40 @@ def test_compiled_scoring_pads_to_one_batch_shape_and_agrees_with_eager(lenet, m
     assert Scorer(lenet, engine="torch", compiled=True).score(images[:0]).shape == (0, 10)
 
 
+@pytest.mark.parametrize(
+    ("inputs", "largest", "fitted"),
+    [(1, 256, 1), (200, 256, 200), (256, 256, 256), (257, 256, 129), (400, 256, 200), (1000, 256, 250),
+     (4000, 256, 250), (19, 8, 7)],
+)  # fmt: skip
+def test_fitted_batch_runs_a_call_in_the_fewest_equal_chunks(inputs, largest, fitted):
+    assert torch_engine_module.fitted_batch(inputs, largest) == fitted
+    chunks = -(-inputs // fitted)
+    assert fitted <= largest and chunks == -(-inputs // largest)  # no more chunks than the largest needs
+    assert chunks * fitted - inputs < chunks  # padding: less than one row per chunk
+
+
+def test_compiled_scoring_fits_its_one_shape_to_the_calls_it_is_told_of(lenet, monkeypatch):
+    seen: list[tuple[int, ...]] = []
+    original = torch.compile
+
+    def recording(network, **options):
+        compiled = original(network, **options)
+        return lambda inputs: (seen.append(tuple(inputs.shape)), compiled(inputs))[1]
+
+    monkeypatch.setattr(torch, "compile", recording)
+    images = torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    scorer = Scorer(lenet, engine="torch", compiled=True, batch=300)
+    compiled = scorer.score(images)
+    assert seen == [(150, 1, 28, 28)] * 2  # 300 rows computed, where chunks of 256 compute 512
+    compiled_short = scorer.score(images[:100])  # a shorter call keeps the shape, padded
+    assert seen[2:] == [(150, 1, 28, 28)]
+    eager = Scorer(lenet, engine="torch", compiled=False).score(images)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)
+    np.testing.assert_allclose(compiled_short, eager[:100], atol=1e-5)
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        Scorer(lenet, engine="torch", batch=0)
+
+
 def test_network_that_cannot_be_compiled_falls_back_to_eager(lenet, monkeypatch, caplog):
     def refuse(inputs):
         raise RuntimeError("inductor: no C++ compiler\nmore detail")
