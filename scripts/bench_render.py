@@ -106,8 +106,8 @@ def main() -> None:
     print(f"compile step alone: {compile_rate:,.0f} genomes/s ({int(program.count.max())} positions at most)")
     if args.sweep:
         defaults = (cppn_triton.BLOCK, cppn_triton.NUM_WARPS, cppn_triton.PROGRAMS_PER_SM)
-        for block, warps, per_sm in itertools.product((256, 512, 1024), (4, 8), (4, 8, 16)):
-            if block // (32 * warps) < 1:
+        for block, warps, per_sm in itertools.product((128, 256, 512, 1024), (4, 8), (4, 8, 16)):
+            if block < 32 * warps:  # fewer pixels than threads
                 continue
             cppn_triton.BLOCK, cppn_triton.NUM_WARPS, cppn_triton.PROGRAMS_PER_SM = block, warps, per_sm
             swept = rate(lambda: render_on_device(encoding, on_device), args.batch, device, args.seconds / 2)
