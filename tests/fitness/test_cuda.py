@@ -64,18 +64,11 @@ def test_search_on_cuda_is_deterministic_and_resumes_bit_identically(tmp_path):
     assert ((straight.archive.fitness > 0) & (straight.archive.fitness <= 1)).all()
 
 
-def test_a_search_on_cuda_runs_its_batches_as_equal_compiled_chunks(tmp_path, monkeypatch):
-    seen: list[int] = []
-    original = torch.compile
-
-    def recording(network, **options):
-        compiled = original(network, **options)
-        return lambda inputs: (seen.append(len(inputs)), compiled(inputs))[1]
-
-    monkeypatch.setattr(torch, "compile", recording)
+def test_a_search_on_cuda_runs_its_batches_as_equal_compiled_chunks(tmp_path, compiled_shapes):
     config = RunConfig(**{**LITE0_RUN, "population": 300}, generations=2, out=str(tmp_path / "e"))
     evolve(config, show_progress=False)
-    assert seen == [150] * 4  # 300 rows per generation, in two chunks (chunks of 256 computed 512)
+    # 300 rows per generation, in two chunks (chunks of 256 computed 512)
+    assert [shape[0] for shape in compiled_shapes] == [150] * 4
 
 
 def test_paper_preset_with_ten_crops_runs_on_cuda(tmp_path):

@@ -138,16 +138,9 @@ def test_model_that_cannot_be_exported_falls_back_to_torch(lenet, monkeypatch, c
     assert np.array_equal(probabilities, Scorer(lenet, engine="torch").score(images))
 
 
-def test_compiled_scoring_pads_to_one_batch_shape_and_agrees_with_eager(lenet, monkeypatch):
+def test_compiled_scoring_pads_to_one_batch_shape_and_agrees_with_eager(lenet, monkeypatch, compiled_shapes):
     monkeypatch.setattr(torch_engine_module, "COMPILED_BATCH", 8)  # 19 images: chunks of 8, 8 and 3 + 5 zeros
-    seen: list[tuple[int, ...]] = []
-    original = torch.compile
-
-    def recording(network, **options):
-        compiled = original(network, **options)
-        return lambda inputs: (seen.append(tuple(inputs.shape)), compiled(inputs))[1]
-
-    monkeypatch.setattr(torch, "compile", recording)
+    seen = compiled_shapes
     images = torch.rand(19, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     compiled = Scorer(lenet, engine="torch", compiled=True).score(images)
     # One static shape (compiled once, never per batch size), and each chunk run once: the
@@ -171,15 +164,8 @@ def test_fitted_batch_runs_a_call_in_the_fewest_equal_chunks(inputs, largest, fi
     assert chunks * fitted - inputs < chunks  # padding: less than one row per chunk
 
 
-def test_compiled_scoring_fits_its_one_shape_to_the_calls_it_is_told_of(lenet, monkeypatch):
-    seen: list[tuple[int, ...]] = []
-    original = torch.compile
-
-    def recording(network, **options):
-        compiled = original(network, **options)
-        return lambda inputs: (seen.append(tuple(inputs.shape)), compiled(inputs))[1]
-
-    monkeypatch.setattr(torch, "compile", recording)
+def test_compiled_scoring_fits_its_one_shape_to_the_calls_it_is_told_of(lenet, compiled_shapes):
+    seen = compiled_shapes
     images = torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(4))
     scorer = Scorer(lenet, engine="torch", compiled=True, batch=300)
     compiled = scorer.score(images)
