@@ -327,6 +327,13 @@ class Search:
         ]
         return tasks, ParentPool(self.archive, pool_cells), parent_cells
 
+    def _improvement(self, results: list[tuple[GenomeBatch, np.ndarray]]) -> np.ndarray:
+        """``(population,)`` float64: each child's gain over the elites as the generation found
+        them (an empty cell counts 0), for :meth:`Emitter.tell`."""
+        before = np.where(np.isfinite(self.archive.fitness), self.archive.fitness, 0).astype(np.float64)
+        gains = [(probabilities.astype(np.float64) - before).max(axis=1) for _, probabilities in results]
+        return np.concatenate(gains) if gains else np.zeros(0)
+
     def step(self) -> dict:
         """Run one generation; return its statistics record.
 
@@ -350,15 +357,10 @@ class Search:
             self.emitter.restore(learnt)
             raise
         parent_ids = np.where(parent_cells >= 0, self.archive.individual_id[parent_cells], -1)
-        # Each child's gain over the elites as the generation found them (empty cells: 0).
-        before = np.where(np.isfinite(self.archive.fitness), self.archive.fitness, 0).astype(np.float64)
-        improvement = (
-            np.concatenate(
-                [(probabilities.astype(np.float64) - before).max(axis=1) for _, probabilities in results]
-            )
-            if results
-            else np.zeros(0)
-        )
+        # Only an emitter that learns from its children needs their gains: (population, cells)
+        # float64 work, 3 ms per generation of 400 ImageNet children on a 2-core CPU.
+        learns = parents is not None and self.emitter.learns
+        improvement = self._improvement(results) if learns else None
         self.inserting = True
         start = 0
         for task, (children, probabilities) in zip(tasks, results):
@@ -374,7 +376,7 @@ class Search:
                 parent_cell=parent_cells[rows],
             )
             start += task.count
-        if parents is not None:
+        if learns:
             self.emitter.tell(self.archive, parent_cells, improvement)
         seconds = time.perf_counter() - started
         self.inserting = False

@@ -94,6 +94,11 @@ class Emitter:
         """Whether this emitter refines children on the scorer's side (overrides :meth:`refine`)."""
         return type(self).refine is not Emitter.refine
 
+    @property
+    def learns(self) -> bool:
+        """Whether this emitter learns from its children's gains (overrides :meth:`tell`)."""
+        return type(self).tell is not Emitter.tell
+
     def select_parents(self, archive: ClassArchive, count: int, rng: np.random.Generator) -> np.ndarray:
         """The parent cells of ``count`` children, drawn with replacement from ``rng``.
 
@@ -162,7 +167,8 @@ class Emitter:
     def tell(self, archive: ClassArchive, cells: np.ndarray, improvement: np.ndarray) -> None:
         """What the generation's children did, after they were inserted (driver side).
 
-        The default ignores it (a stateless emitter).
+        The default ignores it (a stateless emitter); the search calls it only where
+        :attr:`learns`.
 
         Args:
             archive: the archive after the generation (not modified).

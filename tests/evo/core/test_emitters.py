@@ -19,7 +19,7 @@ from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS, get_emitter
 from fooling.evo.evaluation import Evaluator
 from fooling.evo.run import evolve, resume_config
-from fooling.evo.search import LocalBackend, ParentPool, Task, Variation
+from fooling.evo.search import LocalBackend, ParentPool, Search, Task, Variation
 from fooling.evo.toolbox import make_toolbox
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, UnknownNameError, ten_crops
 from fooling.fitness.models import weights_hash
@@ -419,3 +419,59 @@ def test_bad_emitter_is_one_line_and_exit_2(fooling_home, tmp_path, capsys, argu
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "bad").exists()
+
+
+class _FixedScores:
+    """A backend whose children are random genomes, scored as given, batch after batch."""
+
+    def __init__(self, encoding, scores: list[np.ndarray]) -> None:
+        self.encoding, self.scores = encoding, iter(scores)
+
+    def run(self, tasks, parents):
+        for task in tasks:
+            yield self.encoding.random(task.count, np.random.default_rng(task.generation)), next(self.scores)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listening(type(EMITTERS["paper"])):
+    told: list = dataclasses.field(default_factory=list)
+
+    def tell(self, archive, cells, improvement):
+        self.told.append((cells.copy(), improvement))
+
+
+def test_only_an_emitter_that_learns_is_told_its_childrens_gains(monkeypatch):
+    assert [name for name, emitter in EMITTERS.items() if emitter.learns] == ["cma-me"]
+    encoding = CPPNEncoding(outputs=1, height=4, width=4)
+    generation0 = np.array([[0.5, 0.0, 0.0], [0.0, 0.2, 0.0]], np.float32)  # cell 2 stays empty
+    generation1 = np.array([[0.4, 0.3, 0.0], [0.7, 0.1, 0.05], [0.1, 0.1, 0.1]], np.float32)
+
+    def search(emitter):
+        backend = _FixedScores(encoding, [generation0, generation1[:2], generation1[2:]])
+        return Search(archive=ClassArchive(["a", "b", "c"]), backend=backend, seed=0, population=2,
+                      batch_size=2, emitter=emitter)  # fmt: skip
+
+    listening = _Listening()
+    assert listening.learns
+    learner = search(listening)
+    learner.step()
+    assert listening.told == []  # generation 0: random genomes, no parents to learn about
+    learner.population = 3
+    learner.step()
+    (cells, improvement), = listening.told  # fmt: skip
+    # Gains over the elites as generation 1 found them (0.5, 0.2, empty = 0), the best per child,
+    # in float64 of the float32 scores.
+    p, elites = generation1.astype(np.float64), generation0.max(axis=0).astype(np.float64)
+    np.testing.assert_array_equal(improvement, [p[0, 1] - elites[1], p[1, 0] - elites[0], p[2, 2]])
+    assert len(cells) == 3
+
+    # The paper's emitter learns nothing: the search never computes the gains.
+    monkeypatch.setattr(Search, "_improvement", lambda *args: pytest.fail("gains computed for no one"))
+    paper = search(EMITTERS["paper"])
+    paper.step()
+    paper.population = 3
+    paper.step()
+    assert paper.archive.fitness.tolist() == pytest.approx([0.7, 0.3, 0.1])
