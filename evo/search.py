@@ -328,8 +328,11 @@ class Search:
         return tasks, ParentPool(self.archive, pool_cells), parent_cells
 
     def _improvement(self, results: list[tuple[GenomeBatch, np.ndarray]]) -> np.ndarray:
-        """``(population,)`` float64: each child's gain over the elites as the generation found
-        them (an empty cell counts 0), for :meth:`Emitter.tell`."""
+        """Each child's gain over the elites as the generation found them, for :meth:`Emitter.tell`.
+
+        Returns:
+            ``(population,)`` float64, the largest over cells (an empty cell counts 0).
+        """
         before = np.where(np.isfinite(self.archive.fitness), self.archive.fitness, 0).astype(np.float64)
         gains = [(probabilities.astype(np.float64) - before).max(axis=1) for _, probabilities in results]
         return np.concatenate(gains) if gains else np.zeros(0)
