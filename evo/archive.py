@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 import numpy as np
 
 from fooling.encodings import GenomeBatch
 
-__all__ = ["AddStatus", "ClassArchive", "best_rows", "candidate_rows"]
+__all__ = ["AddStatus", "BatchBest", "ClassArchive", "best_rows", "candidate_rows"]
 
 
 class AddStatus(enum.IntEnum):
@@ -19,6 +20,34 @@ class AddStatus(enum.IntEnum):
     NEW = 2  # holds at least one cell that was empty
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchBest:
+    """Each cell's best row of a scored batch: all the paper's insertion rule needs of its scores.
+
+    A scorer that keeps its probabilities on a device reduces them there (one value and one
+    index per cell, where the whole matrix is ``batch_size x num_cells``) and sends this.
+
+    Attributes:
+        size: rows in the batch.
+        row: ``(num_cells,)`` int64, the first row with the cell's highest probability.
+        probability: ``(num_cells,)`` float32, that probability (``-inf``: no row scored the
+            class, as in a top-k answer).
+    """
+
+    size: int
+    row: np.ndarray
+    probability: np.ndarray
+
+    @classmethod
+    def of(cls, probabilities: np.ndarray) -> BatchBest:
+        """The best rows of ``probabilities`` ``(batch_size, num_cells)`` (first row on ties)."""
+        size, cells = probabilities.shape
+        if size == 0:
+            return cls(0, np.zeros(cells, np.int64), np.full(cells, -np.inf, np.float32))
+        row = probabilities.argmax(axis=0).astype(np.int64)
+        return cls(size, row, probabilities[row, np.arange(cells)].astype(np.float32))
+
+
 def best_rows(probabilities: np.ndarray, fitness: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each cell's best row of a scored batch, its probability, and whether it beats ``fitness``.
 
@@ -27,18 +56,18 @@ def best_rows(probabilities: np.ndarray, fitness: np.ndarray) -> tuple[np.ndarra
     float32, the archive's precision) is strictly higher than the elite's.
 
     Args:
-        probabilities: ``(batch_size, num_cells)`` class probabilities (``batch_size >= 1``).
+        probabilities: ``(batch_size, num_cells)`` class probabilities (``batch_size >= 1``),
+            or their :class:`BatchBest`.
         fitness: ``(num_cells,)`` float32 elite fitness, ``-inf`` where empty.
 
     Returns:
         ``(best_row, best, won)``: ``(num_cells,)`` int row, float32 probability, bool.
     """
-    best_row = probabilities.argmax(axis=0)
-    best = probabilities[best_row, np.arange(probabilities.shape[1])].astype(np.float32)
-    return best_row, best, best > fitness
+    best = probabilities if isinstance(probabilities, BatchBest) else BatchBest.of(probabilities)
+    return best.row, best.probability, best.probability > fitness
 
 
-def candidate_rows(probabilities: np.ndarray, fitness: np.ndarray) -> np.ndarray:
+def candidate_rows(probabilities: np.ndarray | BatchBest, fitness: np.ndarray) -> np.ndarray:
     """The rows of a scored batch that can enter an archive whose elites are at least ``fitness``.
 
     Elites only improve, so with ``fitness`` taken before a generation's first insertion these
@@ -46,13 +75,14 @@ def candidate_rows(probabilities: np.ndarray, fitness: np.ndarray) -> np.ndarray
     generation: a worker that keeps its children sends only these (``rows`` of ``add_batch``).
 
     Args:
-        probabilities: ``(batch_size, num_cells)`` class probabilities.
+        probabilities: ``(batch_size, num_cells)`` class probabilities, or their :class:`BatchBest`.
         fitness: ``(num_cells,)`` float32 elite fitness, ``-inf`` where empty.
 
     Returns:
         ``(k,)`` int64 rows, ascending, distinct.
     """
-    if probabilities.shape[0] == 0:
+    size = probabilities.size if isinstance(probabilities, BatchBest) else probabilities.shape[0]
+    if size == 0:
         return np.zeros(0, dtype=np.int64)
     best_row, _, won = best_rows(probabilities, fitness)
     return np.unique(best_row[won]).astype(np.int64)
@@ -101,7 +131,7 @@ class ClassArchive:
     def add_batch(
         self,
         genomes: GenomeBatch,
-        probabilities: np.ndarray,
+        probabilities: np.ndarray | BatchBest,
         *,
         individual_id: np.ndarray,
         generation: int,
@@ -118,7 +148,8 @@ class ClassArchive:
         Args:
             genomes: ``batch_size`` genomes, or with ``rows`` only those rows of the batch.
             probabilities: ``(batch_size, num_cells)`` class probabilities; ``-inf`` where a
-                class was not scored (top-k answers): such a cell is left as it is.
+                class was not scored (top-k answers): such a cell is left as it is. Or their
+                :class:`BatchBest`, all the rule reads of them.
             individual_id: ``(batch_size,)`` int64 unique ids of the rows.
             generation: generation the batch was evaluated in.
             parent_id: ``(batch_size,)`` ids of the parents, -1 for none (default all -1).
@@ -134,15 +165,21 @@ class ClassArchive:
                 ``genomes`` does not hold ``rows``.
             RuntimeError: a winning row is not among ``rows`` (a bug of the backend that chose them).
         """
-        batch = len(genomes) if rows is None else probabilities.shape[0]
+        if isinstance(probabilities, BatchBest):
+            scored, values = probabilities.size, probabilities.probability
+            shape = f"{scored} rows of best rows {probabilities.row.shape} and values {values.shape}"
+            fits = probabilities.row.shape == values.shape == (self.num_cells,)
+        else:
+            scored, values = len(probabilities), probabilities
+            shape = f"shape {probabilities.shape}"
+            fits = probabilities.ndim == 2 and probabilities.shape[1] == self.num_cells
+        batch = len(genomes) if rows is None else scored
         if rows is not None and len(rows) != len(genomes):
             raise ValueError(f"{len(genomes)} genomes for {len(rows)} rows")
-        if probabilities.shape != (batch, self.num_cells):
-            raise ValueError(
-                f"probabilities of shape {probabilities.shape}, expected ({batch}, {self.num_cells})"
-            )
+        if not fits or scored != batch:
+            raise ValueError(f"probabilities of {shape}, expected ({batch}, {self.num_cells})")
         # -inf: a class the scorer did not return (an endpoint's top-k answer), never inserted.
-        if np.isnan(probabilities).any() or np.isposinf(probabilities).any():
+        if np.isnan(values).any() or np.isposinf(values).any():
             raise ValueError("probabilities must be finite (or -inf for a class not scored)")
         status = np.zeros(batch, dtype=np.int8)
         if batch == 0:

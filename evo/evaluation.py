@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -16,12 +17,15 @@ from fooling.encodings.cppn import WEIGHT_LIMIT, CPPNEncoding, node_count
 from fooling.encodings.cppn_triton import available as triton_available
 from fooling.encodings.cppn_triton import render_on_device
 from fooling.encodings.tensors import TensorGenomes
+from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, pick_device, resolve_name
 from fooling.fitness.scorer import scored_image_size
 from fooling.fitness.weight_ascent import ascend_parameters
 
 __all__ = ["ENCODINGS", "Evaluator", "class_ids", "image_size", "make_encoding", "resolve_classes"]
+
+Scores = TypeVar("Scores", np.ndarray, torch.Tensor)
 
 
 def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
@@ -185,16 +189,52 @@ class Evaluator:
         of 4 rounds, 48.4 against 52.9. Rendering on Ray's mutator side instead would ship
         224x224x3 float images (600 kB each) instead of ~3 kB genomes.
         """
+        probabilities = np.concatenate(self._score_calls(genomes, self.scorer.score))
+        return probabilities if self._all_classes else probabilities[:, self.class_ids]
+
+    @torch.no_grad()
+    def evaluate_best(self, genomes: GenomeBatch | TensorGenomes) -> BatchBest:
+        """Each archive cell's best row of ``genomes``: :meth:`evaluate` reduced to what insertion needs.
+
+        The probabilities stay where the scorer computed them (a GPU, for the torch engine) and
+        are reduced there; the host receives one row index and one value per cell, and the
+        count of images with non-finite scores.
+
+        Returns:
+            ``BatchBest.of(self.evaluate(genomes))``, the same rows and values.
+
+        Raises:
+            ModelRunError: the network raised, or gave non-finite scores.
+        """
+        probabilities = torch.cat(self._score_calls(genomes, self.scorer.score_tensor))
+        bad = self.scorer.bad_rows(probabilities).sum()
+        if not self._all_classes:
+            probabilities = probabilities[:, torch.from_numpy(self.class_ids).to(probabilities.device)]
+        if len(probabilities) == 0:
+            self.scorer.check_finite(0, 0)
+            return BatchBest.of(probabilities.cpu().numpy())
+        # The first row of the highest value on ties, as numpy's argmax; values cast as BatchBest.of.
+        value, row = probabilities.max(dim=0)
+        self.scorer.check_finite(int(bad), len(probabilities))  # the one wait for the device
+        return BatchBest(len(probabilities), row.cpu().numpy(), value.float().cpu().numpy())
+
+    def _score_calls(
+        self, genomes: GenomeBatch | TensorGenomes, score: Callable[[torch.Tensor], Scores]
+    ) -> list[Scores]:
+        """``score`` of each scoring chunk of ``genomes``' images, in order (:meth:`calls`).
+
+        On the CPU each call's images go in :attr:`RENDER_CHUNKS` chunks (:meth:`cpu_chunk`).
+        An empty batch gives one empty chunk's scores.
+        """
         spec, crops, device = self.scorer.spec, self.scorer.crops, self.scorer.device
         chunk = self.cpu_chunk(spec, crops) if device.type == "cpu" else None
         parts, start = [], 0
         for count in self.calls(len(genomes), spec, crops, device) or [0]:
             images = self.images(genomes.take(slice(start, start + count)))
             step = chunk or max(count, 1)
-            parts += [self.scorer.score(images[i : i + step]) for i in range(0, max(count, 1), step)]
+            parts += [score(images[i : i + step]) for i in range(0, max(count, 1), step)]
             start += count
-        probabilities = np.concatenate(parts)
-        return probabilities if self._all_classes else probabilities[:, self.class_ids]
+        return parts
 
     def refine(
         self,

@@ -13,7 +13,7 @@ import torch
 from deap import base, tools
 
 from fooling.encodings import GenomeBatch, TensorGenomes
-from fooling.evo.archive import ClassArchive
+from fooling.evo.archive import BatchBest, ClassArchive
 from fooling.evo.emitters import EMITTERS, Emitter, Refiner
 from fooling.evo.on_device import DeviceRandom
 from fooling.fitness import ModelRunError, error_line
@@ -204,11 +204,13 @@ class Backend(Protocol):
 
     def run(
         self, tasks: list[Task], parents: ParentPool | None
-    ) -> Iterator[tuple[GenomeBatch | Candidates, np.ndarray]]:
-        """Yield ``(children, probabilities (count, num_cells))`` for each task, in task order.
+    ) -> Iterator[tuple[GenomeBatch | Candidates, np.ndarray | BatchBest]]:
+        """Yield ``(children, scores)`` for each task, in task order.
 
         ``parents`` are the generation's distinct parents (``None`` in generation 0).
-        ``children`` is the whole batch, or the :class:`Candidates` among it.
+        ``children`` is the whole batch, or the :class:`Candidates` among it. ``scores`` are
+        the probabilities ``(count, num_cells)``, or, where the emitter does not learn from
+        every child (:attr:`Emitter.learns`), may be their :class:`BatchBest`.
         """
         ...
 
@@ -229,12 +231,19 @@ class LocalBackend:
         self.variation = variation
         self.evaluator = evaluator
 
-    def run(self, tasks: list[Task], parents: ParentPool | None) -> Iterator[tuple[GenomeBatch, np.ndarray]]:
-        """Vary, refine (where the emitter says) and score each task in turn; see :meth:`Backend.run`."""
+    def run(
+        self, tasks: list[Task], parents: ParentPool | None
+    ) -> Iterator[tuple[GenomeBatch, np.ndarray | BatchBest]]:
+        """Vary, refine (where the emitter says) and score each task in turn; see :meth:`Backend.run`.
+
+        The scores are each cell's best row (reduced on the scoring device) unless the emitter
+        learns from every child's.
+        """
         pool = None if parents is None else parents.genomes
+        score = self.evaluator.evaluate if self.variation.emitter.learns else self.evaluator.evaluate_best
         for task in tasks:
             children = self.variation.refine(task, self.variation(task, pool), pool, self.evaluator)
-            yield children, self.evaluator.evaluate(children)
+            yield children, score(children)
 
     def close(self) -> None:
         """Nothing to release: everything ran in this process."""
@@ -327,12 +336,16 @@ class Search:
         ]
         return tasks, ParentPool(self.archive, pool_cells), parent_cells
 
-    def _improvement(self, results: list[tuple[GenomeBatch, np.ndarray]]) -> np.ndarray:
+    def _improvement(self, results: list[tuple[GenomeBatch, np.ndarray | BatchBest]]) -> np.ndarray:
         """Each child's gain over the elites as the generation found them, for :meth:`Emitter.tell`.
 
         Returns:
             ``(population,)`` float64, the largest over cells (an empty cell counts 0).
         """
+        if any(isinstance(scores, BatchBest) for _, scores in results):
+            raise RuntimeError(
+                "the backend sent each cell's best row to an emitter that learns from every child"
+            )
         before = np.where(np.isfinite(self.archive.fitness), self.archive.fitness, 0).astype(np.float64)
         gains = [(probabilities.astype(np.float64) - before).max(axis=1) for _, probabilities in results]
         return np.concatenate(gains) if gains else np.zeros(0)

@@ -149,6 +149,15 @@ class EngineSession:
         probabilities = self.probabilities(ten_crops(images, size).flatten(0, 1))
         return probabilities.reshape(10, batch, -1).mean(0)
 
+    def score_tensor(self, images: torch.Tensor, crops: int, size: tuple[int, int]) -> torch.Tensor:
+        """:meth:`score` as a tensor of its dtype, on the device where the engine scored.
+
+        The default scores with :meth:`score` and wraps its array (on the CPU); an engine whose
+        network runs on the images' device overrides it, so that the caller can reduce the
+        probabilities there without copying them all to the host.
+        """
+        return torch.from_numpy(np.ascontiguousarray(self.score(images, crops, size)))
+
 
 class ScoringEngine:
     """A way of scoring images with a classifier; subclass it and register it.

@@ -162,12 +162,28 @@ class Scorer:
         bad = ~np.isfinite(probabilities).all(axis=1)
         if getattr(self._session, "partial_scores", False):  # top-k answers: -inf marks a class not returned
             bad = (np.isnan(probabilities) | np.isposinf(probabilities)).any(axis=1)
-        if bad.any():
-            raise ModelRunError(
-                f"model {self.spec.name} gave non-finite scores (NaN or infinity) for {int(bad.sum())} "
-                f"of {len(probabilities)} images"
-            )
+        self.check_finite(int(bad.sum()), len(probabilities))
         return probabilities
+
+    def bad_rows(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` bool on ``probabilities``' device: the rows whose scores hold NaN or infinity.
+
+        ``-inf`` marks a class not returned where the engine gives partial scores (top-k answers).
+        """
+        if getattr(self._session, "partial_scores", False):
+            return (probabilities.isnan() | probabilities.isposinf()).any(dim=1)
+        return ~probabilities.isfinite().all(dim=1)
+
+    def check_finite(self, bad: int, total: int) -> None:
+        """Raise unless ``bad``, the rows of ``total`` images with non-finite scores, is 0.
+
+        Raises:
+            ModelRunError: ``bad`` > 0 (the model's logits held NaN or infinity).
+        """
+        if bad:
+            raise ModelRunError(
+                f"model {self.spec.name} gave non-finite scores (NaN or infinity) for {bad} of {total} images"
+            )
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -209,3 +225,23 @@ class Scorer:
         """
         self.check_images(images)
         return self._finite(self.session().score(images, self.crops, self.spec.input_size))
+
+    @torch.no_grad()
+    def score_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(batch_size, num_classes)``, left where the engine scored them.
+
+        On the scoring device with the torch engine (nothing waits for it), else on the CPU;
+        float32, or the engine's own dtype (an endpoint's float64).
+        Unlike :meth:`score`, the scores are not checked here, which would wait for the device:
+        the caller checks them where its reduction reaches the host (:meth:`bad_rows`,
+        :meth:`check_finite`).
+
+        Args:
+            images: ``(batch_size, channels, *image_size)`` in ``[0, 1]``, any device.
+
+        Raises:
+            ValueError: images of the wrong shape for this model.
+            ModelRunError: the network raised.
+        """
+        self.check_images(images)
+        return self.session().score_tensor(images, self.crops, self.spec.input_size)

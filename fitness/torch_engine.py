@@ -99,9 +99,13 @@ class TorchSession(EngineSession):
             parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
         return torch.cat(parts)[: len(inputs)]
 
-    @torch.no_grad()
     def score(self, images: torch.Tensor, crops: int, size: tuple[int, int]) -> np.ndarray:
         """See :meth:`EngineSession.score`; the crops are averaged on the device."""
+        return self.score_tensor(images, crops, size).cpu().numpy()
+
+    @torch.no_grad()
+    def score_tensor(self, images: torch.Tensor, crops: int, size: tuple[int, int]) -> torch.Tensor:
+        """See :meth:`EngineSession.score_tensor`: the probabilities stay on this session's device."""
         images = images.to(self.device, torch.float32, non_blocking=True)
         if crops == 10:
             batch = images.shape[0]
@@ -115,7 +119,7 @@ class TorchSession(EngineSession):
         probabilities = F.softmax(logits.float(), dim=1)
         if crops == 10:
             probabilities = probabilities.view(10, batch, -1).mean(0)
-        return probabilities.cpu().numpy()
+        return probabilities
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """See :meth:`EngineSession.probabilities`."""

@@ -7,8 +7,10 @@ the archive, every random stream and the checkpoints; actors are stateless worke
   tasks and return the children as numpy-backed genome batches;
 * ``M`` scorer actors (one GPU each when the cluster has GPUs, CPU otherwise) run
   :class:`~fooling.evo.evaluation.Evaluator` on those children, one forward batch per
-  task, and return ``(count, num_cells)`` probabilities with the
-  :class:`~fooling.evo.search.Candidates` of each batch (the rows that can win a cell).
+  task, and return each cell's best row of each batch (:class:`~fooling.evo.archive.BatchBest`,
+  reduced on the scorer's device; the ``(count, num_cells)`` probabilities where the emitter
+  learns from every child) with the :class:`~fooling.evo.search.Candidates` of each batch
+  (the rows that can win a cell).
 
 A mutator's output reference goes straight into a scorer call, so children move from
 the mutator to the scorer through the object store and never visit the driver; only
@@ -53,7 +55,7 @@ import torch
 from ray._common.network_utils import is_localhost, parse_address
 
 from fooling.encodings import GenomeBatch, TensorGenomes, UserError
-from fooling.evo.archive import candidate_rows
+from fooling.evo.archive import BatchBest, candidate_rows
 from fooling.evo.config import RunConfig
 from fooling.evo.distributed.replicas import ArchiveReplica, ArchiveSync, archive_sync
 from fooling.evo.evaluation import Evaluator
@@ -188,7 +190,7 @@ class _ScorerActor:
         fitness: np.ndarray | None,
         tasks: list[Task] | None = None,
         pool: GenomeBatch | None = None,
-    ) -> tuple[list[np.ndarray], float, int, list[Candidates]]:
+    ) -> tuple[list[np.ndarray | BatchBest], float, int, list[Candidates]]:
         """Score each task's children (made by a mutator actor).
 
         Each task is one forward batch, so the floats do not depend on how tasks are grouped.
@@ -203,7 +205,9 @@ class _ScorerActor:
             pool: the generation's parent pool, for an emitter that refines.
 
         Returns:
-            Probabilities ``(count, num_cells)`` of each batch, busy seconds, pid, and each
+            The scores of each batch (each cell's best row, :class:`BatchBest`, or where the
+            emitter learns from every child the probabilities ``(count, num_cells)``), busy
+            seconds, pid, and each
             batch's :class:`Candidates` (:func:`candidate_rows`): only the rows that can win
             a cell travel on to the driver.
         """
@@ -214,13 +218,19 @@ class _ScorerActor:
                 self.variation.refine(task, batch.copy(), pool, self.evaluator)
                 for task, batch in zip(tasks, children)
             ]
-        probabilities = [self.evaluator.evaluate(batch) for batch in children]
+        probabilities = [self._evaluate(batch) for batch in children]
         candidates = [_candidates(batch, scores, fitness) for batch, scores in zip(children, probabilities)]
         return probabilities, time.perf_counter() - started, os.getpid(), candidates
 
+    def _evaluate(self, batch: GenomeBatch | TensorGenomes) -> np.ndarray | BatchBest:
+        """The batch's scores for the driver: each cell's best row, unless the emitter learns from all."""
+        if self.variation is not None and self.variation.emitter.learns:
+            return self.evaluator.evaluate(batch)
+        return self.evaluator.evaluate_best(batch)
+
     def make_and_score(
         self, tasks: list[Task], pool_cells: np.ndarray | None, sync: ArchiveSync | None
-    ) -> tuple[list[np.ndarray] | None, float, int, list[Candidates] | None]:
+    ) -> tuple[list[np.ndarray | BatchBest] | None, float, int, list[Candidates] | None]:
         """Make each task's children on this actor's device and score them.
 
         Args:
@@ -240,21 +250,22 @@ class _ScorerActor:
         probabilities, candidates = [], []
         for task in tasks:
             children = self.device_variation(task, parents)
-            scores = self.evaluator.evaluate(children)
+            scores = self._evaluate(children)
             probabilities.append(scores)
             candidates.append(_candidates(children, scores, fitness))
         return probabilities, time.perf_counter() - started, os.getpid(), candidates
 
 
 def _candidates(
-    batch: GenomeBatch | TensorGenomes, scores: np.ndarray, fitness: np.ndarray | None
+    batch: GenomeBatch | TensorGenomes, scores: np.ndarray | BatchBest, fitness: np.ndarray | None
 ) -> Candidates:
     """The rows of ``batch`` that can win a cell, as numpy genomes for the driver.
 
     ``fitness`` is the elites' as the generation found it; ``None`` in generation 0 (all empty).
     """
     if fitness is None:
-        fitness = np.full(scores.shape[1], -np.inf, np.float32)
+        cells = len(scores.row) if isinstance(scores, BatchBest) else scores.shape[1]
+        fitness = np.full(cells, -np.inf, np.float32)
     rows = candidate_rows(scores, fitness)
     chosen = batch.take(rows)
     return Candidates(rows, chosen.to_host() if isinstance(chosen, TensorGenomes) else chosen)
@@ -809,7 +820,9 @@ class RayBackend:
         self.sync_bytes += sync.nbytes
         return ray.put(sync)
 
-    def _collect(self, ref: ray.ObjectRef, call: _Call) -> tuple[list[Candidates], list[np.ndarray]] | None:
+    def _collect(
+        self, ref: ray.ObjectRef, call: _Call
+    ) -> tuple[list[Candidates], list[np.ndarray | BatchBest]] | None:
         """Fetch one finished call and account for it (restarts show up as a new pid).
 
         ``None`` when the scorer's replica lacked the base of the changes it was sent.

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fooling.encodings import CPPNEncoding, DirectEncoding
+from fooling.encodings import CPPNEncoding, DirectEncoding, TensorGenomes
+from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
+from fooling.evo.evaluation import Evaluator
 from fooling.evo.run import evolve, resume_config
 from fooling.fitness import Scorer, load_model
 
@@ -69,6 +71,21 @@ def test_a_search_on_cuda_runs_its_batches_as_equal_compiled_chunks(tmp_path, co
     evolve(config, show_progress=False)
     # 300 rows per generation, in two chunks (chunks of 256 computed 512)
     assert [shape[0] for shape in compiled_shapes] == [150] * 4
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_each_cells_best_row_reduced_on_cuda_is_the_hosts(lite0, crops):
+    config = RunConfig(**{**LITE0_RUN, "crops": crops, "image_size": 0})
+    evaluator = Evaluator(config, lite0)
+    rng = np.random.default_rng(4)
+    genomes = evaluator.encoding.random(40, rng)
+    for _ in range(10):
+        genomes = evaluator.encoding.mutate(genomes, rng)
+    on_device = TensorGenomes.from_host(genomes, "cuda")
+    expected = BatchBest.of(evaluator.evaluate(on_device))
+    best = evaluator.evaluate_best(on_device)
+    np.testing.assert_array_equal(best.row, expected.row)
+    np.testing.assert_array_equal(best.probability, expected.probability)
 
 
 def test_paper_preset_with_ten_crops_runs_on_cuda(tmp_path):

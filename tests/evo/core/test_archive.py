@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fooling.encodings import DirectGenomes
-from fooling.evo.archive import AddStatus, ClassArchive, candidate_rows
+from fooling.evo.archive import AddStatus, BatchBest, ClassArchive, candidate_rows
 
 
 def genomes(values: list[float]) -> DirectGenomes:
@@ -97,11 +97,13 @@ def test_candidate_rows_of_a_generation_give_the_archive_of_whole_batches(dtype,
         values = rng.dirichlet(np.full(6, 0.3), size=size)
         return (np.round(values * levels) / levels if levels else values).astype(dtype)
 
-    whole, some = ClassArchive(list("abcdef")), ClassArchive(list("abcdef"))
+    whole, some, reduced = (ClassArchive(list("abcdef")) for _ in range(3))
     first = scores(8)
     add(whole, rng.random(8).tolist(), first)
     add(some, [0.0] * 8, first)
     some.genomes = whole.genomes.copy()
+    add(reduced, [0.0] * 8, first)
+    reduced.genomes = whole.genomes.copy()
     sent = 0
     for generation in range(1, 6):
         start = whole.fitness.copy()
@@ -115,7 +117,11 @@ def test_candidate_rows_of_a_generation_give_the_archive_of_whole_batches(dtype,
             whole.add_batch(genomes(values), probabilities, individual_id=ids, generation=generation)
             kept = genomes([values[r] for r in rows])
             some.add_batch(kept, probabilities, individual_id=ids, generation=generation, rows=rows)
-    assert some.equals(whole)
+            # What a device scorer sends: each cell's best row, and the candidates chosen from it.
+            best = BatchBest.of(probabilities)
+            assert np.array_equal(candidate_rows(best, start), rows)
+            reduced.add_batch(kept, best, individual_id=ids, generation=generation, rows=rows)
+    assert some.equals(whole) and reduced.equals(whole)
     assert sent <= 5 * 3 * 6  # at most one row per cell and batch
 
 
@@ -129,3 +135,30 @@ def test_a_winning_row_that_was_not_sent_is_a_bug_not_a_silent_loss():
     with pytest.raises(ValueError, match="1 genomes for 2 rows"):
         archive.add_batch(genomes([0.1]), probabilities, individual_id=np.arange(2), generation=0,
                           rows=np.array([0, 1]))  # fmt: skip
+
+
+def test_each_cells_best_row_is_what_insertion_reads_of_a_batch():
+    probabilities = np.array([[0.2, 0.5, -np.inf], [0.7, 0.5, -np.inf], [0.7, 0.1, -np.inf]], np.float32)
+    best = BatchBest.of(probabilities)
+    assert best.size == 3 and best.row.tolist() == [1, 0, 0]  # the first row on ties
+    assert best.probability.dtype == np.float32
+    np.testing.assert_array_equal(best.probability, np.array([0.7, 0.5, -np.inf], np.float32))
+    whole, reduced = ClassArchive(list("abc")), ClassArchive(list("abc"))
+    status = whole.add_batch(
+        genomes([0.1, 0.2, 0.3]), probabilities, individual_id=np.arange(3), generation=0
+    )
+    assert np.array_equal(
+        reduced.add_batch(genomes([0.1, 0.2, 0.3]), best, individual_id=np.arange(3), generation=0), status
+    )
+    assert reduced.equals(whole) and not whole.occupied[2]  # a class no row scored stays empty
+    empty = BatchBest.of(np.zeros((0, 3), np.float32))
+    assert empty.size == 0 and (empty.probability == -np.inf).all()
+    with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
+        reduced.add_batch(genomes([0.1, 0.2]), best, individual_id=np.arange(2), generation=1)
+    with pytest.raises(ValueError, match=r"expected \(3, 2\)"):
+        ClassArchive(list("ab")).add_batch(
+            genomes([0.1, 0.2, 0.3]), best, individual_id=np.arange(3), generation=1
+        )
+    nan = BatchBest(3, best.row, np.array([np.nan, 0.5, 0.1], np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        reduced.add_batch(genomes([0.1, 0.2, 0.3]), nan, individual_id=np.arange(3), generation=1)

@@ -13,7 +13,7 @@ from rounding import EPS32, UNIT_ROUNDOFF, converted_error, cppn_reference, prob
 from fooling.encodings import CPPNEncoding, CPPNGenomes
 from fooling.encodings.color import hsv_to_rgb
 from fooling.encodings.cppn_genomes import ACTIVATION_NAMES, NUM_INPUTS
-from fooling.evo.archive import ClassArchive
+from fooling.evo.archive import BatchBest, ClassArchive
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.emitters import EMITTERS, get_emitter
@@ -337,7 +337,10 @@ def test_ascent_emitter_refines_copies_of_parents_toward_their_cells(tmp_path):
         seen += (offset + rows).tolist()
         others = np.setdiff1d(np.arange(task.count), rows)
         assert children.take(others).equals(paper_children.take(others))  # the paper's children
-        np.testing.assert_array_equal(scores, evaluator.evaluate(children))  # scored as they are
+        expected = BatchBest.of(evaluator.evaluate(children))  # scored as they are, reduced per cell
+        assert scores.size == expected.size == task.count
+        np.testing.assert_array_equal(scores.row, expected.row)
+        np.testing.assert_array_equal(scores.probability, expected.probability)
         for row in rows:
             cell = int(task.parent_cells[row])
             child, parent = children.take([row]), pool.take([cell])

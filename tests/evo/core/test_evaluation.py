@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from fooling.encodings import TensorGenomes
+from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
 from fooling.fitness import get_model_spec
@@ -86,3 +88,28 @@ def test_off_the_cpu_the_scorer_is_told_the_calls_of_a_whole_batch(
     options = told_options.value.args[0]
     assert options["batch"] == told and options["crops"] == crops
     assert options["device"] == torch.device(device)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"engine": "torch"}, {"classes": ["3", "7", "1"]}, {"vary_on": "scorer"}],
+    ids=["onnxruntime", "torch", "some classes", "genomes on the device"],
+)
+def test_each_cells_best_row_is_reduced_from_the_scores_evaluate_gives(lenet, options):
+    config = RunConfig(model="mnist-lenet", encoding="cppn", population=45, seed=3,
+                       **{k: v for k, v in options.items() if k != "vary_on"})  # fmt: skip
+    evaluator = Evaluator(config, lenet)
+    rng = np.random.default_rng(0)
+    genomes = evaluator.encoding.random(45, rng)
+    for _ in range(5):
+        genomes = evaluator.encoding.mutate(genomes, rng)
+    if options.get("vary_on") == "scorer":
+        genomes = TensorGenomes.from_host(genomes, "cpu")
+    expected = BatchBest.of(evaluator.evaluate(genomes))
+    best = evaluator.evaluate_best(genomes)
+    assert best.size == expected.size == 45 and len(best.row) == len(config.classes or range(10))
+    np.testing.assert_array_equal(best.row, expected.row)
+    np.testing.assert_array_equal(best.probability, expected.probability)
+    assert best.row.dtype == np.int64 and best.probability.dtype == np.float32
+    empty = evaluator.evaluate_best(genomes.take(slice(0, 0)))
+    assert empty.size == 0 and empty.probability.shape == best.probability.shape

@@ -40,7 +40,7 @@ class ActorKiller:
 
 
 class Recording:
-    """Wraps a backend: keeps each ``(children, probabilities)`` it yields in ``returned``."""
+    """Wraps a backend: keeps each ``(children, scores)`` it yields in ``returned``."""
 
     def __init__(self, inner, returned: list) -> None:
         self.inner = inner

@@ -33,6 +33,7 @@ import fooling.evo.distributed.backend as distributed
 import fooling.evo.run as run_module
 import fooling.evo.store.location as location_module
 import fooling.evo.store.runfolder as runfolder_module
+from fooling.evo.archive import BatchBest
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
@@ -115,9 +116,11 @@ def test_children_go_from_mutator_to_scorer_and_only_candidates_reach_the_driver
     search = evolve(config(tmp_path, "recorded", workers=1, scorers=1), show_progress=False)
     assert search.archive.equals(reference.archive)
     assert len(returned) == GENERATIONS * TINY["population"] // TINY["batch_size"]
-    for candidates, probabilities in returned:
+    for candidates, best in returned:
         assert isinstance(candidates, Candidates) and len(candidates.rows) == len(candidates.genomes)
-        assert set(candidates.rows) <= set(probabilities.argmax(axis=0))  # at most one row per cell
+        # Each cell's best row, not the whole (batch, cells) matrix; at most one row per cell.
+        assert isinstance(best, BatchBest) and best.size == TINY["batch_size"]
+        assert set(candidates.rows) <= set(best.row)
 
 
 def test_cppn_genomes_on_ray_give_the_in_process_archive(ray_session, fooling_home, tmp_path, backends):

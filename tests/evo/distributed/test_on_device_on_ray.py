@@ -16,6 +16,7 @@ from backend_wrappers import ActorKiller, Recording
 
 import fooling.evo.run as run_module
 import fooling.evo.search as search_module
+from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.evo.run import evolve
 from fooling.evo.search import Candidates
@@ -61,11 +62,13 @@ def test_parents_never_leave_the_driver_and_only_candidates_come_back(ray_sessio
     cells = search.archive.num_cells
     batches = DIRECT["generations"] * DIRECT["population"] // DIRECT["batch_size"]
     assert len(returned) == batches
-    for candidates, probabilities in returned:
+    for candidates, best in returned:
         assert isinstance(candidates, Candidates)
         assert len(candidates.rows) == len(candidates.genomes) <= cells
-        # Each held row is some cell's best row of its batch.
-        assert set(candidates.rows) <= set(probabilities.argmax(axis=0))
+        # Each held row is some cell's best row of its batch, reduced on the scorer: the driver
+        # receives one row and one value per cell, not the (batch, cells) probabilities.
+        assert isinstance(best, BatchBest) and best.size == DIRECT["batch_size"] and len(best.row) == cells
+        assert set(candidates.rows) <= set(best.row)
 
 
 def test_a_killed_scorer_gets_the_whole_archive_and_the_archive_is_unchanged(
