@@ -6,6 +6,7 @@ import dataclasses
 import enum
 
 import numpy as np
+import torch
 
 from fooling.encodings import GenomeBatch
 
@@ -46,6 +47,19 @@ class BatchBest:
             return cls(0, np.zeros(cells, np.int64), np.full(cells, -np.inf, np.float32))
         row = probabilities.argmax(axis=0).astype(np.int64)
         return cls(size, row, probabilities[row, np.arange(cells)].astype(np.float32))
+
+    @classmethod
+    def of_tensor(cls, probabilities: torch.Tensor) -> BatchBest:
+        """:meth:`of` reduced on ``probabilities``' device; only the result goes to the host.
+
+        The same rows and values (torch's ``max`` along a dimension takes the first row on
+        ties, as numpy's ``argmax``).
+        """
+        size, cells = probabilities.shape
+        if size == 0:
+            return cls.of(np.zeros((0, cells), np.float32))
+        value, row = probabilities.max(dim=0)
+        return cls(size, row.cpu().numpy(), value.float().cpu().numpy())
 
 
 def best_rows(probabilities: np.ndarray, fitness: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

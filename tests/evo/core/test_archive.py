@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fooling.encodings import DirectGenomes
 from fooling.evo.archive import AddStatus, BatchBest, ClassArchive, candidate_rows
@@ -153,6 +154,15 @@ def test_each_cells_best_row_is_what_insertion_reads_of_a_batch():
     assert reduced.equals(whole) and not whole.occupied[2]  # a class no row scored stays empty
     empty = BatchBest.of(np.zeros((0, 3), np.float32))
     assert empty.size == 0 and (empty.probability == -np.inf).all()
+    # Reduced as tensors (a scorer's device), the same rows and values, ties and -inf included.
+    for scores in (probabilities, probabilities.astype(np.float64) + [[0, 0, 0], [0, 1e-12, 0], [0, 0, 0]]):
+        on_device = BatchBest.of_tensor(torch.from_numpy(scores))
+        on_host = BatchBest.of(scores)
+        assert on_device.size == on_host.size and on_device.probability.dtype == np.float32
+        np.testing.assert_array_equal(on_device.row, on_host.row)
+        np.testing.assert_array_equal(on_device.probability, on_host.probability)
+    assert on_device.row[1] == 1  # float64 scores compared as such, before the cast to float32
+    assert BatchBest.of_tensor(torch.zeros(0, 3)).size == 0
     with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
         reduced.add_batch(genomes([0.1, 0.2]), best, individual_id=np.arange(2), generation=1)
     with pytest.raises(ValueError, match=r"expected \(3, 2\)"):

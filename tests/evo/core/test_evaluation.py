@@ -13,7 +13,7 @@ from fooling.encodings import TensorGenomes
 from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
-from fooling.fitness import get_model_spec
+from fooling.fitness import ModelRunError, get_model_spec
 
 CUDA = torch.device("cuda")  # a name only: calls() never touches the device
 CPU = torch.device("cpu")
@@ -106,10 +106,29 @@ def test_each_cells_best_row_is_reduced_from_the_scores_evaluate_gives(lenet, op
     if options.get("vary_on") == "scorer":
         genomes = TensorGenomes.from_host(genomes, "cpu")
     expected = BatchBest.of(evaluator.evaluate(genomes))
-    best = evaluator.evaluate_best(genomes)
-    assert best.size == expected.size == 45 and len(best.row) == len(config.classes or range(10))
-    np.testing.assert_array_equal(best.row, expected.row)
-    np.testing.assert_array_equal(best.probability, expected.probability)
-    assert best.row.dtype == np.int64 and best.probability.dtype == np.float32
-    empty = evaluator.evaluate_best(genomes.take(slice(0, 0)))
+    # The reduction where the scorer leaves its probabilities (a GPU's, off the CPU), here on CPU
+    # tensors; evaluate_best on the CPU reduces with numpy.
+    for best in (evaluator._best_on_device(genomes), evaluator.evaluate_best(genomes)):
+        assert best.size == expected.size == 45 and len(best.row) == len(config.classes or range(10))
+        np.testing.assert_array_equal(best.row, expected.row)
+        np.testing.assert_array_equal(best.probability, expected.probability)
+        assert best.row.dtype == np.int64 and best.probability.dtype == np.float32
+    empty = evaluator._best_on_device(genomes.take(slice(0, 0)))
     assert empty.size == 0 and empty.probability.shape == best.probability.shape
+
+
+def test_non_finite_scores_reduced_on_the_device_are_one_error_naming_the_model(lenet, monkeypatch):
+    evaluator = Evaluator(RunConfig(model="mnist-lenet", engine="torch"), lenet)
+    genomes = evaluator.encoding.random(6, np.random.default_rng(0))
+    score = evaluator.scorer.score_tensor
+
+    def two_bad_rows(images):
+        probabilities = score(images).clone()
+        probabilities[[1, 4], 3] = torch.nan
+        return probabilities
+
+    monkeypatch.setattr(evaluator.scorer, "score_tensor", two_bad_rows)
+    with pytest.raises(
+        ModelRunError, match=r"^model mnist-lenet gave non-finite scores \(NaN or infinity\) for 2 of 6"
+    ):
+        evaluator._best_on_device(genomes)
