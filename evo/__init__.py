@@ -14,7 +14,7 @@ writes checkpoints (pyarrow) and draws a progress bar (tqdm), so they are loaded
 
 import importlib
 
-from fooling.evo.archive import AddStatus, ClassArchive
+from fooling.evo.archive import AddStatus, BatchBest, ClassArchive
 from fooling.evo.config import PRESETS, RunConfig
 from fooling.evo.evaluation import Evaluator, make_encoding
 from fooling.evo.search import Backend, BackendError, Candidates, LocalBackend, ParentPool, Search, Variation
@@ -27,6 +27,7 @@ __all__ = [
     "AddStatus",
     "Backend",
     "BackendError",
+    "BatchBest",
     "Candidates",
     "ClassArchive",
     "Evaluator",
