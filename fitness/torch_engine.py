@@ -75,11 +75,13 @@ class TorchSession(EngineSession):
         """Logits ``(n, classes)`` of normalised ``inputs`` ``(n, c, h, w)``, compiled where asked.
 
         Compiled: in chunks of :attr:`compiled_batch`, the last one padded with zeros; an
-        empty batch runs eagerly (there is no chunk to compile with).
+        empty batch runs eagerly (there is no chunk to compile with). Eager: off the CPU in
+        chunks of :attr:`compiled_batch` too, unpadded, so that a call's activations stay those
+        of one chunk (a call off the CPU holds up to 1,024 inputs); on the CPU whole, as its
+        callers' calls are small already.
         """
         if not self.compiled or len(inputs) == 0:
-            with model_call(self.name):
-                return self.network(inputs)
+            return self._eager_logits(inputs)
         rows = self.compiled_batch
         chunks = [_padded(inputs[start : start + rows], rows) for start in range(0, len(inputs), rows)]
         parts = []
@@ -92,12 +94,21 @@ class TorchSession(EngineSession):
                     "%s cannot be compiled (%s): scoring with eager torch", self.name, error_line(error)
                 )
                 self.compiled = False
-                with model_call(self.name):
-                    return self.network(inputs)
+                return self._eager_logits(inputs)
             self._compiled_network = network
         with model_call(self.name):
             parts += [self._compiled_network(chunk) for chunk in chunks[len(parts) :]]
         return torch.cat(parts)[: len(inputs)]
+
+    def _eager_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of ``inputs`` from the network as it is (see :meth:`_scoring_logits`)."""
+        rows = len(inputs) if self.device.type == "cpu" else self.compiled_batch
+        with model_call(self.name):
+            if len(inputs) <= rows:
+                return self.network(inputs)
+            return torch.cat(
+                [self.network(inputs[start : start + rows]) for start in range(0, len(inputs), rows)]
+            )
 
     def score(self, images: torch.Tensor, crops: int, size: tuple[int, int]) -> np.ndarray:
         """See :meth:`EngineSession.score`; the crops are averaged on the device."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,6 +32,7 @@ from fooling.fitness.engine import (
     resolve_engine,
     scoring_threads,
 )
+from fooling.fitness.engines import EngineOptions
 
 # Every registered model that works offline (the torchvision ones need a download).
 OFFLINE_MODELS = ("mnist-lenet", "imagenet-lite0", "imagenet-lite1", "imagenet-lite2")
@@ -179,6 +182,23 @@ def test_compiled_scoring_fits_its_one_shape_to_the_calls_it_is_told_of(lenet, c
         Scorer(lenet, engine="torch", batch=0)
 
 
+@pytest.mark.parametrize(("device", "chunks"), [("cpu", [600]), ("meta", [200, 200, 200])])
+def test_eager_scoring_off_the_cpu_runs_a_call_in_the_fitted_chunks(lenet, device, chunks):
+    # Off the CPU a call holds up to 1,024 inputs: uncompiled, the network still sees chunks of
+    # at most 256 rows, so its activations stay those of one chunk ("meta": a device without
+    # data, which shows the shapes the network is given).
+    seen: list[int] = []
+    network = copy.deepcopy(lenet.network)
+    forward = network.forward
+    network.forward = lambda inputs: (seen.append(len(inputs)), forward(inputs))[1]
+    session = torch_engine_module.TorchSession(
+        dataclasses.replace(lenet, network=network),
+        EngineOptions(device=torch.device(device), threads=1, batch=600),
+    )
+    probabilities = session.score_tensor(torch.rand(600, 1, 28, 28), 1, (28, 28))
+    assert seen == chunks and probabilities.shape == (600, 10) and probabilities.device.type == device
+
+
 def test_network_that_cannot_be_compiled_falls_back_to_eager(lenet, monkeypatch, caplog):
     def refuse(inputs):
         raise RuntimeError("inductor: no C++ compiler\nmore detail")
@@ -218,8 +238,6 @@ def test_cache_exports_once_and_records_the_hash(lenet, tmp_path, monkeypatch):
     assert first == second and exports == ["mnist-lenet"]
     entry = cache_entry(lenet, home=tmp_path)
     record = json.loads(entry.meta.read_text())
-    import hashlib
-
     assert record["sha256"] == hashlib.sha256(entry.onnx.read_bytes()).hexdigest()
     assert record["weights_hash"] == lenet.weights_hash and record["opset"] == 17
     assert not [p for p in entry.onnx.parent.iterdir() if p.name.endswith(".tmp")]
