@@ -13,6 +13,7 @@ from fooling.encodings import CPPNEncoding, DirectEncoding, TensorGenomes
 from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
+from fooling.evo.rendering import render_uint8
 from fooling.evo.run import evolve, resume_config
 from fooling.fitness import Scorer, load_model
 
@@ -86,6 +87,19 @@ def test_each_cells_best_row_reduced_on_cuda_is_the_hosts(lite0, crops):
     best = evaluator.evaluate_best(on_device)
     np.testing.assert_array_equal(best.row, expected.row)
     np.testing.assert_array_equal(best.probability, expected.probability)
+
+
+def test_thumbnails_rendered_on_cuda_are_the_cpus_within_a_level():
+    encoding = CPPNEncoding(outputs=3, height=32, width=32, coordinates="pixel", color_space="hls-opencv")
+    rng = np.random.default_rng(5)
+    genomes = encoding.random(16, rng)
+    for _ in range(20):
+        genomes = encoding.mutate(genomes, rng)
+    on_gpu = render_uint8(encoding, genomes, batch_size=5, device="cuda")
+    on_cpu = render_uint8(encoding, genomes, batch_size=5)
+    assert on_gpu.dtype == np.uint8 and on_gpu.shape == on_cpu.shape == (16, 32, 32, 3)
+    difference = np.abs(on_gpu.astype(np.int16) - on_cpu.astype(np.int16))
+    assert (difference > 1).mean() < 1e-2  # sin and exp round differently, bytes now and then
 
 
 def test_paper_preset_with_ten_crops_runs_on_cuda(tmp_path):
