@@ -134,11 +134,11 @@ class Traffic:
         self.bytes = 0
 
     def run(self, tasks, parents):
-        for children, probabilities in self.inner.run(tasks, parents):
+        for task, (children, scores) in zip(tasks, self.inner.run(tasks, parents)):
             self.bytes += genome_bytes(children.genomes)  # the candidates, to the driver
             if self.inner.mutators:  # every child, from its mutator to its scorer
-                self.bytes += len(probabilities) * self.row_bytes
-            yield children, probabilities
+                self.bytes += task.count * self.row_bytes
+            yield children, scores
         if parents is not None and "genomes" in vars(parents):  # the pool, put once
             self.bytes += genome_bytes(parents.genomes)
 
