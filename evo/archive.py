@@ -70,8 +70,8 @@ def best_rows(probabilities: np.ndarray, fitness: np.ndarray) -> tuple[np.ndarra
     float32, the archive's precision) is strictly higher than the elite's.
 
     Args:
-        probabilities: ``(batch_size, num_cells)`` class probabilities (``batch_size >= 1``),
-            or their :class:`BatchBest`.
+        probabilities: ``(batch_size, num_cells)`` class probabilities, or their
+            :class:`BatchBest`.
         fitness: ``(num_cells,)`` float32 elite fitness, ``-inf`` where empty.
 
     Returns:
@@ -95,10 +95,7 @@ def candidate_rows(probabilities: np.ndarray | BatchBest, fitness: np.ndarray) -
     Returns:
         ``(k,)`` int64 rows, ascending, distinct.
     """
-    size = probabilities.size if isinstance(probabilities, BatchBest) else probabilities.shape[0]
-    if size == 0:
-        return np.zeros(0, dtype=np.int64)
-    best_row, _, won = best_rows(probabilities, fitness)
+    best_row, _, won = best_rows(probabilities, fitness)  # an empty batch's reduction wins no cell
     return np.unique(best_row[won]).astype(np.int64)
 
 

@@ -39,13 +39,11 @@ def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
         raise UserError(
             f"--crops 10 cuts {height}x{width} crops ({spec.name}'s input) from each image, so "
             f"--image-size {config.image_size} is smaller than a crop: give at least {max(height, width)}, "
-            f"or 0 for {height * 256 // 224} px (256/224 of the input, as the original)"
+            f"or 0 for {scored_image_size(spec, 10)[0]} px (256/224 of the input, as the original)"
         )
     if config.image_size:
         return (config.image_size, config.image_size)
-    if config.crops == 10:
-        return (height * 256 // 224, width * 256 // 224)
-    return (height, width)
+    return scored_image_size(spec, config.crops)
 
 
 def make_encoding(config: RunConfig, spec: ModelSpec) -> Encoding:

@@ -729,8 +729,10 @@ class RayBackend:
         fair = max(1, len(tasks) // (IN_FLIGHT_PER_SCORER * len(self.scorers)))
         return min(wanted, fair)
 
-    def run(self, tasks: list[Task], parents: ParentPool | None) -> Iterator[tuple[Candidates, np.ndarray]]:
-        """Vary and score ``tasks``; yield ``(children, probabilities (count, num_cells))`` in task order.
+    def run(
+        self, tasks: list[Task], parents: ParentPool | None
+    ) -> Iterator[tuple[Candidates, np.ndarray | BatchBest]]:
+        """Vary and score ``tasks``; yield ``(candidates, scores)`` in task order (:meth:`Backend.run`).
 
         For mutator actors the parents' genomes are put in the object store once for the
         whole generation; scorers that make the children get the parent cells and the
@@ -764,7 +766,7 @@ class RayBackend:
             # scorers send back only rows that beat it.
             fitness = parents.archive.fitness.copy()
         pending = collections.deque((index, sync_ref) for index in range(len(chunks)))
-        finished: dict[int, tuple[list[Candidates], list[np.ndarray]]] = {}
+        finished: dict[int, tuple[list[Candidates], list[np.ndarray | BatchBest]]] = {}
         in_flight: dict[ray.ObjectRef, _Call] = {}
         scorer_load = [0] * len(self.scorers)
         mutator_load = [0] * len(self.mutators)
