@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,12 +19,10 @@ from fooling.encodings.tensors import TensorGenomes
 from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.fitness import LoadedModel, ModelSpec, Scorer, class_index, pick_device, resolve_name
-from fooling.fitness.scorer import scored_image_size
+from fooling.fitness.scorer import Scores, scored_image_size
 from fooling.fitness.weight_ascent import ascend_parameters
 
 __all__ = ["ENCODINGS", "Evaluator", "class_ids", "image_size", "make_encoding", "resolve_classes"]
-
-Scores = TypeVar("Scores", np.ndarray, torch.Tensor)
 
 
 def image_size(config: RunConfig, spec: ModelSpec) -> tuple[int, int]:
@@ -209,6 +206,22 @@ class Evaluator:
         if self.scorer.device.type == "cpu":
             return BatchBest.of(self.evaluate(genomes))
         return self._best_on_device(genomes)
+
+    def evaluate_for(self, genomes: GenomeBatch | TensorGenomes, every_row: bool) -> np.ndarray | BatchBest:
+        """What a backend sends the driver for ``genomes``.
+
+        Args:
+            genomes: the batch.
+            every_row: the emitter learns from every child (:attr:`Emitter.learns`).
+
+        Returns:
+            :meth:`evaluate`'s probabilities ``(batch_size, num_cells)`` where ``every_row``,
+            else :meth:`evaluate_best`'s :class:`BatchBest` (all that insertion reads).
+
+        Raises:
+            ModelRunError: the network raised, or gave non-finite scores.
+        """
+        return self.evaluate(genomes) if every_row else self.evaluate_best(genomes)
 
     def _best_on_device(self, genomes: GenomeBatch | TensorGenomes) -> BatchBest:
         """:meth:`evaluate_best` reduced where the scorer leaves its probabilities (any device)."""

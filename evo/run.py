@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def save_checkpoint(
     emitter_state: dict | None = None,
     rng_scheme: str = HOST_SCHEME,
     queries: int | None = None,
-    render_device: str | torch.device = "cpu",
+    render: Callable[[GenomeBatch], np.ndarray] | None = None,
 ) -> str:
     """Write a run's checkpoint and statistics: what evolve, retrain's rounds and ascent all call.
 
@@ -100,7 +101,8 @@ def save_checkpoint(
         rng_scheme: the random streams the children were made with
             (:func:`~fooling.evo.on_device.rng_scheme`).
         queries: images sent to the model so far (``None``: not counted).
-        render_device: where the changed cells' thumbnails are rendered.
+        render: draws the changed cells' thumbnails as uint8 (default: :func:`render_uint8` of
+            the run's encoding on the CPU; evolve on a CUDA GPU passes its renderer there).
 
     Returns:
         The checkpoint's URI.
@@ -108,7 +110,8 @@ def save_checkpoint(
     Raises:
         OSError: the storage cannot be written (nothing earlier is lost: writes are atomic).
     """
-    encoding = make_encoding(config, model.spec)
+    if render is None:
+        render = partial(render_uint8, make_encoding(config, model.spec))
     state = Checkpoint(
         config,
         generation,
@@ -127,7 +130,7 @@ def save_checkpoint(
     uri = write_checkpoint(
         out,
         state,
-        render=lambda genomes: render_uint8(encoding, genomes, device=render_device),
+        render=render,
         thumbnails=thumbnails,
     )
     logger.debug("checkpoint %s", uri)
@@ -425,8 +428,7 @@ def evolve(
         # 1,000 cells all changed. On Ray the driver's CPU does.
         render_device = device if config.workers == 0 and device.type == "cuda" else torch.device("cpu")
 
-        def render(genomes: GenomeBatch) -> np.ndarray:
-            return render_uint8(encoding, genomes, device=render_device)
+        render = partial(render_uint8, encoding, device=render_device)
 
         def save() -> None:
             state = getattr(search.emitter, "state", None)
@@ -442,7 +444,7 @@ def evolve(
                 emitter_state=state() if state is not None else None,
                 rng_scheme=scheme,
                 queries=budget.spent,
-                render_device=render_device,
+                render=render,
             )
             tracking.checkpoint(search.generation - 1, elites, thumbnails, render)
 

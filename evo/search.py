@@ -240,10 +240,10 @@ class LocalBackend:
         learns from every child's.
         """
         pool = None if parents is None else parents.genomes
-        score = self.evaluator.evaluate if self.variation.emitter.learns else self.evaluator.evaluate_best
+        learns = self.variation.emitter.learns
         for task in tasks:
             children = self.variation.refine(task, self.variation(task, pool), pool, self.evaluator)
-            yield children, score(children)
+            yield children, self.evaluator.evaluate_for(children, learns)
 
     def close(self) -> None:
         """Nothing to release: everything ran in this process."""

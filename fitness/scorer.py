@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from fooling.fitness.engines import (
 from fooling.fitness.models import LoadedModel, ModelSpec
 
 logger = logging.getLogger(__name__)
+
+# Probabilities or logits, ``(batch, classes)``: numpy on the host, or a tensor on the scoring device.
+Scores = TypeVar("Scores", np.ndarray, torch.Tensor)
 
 __all__ = ["ModelRunError", "Scorer", "pick_device", "scored_image_size", "ten_crops"]
 
@@ -159,20 +164,21 @@ class Scorer:
         Raises:
             ModelRunError: some image's scores hold NaN or infinity (the model's logits did).
         """
-        bad = ~np.isfinite(probabilities).all(axis=1)
-        if getattr(self._session, "partial_scores", False):  # top-k answers: -inf marks a class not returned
-            bad = (np.isnan(probabilities) | np.isposinf(probabilities)).any(axis=1)
-        self.check_finite(int(bad.sum()), len(probabilities))
+        self.check_finite(int(self.bad_rows(probabilities).sum()), len(probabilities))
         return probabilities
 
-    def bad_rows(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """``(batch,)`` bool on ``probabilities``' device: the rows whose scores hold NaN or infinity.
+    def bad_rows(self, probabilities: Scores) -> Scores:
+        """``(batch,)`` bool, the rows whose scores hold NaN or infinity: numpy, or torch on its device.
 
         ``-inf`` marks a class not returned where the engine gives partial scores (top-k answers).
+        Written with operators both array types share, so numpy and torch apply one rule (and
+        numpy's scores stay with numpy: torch's CPU reductions left OpenMP threads spinning
+        beside ONNX Runtime's, see :meth:`~fooling.evo.evaluation.Evaluator.evaluate_best`).
         """
-        if getattr(self._session, "partial_scores", False):
-            return (probabilities.isnan() | probabilities.isposinf()).any(dim=1)
-        return ~probabilities.isfinite().all(dim=1)
+        bad = (probabilities != probabilities) | (probabilities == math.inf)  # NaN, +inf
+        if not getattr(self._session, "partial_scores", False):
+            bad = bad | (probabilities == -math.inf)
+        return bad.any(axis=1)
 
     def check_finite(self, bad: int, total: int) -> None:
         """Raise unless ``bad``, the rows of ``total`` images with non-finite scores, is 0.

@@ -224,9 +224,8 @@ class _ScorerActor:
 
     def _evaluate(self, batch: GenomeBatch | TensorGenomes) -> np.ndarray | BatchBest:
         """The batch's scores for the driver: each cell's best row, unless the emitter learns from all."""
-        if self.variation is not None and self.variation.emitter.learns:
-            return self.evaluator.evaluate(batch)
-        return self.evaluator.evaluate_best(batch)
+        learns = self.variation is not None and self.variation.emitter.learns
+        return self.evaluator.evaluate_for(batch, learns)
 
     def make_and_score(
         self, tasks: list[Task], pool_cells: np.ndarray | None, sync: ArchiveSync | None

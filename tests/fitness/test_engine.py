@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -23,7 +24,7 @@ from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
 from fooling.evo.store.checkpoint import read_latest_checkpoint
-from fooling.fitness import Scorer, UnknownNameError, load_model
+from fooling.fitness import ModelRunError, Scorer, UnknownNameError, load_model
 from fooling.fitness.engine import (
     EngineUnavailableError,
     cache_entry,
@@ -93,6 +94,28 @@ def test_engines_agree_with_ten_crops(fooling_home):
     expected = Scorer(model, engine="torch", crops=10).score(images)
     actual = Scorer(model, engine="onnxruntime", crops=10).score(images)
     assert np.abs(actual - expected).max() < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("partial", "expected"),
+    [(False, [False, True, True, True, True]), (True, [False, True, True, False, False])],
+    ids=["every class", "top-k answers"],
+)
+def test_bad_rows_is_one_rule_for_numpy_and_torch_scores(lenet, monkeypatch, partial, expected):
+    scorer = Scorer(lenet, engine="torch")
+    # An endpoint's top-k answers mark each class not returned with -inf (the engine says so).
+    monkeypatch.setattr(scorer, "_session", types.SimpleNamespace(partial_scores=partial))
+    inf, nan = float("inf"), float("nan")
+    scores = np.array([[0.2, 0.8], [nan, 0.5], [inf, 0.1], [-inf, -inf], [-inf, 0.9]], np.float32)
+    for given in (scores, torch.from_numpy(scores)):
+        bad = scorer.bad_rows(given)
+        assert type(bad) is type(given) and bad.dtype in (np.bool_, torch.bool)
+        assert bad.tolist() == expected
+    if partial:  # rows with -inf pass, and the scores come back as they were
+        kept = scores[[0, 3, 4]]
+        assert scorer._finite(kept) is kept
+    with pytest.raises(ModelRunError, match=r"gave non-finite scores \(NaN or infinity\) for 2 of 3 images"):
+        scorer._finite(scores[[0, 1, 2]])
 
 
 def test_auto_is_onnxruntime_on_the_cpu_and_torch_on_cuda(monkeypatch):
