@@ -175,10 +175,9 @@ class Scorer:
         numpy's scores stay with numpy: torch's CPU reductions left OpenMP threads spinning
         beside ONNX Runtime's, see :meth:`~fooling.evo.evaluation.Evaluator.evaluate_best`).
         """
-        bad = (probabilities != probabilities) | (probabilities == math.inf)  # NaN, +inf
-        if not getattr(self._session, "partial_scores", False):
-            bad = bad | (probabilities == -math.inf)
-        return bad.any(axis=1)
+        partial = getattr(self._session, "partial_scores", False)
+        infinite = (probabilities if partial else abs(probabilities)) == math.inf
+        return ((probabilities != probabilities) | infinite).any(axis=1)  # NaN != NaN
 
     def check_finite(self, bad: int, total: int) -> None:
         """Raise unless ``bad``, the rows of ``total`` images with non-finite scores, is 0.
