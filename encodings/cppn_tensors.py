@@ -9,6 +9,7 @@ operations on every genome of a batch at once (no loop per child), drawing from 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -48,7 +49,15 @@ class CPPNTensorVariation:
     """The tensor operators of :class:`~fooling.encodings.CPPNEncoding`.
 
     A mixin: it reads the encoding's ``outputs``, capacities, split weight and chances.
+
+    Attributes:
+        static_tensor_mutation: :meth:`mutate_tensor` launches the same kernels with the same
+            numbers for every batch of one shape, whatever the generation (there is no
+            schedule) and whatever the genomes hold: on CUDA it can be replayed from a CUDA
+            graph (:class:`~fooling.encodings.graphs.GraphedFunction`).
     """
+
+    static_tensor_mutation: ClassVar[bool] = True
 
     # --- variation on tensors (any device) ---------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Times, for ``--population`` children: direct ImageNet mutation (3x224x224 genes, rate 0.1,
 eta 15) and SBX, and CPPN mutation (weights, activations, the four structural mutations)
-of parents grown by 30 mutations. numpy runs the encodings' ``mutate``/``mate``; torch runs
-``mutate_tensor``/``mate_tensor`` on CPU tensors and, when a CUDA device exists, on it
-(synchronised before the clock stops). Each figure is the median of ``--repeats`` rounds,
+of parents grown by 30 mutations, and the CPPN renderer's compile step. numpy runs the
+encodings' ``mutate``/``mate``/``compile``; torch runs ``mutate_tensor``/``mate_tensor`` and
+the Triton renderer's ``compile_on_device`` on CPU tensors and, when a CUDA device exists, on
+it (synchronised before the clock stops), and there also as a search on the GPU runs the CPPN
+ones: replayed from a CUDA graph (``cuda graph``). Each figure is the median of ``--repeats`` rounds,
 the three variants interleaved so that load on the machine hits each alike; the ratio is
 numpy's time over torch's (above 1: torch is faster). The process keeps freed memory for
 reuse, as ``fooling`` runs do (:func:`fooling.fitness.engine.keep_freed_memory`).
@@ -23,8 +25,10 @@ import numpy as np
 import torch
 
 from fooling.encodings import CPPNEncoding, DirectEncoding, TensorGenomes
+from fooling.encodings.cppn_triton import compile_graphed, compile_on_device
 from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, positive_int
+from fooling.evo.on_device import device_toolbox
 from fooling.fitness.engine import keep_freed_memory
 
 
@@ -81,11 +85,24 @@ def cppn_cases(population: int) -> dict[str, dict[str, tuple[Callable[[], object
     for _ in range(30):
         parents = encoding.mutate(parents, rng)
     mutate = {"numpy": (lambda: encoding.mutate(parents, rng), None)}
+    compile_step = {"numpy": (lambda: encoding.compile(parents), None)}
     for device in devices():
         genomes = TensorGenomes.from_host(parents, device)
         random = torch.Generator(device=device).manual_seed(0)
         mutate[f"torch {device.type}"] = (lambda g=genomes, r=random: encoding.mutate_tensor(g, r), device)
-    return {"cppn mutate": mutate}
+        compile_step[f"torch {device.type}"] = (lambda g=genomes: compile_on_device(encoding, g), device)
+        if device.type == "cuda":  # replayed from a CUDA graph, as a search on the GPU runs them
+            mutation = device_toolbox(encoding, device).mutate
+            mutate["cuda graph"] = (lambda g=genomes, r=random, m=mutation: m(g, _Stream(r)), device)
+            compile_step["cuda graph"] = (lambda g=genomes: compile_graphed(encoding, g), device)
+    return {"cppn mutate": mutate, "cppn compile step": compile_step}
+
+
+class _Stream:
+    """What the device toolbox's operators read of a :class:`~fooling.evo.on_device.DeviceRandom`."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.torch = generator
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ nodes as in a search), rendered at ``--size`` pixels. Rows, all measured in this
 * on CUDA: the same renderer on the GPU (``render(genomes, "cuda")``, today's GPU path), and
   :func:`render_on_device` from genomes already on the GPU (compile step and kernel, colour
   conversion fused), and the kernel without the fused conversion followed by torch's conversion
-  (what fusing saves), with the largest difference from the CPU renderer's images;
+  (what fusing saves), with the largest difference from the CPU renderer's images, and the
+  compile step alone, called and replayed from a CUDA graph (as ``render_on_device`` runs it);
 * ``--sweep``: the Triton renderer for several pixel blocks, warps and programs per SM.
 
 The issue's target is >= 170,000 images/s on an H100 at 224 px (5x the compiled scorer).
@@ -103,7 +104,11 @@ def main() -> None:
     compile_rate = rate(
         lambda: cppn_triton.compile_on_device(encoding, on_device), args.batch, device, args.seconds
     )
-    print(f"compile step alone: {compile_rate:,.0f} genomes/s ({int(program.count.max())} positions at most)")
+    graphed_rate = rate(
+        lambda: cppn_triton.compile_graphed(encoding, on_device), args.batch, device, args.seconds
+    )
+    print(f"compile step alone: {compile_rate:,.0f} genomes/s, replayed from a CUDA graph (as the renderer "
+          f"runs it) {graphed_rate:,.0f} ({int(program.count.max())} positions at most)")  # fmt: skip
     if args.sweep:
         defaults = (cppn_triton.BLOCK, cppn_triton.NUM_WARPS, cppn_triton.PROGRAMS_PER_SM)
         for block, warps, per_sm in itertools.product((128, 256, 512, 1024), (4, 8), (4, 8, 16)):

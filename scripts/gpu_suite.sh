@@ -5,7 +5,8 @@
 #   0. the GPU path's tests (tests/fitness/test_cuda.py; the Triton CPPN renderer and the torch
 #      operators against the CPU; generations on the device, --vary-on scorer),
 #   0b. the Triton renderer and the operators alone (bench_render.py with its sweep of pixel
-#       blocks, warps and programs per SM: about a minute; bench_operators.py),
+#       blocks, warps and programs per SM: about a minute; bench_operators.py), the CPPN mutation
+#       and the compile step both called and replayed from CUDA graphs (as searches run them),
 #   1. the ImageNet benchmark at AMP, channels_last and torch.compile (torch engine on CUDA), beside
 #      the forward not compiled and with CUDA graphs,
 #   2. the paper-scale ImageNet CPPN run with the paper's 10 crops (resumable: run the script again),

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fooling.encodings import CPPNEncoding, DirectEncoding, TensorGenomes
+import fooling.encodings.cppn_triton as cppn_triton
+from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, TensorGenomes
+from fooling.encodings.graphs import GraphedFunction
 from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
@@ -140,3 +142,32 @@ def test_tensor_variation_on_cuda_is_deterministic_and_valid(kind):
     first = run(0)
     assert first.device.type == "cuda"
     assert first.equals(run(0))  # Philox on a fixed device: bit-identical
+
+
+def test_cppn_mutation_and_compile_step_replayed_from_cuda_graphs_are_the_eager_ones():
+    encoding = CPPNEncoding(outputs=3, height=32, width=32)
+    graphed = GraphedFunction(
+        lambda fields, generator: (
+            encoding.mutate_tensor(TensorGenomes(CPPNGenomes, fields), generator).fields
+        ),
+        "the cppn mutation",
+    )
+    genomes = encoding.random_tensor(400, torch.Generator(device="cuda").manual_seed(0), "cuda")
+    for seed in range(1, 9):  # new seeds, one recording: the generator's state is read at each replay
+        mine = torch.Generator(device="cuda").manual_seed(seed)
+        theirs = torch.Generator(device="cuda").manual_seed(seed)
+        children = TensorGenomes(CPPNGenomes, graphed(genomes.fields, mine))
+        expected = encoding.mutate_tensor(genomes, theirs)
+        assert children.equals(expected)
+        assert torch.equal(mine.get_state(), theirs.get_state())
+        got, program = (
+            cppn_triton.compile_graphed(encoding, children),
+            cppn_triton.compile_on_device(encoding, children),
+        )
+        for name in ("count", "activation", "start", "source", "weight"):
+            assert torch.equal(getattr(got, name), getattr(program, name)), name
+        genomes = children
+    assert (
+        len(graphed._recorded) == 1 and graphed._recorded.popitem()[1] is not None
+    )  # recorded, not fallen back
+    assert all(recording is not None for recording in cppn_triton._GRAPHED_COMPILE[3]._recorded.values())

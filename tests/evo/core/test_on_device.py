@@ -152,3 +152,14 @@ def test_tensor_genomes_round_trip_and_assign_like_numpy_batches():
     expected.assign(np.array([0, 5]), host, np.array([3, 1]))
     assert target.equals(expected)
     assert not device.take([0]).equals(host.take([1]))
+
+
+def test_a_cppn_search_whose_mutation_is_replayed_from_recordings_finds_the_same_archive(
+    fooling_home, tmp_path, request
+):
+    # On CUDA the CPPN mutation is replayed from a CUDA graph; here from the CPU stand-in.
+    direct = evolve(run(tmp_path, "called", encoding="cppn", generations=4), show_progress=False)
+    replayed_graphs = request.getfixturevalue("replayed_graphs")
+    replayed = evolve(run(tmp_path, "replayed", encoding="cppn", generations=4), show_progress=False)
+    assert replayed_graphs.recorded == 1  # batches of 20 children: one signature
+    assert replayed.archive.equals(direct.archive)
