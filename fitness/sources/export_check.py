@@ -101,7 +101,9 @@ _TORCH_OPERATOR = re.compile(
     re.ASCII,
 )
 # Names of values, inputs, parameters and modules: pasted into generated source as they are.
-_DOTTED_NAME = re.compile(r"(?:[A-Za-z_]\w*(?:\.\w+)*)?", re.ASCII)
+# Parts of letters, digits and underscores between dots (nn.Sequential numbers its layers:
+# "0.weight") hold no call, quote, operator or bracket: at worst a syntax error, never code.
+_DOTTED_NAME = re.compile(r"(?:\w+(?:\.\w+)*)?", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 # Schema fields whose value maps names to schema objects (the keys are names, not fields).
 _NAME_MAPS = frozenset(

@@ -118,6 +118,20 @@ def test_each_file_format_scores_like_the_network_it_came_from(tmp_path, kind, e
     assert scorer.engine == engine  # the ONNX Runtime engine really ran (no fallback to torch)
 
 
+def test_an_exported_nn_sequential_whose_weights_are_numbered_loads_and_scores(tmp_path):
+    # nn.Sequential names its weights "0.weight", "3.bias": names, though not identifiers.
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 5)).eval()
+    example = torch.zeros(2, 3, SIZE, SIZE)
+    program = torch.export.export(network, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "sequential.pt2"))
+    model = load_model(str(tmp_path / "sequential.pt2"))
+    images = torch.rand(6, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.softmax(network(images), 1).numpy()
+    np.testing.assert_allclose(Scorer(model, engine="torch", device="cpu").score(images), expected, atol=1e-5)
+
+
 def test_onnx_wrapping_keeps_a_user_input_named_images(tmp_path):
     path = tmp_path / "named.onnx"
     with warnings.catch_warnings(), torch.no_grad():
