@@ -44,7 +44,7 @@ from fooling.evo.store.checkpoint import (
 )
 from fooling.evo.store.location import check_writable
 from fooling.evo.store.queries import read_ledger, write_ledger
-from fooling.evo.store.runfolder import RunFolderError, claimed_run_folder
+from fooling.evo.store.runfolder import RunFolderError, check_resume_kind, claimed_run_folder
 from fooling.evo.store.tables import read_stats, write_stats
 from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
@@ -158,6 +158,7 @@ def resume_checkpoint(out: str, **overrides) -> tuple[RunConfig, Checkpoint]:
         UserError: an override of a field a resumed run must keep, or ``generations``
             given but not above the generations the run already has.
     """
+    check_resume_kind(out, "evolve")
     if not checkpoint_uris(out):
         raise RunFolderError(f"--resume {out}: no run there (no checkpoints/gen-*.parquet)")
     checkpoint = read_latest_checkpoint(out, GENOME_CLASSES)
@@ -666,10 +667,10 @@ def _run_generations(
         raise KeyboardInterrupt
     stats = search.archive.stats()
     logger.info(
-        "generation %d: median %.4f, mean %.4f, coverage %.0f%% (%.1f s)",
+        "generation %d: median %.2f%%, mean %.2f%%, coverage %.0f%% (%.1f s)",
         search.generation - 1,
-        stats["median"],
-        stats["mean"],
+        100 * stats["median"],
+        100 * stats["mean"],
         100 * stats["coverage"],
         time.perf_counter() - started,
     )

@@ -61,8 +61,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         )  # fmt: skip
     best = result.summary["methods"].get("best", {})
     print(
-        f"{result.summary['model']}: {best.get('>=99%', 0)} of {result.summary['classes']} classes fooled at "
-        f">= 99%, {best.get('>=90%', 0)} at >= 90%, {best.get('>=50%', 0)} at >= 50% "
+        f"{result.summary['model']}: {best.get('>=99%', 0)} of {result.summary['classes']} classes "
+        f"fooled by a search at >= 99%, {best.get('>=90%', 0)} at >= 90%, {best.get('>=50%', 0)} at >= 50% "
         f"(budget {result.summary['budget']}); report in {join(result.out, 'report.html')} and "
         f"{join(result.out, 'report.md')}"
     )

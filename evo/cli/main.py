@@ -159,13 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train and cache an MNIST LeNet")
-    train.add_argument("--model", default="mnist-lenet")
+    train.add_argument(
+        "--model", default="mnist-lenet", help="mnist-lenet or mnist-lenet-seedN (default mnist-lenet)"
+    )
     train.add_argument(
         "--seed", type=non_negative_int, default=None, help="training seed (default: from the name, else 0)"
     )
-    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="passes over the training digits (default: 3 on full MNIST, 12 on the offline subset)",
+    )
     train.add_argument("--force", action="store_true", help="retrain even if cached")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, model_files=False)  # trains a registered LeNet: no files, no endpoints
 
     evolve = commands.add_parser("evolve", help="run or resume a MAP-Elites search")
     add_config_arguments(evolve)

@@ -49,7 +49,7 @@ def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
 # The flags that describe a model file: (flag, metavar, parser of the value, help).
 _FILE_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("--input-size", "H,W", parse_input_size, "input size (default: read from the file where it holds it)"),
-    ("--channels", "C", parse_channels, "1 or 3 (default 3)"),
+    ("--channels", "C", parse_channels, "1 or 3 (default: read from the file where it holds it, else 3)"),
     (
         "--mean",
         "M",
@@ -66,8 +66,14 @@ _FILE_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Add the model-file flags to ``parser`` when it has ``--model`` or ``--to``."""
+    """Add the model-file flags to ``parser`` when it has ``--model`` or ``--to``.
+
+    A command whose ``--model`` names only registered models says so with the default
+    ``model_files=False`` (``train``), and gets none.
+    """
     if not any(flag in parser._option_string_actions for flag in ("--model", "--to")):
+        return
+    if parser.get_default("model_files") is False:
         return
     group = parser.add_argument_group(
         "model files (.pt/.ts TorchScript, .pt2 torch.export, .onnx)",

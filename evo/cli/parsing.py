@@ -220,7 +220,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: RunConfig | 
             type=kind,
             default=None,
             metavar=field.name.upper() if not isinstance(hint, types.UnionType) else None,
-            help=f"{field_help(field.name)} (default: {default})",
+            # A help text that says its default itself (``device``'s "CUDA when present") keeps it.
+            help=field_help(field.name)
+            if "(default" in field_help(field.name)
+            else f"{field_help(field.name)} (default: {default})",
         )
 
 

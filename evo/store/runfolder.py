@@ -344,6 +344,23 @@ def _a(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
+def check_resume_kind(out: str, kind: str) -> None:
+    """Raise unless ``out``, given to ``--resume``, holds no run or a run of ``kind``.
+
+    A folder of no run at all is left to the caller, which says what it looked for.
+
+    Raises:
+        RunFolderError: ``out`` holds another kind of run (a ``perturb`` run given to
+            ``evolve --resume``).
+    """
+    try:
+        found = folder_kind(out)
+    except RunFolderError:
+        return
+    if found is not None and found != kind:
+        raise RunFolderError(f"--resume {out} holds {_a(found)} run, not {_a(kind)} run")
+
+
 def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
     """Check that ``out`` may take a run of ``kind`` and record the kind in it.
 

@@ -135,7 +135,11 @@ def _build_timm(full: str) -> nn.Module:
             warnings.simplefilter("ignore")
             network = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=overlay)
     except Exception as error:
-        where = f"from {cached}" if cached is not None else "(downloading; no network?)"
+        where = (
+            f"from {cached}"
+            if cached is not None
+            else "(downloading; no network? FOOLING_OFFLINE=1 skips the download)"
+        )
         raise ModelUnavailableError(
             f"timm:{full}: cannot load the weights {where}: {reason(error)}"
         ) from None
@@ -214,6 +218,7 @@ def _build_torchvision(architecture: str, tag: str) -> nn.Module:
             network = models.get_model(architecture, weights=weights)
     except Exception as error:
         raise ModelUnavailableError(
-            f"torchvision:{architecture}: cannot load weights {tag} (no network?): {reason(error)}"
+            f"torchvision:{architecture}: cannot load weights {tag} (no network? FOOLING_OFFLINE=1 skips "
+            f"the download): {reason(error)}"
         ) from None
     return network.eval()

@@ -107,7 +107,7 @@ def test_audit_of_an_onnx_model_skips_gradient_ascent(files, tmp_path, capsys):
     assert table["ascent"].isna().all() and table["cppn"].notna().all()
     summary = json.loads((out / "summary.json").read_text())
     assert any("no gradient ascent" in note for note in summary["notes"])
-    assert "classes fooled at >= 99%" in capsys.readouterr().out
+    assert "classes fooled by a search at >= 99%" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,8 @@ def test_evolve_and_retrain_refuse_each_others_folders(fooling_home, tmp_path, c
     (perturbed / "final.png").write_bytes(b"png")
     assert main(["evolve", "--out", str(perturbed), "--generations", "2", *TINY]) == 2
     assert "holds a perturb run" in one_error_line(capsys)
+    assert main(["evolve", "--resume", str(perturbed), "--generations", "2", *TINY]) == 2
+    assert one_error_line(capsys).endswith(f"--resume {perturbed} holds a perturb run, not an evolve run")
     evolved = tmp_path / "evolved"
     assert main(["evolve", "--out", str(evolved), "--generations", "2", *TINY]) == 0
     assert folder_kind(str(evolved)) == "evolve"
