@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -116,6 +117,17 @@ class GraphedFunction:
         self.capture = capture
         self.recordings = recordings
         self._recorded: OrderedDict[tuple, _Recording | None] = OrderedDict()
+        # A recording's tensors are shared between its replays: one call at a time uses them.
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        # Recordings hold a device's graphs and memory: a copy elsewhere records its own.
+        return {name: value for name, value in self.__dict__.items() if name not in ("_recorded", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._recorded = OrderedDict()
+        self._lock = threading.Lock()
 
     def _capture_for(self, device: torch.device) -> Capture | None:
         if self.capture is not None:
@@ -144,22 +156,23 @@ class GraphedFunction:
             generator is None,
             tuple((name, tuple(tensor.shape), tensor.dtype) for name, tensor in inputs.items()),
         )
-        if key not in self._recorded:
-            self._recorded[key] = self._record(capture, inputs, generator)
-            while len(self._recorded) > self.recordings:
-                self._recorded.popitem(last=False)
-        self._recorded.move_to_end(key)
-        recording = self._recorded[key]
-        if recording is None:
-            return self.function(inputs, generator)
-        for name, tensor in inputs.items():
-            recording.inputs[name].copy_(tensor)
-        if generator is not None:
-            recording.generator.set_state(generator.get_state())
-        recording.replay()
-        if generator is not None:
-            generator.set_state(recording.generator.get_state())
-        return {name: tensor.clone() for name, tensor in recording.outputs.items()}
+        with self._lock:
+            if key not in self._recorded:
+                self._recorded[key] = self._record(capture, inputs, generator)
+                while len(self._recorded) > self.recordings:
+                    self._recorded.popitem(last=False)
+            self._recorded.move_to_end(key)
+            recording = self._recorded[key]
+            if recording is None:
+                return self.function(inputs, generator)
+            for name, tensor in inputs.items():
+                recording.inputs[name].copy_(tensor)
+            if generator is not None:
+                recording.generator.set_state(generator.get_state())
+            recording.replay()
+            if generator is not None:
+                generator.set_state(recording.generator.get_state())
+            return {name: tensor.clone() for name, tensor in recording.outputs.items()}
 
     def _record(
         self, capture: Capture, inputs: dict[str, torch.Tensor], generator: torch.Generator | None

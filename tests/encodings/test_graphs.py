@@ -9,7 +9,9 @@ and the outputs out, passing the generator's state in and out) on any machine.
 
 from __future__ import annotations
 
+import functools
 import logging
+import pickle
 
 import numpy as np
 import pytest
@@ -33,10 +35,13 @@ def parents(encoding: CPPNEncoding, count: int, seed: int = 0) -> TensorGenomes:
     return TensorGenomes.from_host(genomes, "cpu")
 
 
+def _mutate_fields(encoding: CPPNEncoding, fields, generator):
+    return encoding.mutate_tensor(TensorGenomes(encoding.genome_class, fields), generator).fields
+
+
 def mutation(encoding: CPPNEncoding):
-    return lambda fields, generator: (
-        encoding.mutate_tensor(TensorGenomes(encoding.genome_class, fields), generator).fields
-    )
+    """The CPPN mutation as a function of fields (a partial, so that it pickles)."""
+    return functools.partial(_mutate_fields, encoding)
 
 
 def generator(seed: int) -> torch.Generator:
@@ -110,3 +115,14 @@ def test_the_compile_step_replayed_gives_the_program_it_computes(encoding, repla
         for name in ("count", "activation", "start", "source", "weight"):
             assert torch.equal(getattr(got, name), getattr(expected, name)), name
     assert replayed_graphs.recorded == 1
+
+
+def test_a_pickled_copy_records_its_own(encoding, replaying_capture):
+    graphed = GraphedFunction(mutation(encoding), "the mutation", capture=replaying_capture())
+    batch = parents(encoding, 4)
+    graphed(batch.fields, generator(0))
+    copy = pickle.loads(pickle.dumps(graphed))  # as Ray ships a toolbox: recordings stay behind
+    assert len(graphed._recorded) == 1 and len(copy._recorded) == 0
+    got = copy(batch.fields, generator(1))
+    assert TensorGenomes(batch.kind, got).equals(encoding.mutate_tensor(batch, generator(1)))
+    assert len(copy._recorded) == 1
