@@ -286,7 +286,9 @@ def _rounds(
     model = load_or_train(settings.run.model)
     require_extensible(model, "retrain")
     real_classes = model.spec.class_names
-    cells = settings.run.classes or list(real_classes)  # the fooling class is never a target
+    # The fooling class is never a target. Every real class by id: ImageNet's names repeat
+    # ("crane", 134 and 517) or differ only by case ("Cardigan", 264; "cardigan", 474).
+    cells = settings.run.classes or [str(i) for i in range(len(real_classes))]
     pool = None
     rows: list[dict] = []
     training = dict(fooling_share=0.0, fooling_images=0, unique_fooling=0)

@@ -258,7 +258,9 @@ def _image_folder(root, classes, count=2, size=12):
     return root
 
 
-def test_retrain_imagenet_fine_tunes_on_an_image_folder(fooling_home, tmp_path):
+@pytest.mark.parametrize("classes", [["tabby", "goldfish"], None], ids=["two classes", "every class"])
+def test_retrain_imagenet_fine_tunes_on_an_image_folder(fooling_home, tmp_path, classes):
+    # Every class: ImageNet's names repeat ("crane") and differ only by case ("Cardigan").
     from fooling.fitness import ModelUnavailableError, load_model
 
     try:
@@ -273,13 +275,13 @@ def test_retrain_imagenet_fine_tunes_on_an_image_folder(fooling_home, tmp_path):
         generations=1,
         population=2,
         image_size=16,
-        classes=["tabby", "goldfish"],
+        classes=classes,
         train_dir=str(folder),
         steps=1,
     )
     assert [row["outputs"] for row in result.rows] == [1000, 1001]
     assert result.rows[1]["fooling_share"] == pytest.approx(0.2)  # 1 of 5 (4 real): nearest to 25%
-    assert [row["cells"] for row in result.rows] == [2, 2]
+    assert [row["cells"] for row in result.rows] == [len(classes or range(1000))] * 2
     assert load_model(result.rows[1]["model"]).spec.class_names[-1] == "fooling"
 
 
