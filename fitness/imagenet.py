@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-import socket
 
 import torch
 from torch import nn
 
-from fooling.fitness._messages import error_line
 from fooling.fitness.models import ModelSpec, ModelUnavailableError, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,22 +57,6 @@ def _efficientnet_lite(variant: int) -> nn.Module:
     return network.eval()
 
 
-def _torchvision(builder: str, weights: str) -> nn.Module:
-    """A torchvision network with its ImageNet weights, downloaded once into torch's cache."""
-    import torchvision.models as models  # optional heavy dependency: ImageNet models only
-
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)
-    try:
-        return getattr(models, builder)(weights=weights).eval()
-    except Exception as error:
-        raise ModelUnavailableError(
-            f"cannot get torchvision weights {weights} (no network?): {error_line(error)}"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def _lite_spec(variant: int) -> ModelSpec:
     size = LITE_SIZES[variant]
     return ModelSpec(
@@ -89,30 +71,7 @@ def _lite_spec(variant: int) -> ModelSpec:
     )
 
 
-def _torchvision_spec(name: str, builder: str, weights: str, size: int, description: str) -> ModelSpec:
-    return ModelSpec(
-        name=name,
-        channels=3,
-        input_size=(size, size),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        class_names=imagenet_class_names(),
-        build=lambda: _torchvision(builder, weights),
-        description=description,
-    )
-
-
 for _variant in LITE_SIZES:
     register_model(f"imagenet-lite{_variant}", functools.partial(_lite_spec, _variant))
-register_model(
-    "imagenet-alexnet",
-    lambda: _torchvision_spec(
-        "imagenet-alexnet", "alexnet", "IMAGENET1K_V1", 224, "AlexNet, the paper's network (torchvision)"
-    ),
-)
-register_model(
-    "imagenet-resnet50",
-    lambda: _torchvision_spec(
-        "imagenet-resnet50", "resnet50", "IMAGENET1K_V2", 224, "ResNet-50 (torchvision)"
-    ),
-)
+# imagenet-alexnet and imagenet-resnet50 are registered beside the other torchvision models
+# (fooling.fitness.sources.hub), whose downloads honour FOOLING_OFFLINE.

@@ -20,9 +20,9 @@ from torch import nn
 
 from fooling.fitness._home import offline
 from fooling.fitness._names import UnknownNameError, close_names
-from fooling.fitness.imagenet import imagenet_class_names
+from fooling.fitness.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
 from fooling.fitness.images import RESAMPLING
-from fooling.fitness.models import ModelSpec, ModelUnavailableError
+from fooling.fitness.models import ModelSpec, ModelUnavailableError, register_model
 from fooling.fitness.sources.common import reason, weights_only_loads
 from fooling.fitness.sources.reference import TIMM_PREFIX, TORCHVISION_PREFIX
 
@@ -222,3 +222,33 @@ def _build_torchvision(architecture: str, tag: str) -> nn.Module:
             f"the download): {reason(error)}"
         ) from None
     return network.eval()
+
+
+# --- the registered torchvision ImageNet models ------------------------------------------
+
+
+def _imagenet_spec(name: str, architecture: str, tag: str, description: str) -> ModelSpec:
+    """``--model NAME``: torchvision's ``architecture`` with weights ``tag``, on the project's class names."""
+    return ModelSpec(
+        name=name,
+        channels=3,
+        input_size=(224, 224),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        class_names=imagenet_class_names(),
+        build=functools.partial(_build_torchvision, architecture, tag),
+        description=description,
+    )
+
+
+_ALEXNET = "AlexNet, the paper's network (torchvision)"
+register_model(
+    "imagenet-alexnet",
+    functools.partial(_imagenet_spec, "imagenet-alexnet", "alexnet", "IMAGENET1K_V1", _ALEXNET),
+)
+register_model(
+    "imagenet-resnet50",
+    functools.partial(
+        _imagenet_spec, "imagenet-resnet50", "resnet50", "IMAGENET1K_V2", "ResNet-50 (torchvision)"
+    ),
+)

@@ -445,7 +445,12 @@ def empty_caches(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("timm:resnet18.a1_in1k", "not in the local cache"), ("torchvision:alexnet", "not in the local cache")],
+    [
+        ("timm:resnet18.a1_in1k", "not in the local cache"),
+        ("torchvision:alexnet", "not in the local cache"),
+        ("imagenet-alexnet", "not in the local cache"),  # the registered names too: no download tried
+        ("imagenet-resnet50", "not in the local cache"),
+    ],
 )
 def test_hub_models_offline_and_not_cached_are_one_line_exit_2(
     empty_caches, tmp_path, capsys, model, expected
