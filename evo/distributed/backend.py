@@ -322,10 +322,12 @@ class _Call:
 
 
 def check_address(address: str, timeout: float = 5.0, what: str = "--address") -> None:
-    """Fail fast, in one line, when a ``HOST:PORT`` Ray address does not answer.
+    """Fail fast, in one line, when a ``HOST:PORT`` (or ``auto``) Ray address does not answer.
 
     ``ray.init`` on an unreachable address retries for a long time and then prints
-    pages; a TCP connect says the same in seconds. ``auto`` and ``local`` are left to Ray.
+    pages; a TCP connect says the same in seconds. ``auto`` is checked where Ray resolves it
+    (``RAY_ADDRESS``, else the cluster ``ray start`` last recorded on this machine); ``local``
+    is left to Ray.
 
     Args:
         address: the address to try.
@@ -333,20 +335,30 @@ def check_address(address: str, timeout: float = 5.0, what: str = "--address") -
         what: where the address came from, for the message (``--address``, ``RAY_ADDRESS``).
 
     Raises:
-        ConnectionError: nothing listens there, or the address is malformed.
+        ConnectionError: nothing listens there, no cluster for ``auto``, or the address is
+            malformed.
     """
-    if address in ("auto", "local"):
+    if address == "local":
         return
+    shown = address
+    if address == "auto":
+        try:
+            address = ray_services.canonicalize_bootstrap_address("auto")
+        except ConnectionError:
+            address = None
+        if address is None:
+            raise ConnectionError(f"{what} auto: no Ray cluster found on this machine")
+        shown = f"auto ({address}, the cluster Ray last recorded here)"
     target = address.split("://", 1)[-1].rstrip("/")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise ConnectionError(f"{what} {address}: expected auto or HOST:PORT")
+        raise ConnectionError(f"{what} {shown}: expected auto or HOST:PORT")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise ConnectionError(f"{what} {address}: no Ray cluster answers there ({reason})") from None
+        raise ConnectionError(f"{what} {shown}: no Ray cluster answers there ({reason})") from None
 
 
 # The address every process of a local Ray instance listens on: a run without

@@ -251,6 +251,27 @@ def test_unreachable_address_is_one_line_exit_2(fooling_home, tmp_path, capsys):
     assert not (out / "checkpoints").exists()
 
 
+def test_address_auto_is_checked_where_ray_resolves_it(fooling_home, tmp_path, capsys, monkeypatch):
+    # Ray's record of the last `ray start` may name an address nothing answers on (a cluster
+    # started on 127.0.0.1 recorded under the network address): one line, not minutes of retries.
+    recorded = f"127.0.0.1:{free_port()}"
+    monkeypatch.setattr(distributed.ray_services, "canonicalize_bootstrap_address", lambda address: recorded)
+    out = tmp_path / "run"
+    assert main(["evolve", "--workers", "1", "--address", "auto", "--out", str(out)]) == 2
+    assert one_error_line(capsys).endswith(
+        f"--address auto ({recorded}, the cluster Ray last recorded here): no Ray cluster answers there "
+        "(Connection refused)"
+    )
+
+    def none_recorded(address):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one ...")
+
+    monkeypatch.setattr(distributed.ray_services, "canonicalize_bootstrap_address", none_recorded)
+    assert main(["evolve", "--workers", "1", "--address", "auto", "--out", str(out)]) == 2
+    assert one_error_line(capsys).endswith("--address auto: no Ray cluster found on this machine")
+    assert not out.exists()
+
+
 def test_resume_never_connects_to_the_address_in_the_checkpoint(ray_session, tmp_path, monkeypatch, capsys):
     """A run folder from someone else must not point this driver (and its Ray token) at their cluster."""
     stored = f"127.0.0.1:{free_port()}"
