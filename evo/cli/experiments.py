@@ -147,13 +147,20 @@ def register(commands) -> None:
     add_config_arguments(retrain, RunConfig(out=RETRAIN_OUT))
     retrain.add_argument("--rounds", type=positive_int, default=15, help="retraining rounds (paper: 15)")
     retrain.add_argument(
-        "--share", type=_share, default=0.25, help="fooling class's share of the data by the last round"
+        "--share",
+        type=_share,
+        default=0.25,
+        help="fooling class's share of the data by the last round (default 0.25)",
     )
-    retrain.add_argument("--epochs", type=positive_int, default=None, help="LeNet epochs per round")
+    retrain.add_argument(
+        "--epochs", type=positive_int, default=None, help="LeNet epochs per round (default: as fooling train)"
+    )
     retrain.add_argument(
         "--train-dir", default=None, help="ImageFolder of natural images (ROOT/CLASS/IMAGE), non-MNIST models"
     )
-    retrain.add_argument("--steps", type=positive_int, default=100, help="fine-tuning steps per round")
+    retrain.add_argument(
+        "--steps", type=positive_int, default=100, help="fine-tuning steps per round (default 100)"
+    )
     retrain.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_track_argument(retrain)
     retrain.set_defaults(func=cmd_retrain)

@@ -214,37 +214,47 @@ def register(commands) -> None:
     perturb_parser = commands.add_parser(
         "perturb", help="push real photos towards a class (PGD, L-inf budget)"
     )
-    perturb_parser.add_argument("--model", default="imagenet-lite0")
+    perturb_parser.add_argument(
+        "--model", default="imagenet-lite0", help="a model with gradients (default imagenet-lite0)"
+    )
     perturb_parser.add_argument(
         "--image", required=True, help=f"image file, folder of images, or one of {', '.join(BUNDLED_PHOTOS)}"
     )
     perturb_parser.add_argument("--target", help="class to push towards (e.g. jellyfish)")
     perturb_parser.add_argument("--untargeted", action="store_true", help="any wrong class, smallest change")
-    perturb_parser.add_argument("--steps", type=positive_int, default=300)
+    perturb_parser.add_argument("--steps", type=positive_int, default=300, help="at most (default 300)")
     perturb_parser.add_argument("--eps", type=number, default=8 / 255, help="L-inf budget (default 8/255)")
     perturb_parser.add_argument("--lr", type=number, default=None, help="step size (default eps/4)")
     perturb_parser.add_argument(
-        "--threshold", type=number, default=0.99, help="target probability to stop at"
+        "--threshold", type=number, default=0.99, help="target probability to stop at (default 0.99)"
     )
     perturb_parser.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     perturb_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     perturb_parser.add_argument(
         "--out", required=True, help="new or empty folder for the results: local path or URI (s3://, gs://)"
     )
-    perturb_parser.set_defaults(func=cmd_perturb)
+    perturb_parser.set_defaults(func=cmd_perturb, endpoints=False)  # gradients: no endpoint has them
 
     ascent_parser = commands.add_parser("ascent", help="gradient-ascent fooling images, one per class")
-    ascent_parser.add_argument("--model", default="mnist-lenet")
+    ascent_parser.add_argument(
+        "--model", default="mnist-lenet", help="a model with gradients (default mnist-lenet)"
+    )
     ascent_parser.add_argument(
         "--classes", type=name_list, default=None, help="comma-separated names or 'all'"
     )
-    ascent_parser.add_argument("--steps", type=positive_int, default=300)
-    ascent_parser.add_argument("--lr", type=number, default=0.05)
-    ascent_parser.add_argument("--start", choices=("noise", "mean"), default="noise")
-    ascent_parser.add_argument("--seed", type=non_negative_int, default=0)
-    ascent_parser.add_argument("--tiles", type=positive_int, default=40)
-    ascent_parser.add_argument("--device", default=None)
+    ascent_parser.add_argument("--steps", type=positive_int, default=300, help="steps (default 300)")
+    ascent_parser.add_argument("--lr", type=number, default=0.05, help="step size (default 0.05)")
+    ascent_parser.add_argument(
+        "--start", choices=("noise", "mean"), default="noise", help="first image (default noise)"
+    )
+    ascent_parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the noise (default 0)"
+    )
+    ascent_parser.add_argument(
+        "--tiles", type=positive_int, default=40, help="elites shown in elites.png (default 40)"
+    )
+    ascent_parser.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     ascent_parser.add_argument(
         "--out", required=True, help="new or empty run folder: local path or URI (s3://, gs://)"
     )
-    ascent_parser.set_defaults(func=cmd_ascent)
+    ascent_parser.set_defaults(func=cmd_ascent, endpoints=False)  # gradients: no endpoint has them

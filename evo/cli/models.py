@@ -66,10 +66,11 @@ _FILE_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Add the model-file flags to ``parser`` when it has ``--model`` or ``--to``.
+    """Add the model-file and endpoint flags to ``parser`` when it has ``--model`` or ``--to``.
 
-    A command whose ``--model`` names only registered models says so with the default
-    ``model_files=False`` (``train``), and gets none.
+    A command says what its ``--model`` takes with parser defaults: ``model_files=False``
+    (registered models only: ``train``) gets none of them, ``endpoints=False`` (the gradient
+    commands: no endpoint has gradients) the model-file flags only.
     """
     if not any(flag in parser._option_string_actions for flag in ("--model", "--to")):
         return
@@ -83,7 +84,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line")
     for flag, metavar, parse, text in _FILE_FLAGS:
         group.add_argument(flag, metavar=metavar, type=_argument_type(parse), default=None, help=text)
-    _add_endpoint_options(parser)
+    if parser.get_default("endpoints") is not False:
+        _add_endpoint_options(parser)
 
 
 # Endpoint flags that are not part of the model's reference: (flag, EndpointSettings field, type, help).
@@ -101,9 +103,19 @@ _TRAFFIC_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         "seconds one request may take before it is tried again (default 30)",
     ),
     ("--retries", "retries", int, "tries again after a connection error, timeout, 429 or 5xx (default 5)"),
-    ("--concurrency", "concurrency", int, "requests in flight at once, per scoring process (default 4)"),
+    (
+        "--concurrency",
+        "concurrency",
+        int,
+        "requests in flight at once, the run's total (split over Ray's scorers; default 4)",
+    ),
     ("--request-batch", "request_batch", int, "images per request (default 50)"),
-    ("--max-rate", "max_rate", float, "images per second at most, per scoring process (default: no limit)"),
+    (
+        "--max-rate",
+        "max_rate",
+        float,
+        "images per second at most, the run's total (split over Ray's scorers; default: no limit)",
+    ),
 )
 
 
