@@ -117,12 +117,13 @@ def test_the_compile_step_replayed_gives_the_program_it_computes(encoding, repla
     assert replayed_graphs.recorded == 1
 
 
-def test_a_pickled_copy_records_its_own(encoding, replaying_capture):
-    graphed = GraphedFunction(mutation(encoding), "the mutation", capture=replaying_capture())
+def test_a_pickled_copy_records_its_own(encoding, replayed_graphs):
+    # The stand-in is patched in for every GraphedFunction (a capture object would pickle too).
+    graphed = GraphedFunction(mutation(encoding), "the mutation")
     batch = parents(encoding, 4)
     graphed(batch.fields, generator(0))
     copy = pickle.loads(pickle.dumps(graphed))  # as Ray ships a toolbox: recordings stay behind
     assert len(graphed._recorded) == 1 and len(copy._recorded) == 0
     got = copy(batch.fields, generator(1))
     assert TensorGenomes(batch.kind, got).equals(encoding.mutate_tensor(batch, generator(1)))
-    assert len(copy._recorded) == 1
+    assert len(copy._recorded) == 1 and replayed_graphs.recorded == 2
