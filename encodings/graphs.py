@@ -1,7 +1,7 @@
 """Pure tensor functions replayed as CUDA graphs: one launch where eager torch makes hundreds.
 
-On a GPU, a CPPN generation's mutation is about 285 torch operations and the renderer's
-compile step about 74 (counted on the CPU, ``docs/on-device.md``). On the paper's 400 children
+On a GPU, a CPPN batch's mutation is 276 top-level torch operators and the renderer's compile
+step 74 (counted on the CPU, ``docs/on-device.md``). On the paper's 400 children
 each of them is shorter on the GPU than launching it, so the GPU waits while the host issues
 them. :class:`GraphedFunction` records such a function once per signature of its inputs
 (shapes, dtypes, device) and afterwards replays the recording: the host issues one launch, and
@@ -12,6 +12,7 @@ the function itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -20,8 +21,9 @@ from collections.abc import Callable
 import torch
 
 from .errors import error_line
+from .tensors import TensorGenomes
 
-__all__ = ["Capture", "GraphedFunction", "TensorFunction", "capture_cuda_graph"]
+__all__ = ["Capture", "GraphedFunction", "TensorFunction", "capture_cuda_graph", "graphed_mutation"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,3 +195,25 @@ class GraphedFunction:
             )
             return None
         return _Recording(static, outputs, own, replay)
+
+
+def _mutated_fields(
+    encoding, fields: dict[str, torch.Tensor], generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The fields of ``encoding.mutate_tensor`` of the genomes whose fields are ``fields``."""
+    return encoding.mutate_tensor(TensorGenomes(encoding.genome_class, fields), generator).fields
+
+
+def graphed_mutation(encoding, **options) -> GraphedFunction:
+    """``encoding.mutate_tensor`` as a :class:`GraphedFunction` of the genomes' fields.
+
+    For an encoding whose ``static_tensor_mutation`` is true (its mutation ignores the
+    generation). The function is a partial of a module-level one, so that it pickles.
+
+    Args:
+        encoding: has ``mutate_tensor`` and ``genome_class``.
+        **options: :class:`GraphedFunction`'s ``capture`` and ``recordings``.
+    """
+    return GraphedFunction(
+        functools.partial(_mutated_fields, encoding), f"the {encoding.name} mutation", **options
+    )

@@ -26,9 +26,9 @@ import torch
 
 from fooling.encodings import CPPNEncoding, DirectEncoding, TensorGenomes
 from fooling.encodings.cppn_triton import compile_graphed, compile_on_device
+from fooling.encodings.graphs import graphed_mutation
 from fooling.evo.cli import run_command
 from fooling.evo.cli.parsing import Parser, positive_int
-from fooling.evo.on_device import device_toolbox
 from fooling.fitness.engine import keep_freed_memory
 
 
@@ -92,17 +92,10 @@ def cppn_cases(population: int) -> dict[str, dict[str, tuple[Callable[[], object
         mutate[f"torch {device.type}"] = (lambda g=genomes, r=random: encoding.mutate_tensor(g, r), device)
         compile_step[f"torch {device.type}"] = (lambda g=genomes: compile_on_device(encoding, g), device)
         if device.type == "cuda":  # replayed from a CUDA graph, as a search on the GPU runs them
-            mutation = device_toolbox(encoding, device).mutate
-            mutate["cuda graph"] = (lambda g=genomes, r=random, m=mutation: m(g, _Stream(r)), device)
+            mutation = graphed_mutation(encoding)
+            mutate["cuda graph"] = (lambda g=genomes, r=random, m=mutation: m(g.fields, r), device)
             compile_step["cuda graph"] = (lambda g=genomes: compile_graphed(encoding, g), device)
     return {"cppn mutate": mutate, "cppn compile step": compile_step}
-
-
-class _Stream:
-    """What the device toolbox's operators read of a :class:`~fooling.evo.on_device.DeviceRandom`."""
-
-    def __init__(self, generator: torch.Generator) -> None:
-        self.torch = generator
 
 
 def main() -> None:

@@ -215,15 +215,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: RunConfig | 
             kind = str
         # A colour space's default is the encoding's own (the help lists it first).
         default = "the encoding's" if field.name == "color_space" else getattr(defaults, field.name)
+        text = field_help(field.name)
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             type=kind,
             default=None,
             metavar=field.name.upper() if not isinstance(hint, types.UnionType) else None,
             # A help text that says its default itself (``device``'s "CUDA when present") keeps it.
-            help=field_help(field.name)
-            if "(default" in field_help(field.name)
-            else f"{field_help(field.name)} (default: {default})",
+            help=text if "(default" in text else f"{text} (default: {default})",
         )
 
 

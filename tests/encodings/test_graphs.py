@@ -9,7 +9,6 @@ and the outputs out, passing the generator's state in and out) on any machine.
 
 from __future__ import annotations
 
-import functools
 import logging
 import pickle
 
@@ -19,7 +18,7 @@ import torch
 
 import fooling.encodings.cppn_triton as cppn_triton
 from fooling.encodings import CPPNEncoding, TensorGenomes
-from fooling.encodings.graphs import GraphedFunction
+from fooling.encodings.graphs import GraphedFunction, graphed_mutation
 
 
 @pytest.fixture
@@ -35,15 +34,6 @@ def parents(encoding: CPPNEncoding, count: int, seed: int = 0) -> TensorGenomes:
     return TensorGenomes.from_host(genomes, "cpu")
 
 
-def _mutate_fields(encoding: CPPNEncoding, fields, generator):
-    return encoding.mutate_tensor(TensorGenomes(encoding.genome_class, fields), generator).fields
-
-
-def mutation(encoding: CPPNEncoding):
-    """The CPPN mutation as a function of fields (a partial, so that it pickles)."""
-    return functools.partial(_mutate_fields, encoding)
-
-
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -52,7 +42,7 @@ def test_each_replay_gives_the_functions_children_and_moves_the_generator_as_the
     encoding, replaying_capture
 ):
     capture = replaying_capture()
-    graphed = GraphedFunction(mutation(encoding), "the mutation", capture=capture)
+    graphed = graphed_mutation(encoding, capture=capture)
     batch = parents(encoding, 12)
     kept = []
     for seed in (1, 2, 3):
@@ -70,7 +60,7 @@ def test_each_replay_gives_the_functions_children_and_moves_the_generator_as_the
 
 def test_a_recording_per_signature_and_the_oldest_dropped_beyond_the_limit(encoding, replaying_capture):
     capture = replaying_capture()
-    graphed = GraphedFunction(mutation(encoding), "the mutation", capture=capture, recordings=2)
+    graphed = graphed_mutation(encoding, capture=capture, recordings=2)
     for count in (4, 6, 4, 6, 5, 4):
         batch = parents(encoding, count)
         got = graphed(batch.fields, generator(count))
@@ -81,7 +71,7 @@ def test_a_recording_per_signature_and_the_oldest_dropped_beyond_the_limit(encod
 
 def test_a_failed_recording_warns_once_and_the_function_runs_itself(encoding, caplog, replaying_capture):
     capture = replaying_capture(fail=True)
-    graphed = GraphedFunction(mutation(encoding), "the cppn mutation", capture=capture)
+    graphed = graphed_mutation(encoding, capture=capture)
     batch = parents(encoding, 5)
     with caplog.at_level(logging.WARNING, logger="fooling.encodings.graphs"):
         for seed in (7, 8):
@@ -119,7 +109,7 @@ def test_the_compile_step_replayed_gives_the_program_it_computes(encoding, repla
 
 def test_a_pickled_copy_records_its_own(encoding, replayed_graphs):
     # The stand-in is patched in for every GraphedFunction (a capture object would pickle too).
-    graphed = GraphedFunction(mutation(encoding), "the mutation")
+    graphed = graphed_mutation(encoding)
     batch = parents(encoding, 4)
     graphed(batch.fields, generator(0))
     copy = pickle.loads(pickle.dumps(graphed))  # as Ray ships a toolbox: recordings stay behind

@@ -11,7 +11,7 @@ import torch
 
 import fooling.encodings.cppn_triton as cppn_triton
 from fooling.encodings import CPPNEncoding, CPPNGenomes, DirectEncoding, TensorGenomes
-from fooling.encodings.graphs import GraphedFunction
+from fooling.encodings.graphs import graphed_mutation
 from fooling.evo.archive import BatchBest
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import Evaluator
@@ -146,12 +146,7 @@ def test_tensor_variation_on_cuda_is_deterministic_and_valid(kind):
 
 def test_cppn_mutation_and_compile_step_replayed_from_cuda_graphs_are_the_eager_ones():
     encoding = CPPNEncoding(outputs=3, height=32, width=32)
-    graphed = GraphedFunction(
-        lambda fields, generator: (
-            encoding.mutate_tensor(TensorGenomes(CPPNGenomes, fields), generator).fields
-        ),
-        "the cppn mutation",
-    )
+    graphed = graphed_mutation(encoding)
     genomes = encoding.random_tensor(400, torch.Generator(device="cuda").manual_seed(0), "cuda")
     for seed in range(1, 9):  # new seeds, one recording: the generator's state is read at each replay
         mine = torch.Generator(device="cuda").manual_seed(seed)
