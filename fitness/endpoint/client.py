@@ -146,7 +146,6 @@ class EndpointClient:
         self.shown = shown
         self.settings = settings
         self.images_sent = 0  # counted once per image, when its request is first sent
-        self.requests_sent = 0  # every try, retries included
         self._count_lock = threading.Lock()
         self.rate = RateLimiter(settings.max_rate)
         # Per-request lines would drown the log (and httpx logs every request at INFO).
@@ -245,12 +244,7 @@ class EndpointClient:
             EndpointError: a failure not worth retrying, or the retries spent (one line with
                 the last failure).
         """
-        return self._retrying()(self._counted, method, path, body, headers or {})
-
-    def _counted(self, method, path, body, headers):
-        with self._count_lock:
-            self.requests_sent += 1
-        return self._once(method, path, body, headers)
+        return self._retrying()(self._once, method, path, body, headers or {})
 
     def _retrying(self) -> tenacity.Retrying:
         settings = self.settings
@@ -331,8 +325,6 @@ class EndpointClient:
             self.images_sent += len(images)
 
         def once() -> np.ndarray:
-            with self._count_lock:
-                self.requests_sent += 1
             answer, answer_headers = self._once("POST", path, body, headers)
             return decode_answer(
                 answer,
