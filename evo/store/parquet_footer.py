@@ -108,10 +108,42 @@ def _thrift_struct(data: bytes, position: int, depth: int = 0) -> tuple[dict[int
         fields[field], position = _thrift_value(data, position, kind, depth)
 
 
+def _pages_uncompressed(data: bytes, meta: dict) -> int:
+    """The uncompressed bytes the pages of one column chunk (``ColumnMetaData`` ``meta``) declare.
+
+    A reader sizes each page's buffer from the page's own header, not from the footer, so a
+    footer declaring a small chunk over pages declaring gigabytes must not pass as small.
+
+    Raises:
+        ValueError: page headers that do not tile the chunk's bytes.
+    """
+    start = meta.get(11) if isinstance(meta.get(11), int) else meta.get(9)  # dictionary, else data page
+    length = meta.get(7)  # total_compressed_size, page headers included
+    if not isinstance(start, int) or not isinstance(length, int) or start < 0 or length < 0:
+        raise ValueError("a damaged footer (a column chunk's offsets)")
+    end = start + length
+    if end > len(data):
+        raise ValueError("a damaged footer (a column chunk past the end of the file)")
+    pages = memoryview(data)[:end]
+    total, position = 0, start
+    while position < end:
+        header, position = _thrift_struct(pages, position)
+        uncompressed, compressed = header.get(2), header.get(3)
+        sizes = (uncompressed, compressed)
+        if not all(isinstance(size, int) for size in sizes) or min(sizes) < 0:
+            raise ValueError("a damaged page header")
+        total += uncompressed
+        position += compressed
+    if position != end:
+        raise ValueError("a damaged page header (pages overrun their column chunk)")
+    return total
+
+
 def footer_chunks(data: bytes) -> list[tuple[int, list[tuple[str, int]]]]:
     """Each row group of Parquet file ``data``: its rows, and each column chunk's name and size.
 
-    The size is the chunk's declared ``total_uncompressed_size``.
+    The size is the larger of the chunk's declared ``total_uncompressed_size`` and the sum of
+    its pages' own uncompressed sizes, which a reader allocates.
 
     Raises:
         ValueError: not a Parquet file, or a footer that is not what Parquet writes.
@@ -136,6 +168,7 @@ def footer_chunks(data: bytes) -> list[tuple[int, list[tuple[str, int]]]]:
                 raise ValueError("a damaged footer (a column chunk)")
             if not isinstance(size, int) or size < 0:
                 raise ValueError("a damaged footer (a column chunk's size)")
-            chunks.append((".".join(part.decode() for part in path), size))
+            name = ".".join(part.decode() for part in path)
+            chunks.append((name, max(size, _pages_uncompressed(data, meta))))
         groups.append((rows, chunks))
     return groups

@@ -14,6 +14,7 @@ import re
 import zipfile
 
 from fooling.fitness.sources.common import ModelFileError
+from fooling.fitness.sources.operators import check_zip_members, refused_operator
 
 # torch.export.load hands text from the archive to Python evaluators: every shape expression
 # (``expr_str``) goes to ``sympy.sympify``, which runs Python; the ``guards_code`` strings are
@@ -100,6 +101,9 @@ _TORCH_OPERATOR = re.compile(
     rf"\.{_OPERATOR_PART}\.{_OPERATOR_PART})",
     re.ASCII,
 )
+# Float fields: torch writes the non-finite values (a mask of -inf in attention) as these words.
+_FLOAT_FIELDS = frozenset({"as_float", "as_floats"})
+_NON_FINITE = frozenset({"Infinity", "-Infinity", "NaN"})
 # Names of values, inputs, parameters and modules: pasted into generated source as they are.
 # Parts of letters, digits and underscores between dots (nn.Sequential numbers its layers:
 # "0.weight") hold no call, quote, operator or bracket: at worst a syntax error, never code.
@@ -123,6 +127,10 @@ _TREESPEC_TYPES = frozenset(
 
 class _Refused(ValueError):
     """A string of an archive that does not have the form torch writes there."""
+
+
+class _RefusedOperator(_Refused):
+    """A well-formed operator name whose operator a model file may not call."""
 
 
 class _ExpressionChecker:
@@ -349,9 +357,20 @@ def _check_expression(text: str, guard: bool = False) -> None:
 
 
 def _check_operator(text: str) -> None:
-    """Raise :class:`_Refused` unless ``text`` names a torch operator or a symbolic-size function."""
-    if text not in _PYTHON_TARGETS and not _TORCH_OPERATOR.fullmatch(text):
+    """Raise :class:`_Refused` unless ``text`` names an allowed torch operator or a size function.
+
+    Allowed operators are those :func:`~fooling.fitness.sources.operators.refused_operator`
+    lets a model file call: tensor arithmetic, never ``aten.from_file`` and the like.
+    """
+    if text in _PYTHON_TARGETS:
+        return
+    if not _TORCH_OPERATOR.fullmatch(text):
         raise _Refused("not a torch operator")
+    parts = text.split(".")[2:]  # torch.ops.NAMESPACE.NAME[.OVERLOAD]
+    namespace, name = parts[0], parts[1]
+    why = refused_operator(namespace, name, parts[2] if len(parts) > 2 else "default")
+    if why is not None:
+        raise _RefusedOperator(why)
 
 
 def _check_treespec(text: str) -> None:
@@ -416,6 +435,9 @@ def _check_string(text: str, field: str) -> None:
         _check_expression(text, guard=True)
     elif field in ("target", "as_operator"):
         _check_operator(text)
+    elif field in _FLOAT_FIELDS:
+        if text not in _NON_FINITE:
+            raise _Refused("not a number")
     elif field in ("in_spec", "out_spec"):
         _check_treespec(text)
     elif field in _TEXT_FIELDS or field in _LITERAL_FIELDS:
@@ -474,6 +496,7 @@ def check_export_archive(data: bytes, shown: str) -> None:
     except (zipfile.BadZipFile, ValueError, OSError):
         raise ModelFileError(f"{shown}: damaged torch.export archive (not a zip file)") from None
     with archive:
+        check_zip_members(archive, shown)
         infos = [info for info in archive.infolist() if not info.is_dir()]
         root = infos[0].filename.split("/", 1)[0] if infos else ""
         members: dict[str, zipfile.ZipInfo] = {}
@@ -509,6 +532,11 @@ def check_export_archive(data: bytes, shown: str) -> None:
                 field = "config_file"
             try:
                 _check_json(document, field)
+            except _RefusedOperator as refused:
+                raise ModelFileError(
+                    f"{shown} calls {refused.text} ({refused}); refused: a model file may only "
+                    "compute on tensors"
+                ) from None
             except _Refused as refused:
                 text = getattr(refused, "text", None)
                 shown_text = f" {text[:60]!r}{'...' if len(text) > 60 else ''}" if text is not None else ""

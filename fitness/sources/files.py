@@ -32,6 +32,7 @@ from fooling.fitness.sources.common import (
 )
 from fooling.fitness.sources.export_check import check_export_archive
 from fooling.fitness.sources.onnx_data import inline_external_data, onnx_external_data
+from fooling.fitness.sources.operators import check_script_module, check_script_sources
 from fooling.fitness.sources.reference import FILE_SUFFIXES, PICKLE_SUFFIXES, split_reference
 
 logger = logging.getLogger(__name__)
@@ -180,10 +181,12 @@ class FileNetwork(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notices
             if found == "torchscript":
+                check_script_sources(data, shown)
                 try:
                     self.inner = torch.jit.load(io.BytesIO(data), map_location="cpu")
                 except Exception as error:
                     raise ModelFileError(f"{shown}: cannot read TorchScript ({reason(error)})") from None
+                check_script_module(self.inner, shown)
                 return
             check_export_archive(data, shown)
             with _torch_export_log() as logged:

@@ -18,26 +18,33 @@ from fooling.fitness.sources.common import ModelFileError, reason
 
 
 def _onnx_tensors(model) -> Iterator:
-    """Every TensorProto of an ONNX model: initializers, sparse tensors, node attributes, subgraphs."""
+    """Every TensorProto of an ONNX model.
+
+    Initializers, sparse tensors, node attributes, subgraphs, and the default attributes of its
+    functions.
+    """
 
     def sparse(tensor) -> Iterator:
         yield tensor.values
         yield tensor.indices
 
+    def of_attributes(attributes) -> Iterator:
+        for attribute in attributes:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield from sparse(attribute.sparse_tensor)
+            for tensor in attribute.sparse_tensors:
+                yield from sparse(tensor)
+            if attribute.HasField("g"):
+                yield from of_graph(attribute.g)
+            for graph in attribute.graphs:
+                yield from of_graph(graph)
+
     def of_nodes(nodes) -> Iterator:
         for node in nodes:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                if attribute.HasField("sparse_tensor"):
-                    yield from sparse(attribute.sparse_tensor)
-                for tensor in attribute.sparse_tensors:
-                    yield from sparse(tensor)
-                if attribute.HasField("g"):
-                    yield from of_graph(attribute.g)
-                for graph in attribute.graphs:
-                    yield from of_graph(graph)
+            yield from of_attributes(node.attribute)
 
     def of_graph(graph) -> Iterator:
         yield from graph.initializer
@@ -48,6 +55,8 @@ def _onnx_tensors(model) -> Iterator:
     yield from of_graph(model.graph)
     for function in model.functions:
         yield from of_nodes(function.node)
+        # Default values of the function's attributes: a node refers to them by name.
+        yield from of_attributes(function.attribute_proto)
 
 
 def _parse_onnx(data: bytes):

@@ -427,15 +427,55 @@ def test_the_cli_scores_a_model_with_external_data_from_another_directory(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def function_default(path: Path, location: str) -> Path:
+    """A model at ``path`` adding a tensor kept at ``location`` that only a function's default names.
+
+    The tensor is the default value of a local function's attribute (``FunctionProto.attribute_proto``),
+    which a ``Constant`` inside the function takes by reference.
+    """
+    classes = len(LABELS)
+    tensor = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=[classes])
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(4 * classes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    constant = onnx.helper.make_node("Constant", [], ["c"])
+    constant.attribute.append(
+        onnx.AttributeProto(name="value", ref_attr_name="value", type=onnx.AttributeProto.TENSOR)
+    )
+    function = onnx.helper.make_function(
+        "local", "Bias", ["x"], ["y"], [constant, onnx.helper.make_node("Add", ["x", "c"], ["y"])],
+        [onnx.helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    function.attribute_proto.append(onnx.helper.make_attribute("value", tensor))
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Flatten", ["x"], ["flat"]),
+         onnx.helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+         onnx.helper.make_node("Expand", ["mean", "shape"], ["wide"]),
+         onnx.helper.make_node("Bias", ["wide"], ["logits"], domain="local")],
+        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, SIZE, SIZE])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", classes])],
+        [onnx.numpy_helper.from_array(np.array([1, classes], np.int64), "shape")],
+    )  # fmt: skip
+    model = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("local", 1)],
+        functions=[function], ir_version=9,
+    )  # fmt: skip
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 def _hostile(tmp_path: Path, case: str) -> Path:
     """A model in ``tmp_path / 'model'`` whose external data points where ``case`` says."""
     path = save_external_onnx(tmp_path / "model")
     secret = tmp_path / "secret.bin"
     secret.write_bytes((tmp_path / "model" / "weights.bin").read_bytes())  # would even load as weights
-    if case == "cwd-relative":  # what `cd / && fooling evolve --model m.onnx` read: /etc/passwd
+    if case in ("cwd-relative", "function default"):  # `cd / && fooling evolve` read /etc/passwd
         (tmp_path / "cwd" / "etc").mkdir(parents=True)
         (tmp_path / "cwd" / "etc" / "passwd").write_bytes(secret.read_bytes())
-        return relocate(path, "etc/passwd")
+        if case == "cwd-relative":
+            return relocate(path, "etc/passwd")
+        return function_default(path, "etc/passwd")
     if case == "parent":
         return relocate(path, "../secret.bin")
     if case == "absolute":
@@ -453,6 +493,7 @@ def _hostile(tmp_path: Path, case: str) -> Path:
 
 HOSTILE = {
     "cwd-relative": "does not exist in",
+    "function default": "does not exist in",
     "parent": "'..' leads out of the model's folder",
     "absolute": "an absolute path",
     "symlink": "leads outside the model's folder",

@@ -97,15 +97,53 @@ def test_declared_parquet_sizes_are_checked_before_reading(finished):
         read_checkpoint_file(str(newest), GENOME_CLASSES)
 
 
+def _varint(value: int, length: int) -> bytes:
+    """``value`` as a Thrift compact varint of exactly ``length`` bytes (padded with empty groups)."""
+    groups = []
+    for _ in range(length):
+        groups.append(value & 0x7F)
+        value >>= 7
+    assert value == 0
+    return bytes([group | 0x80 for group in groups[:-1]] + [groups[-1]])
+
+
+def test_pages_declaring_more_than_their_footer_are_refused_before_reading(finished):
+    # A reader allocates each page from the page's own header: a footer claiming a small chunk
+    # over a page of 256 MB must not pass the size check.
+    newest = finished / "checkpoints" / "gen-000003.parquet"
+    table = pq.read_table(newest)
+    column = table.schema.get_field_index("image_png")
+    big = pa.array([bytes(256 * 2**20)] + [None] * (table.num_rows - 1), pa.binary())
+    pq.write_table(table.set_column(column, "image_png", big), newest, compression="zstd")
+    chunk = pq.ParquetFile(newest).metadata.row_group(0).column(column)
+    declared = chunk.total_uncompressed_size
+    data = bytearray(newest.read_bytes())
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    zigzag = declared << 1
+    original = _varint(zigzag, (zigzag.bit_length() + 6) // 7)
+    assert data.count(original, footer) == 1
+    at = data.index(original, footer)
+    data[at : at + len(original)] = _varint(1000 << 1, len(original))  # the footer now says 1,000 bytes
+    newest.write_bytes(bytes(data))
+    assert pq.ParquetFile(newest).metadata.row_group(0).column(column).total_uncompressed_size == 1000
+    assert newest.stat().st_size < 1_000_000
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match=r"declares 26\d,\d{3},\d{3} bytes uncompressed"):
+        read_checkpoint_file(str(newest), GENOME_CLASSES)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50_000_000
+
+
 def test_corrupt_stats_are_named_kept_and_tolerated(finished, caplog, capsys):
     stats = finished / "stats.parquet"
     stats.write_bytes(b"PAR1 not really")
-    assert read_stats(str(finished)) == []
+    assert read_stats(str(finished), generations=4) == []
     assert str(stats) in caplog.text
     assert main(["report", str(finished)]) == 0
     assert main(["evolve", "--resume", str(finished), "--generations", "5", *TINY]) == 0
     assert (finished / "stats.corrupt-1.parquet").read_bytes() == b"PAR1 not really"
-    assert [row["gen"] for row in read_stats(str(finished))] == [4]
+    assert [row["gen"] for row in read_stats(str(finished), generations=5)] == [4]
 
 
 def test_missing_stats_are_warned_on_resume(finished, caplog):
