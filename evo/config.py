@@ -92,6 +92,12 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+# An encoding's name as the registry and entry points give them. A stored config's encoding
+# may name a plugin not installed here, so the name is not looked up; but it reaches reports
+# (transfer, ablation), so it must be a name, never markup.
+_ENCODING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
@@ -284,6 +290,10 @@ class RunConfig:
         Also ``UnknownNameError`` (a :class:`UserError`) for an unknown engine or emitter.
         """
         self._check_kinds()
+        if not _ENCODING_NAME.fullmatch(self.encoding):
+            raise UserError(
+                f"--encoding must be a name (letters, digits, '.', '_', '-'), not {_shown(self.encoding)}"
+            )
         if not str(self.out).strip():
             raise UserError("--out is empty; give a folder")
         for name, most in COUNT_BOUNDS.items():

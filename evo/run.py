@@ -21,7 +21,7 @@ from fooling.evo.archive import ClassArchive
 from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_choice
 from fooling.evo.emitters import get_emitter
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
-from fooling.evo.models import load_or_train
+from fooling.evo.models import load_or_train, named_stored_model
 from fooling.evo.on_device import (
     HOST_SCHEME,
     check_generation_memory,
@@ -152,17 +152,24 @@ def resume_config(out: str, **overrides) -> RunConfig:
 def resume_checkpoint(out: str, **overrides) -> tuple[RunConfig, Checkpoint]:
     """Like :func:`resume_config`, also returning the checkpoint read (pass it to :func:`evolve`).
 
+    A run whose model is behind an endpoint resumes only with ``model`` naming that endpoint
+    (:func:`~fooling.evo.models.named_stored_model`): the run folder never chooses where this
+    process sends requests and credentials.
+
     Raises:
         RunFolderError: no such run folder.
         CheckpointError: no readable checkpoint.
-        UserError: an override of a field a resumed run must keep, or ``generations``
-            given but not above the generations the run already has.
+        UserError: an override of a field a resumed run must keep, ``generations`` given but
+            not above the generations the run already has, or a run of an endpoint that
+            ``model`` does not name.
     """
     check_resume_kind(out, "evolve")
     if not checkpoint_uris(out):
         raise RunFolderError(f"--resume {out}: no run there (no checkpoints/gen-*.parquet)")
     checkpoint = read_latest_checkpoint(out, GENOME_CLASSES)
     config = checkpoint.config
+    named = named_stored_model(config.model, overrides.get("model"), where=f"--resume {out}")
+    overrides = {**overrides, "model": named}
     for name, value in overrides.items():
         if value is None:
             continue
@@ -381,7 +388,7 @@ def evolve(
     with claimed_run_folder(config.out, "evolve", resume=resume, remove_temporaries=True):
         if resume:
             checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
-            archive, records, start, next_id = _resumed_state(config, model, encoding, checkpoint)
+            archive, records, start, next_id = _resumed_state(config, model, encoding, checkpoint, names)
             if vary_device is not None:
                 move_archive(archive, vary_device)
         else:
@@ -531,12 +538,15 @@ def _queries_spent(config: RunConfig, checkpoint: Checkpoint, records: list[dict
 
 
 def _resumed_state(
-    config: RunConfig, model: LoadedModel, encoding, checkpoint: Checkpoint
+    config: RunConfig, model: LoadedModel, encoding, checkpoint: Checkpoint, names: list[str]
 ) -> tuple[ClassArchive, list[dict], int, int]:
     """``(archive, stats records, first generation, next id)`` of a run continuing from ``checkpoint``.
 
+    ``names`` are the cells the model and config give (the classes of ``config.classes``).
+
     Raises:
-        CheckpointError: the checkpoint was made with another model, weights or labels.
+        CheckpointError: the checkpoint was made with another model, weights or labels, or
+            its archive's classes are not ``names`` (e.g. more classes than the model has).
         UserError: genomes the run's encoding does not accept.
     """
     changed = model_change(checkpoint.model_source, model)  # labels change with the same weights
@@ -548,8 +558,18 @@ def _resumed_state(
             f"not {config.model} (weights {model.weights_hash}); refusing to mix them"
         )
     archive = checkpoint.archive
+    if list(archive.class_names) != names:  # a run folder from someone else: its cells must be the model's
+        held, given = len(archive.class_names), len(names)
+        detail = f"{held} classes where" if held != given else "other class names than"
+        raise CheckpointError(
+            f"{checkpoint.path} holds {detail} its model {config.model} and --classes give {given}; "
+            "not what a run writes, refusing to resume it"
+        )
     encoding.validate(archive.genomes.take(archive.occupied_cells()))
-    records = [r for r in read_stats(config.out, resuming=True) if r["gen"] <= checkpoint.generation]
+    # Bounded by the run's generations, stored or given now (a resumed run may have more).
+    generations = max(config.generations, checkpoint.config.generations)
+    records = read_stats(config.out, generations=generations, resuming=True)
+    records = [r for r in records if r["gen"] <= checkpoint.generation]
     logger.info("resuming %s after generation %d", config.out, checkpoint.generation)
     return archive, records, checkpoint.generation + 1, checkpoint.next_id
 

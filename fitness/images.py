@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fooling.encodings.errors import UserError
 from fooling.fitness._names import close_names
-from fooling.fitness.limits import MAX_IMAGE_PIXELS
+from fooling.fitness.limits import MAX_IMAGE_PIXELS, open_regular_file
 from fooling.fitness.models import ModelSpec
 from fooling.fitness.scorer import Scorer
 
@@ -32,6 +34,10 @@ RESAMPLING = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+
+
+# What PIL raises for a file it cannot read, besides DecompressionBombError.
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, EOFError)
 
 
 def _bundled(name: str) -> np.ndarray:
@@ -215,22 +221,28 @@ def load_images(
     images = []
     for file in files:
         try:
-            with warnings.catch_warnings():  # the size is checked below, with our own limit
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                picture = Image.open(file)  # reads the header only
-            with picture:
-                width, height = picture.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise UserError(
-                        f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
-                        "scale it down first"
-                    )
-                array = np.asarray(_decode_reduced(picture, _needed_side(size, crop_pct)))
+            # Not a regular file (a FIFO would block forever, a device never end): one line.
+            with open_regular_file(file, str(file)) as handle:
+                with warnings.catch_warnings():  # the size is checked below, with our own limit
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    picture = Image.open(handle)  # reads the header only
+                with picture:
+                    width, height = picture.size
+                    if width * height > MAX_IMAGE_PIXELS:
+                        raise UserError(
+                            f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
+                            "scale it down first"
+                        )
+                    array = np.asarray(_decode_reduced(picture, _needed_side(size, crop_pct)))
+        except UserError:
+            raise
         except Image.DecompressionBombError:
             raise UserError(
                 f"{file} declares too many pixels (limit {MAX_IMAGE_PIXELS:,}); scale it down first"
             ) from None
-        except (UnidentifiedImageError, OSError) as error:
+        except _UNREADABLE as error:
+            # PIL's own limits end in ValueError (a zTXt or iCCP chunk that inflates past
+            # MAX_TEXT_CHUNK), a damaged file in SyntaxError, struct.error or EOFError.
             raise UserError(f"{file} is not a readable image ({type(error).__name__})") from None
         images.append(to_model_input(array, channels, size, **fit))
     return torch.stack(images), unique_names(files)
@@ -286,14 +298,31 @@ def real_photo_confidence(scorer: Scorer, photos: dict[int, Path]) -> dict[int, 
     return found
 
 
+# What a name taken from a file may not hold to be one harmless path component: separators,
+# control characters, and leading dots (".", ".." and hidden names).
+_UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|^\.+")
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one path component that stays inside the folder it is joined to.
+
+    Separators and control characters become ``_``, as does each leading dot, so ``..``,
+    ``.`` and ``.hidden`` become ``__``, ``_`` and ``_hidden``; an empty name becomes ``_``.
+    """
+    return _UNSAFE_IN_NAME.sub(lambda match: "_" * len(match.group()), name) or "_"
+
+
 def unique_names(files: list[Path]) -> list[str]:
     """A distinct output name per file: its stem, or its whole name where stems repeat.
 
     ``x.png`` and ``x.jpg`` become ``x.png`` and ``x.jpg``, never both ``x``; where even whole
-    names collide, every name is prefixed with the file's position (``000-x.png``).
+    names collide, every name is prefixed with the file's position (``000-x.png``). Every name
+    is a :func:`safe_name`: photos may come from someone else, and a photo named ``...png``
+    (stem ``..``) must not name its output folder's parent.
     """
-    stems = [file.stem for file in files]
-    names = [file.name if stems.count(file.stem) > 1 else file.stem for file in files]
+    stems = [safe_name(file.stem) for file in files]
+    whole = [safe_name(file.name) for file in files]
+    names = [name if stems.count(stem) > 1 else stem for stem, name in zip(stems, whole)]
     if len(set(names)) != len(names):  # e.g. "x.png" beside a file whose stem is "x.png"
-        names = [f"{index:03d}-{file.name}" for index, file in enumerate(files)]
+        names = [f"{index:03d}-{name}" for index, name in enumerate(whole)]
     return names

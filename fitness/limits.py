@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from typing import BinaryIO
+
 import torch
 
 from fooling.encodings.errors import UserError
@@ -61,3 +65,34 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
     """Raise :class:`UserError` unless ``0 <= seed <= MAX_SEED``."""
     if not 0 <= int(seed) <= MAX_SEED:
         raise UserError(f"{flag} must be in [0, {MAX_SEED}], not {seed}")
+
+
+def open_regular_file(path: str | os.PathLike, what: str) -> BinaryIO:
+    """``path`` opened for reading in binary, refused unless it is a regular file.
+
+    A FIFO would block the open (or the first read) forever, and a device such as
+    ``/dev/zero`` never ends: the file is opened without blocking and checked with ``fstat``
+    on the open descriptor (so it cannot be swapped in between), then read as usual.
+
+    Args:
+        path: the file (links are followed, as the user's own paths are).
+        what: how messages name it (e.g. ``"--labels notes.txt"`` or the photo's path).
+
+    Returns:
+        A binary file object; the caller closes it.
+
+    Raises:
+        UserError: not a regular file (one line naming ``what``).
+        OSError: it cannot be opened (missing, no permission, a socket).
+    """
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device"
+            raise UserError(f"{what} is {kind}, not a regular file")
+        os.set_blocking(handle, True)
+        return os.fdopen(handle, "rb")
+    except BaseException:
+        os.close(handle)
+        raise

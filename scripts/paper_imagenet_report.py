@@ -115,13 +115,14 @@ def progress_figure(stats: pd.DataFrame, beside: Beside | None = None) -> Figure
     return figure
 
 
-def stats_until(run: str, generation: int) -> pd.DataFrame:
-    """The per-generation statistics of ``run`` up to ``generation`` (its checkpoint's).
+def stats_until(run: str, checkpoint: Checkpoint) -> pd.DataFrame:
+    """The per-generation statistics of ``run`` up to its ``checkpoint``'s generation.
 
     Raises:
         ValueError: the run has no readable statistics (``stats.parquet``).
     """
-    stats = pd.DataFrame(read_stats(run))
+    stats = pd.DataFrame(read_stats(run, generations=checkpoint.config.generations))
+    generation = checkpoint.generation
     if stats.empty:
         raise UserError("no statistics (stats.parquet)")
     return stats[stats["gen"] <= generation]
@@ -143,7 +144,7 @@ class Beside:
             raise UserError("genomes of an unknown kind")
         self.run = run
         self.config: RunConfig = checkpoint.config
-        self.stats = stats_until(run, checkpoint.generation)
+        self.stats = stats_until(run, checkpoint)
 
 
 def rendering(config: RunConfig, spec: ModelSpec) -> str:
@@ -397,7 +398,7 @@ def report(argv: list[str] | None) -> None:
         checkpoint, rows = stored.checkpoint, stored.rows
         if checkpoint is None:
             raise UserError(f"genomes of an unknown kind ({stored.metadata.get('genome_class')})")
-        stats = stats_until(args.run, checkpoint.generation)
+        stats = stats_until(args.run, checkpoint)
     except Exception as error:  # any unreadable run is bad input: name the run
         raise UserError(f"{args.run}: {error}") from error
     try:

@@ -71,7 +71,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     Returns:
         The exit code, 0.
     """
-    result = transfer(args.run, args.to, map_classes=args.map_classes, device=args.device, engine=args.engine)
+    result = transfer(
+        args.run,
+        args.to,
+        map_classes=args.map_classes,
+        device=args.device,
+        engine=args.engine,
+        model=args.model,
+    )
     return _print_result(result.rows, result.uris, _transfer_line)
 
 
@@ -120,8 +127,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         engine=args.engine,
+        model=args.model,
     )
     return _print_result(result.rows, result.uris, _ablate_line)
+
+
+def _add_run_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model``: the run's own network, named again (how a run of an endpoint is allowed to send)."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="the run's network again (default: as the run folder says); a run of an endpoint "
+        "needs its URL here, as nothing is sent to an address only the run folder names",
+    )
 
 
 def register(commands) -> None:
@@ -134,6 +153,7 @@ def register(commands) -> None:
     transfer.add_argument(
         "--map-classes", action="store_true", help="allow targets with another class set, matching names"
     )
+    _add_run_model_argument(transfer)
     add_scoring_arguments(transfer)
     transfer.set_defaults(func=cmd_transfer)
 
@@ -175,5 +195,6 @@ def register(commands) -> None:
     ablate.add_argument("--grid", type=positive_int, default=4, help="tiles per side")
     ablate.add_argument("--tolerance", type=number, default=0.05, help="repeat tolerance (mean |difference|)")
     ablate.add_argument("--seed", type=non_negative_int, default=0)
+    _add_run_model_argument(ablate)
     add_scoring_arguments(ablate)
     ablate.set_defaults(func=cmd_ablate)

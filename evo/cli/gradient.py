@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,18 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def _save_png(image: torch.Tensor, path: Path) -> None:
+def _png(image: torch.Tensor) -> bytes:
+    """PNG bytes of ``image`` ``(channels, height, width)`` in [0, 1]."""
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    picture = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    return _encoded(lambda stream: picture.save(stream, format="PNG"))
+
+
+def _encoded(save: Callable[[io.BytesIO], object]) -> bytes:
+    """The bytes ``save`` writes to the stream it is given."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
 
 
 def _refuse_endpoint(model: str, command: str) -> None:
@@ -121,17 +131,22 @@ def _perturb_into(out: Path, args: argparse.Namespace, model, images, image_name
     rows = tqdm(list(enumerate(image_names)), desc="animations", unit="image",
                 disable=args.no_progress or len(image_names) == 1)  # fmt: skip
     for row, name in rows:
+        # ``name`` is one safe component (fitness.images.safe_name); each file is written to a new
+        # temporary file renamed over its name, never through a link planted in ``out``.
         folder = out if len(image_names) == 1 else out / name
-        folder.mkdir(exist_ok=True)
-        _save_png(result.images[row].cpu(), folder / "final.png")
         delta = (result.images[row] - result.original[row]).cpu()
-        _save_png(0.5 + delta / (2 * args.eps), folder / "perturbation.png")  # amplified to the full range
         source = int(result.source[row])
         pictures = animation_frames(result.history.frames[:, row], result.history.frame_steps.tolist(),
                                     result.history.probabilities[:, row], result.history.loss[:, row], names,
                                     source=source, target=target)  # fmt: skip
-        save_gif(pictures, folder / "animation.gif")
-        pictures[-1].save(folder / "summary.png")
+        files = {
+            "final.png": _png(result.images[row].cpu()),
+            "perturbation.png": _png(0.5 + delta / (2 * args.eps)),  # amplified to the full range
+            "animation.gif": _encoded(lambda stream, pictures=pictures: save_gif(pictures, stream)),
+            "summary.png": _encoded(lambda stream, picture=pictures[-1]: picture.save(stream, format="PNG")),
+        }
+        for file_name, data in files.items():
+            write_bytes(str(folder / file_name), data, root=str(out))
         now = int(final[row].argmax())
         goal = target if target is not None else now
         before, after = first[row], final[row]

@@ -21,6 +21,7 @@ from fooling.fitness.endpoint import (
     is_endpoint,
     parse_header,
 )
+from fooling.fitness.limits import open_regular_file
 from fooling.fitness.sources import (
     FileOptions,
     is_model_file,
@@ -159,14 +160,33 @@ def _endpoint_settings(args: argparse.Namespace) -> EndpointSettings:
     return EndpointSettings(**fields)
 
 
+def _check_labels_file(path: str) -> None:
+    """Refuse a ``--labels`` that is not a regular file (a FIFO would hang its reading forever).
+
+    A missing or unreadable file is left to the labels reader, which names it in its words.
+
+    Raises:
+        UserError: a FIFO, a device or a folder.
+    """
+    try:
+        handle = open_regular_file(path, f"--labels {path}")
+    except OSError:
+        return
+    handle.close()
+
+
 def apply_model_options(args: argparse.Namespace) -> None:
     """Fold the model-file flags into every model file named by ``args`` (``--model``, ``--to``).
 
     Raises:
-        UserError: flags given with no model file to describe, or bad inline options.
+        UserError: flags given with no model file to describe, bad inline options, or a
+            ``--labels`` that is not a regular file.
     """
+    labels = getattr(args, "labels", None)
+    if labels is not None:
+        _check_labels_file(labels)
     options = FileOptions(
-        labels=getattr(args, "labels", None),
+        labels=labels,
         input_size=getattr(args, "input_size", None),
         channels=getattr(args, "channels", None),
         mean=getattr(args, "mean", None),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 from typing import TYPE_CHECKING, ClassVar
 
@@ -84,6 +85,50 @@ def _new_cma(mean: np.ndarray, sigma: float, population: int) -> SepCMA:
     return cma
 
 
+def _checked_cma_state(saved: object) -> dict:
+    """A stored CMA-ES state with every field checked, without building the CMA-ES.
+
+    Building one allocates in proportion to its population, which a crafted checkpoint may set
+    to billions: it is built only once the population is known to be the run's
+    (:meth:`_Climber.cma_for`).
+
+    Raises:
+        UserError: a field is missing, of the wrong type or out of range.
+    """
+    if not isinstance(saved, dict) or not isinstance(saved.get("mean"), list):
+        raise _damaged("'cma' is not an object with a 'mean'")
+    size = len(saved["mean"])
+    if size < 2:
+        raise _damaged("fewer than 2 weights")
+    population = _count(saved, "population", 2, 2**31 - 1)
+    vectors = {key: _floats(saved, key, size) for key in _VECTORS}
+    if (vectors["C"] <= 0).any():
+        raise _damaged("a variance is not positive")
+    step = saved.get("sigma")
+    if not isinstance(step, float) or not 0 < step < float("inf"):
+        raise _damaged("'sigma' is not a positive finite number")
+    # As SepCMA sizes its history of function values (two per generation of its window).
+    window = 10 + math.ceil(30 * size / population)
+    return {
+        "population": population,
+        "generation": _count(saved, "generation", 0, 2**62),
+        "sigma": step,
+        "funhist": _floats(saved, "funhist", 2 * window).tolist(),
+        **{key: vector.tolist() for key, vector in vectors.items()},
+    }
+
+
+def _built_cma(saved: dict, sigma: float) -> SepCMA:
+    """The SepCMA a :func:`_checked_cma_state` describes."""
+    cma = _new_cma(np.zeros(len(saved["mean"])), sigma, saved["population"])
+    for key, name in _VECTORS.items():
+        setattr(cma, name, np.array(saved[key], dtype=np.float64))
+    cma._sigma = saved["sigma"]
+    cma._funhist_values = np.array(saved["funhist"], dtype=np.float64)
+    cma._g = saved["generation"]
+    return cma
+
+
 @dataclasses.dataclass
 class _Climber:
     """One CMA-ES on the weights of one anchor cell's topology.
@@ -94,16 +139,22 @@ class _Climber:
         stall: generations in a row without an improving child.
         cma: the CMA-ES, or ``None`` when the anchor has fewer than 2 weights (its children
             are then the paper's, and the next generation draws a new anchor).
+        stored: a checkpoint's CMA-ES state (checked), not built yet: it is built by
+            :meth:`cma_for` when its population is the climber's share of the run's children,
+            and dropped otherwise (the climber then restarts, as it would with that CMA-ES).
     """
 
     anchor: int = -1
     stall: int = 0
     cma: SepCMA | None = None
     topology: str = ""
+    stored: dict | None = None
 
     def state(self) -> dict:
         state: dict = {"anchor": self.anchor, "stall": self.stall, "topology": self.topology}
-        if self.cma is not None:
+        if self.stored is not None:
+            state["cma"] = dict(self.stored)
+        elif self.cma is not None:
             cma = self.cma
             state["cma"] = {
                 "population": cma.population_size,
@@ -114,9 +165,20 @@ class _Climber:
             }
         return state
 
+    def cma_for(self, children: int, sigma: float) -> SepCMA | None:
+        """The climber's CMA-ES for a generation that gives it ``children`` children.
+
+        A stored state is built here, and only when its population is ``children`` (bounded by
+        the run's population); another one is dropped (``None``: the climber restarts).
+        """
+        if self.stored is not None:
+            self.cma = _built_cma(self.stored, sigma) if self.stored["population"] == children else None
+            self.stored = None
+        return self.cma
+
     @classmethod
-    def from_state(cls, state: object, sigma: float) -> _Climber:
-        """The climber a :meth:`state` describes (every field checked).
+    def from_state(cls, state: object) -> _Climber:
+        """The climber a :meth:`state` describes (every field checked; its CMA-ES built when used).
 
         Raises:
             UserError: a field is missing, of the wrong type or out of range.
@@ -129,25 +191,8 @@ class _Climber:
             raise _damaged("'topology' is not a SHA-256")
         climber.topology = topology
         saved = state.get("cma")
-        if saved is None:
-            return climber
-        if not isinstance(saved, dict) or not isinstance(saved.get("mean"), list):
-            raise _damaged("'cma' is not an object with a 'mean'")
-        size = len(saved["mean"])
-        if size < 2:
-            raise _damaged("fewer than 2 weights")
-        cma = _new_cma(np.zeros(size), sigma, _count(saved, "population", 2, 2**31 - 1))
-        for key, name in _VECTORS.items():
-            setattr(cma, name, _floats(saved, key, size))
-        if (cma._C <= 0).any():
-            raise _damaged("a variance is not positive")
-        step = saved.get("sigma")
-        if not isinstance(step, float) or not 0 < step < float("inf"):
-            raise _damaged("'sigma' is not a positive finite number")
-        cma._sigma = step
-        cma._funhist_values = _floats(saved, "funhist", cma._funhist_values.size)
-        cma._g = _count(saved, "generation", 0, 2**62)
-        climber.cma = cma
+        if saved is not None:
+            climber.stored = _checked_cma_state(saved)
         return climber
 
 
@@ -249,7 +294,7 @@ class CMAMEEmitter(Emitter):
             self._climbers = [_Climber() for _ in rows]
         cells = np.empty(count, dtype=np.int64)
         for climber, own in zip(self._climbers, rows):
-            cma = climber.cma
+            cma = climber.cma_for(own.size, self.sigma)
             if (
                 climber.anchor < 0
                 or cma is None
@@ -283,7 +328,7 @@ class CMAMEEmitter(Emitter):
         rows = self._rows(len(cells))
         self._asked = []
         for climber, own in zip(self._climbers, rows):
-            if climber.cma is None:
+            if climber.cma_for(own.size, self.sigma) is None:
                 self._asked.append(None)
                 continue
             used = int(archive.genomes.edge_used[climber.anchor].sum())
@@ -334,7 +379,7 @@ class CMAMEEmitter(Emitter):
         if not isinstance(climbers, list) or not 1 <= len(climbers) <= self.climbers:
             raise _damaged(f"'climbers' is not a list of 1 to {self.climbers}")
         restarts = _count(state, "restarts", 0, 2**62)
-        self._climbers = [_Climber.from_state(climber, self.sigma) for climber in climbers]
+        self._climbers = [_Climber.from_state(climber) for climber in climbers]
         self._restarts = restarts
 
     # --- wherever the batch is varied ----------------------------------------------------------

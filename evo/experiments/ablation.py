@@ -67,6 +67,7 @@ def ablate(
     device: str | None = None,
     engine: str = "auto",
     write: bool = True,
+    model: str | None = None,
 ) -> AblationResult:
     """Occlude growing fractions of each elite of ``run`` and remove its repeated tiles.
 
@@ -81,11 +82,14 @@ def ablate(
         device: scoring device.
         engine: scoring engine (``auto``, ``torch``, ``onnxruntime``).
         write: write the files.
+        model: the run's network named again (``--model``); needed when it is behind an
+            endpoint, which is never contacted on the run folder's word alone.
 
     Raises:
         CheckpointError: the run has no readable checkpoint.
-        UserError: a fraction outside ``[0, 1]``, ``grid < 1`` or more tiles than pixels, or a
-            negative ``tolerance``.
+        UserError: a fraction outside ``[0, 1]``, ``grid < 1`` or more tiles than pixels, a
+            negative ``tolerance``, or a run of an endpoint that ``model`` does not name (see
+            :func:`~fooling.evo.experiments.elites.load_elites`).
     """
     fractions = np.asarray(sorted(set(fractions_kept), reverse=True), dtype=np.float64)
     if ((fractions < 0) | (fractions > 1)).any():
@@ -94,7 +98,7 @@ def ablate(
         raise UserError(f"--grid must be >= 1, not {grid}")
     if not tolerance >= 0:
         raise UserError(f"--tolerance must be >= 0, not {tolerance}")
-    elites = load_elites(run)
+    elites = load_elites(run, model)
     side = min(elites.images.shape[-2:])
     if grid > side:
         raise UserError(f"--grid {grid} is more tiles per side than {run}'s {side}-pixel images have pixels")
@@ -177,7 +181,8 @@ def _write_ablation(result: AblationResult, model: str, grid: int, tolerance: fl
         [
             f"# Occlusion and repetition ablation of {markdown_text(elites.run)}",
             f"{len(elites.images)} elites evolved against **{markdown_text(model)}** "
-            f"({elites.config.encoding} encoding, scored from {markdown_text(elites.source)}). "
+            f"({markdown_text(elites.config.encoding)} encoding, "
+            f"scored from {markdown_text(elites.source)}). "
             f"Tiles of a {grid}x{grid} grid are replaced by the image's mean "
             "colour in a random order fixed per elite; confidence is the network's probability of the "
             "elite's class.",

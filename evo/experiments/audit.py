@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from fooling.encodings import GENOME_CLASSES, UserError
 from fooling.evo.config import RunConfig, check_cluster_choice
 from fooling.evo.experiments.elites import Elites, load_elites
-from fooling.evo.models import load_or_train
+from fooling.evo.models import load_or_train, named_stored_model
 from fooling.evo.report.audit_page import METHOD_NAMES, METHODS, THRESHOLDS, write_html, write_markdown
 from fooling.evo.report.audit_page import png_data_uri as _png_data_uri
 from fooling.evo.run import evolve, resume_checkpoint
@@ -194,12 +194,20 @@ def resume_audit(
 
     Raises:
         RunFolderError: ``out`` holds no audit.
-        UserError: a setting given that differs from the audit's.
+        UserError: a setting given that differs from the audit's, or a model or reference model
+            behind an endpoint that ``given`` does not name (nothing is sent to an address read
+            from the folder; see :func:`~fooling.evo.models.named_stored_model`).
         CheckpointError: a search's model file or labels changed since (before loading them).
     """
     check_location(out, "--resume")
     settings = read_settings(out)
-    for name, value in (given or {}).items():
+    given = dict(given or {})
+    for name in ("model", "reference"):  # an endpoint the folder names: only where the user says
+        if settings[name] is not None:
+            given[name] = named_stored_model(
+                settings[name], given.get(name), where=f"--resume {out}", flag=f"--{name}"
+            )
+    for name, value in given.items():
         if value is not None and value != settings[name]:
             raise UserError(
                 f"--{name.replace('_', '-')} {value} differs from the audit's {settings[name]}; a resumed "
@@ -393,7 +401,8 @@ def audit(
                 # The stage bar says what runs; each run's settings are in its folder.
                 with _quiet(run_logger):
                     _search(config, resume, trackers)
-                _add_elites(table, images[method], best_images, method, load_elites(join(out, method)))
+                elites = load_elites(join(out, method), model_name)  # the audit's model, already checked
+                _add_elites(table, images[method], best_images, method, elites)
                 bar.update(1)
             bar.set_description("audit: gradient ascent")
             if has_gradients:
@@ -430,7 +439,9 @@ def audit(
             )
             summary["seconds"] = round(time.perf_counter() - started, 1)
             summary["queries"] = {
-                method: queries_to_fool(read_stats(join(out, method)), len(table))
+                method: queries_to_fool(
+                    read_stats(join(out, method), generations=plan.generations), len(table)
+                )
                 for method in ("cppn", "direct")
             }
             files = _write(out, table, summary, images)
@@ -496,8 +507,9 @@ def _search(config: RunConfig, resume: bool, trackers: list | None = None) -> No
     """
     folder = config.out
     if resume and checkpoint_uris(folder):
+        # The model is the audit's (checked by resume_audit), never one a search folder names.
         stored, checkpoint = resume_checkpoint(
-            folder, device=config.device, engine=config.engine, workers=config.workers,
+            folder, model=config.model, device=config.device, engine=config.engine, workers=config.workers,
             scorers=config.scorers, address=config.address,
         )  # fmt: skip
         if checkpoint.generation + 1 < stored.generations:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from fooling.encodings import GENOME_CLASSES
+from fooling.encodings import GENOME_CLASSES, UserError
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import make_encoding
+from fooling.evo.models import named_stored_model
+from fooling.evo.report.cells import decode_png, png_size
 from fooling.evo.store.checkpoint import CheckpointError, read_latest_rows
+from fooling.evo.store.thumbnails import THUMBNAIL_SIDE
 from fooling.fitness import LoadedModel, Scorer, get_model_spec
 
 logger = logging.getLogger(__name__)
@@ -53,41 +54,85 @@ class Elites:
     cells: np.ndarray | None = None
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """The pixels of PNG file contents ``data``.
+def stored_images(rows: list[dict], source: str) -> np.ndarray:
+    """The thumbnails a checkpoint stores for ``rows``, as one ``(n, height, width, channels)`` array.
+
+    Each is checked before it is decoded (a PNG of at most
+    :data:`~fooling.evo.report.cells.MAX_PNG_SIDE` pixels a side, from its header), then
+    against the :data:`~fooling.evo.store.thumbnails.THUMBNAIL_SIDE` a run writes, and all must
+    have one size and mode: a run folder may come from someone else, and a 20000x20000 PNG of
+    a few hundred KB must not be decoded.
 
     Args:
-        data: the bytes of a PNG file.
+        rows: checkpoint rows, each with ``image_png`` bytes.
+        source: the checkpoint, named in errors.
 
     Returns:
-        ``(height, width)`` for a gray image, else ``(height, width, channels)``; uint8 for
-        8-bit images.
+        uint8 pixels, ``channels`` 1 (gray) or 3 (RGB).
+
+    Raises:
+        CheckpointError: a thumbnail that is not a PNG, too large or damaged, or thumbnails
+            of different sizes (one line naming the row).
     """
-    return np.asarray(Image.open(io.BytesIO(data)))
+    arrays = []
+    for index, row in enumerate(rows):
+        try:
+            width, height = png_size(row["image_png"])  # from the header, before decoding
+            if max(width, height) > THUMBNAIL_SIDE:  # all are held at once: no larger than a run writes
+                raise ValueError(
+                    f"a {width}x{height} PNG, larger than the {THUMBNAIL_SIDE}x{THUMBNAIL_SIDE} a run stores"
+                )
+            array = np.asarray(decode_png(row["image_png"]))
+        except ValueError as error:
+            raise CheckpointError(f"{source}: the stored image of row {index} is {error}") from None
+        array = array[..., None] if array.ndim == 2 else array
+        if arrays and array.shape != arrays[0].shape:
+            first, this = (f"{h}x{w}x{c}" for h, w, c in (arrays[0].shape, array.shape))
+            raise CheckpointError(
+                f"{source}: the stored images of rows 0 and {index} differ in size (height x width x "
+                f"channels {first} and {this}); a run stores one size"
+            )
+        arrays.append(array)
+    return np.stack(arrays)
 
 
-def load_elites(run: str) -> Elites:
+def load_elites(run: str, model: str | None = None) -> Elites:
     """The elites of run folder ``run``'s newest good checkpoint.
 
     The checkpoint is read once. Genomes are rendered again when their class is known (full
     resolution); otherwise (e.g. an encoding from a newer version) the stored PNG thumbnails
     are used.
 
+    Args:
+        run: the run folder.
+        model: the run's model as the command line names it (``--model``), or ``None``. A run
+            of a model behind an endpoint needs it: nothing is sent to an endpoint only the
+            run folder names (see :func:`~fooling.evo.models.named_stored_model`).
+
     Raises:
-        CheckpointError: no readable checkpoint, or one with no elites.
+        CheckpointError: no readable checkpoint, one with no elites, or stored images that are
+            not what a run writes (not PNG, too large, or of different sizes).
+        UserError: a run of an endpoint that ``model`` does not name, or a ``model`` other
+            than the run's (both before anything is sent or loaded).
     """
     stored = read_latest_rows(run, GENOME_CLASSES)  # the file is read once
     metadata, rows = stored.metadata, stored.rows
     if not rows:
         raise CheckpointError(f"{run}: the newest checkpoint holds no elites")
     config = RunConfig.from_json(json.dumps(metadata["config"]))
-    model = str(metadata["model"])
+    model_name = str(metadata["model"])
+    given = named_stored_model(model_name, model, where=run)
+    if given is not None and given != model_name:
+        raise UserError(
+            f"--model {given} is not {run}'s network ({model_name}); its elites are scored on the "
+            "network they were evolved against (name other networks with --to)"
+        )
     images = None
     source = "stored images"
     if stored.checkpoint is not None:
         try:
             archive = stored.checkpoint.archive
-            encoding = make_encoding(config, get_model_spec(model))
+            encoding = make_encoding(config, get_model_spec(model_name))
             cells = archive.occupied_cells()
             genomes = archive.genomes.take(cells)
             images = torch.cat(
@@ -103,14 +148,12 @@ def load_elites(run: str) -> Elites:
     if images is None:
         if any(not row["image_png"] for row in rows):
             raise CheckpointError(f"{run}: genomes of an unknown kind and no stored images")
-        arrays = [decode_png(row["image_png"]) for row in rows]
-        stacked = np.stack([a[..., None] if a.ndim == 2 else a[..., :3] for a in arrays])
-        images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
+        images = torch.from_numpy(stored_images(rows, stored.uri)).permute(0, 3, 1, 2).float() / 255.0
         names = [row["class_name"] for row in rows]
         fitness = np.array([row["fitness"] for row in rows], dtype=np.float32)
         elite_cells = [row["class_id"] for row in rows]
     return Elites(
-        run, config, model, names, np.asarray(fitness, np.float32), images, source,
+        run, config, model_name, names, np.asarray(fitness, np.float32), images, source,
         str(metadata.get("weights_hash", "")), np.asarray(elite_cells, np.int64),
     )  # fmt: skip
 

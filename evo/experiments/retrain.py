@@ -385,7 +385,8 @@ def _write(settings: RetrainSettings, rows: list[dict], data_source: str) -> lis
         [
             f"# Fooling-class retraining from {markdown_text(settings.run.model)}",
             f"{settings.rounds} rounds; each evolves {settings.run.generations} generations x "
-            f"{settings.run.population} children ({settings.run.encoding} encoding) against DNN_k, adds the "
+            f"{settings.run.population} children ({markdown_text(settings.run.encoding)} encoding) "
+            "against DNN_k, adds the "
             f"distinct elites of the last {100 * (1 - settings.keep_from):.0f}% of generations to the "
             "fooling pool, and trains DNN_k+1 with the pool as one more class, growing linearly to "
             f"{100 * settings.share:.0f}% of the training set. "

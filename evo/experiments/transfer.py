@@ -76,6 +76,7 @@ def transfer(
     device: str | None = None,
     engine: str = "auto",
     write: bool = True,
+    model: str | None = None,
 ) -> TransferResult:
     """Score run ``run``'s elites on ``targets`` and write ``transfer-to-TARGETS.md`` and ``.png``.
 
@@ -90,16 +91,19 @@ def transfer(
         device: scoring device (default: CUDA when present).
         engine: scoring engine (``auto``, ``torch``, ``onnxruntime``).
         write: write the two files into the run folder.
+        model: the run's network named again (``--model``); needed when it is behind an
+            endpoint, which is never contacted on the run folder's word alone.
 
     Raises:
         CheckpointError: the run has no readable checkpoint.
         UserError: no targets, a target with another class set without ``map_classes``, or
-            one with none of the elites' classes.
+            one with none of the elites' classes; a run of an endpoint that ``model`` does not
+            name, or a ``model`` other than the run's (see :func:`load_elites`).
         UnknownNameError, ModelUnavailableError: a model that cannot be had.
     """
     if not targets:
         raise UserError("give at least one --to MODEL")
-    elites = load_elites(run)
+    elites = load_elites(run, model)
     source = load_or_train(elites.model)
     check_weights(elites, source)
     models: list[LoadedModel] = []
@@ -215,7 +219,7 @@ def _write_transfer(result: TransferResult, source: str) -> list[str]:
     text = "\n\n".join(
         [
             f"# Transfer of {markdown_text(elites.run)}'s elites",
-            f"Evolved against **{shown_source}** ({elites.config.encoding} encoding, "
+            f"Evolved against **{shown_source}** ({markdown_text(elites.config.encoding)} encoding, "
             f"{len(elites.images)} elites, scored from {markdown_text(elites.source)}). "
             "Confidence is each network's probability of the elite's class; "
             "the paper (section 3.4) found many images fooling DNN_B as well, with DNN_A scoring higher.",

@@ -115,7 +115,7 @@ def animation_frames(frames: torch.Tensor, frame_steps: Sequence[int], probabili
 
 
 def save_gif(pictures: list[Image.Image], path, *, frame_ms: int = 150, last_ms: int = 2000) -> None:
-    """Write ``pictures`` as a looping GIF; the last frame stays up longer."""
+    """Write ``pictures`` as a looping GIF to ``path`` (a file or a stream); the last frame stays longer."""
     durations = [frame_ms] * (len(pictures) - 1) + [last_ms]
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0,
-                     optimize=False)  # fmt: skip
+    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:], duration=durations,
+                     loop=0, optimize=False)  # fmt: skip

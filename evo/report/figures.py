@@ -100,7 +100,7 @@ def write_report(out: str, *, max_tiles: int = 40) -> list[str]:
     uri = join(out, "elites.png")
     write_bytes(uri, elites_figure(rows, max_tiles))
     written = [uri, gallery]
-    records = read_stats(out)
+    records = read_stats(out, generations=contents.config.generations)
     if records:
         uri = join(out, "progress.png")
         write_bytes(uri, progress_figure(records))

@@ -370,12 +370,14 @@ class CheckpointRows:
             ``birth_generation`` and ``image_png`` (PNG bytes or ``None``); no genomes.
         checkpoint: the checkpoint with its genomes, or ``None`` when this build does not
             know the genome class (then only the rows and their thumbnails are there).
+        config: the run's configuration, checked (also where ``checkpoint`` is ``None``).
     """
 
     uri: str
     metadata: dict
     rows: list[dict]
     checkpoint: Checkpoint | None
+    config: RunConfig | None = None
 
 
 def _rng_scheme(metadata: dict) -> str:
@@ -592,7 +594,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
         columns = {name: table.column(name).to_pylist() for name in ROW_COLUMNS if name in names}
         rows = [{name: columns[name][i] for name in columns} for i in order.tolist()]
         if genome_class is None:
-            return CheckpointRows(uri, metadata, rows, None)
+            return CheckpointRows(uri, metadata, rows, None, config)
         if len(cells):
             if version == 1:
                 blobs = table.column("genome").to_pylist()
@@ -632,7 +634,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
             rng_scheme=_rng_scheme(metadata),
             queries=_queries(metadata),
         )
-        return CheckpointRows(uri, metadata, rows, checkpoint)
+        return CheckpointRows(uri, metadata, rows, checkpoint, config)
     except CheckpointError:
         raise
     except DamagedField as error:

@@ -13,9 +13,11 @@ from fooling.encodings import GenomeBatch
 # Genome bytes rendered at a time by default: what rendering thumbnails adds to a run's memory,
 # whatever the size of the archive (checkpoints pass their row group size).
 BATCH_GENOME_BYTES = 32 * 1024 * 1024
+# Largest side of the thumbnails checkpoints store (readers refuse larger ones: a run never writes them).
+THUMBNAIL_SIDE = 128
 
 
-def thumbnail_png(image: np.ndarray, max_side: int = 128) -> bytes:
+def thumbnail_png(image: np.ndarray, max_side: int = THUMBNAIL_SIDE) -> bytes:
     """PNG bytes of ``image`` ``(height, width)`` or ``(height, width, 3)`` uint8, at most ``max_side``."""
     picture = Image.fromarray(image)
     if max(picture.size) > max_side:

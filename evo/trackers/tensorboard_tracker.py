@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fooling.encodings import UserError
+from fooling.evo.report.escape import markdown_text
 from fooling.evo.store.location import is_uri
 
 from .base import MissingExtraError, TrackedRun, Tracker
@@ -120,11 +121,15 @@ class TensorBoardTracker(Tracker):
         )
         self._writer = SummaryWriter(folder, purge_step=run.first_generation if held else None, flush_secs=30)
         step = run.first_generation
-        settings = "\n".join(f"| {key} | {value} |" for key, value in dataclasses.asdict(run.config).items())
+        # TensorBoard renders text as Markdown, and a config or model reference may come from a
+        # shared run folder: every value shows as itself (escaped; no backtick can close the fence).
+        config = dataclasses.asdict(run.config)
+        settings = "\n".join(f"| {key} | {markdown_text(str(value))} |" for key, value in config.items())
         self._writer.add_text("run/config", "| setting | value |\n|---|---|\n" + settings, step)
         model = {key: value for key, value in run.model.items() if key != "labels"}
         model["classes"] = len(run.model.get("labels", ()))
-        self._writer.add_text("run/model", "```\n" + json.dumps(model, indent=1) + "\n```", step)
+        record = json.dumps(model, indent=1).replace("`", "\\u0060")  # the same JSON, no backtick
+        self._writer.add_text("run/model", "```\n" + record + "\n```", step)
         return run.first_generation - 1 if held else -1
 
     def log_generation(self, step: int, metrics: Mapping[str, float]) -> None:

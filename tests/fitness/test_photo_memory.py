@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import os
+import struct
 import subprocess
 import sys
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fooling.encodings import UserError
 from fooling.fitness.images import load_images, to_model_input
 from fooling.fitness.limits import MAX_IMAGE_PIXELS
 
@@ -83,3 +89,63 @@ def test_a_small_photo_is_not_shrunk(tmp_path):
     Image.fromarray(picture).save(path)
     loaded, _ = load_images(str(path), 3, (224, 224), crop_pct=0.875)
     assert np.array_equal(loaded[0].numpy(), to_model_input(picture, 3, (224, 224), crop_pct=0.875).numpy())
+
+
+# --- photos that are not what they seem ------------------------------------------------------------
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def with_inflating_chunk(where: str) -> bytes:
+    """A 32x32 PNG with a 4 MB metadata chunk (a few KB compressed), past PIL's MAX_TEXT_CHUNK.
+
+    ``where``: a ``zTXt`` comment after the pixels (read by ``load``), or an ``iCCP`` colour
+    profile before them (read by ``open``).
+    """
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    if where == "zTXt after the pixels":
+        end = png.rindex(b"IEND") - 4
+        return png[:end] + chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(b"A" * 4 * 2**20, 9)) + png[end:]
+    header_end = 8 + 25
+    profile = chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"B" * 4 * 2**20, 9))
+    return png[:header_end] + profile + png[header_end:]
+
+
+@pytest.mark.parametrize("where", ["zTXt after the pixels", "iCCP before the pixels"])
+def test_a_metadata_chunk_past_pils_limit_is_one_line(tmp_path, where):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(with_inflating_chunk(where))
+    with pytest.raises(UserError, match=r"photo.png is not a readable image \(ValueError\)") as caught:
+        load_images(str(photo), 3, (28, 28))
+    assert "\n" not in str(caught.value)
+
+
+def fooling(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``fooling ARGV`` in a new process; a hang is a failure, not a stuck test run."""
+    command = [str(Path(sys.executable).with_name("fooling")), *argv]  # the installed command
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def test_a_fifo_among_the_photos_is_refused_at_once(fooling_home, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("L", (28, 28), 0).save(photos / "a.png")
+    os.mkfifo(photos / "b.png")  # nothing ever writes: opening it to read would wait forever
+    result = fooling("perturb", "--model", "mnist-lenet", "--image", str(photos), "--untargeted",
+                     "--steps", "1", "--no-progress", "--out", str(tmp_path / "out"))  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [f"fooling: error: {photos / 'b.png'} is a FIFO, not a regular file"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_as_labels_is_refused_at_once(fooling_home, tmp_path):
+    labels = Path(tmp_path / "labels.txt")
+    os.mkfifo(labels)
+    result = fooling("evolve", "--model", str(tmp_path / "net.onnx"), "--labels", str(labels),
+                     "--generations", "1", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [f"fooling: error: --labels {labels} is a FIFO, not a regular file"]

@@ -17,7 +17,7 @@ from fooling.evo.cli import main
 from fooling.evo.report.animation import frame_figure
 from fooling.fitness import load_mnist
 from fooling.fitness.gradient import _Frames, ascent, perturb
-from fooling.fitness.images import load_images
+from fooling.fitness.images import load_images, unique_names
 from fooling.fitness.limits import MAX_IMAGE_PIXELS
 
 
@@ -81,6 +81,37 @@ def test_same_stem_in_a_folder_gets_distinct_outputs(fooling_home, zero, tmp_pat
     assert code == 0
     assert (out / "x.png" / "final.png").exists() and (out / "x.bmp" / "final.png").exists()
     assert "in 1 steps" not in capsys.readouterr().out
+
+
+def test_a_photo_named_dot_dot_png_writes_inside_out_and_overwrites_nothing(fooling_home, zero, tmp_path):
+    # A shared photo folder: "...png" has the stem "..", which named --out's parent before.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save_digit(zero, photos / "cat.png")
+    for name in ("...png", "..png"):  # PIL reads no extension from these names: copies
+        (photos / name).write_bytes((photos / "cat.png").read_bytes())
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "summary.png").write_text("my own work, not to be lost\n")
+    out = project / "attack"
+    code = main(["perturb", "--model", "mnist-lenet", "--image", str(photos), "--untargeted", "--steps", "1",
+                 "--no-progress", "--out", str(out)])  # fmt: skip
+    assert code in (0, 1)
+    assert (project / "summary.png").read_text() == "my own work, not to be lost\n"
+    assert sorted(path.name for path in project.iterdir()) == ["attack", "summary.png"]
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == ["_", "__", "cat"]
+    for name in ("_", "__", "cat"):
+        assert sorted(path.name for path in (out / name).iterdir()) == [
+            "animation.gif", "final.png", "perturbation.png", "summary.png"
+        ]  # fmt: skip
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_names_from_photo_files_are_single_safe_components():
+    files = [Path(name) for name in ("...png", "..png", ".hidden.png", "a\\b.png", "x\x01.png", "x.png")]
+    names = unique_names(files)
+    assert names == ["__", "_", "_hidden", "a_b", "x_", "x"]
+    assert all(name not in (".", "..") and "/" not in name and not name.startswith(".") for name in names)
 
 
 def test_failed_attack_exits_non_zero(fooling_home, zero, tmp_path, capsys):

@@ -212,6 +212,25 @@ def test_a_state_that_does_not_match_the_archive_is_refused():
         emitter.instructions(archive, np.zeros(POPULATION, np.int64), np.random.default_rng(0))
 
 
+def test_a_population_past_the_runs_is_never_built():
+    # A checkpoint's climber with a CMA-ES of 2**31 - 1 children (its history sized to match):
+    # building it allocated tens of GB. It is built only when its population is the climber's
+    # share of the run's children; this one never is, so the climber restarts instead.
+    _, archive = filled_archive()
+    state = damaged(lambda s: None)
+    huge = 2**31 - 1
+    cma(state)["population"] = huge
+    cma(state)["funhist"] = [0.0] * 2 * (10 + -(-30 * len(cma(state)["mean"]) // huge))
+    emitter = get_emitter("cma-me")
+    emitter.restore(state)
+    assert emitter.state() == state  # kept as stored until a generation needs it
+    restarts = state["restarts"]
+    one_generation(emitter, archive, 2)
+    climbers = emitter.state()["climbers"]
+    assert climbers[0]["cma"]["population"] == POPULATION // 2 // 2  # the run's, after a restart
+    assert emitter.state()["restarts"] == restarts + 1
+
+
 def test_a_stateless_emitter_refuses_a_state():
     get_emitter("paper").restore({})
     with pytest.raises(UserError, match="keeps none"):

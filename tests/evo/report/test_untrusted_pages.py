@@ -7,6 +7,7 @@ page nor break the page's own script, and report.md must show it as text.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import json
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from small_setups import CHROMIUM, chromium, torchscript_reference
 
+from fooling.encodings import UserError
 from fooling.evo.cli import main
 from fooling.evo.config import RunConfig
 from fooling.evo.experiments.elites import load_elites
@@ -35,6 +37,7 @@ from fooling.evo.report.escape import markdown_text, script_json
 from fooling.evo.report.figures import write_report
 from fooling.evo.report.gallery import write_gallery
 from fooling.evo.run import evolve
+from fooling.evo.store.checkpoint import METADATA_CHECKSUM_KEY, METADATA_KEY
 
 # Five class names, each an attack on the page that shows it.
 HOSTILE_LABELS = (
@@ -172,6 +175,38 @@ def test_a_checkpoint_with_html_in_birth_generation_is_refused_by_fooling_report
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "birth_generation" in error and "Traceback" not in error
     assert not (run / "index.html").exists()
+
+
+MARKUP_ENCODING = "<img src=x onerror=alert(document.domain)> [click me](javascript:alert(1))"
+
+
+@pytest.mark.parametrize("command", ["transfer", "ablate"])
+def test_markup_in_a_stored_encoding_never_reaches_a_markdown_report(
+    hostile_labels_run, tmp_path, capsys, command
+):
+    # The run's config, as someone sharing the folder can write it (checksum recomputed): the
+    # encoding of an unknown genome class is not looked up, and it went into transfer-*.md and
+    # ablation.md as it was.
+    run = tmp_path / "run"
+    shutil.copytree(hostile_labels_run, run)
+    for path in (run / "checkpoints").glob("*.parquet"):
+        table = pq.read_table(path)
+        metadata = json.loads(table.schema.metadata[METADATA_KEY])
+        metadata["config"]["encoding"] = MARKUP_ENCODING
+        metadata["genome_class"] = "FromANewerVersion"
+        text = json.dumps(metadata).encode()
+        checksum = hashlib.sha256(text).hexdigest().encode()
+        pq.write_table(
+            table.replace_schema_metadata({METADATA_KEY: text, METADATA_CHECKSUM_KEY: checksum}), path
+        )
+    capsys.readouterr()
+    argv = ["transfer", str(run), "--to", load_elites(str(hostile_labels_run)).config.model]
+    assert main(argv if command == "transfer" else ["ablate", str(run)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fooling: error:")]
+    assert len(errors) == 1 and "--encoding must be a name (letters, digits, '.', '_', '-')" in errors[0]
+    assert not list(run.glob("*.md"))
+    with pytest.raises(UserError, match="--encoding must be a name"):
+        RunConfig(encoding=MARKUP_ENCODING)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

@@ -7,14 +7,19 @@ Every hostile input is built here, from a tiny MNIST run."""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import http.server
 import json
 import logging
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -454,3 +459,198 @@ def test_a_full_disk_names_the_file_and_loses_nothing(run, capsys, monkeypatch):
         name: data for name, data in before.items() if name != ".fooling-run"
     }
     assert not list(run.rglob(".tmp-*"))
+
+
+# --- 11: a run folder never says where requests (and the user's token) go ------------------------
+
+TOKEN = "s3cr3t-token-of-the-user-for-their-own-endpoint"
+
+
+@pytest.fixture
+def listener():
+    """A loopback HTTP server recording every request: the host a crafted run folder names."""
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            seen.append((self.command, self.path, self.headers.get("Authorization")))
+            self.send_response(404)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v2/models/victim-model", seen
+    server.shutdown()
+    server.server_close()
+
+
+def name_endpoint(run: Path, url: str) -> None:
+    """Make ``run``'s newest checkpoint name ``url`` as its model, as anyone sharing the folder can."""
+    newest = run / "checkpoints" / "gen-000003.parquet"
+    table = pq.read_table(newest)
+    metadata = json.loads(table.schema.metadata[METADATA_KEY])
+    config = {**metadata["config"], "model": url}
+    reseal(newest, table, config=config, model=url, model_source={"reference": url, "kind": "endpoint"})
+
+
+def audit_folder(folder: Path, **settings) -> Path:
+    """An audit folder whose settings are ``settings`` over a small audit of mnist-lenet."""
+    folder.mkdir()
+    (folder / ".fooling-run").write_text(json.dumps({"kind": "audit"}))
+    stored = {"model": "mnist-lenet", "budget": "small", "real_images": None, "reference": "none",
+              "seed": 0, "device": None, "engine": "auto", **settings}  # fmt: skip
+    (folder / "audit-settings.json").write_text(json.dumps(stored))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "command", ["evolve --resume", "transfer", "ablate", "audit --model", "audit --reference"]
+)
+def test_an_endpoint_a_run_folder_names_gets_no_request(
+    run, tmp_path, listener, capsys, monkeypatch, command
+):
+    url, seen = listener
+    monkeypatch.setenv("FOOLING_ENDPOINT_TOKEN", TOKEN)
+    name_endpoint(run, url)
+    flag = "--reference" if command == "audit --reference" else "--model"
+    if command.startswith("audit"):
+        folder = audit_folder(tmp_path / "audit", **{flag[2:]: url})
+        argv = ["audit", "--resume", str(folder), "--no-progress"]
+    else:
+        argv = {
+            "evolve --resume": ["evolve", "--resume", str(run), "--generations", "5", *TINY],
+            "transfer": ["transfer", str(run), "--to", "mnist-lenet"],
+            "ablate": ["ablate", str(run), "--grid", "2"],
+        }[command]
+    before = files_of(run)
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert f"names the endpoint {url}" in line and f"give {flag} {url} to use it" in line
+    assert TOKEN not in line
+    assert seen == []  # not one request: no token, no image, not even the metadata
+    assert files_of(run) == before
+    # Another endpoint named on the command line is no permission either.
+    other = url.replace("victim-model", "another-model")
+    assert main([*argv, flag, other]) == 2
+    assert f"give {flag} {url} to use it" in one_error_line(capsys)
+    assert seen == []
+
+
+def test_naming_the_run_folders_endpoint_on_the_command_line_lets_requests_go(
+    run, listener, capsys, monkeypatch
+):
+    url, seen = listener
+    monkeypatch.setenv("FOOLING_ENDPOINT_TOKEN", TOKEN)
+    name_endpoint(run, url)
+    capsys.readouterr()
+    # The user says where: the requests go there, with the user's token (the stand-in has no model).
+    assert main(["evolve", "--resume", str(run), "--model", url, "--generations", "5", *TINY]) == 2
+    assert "the server has no model 'victim-model'" in one_error_line(capsys)
+    assert seen and all(authorization == f"Bearer {TOKEN}" for _, _, authorization in seen)
+
+
+# --- 12: what a checkpoint holds must be what its model gives --------------------------------------
+
+
+def test_more_class_names_than_the_model_has_are_refused_on_resume_in_one_line(run, capsys):
+    newest = run / "checkpoints" / "gen-000003.parquet"
+    table = pq.read_table(newest)
+    names = json.loads(table.schema.metadata[METADATA_KEY])["class_names"]
+    reseal(newest, table, class_names=[*names, "ten", "eleven"])
+    before = files_of(run)
+    capsys.readouterr()
+    assert main(["evolve", "--resume", str(run), "--generations", "5", *TINY]) == 2
+    line = one_error_line(capsys)
+    assert f"{newest} holds 12 classes where its model mnist-lenet and --classes give 10" in line
+    assert files_of(run) == before
+
+
+# --- 13: the statistics table ----------------------------------------------------------------------
+
+
+def stats_table(run: Path, case: str) -> pa.Table:
+    """A crafted ``stats.parquet``: columns left out, a missing value, or millions of rows."""
+    if case == "no columns but gen":
+        return pa.table({"gen": pa.array([0, 1, 2], pa.int64())})
+    if case == "a missing value":
+        table = pq.read_table(run / "stats.parquet")
+        return with_column(table, "max", [None] * table.num_rows, pa.float64())
+    rows = 3_000_000  # 69 KB with zstd, 2.5 GB once read into rows
+    return pa.table({name: pa.array(np.zeros(rows, np.int64 if name == "gen" else np.float64))
+                     for name in ("gen", "max", "median", "mean", "min")})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("no columns but gen", "no column median"),
+        ("a missing value", "column max has missing values"),
+        ("3 million rows", "3,000,000 rows, more than the run's 4 generations"),
+    ],
+)
+def test_a_crafted_stats_table_is_skipped_with_one_warning(run, caplog, monkeypatch, case, reason):
+    pq.write_table(stats_table(run, case), run / "stats.parquet", compression="zstd")
+    read = pq.ParquetFile.read
+
+    def read_bounded(self, *args, **kwargs):
+        assert self.metadata.num_rows < 1000, "a table longer than the run was read"
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read", read_bounded)
+    with caplog.at_level(logging.WARNING):
+        assert main(["report", str(run)]) == 0
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warnings == [f"skipping {run / 'stats.parquet'}: not a statistics table a run writes ({reason})"]
+
+
+# --- 14: stored thumbnails decoded by transfer and ablate ----------------------------------------
+
+
+@functools.cache
+def zero_png(width: int, height: int) -> bytes:
+    """A valid 8-bit gray PNG of zeros, compressed row by row (20000x20000: a few hundred KB)."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("command", ["transfer", "ablate"])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (
+            "sizes",
+            "the stored images of rows 0 and 1 differ in size (height x width x channels 28x28x1 and "
+            "29x28x1); a run stores one size",
+        ),
+        ("bomb", "the stored image of row 0 is a 20000x20000 PNG, larger than 1024x1024"),
+        ("large", "the stored image of row 0 is a 512x512 PNG, larger than the 128x128 a run stores"),
+    ],
+)
+def test_stored_thumbnails_not_as_a_run_writes_them_are_one_line(run, capsys, command, case, message):
+    newest = run / "checkpoints" / "gen-000003.parquet"
+    table = pq.read_table(newest)
+    sides = {"bomb": lambda row: (20000, 20000), "large": lambda row: (512, 512),
+             "sizes": lambda row: (28, 28 + row)}[case]  # fmt: skip
+    pngs = [zero_png(*sides(row)) for row in range(table.num_rows)]
+    # An unknown genome class: the stored thumbnails are what transfer and ablate score.
+    reseal(newest, with_column(table, "image_png", pngs, pa.binary()), genome_class="FromANewerVersion")
+    before = files_of(run)
+    capsys.readouterr()
+    argv = ["transfer", str(run), "--to", "mnist-lenet"] if command == "transfer" else ["ablate", str(run)]
+    assert main(argv) == 2
+    assert one_error_line(capsys) == f"fooling: error: {newest}: {message}"
+    assert files_of(run) == before
