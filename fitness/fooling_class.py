@@ -22,6 +22,7 @@ from torch import nn
 from fooling.encodings.errors import UserError
 from fooling.fitness._home import fooling_home
 from fooling.fitness._names import resolve_name
+from fooling.fitness.images import read_photo
 from fooling.fitness.models import (
     ModelSpec,
     ModelUnavailableError,
@@ -283,13 +284,12 @@ def load_image_folder(
             raise UserError(f"{layout}: class folder {folder.name} holds no images")
         for path in files:
             try:
-                with Image.open(path) as picture:
-                    picture = picture.convert("RGB" if channels == 3 else "L").resize(
-                        (size[1], size[0]), Image.Resampling.BILINEAR
-                    )
-                    array = np.asarray(picture, dtype=np.float32) / 255.0
+                picture = Image.fromarray(read_photo(path, max(size)))
             except OSError as error:
                 raise UserError(f"cannot read image {path}: {error}") from None
+            picture = picture.convert("RGB" if channels == 3 else "L")
+            picture = picture.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(picture, dtype=np.float32) / 255.0
             images.append(array.reshape(size[0], size[1], channels).transpose(2, 0, 1))
             labels.append(label)
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)

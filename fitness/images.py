@@ -165,6 +165,43 @@ def _decode_reduced(picture: Image.Image, needed: int) -> Image.Image:
     return picture.reduce(factor) if factor >= 2 else picture
 
 
+def read_photo(file: Path, needed: int) -> np.ndarray:
+    """The RGB pixels ``(H, W, 3)`` uint8 of photo ``file``, shrunk while 8-bit where far larger than needed.
+
+    Args:
+        file: an image file (untrusted: any content).
+        needed: the shorter side the model's transform resizes to (see :func:`_decode_reduced`).
+
+    Raises:
+        OSError: it cannot be opened (missing, no permission).
+        UserError: not a regular file, not a readable image, or above :data:`MAX_IMAGE_PIXELS`
+            (refused from its header, before decoding).
+    """
+    try:
+        # Not a regular file (a FIFO would block forever, a device never end): one line.
+        with open_regular_file(file, str(file)) as handle:
+            with warnings.catch_warnings():  # the size is checked below, with our own limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                picture = Image.open(handle)  # reads the header only
+            with picture:
+                width, height = picture.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise UserError(
+                        f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
+                        "scale it down first"
+                    )
+                return np.asarray(_decode_reduced(picture, needed))
+    except UserError:
+        raise
+    except Image.DecompressionBombError:
+        limit = f"limit {MAX_IMAGE_PIXELS:,}"
+        raise UserError(f"{file} declares too many pixels ({limit}); scale it down first") from None
+    except _UNREADABLE as error:
+        # PIL's own limits end in ValueError (a zTXt or iCCP chunk that inflates past
+        # MAX_TEXT_CHUNK), a damaged file in SyntaxError, struct.error or EOFError.
+        raise UserError(f"{file} is not a readable image ({type(error).__name__})") from None
+
+
 def load_model_images(source: str, spec: ModelSpec) -> tuple[torch.Tensor, list[str]]:
     """Photos as ``spec``'s model takes them: images ``(batch, channels, H, W)`` in [0, 1] and their names.
 
@@ -218,33 +255,8 @@ def load_images(
     )
     if not files:
         raise UserError(f"{source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = []
-    for file in files:
-        try:
-            # Not a regular file (a FIFO would block forever, a device never end): one line.
-            with open_regular_file(file, str(file)) as handle:
-                with warnings.catch_warnings():  # the size is checked below, with our own limit
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    picture = Image.open(handle)  # reads the header only
-                with picture:
-                    width, height = picture.size
-                    if width * height > MAX_IMAGE_PIXELS:
-                        raise UserError(
-                            f"{file} is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; "
-                            "scale it down first"
-                        )
-                    array = np.asarray(_decode_reduced(picture, _needed_side(size, crop_pct)))
-        except UserError:
-            raise
-        except Image.DecompressionBombError:
-            raise UserError(
-                f"{file} declares too many pixels (limit {MAX_IMAGE_PIXELS:,}); scale it down first"
-            ) from None
-        except _UNREADABLE as error:
-            # PIL's own limits end in ValueError (a zTXt or iCCP chunk that inflates past
-            # MAX_TEXT_CHUNK), a damaged file in SyntaxError, struct.error or EOFError.
-            raise UserError(f"{file} is not a readable image ({type(error).__name__})") from None
-        images.append(to_model_input(array, channels, size, **fit))
+    needed = _needed_side(size, crop_pct)
+    images = [to_model_input(read_photo(file, needed), channels, size, **fit) for file in files]
     return torch.stack(images), unique_names(files)
 
 

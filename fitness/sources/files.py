@@ -23,6 +23,7 @@ from torch import nn
 
 from fooling.fitness.engine import onnx_session
 from fooling.fitness.imagenet import imagenet_class_names
+from fooling.fitness.limits import open_regular_file
 from fooling.fitness.models import ModelSpec
 from fooling.fitness.sources.common import (
     GradientUnavailableError,
@@ -37,6 +38,8 @@ from fooling.fitness.sources.reference import FILE_SUFFIXES, PICKLE_SUFFIXES, sp
 
 logger = logging.getLogger(__name__)
 
+# Largest labels file read: a million class names of 60 characters.
+MAX_LABELS_BYTES = 64 * 2**20
 KIND_NAMES = {"torchscript": "TorchScript", "export": "torch.export", "onnx": "ONNX"}
 # How to save a model as a file this module reads.
 SAVE_HINT = (
@@ -412,10 +415,16 @@ def read_labels(path: str) -> tuple[str, ...]:
     """Class names, one per line (blank lines at the ends ignored).
 
     Raises:
-        ModelFileError: missing, unreadable, empty, or a name given twice.
+        ModelFileError: missing, unreadable, empty, too large, or a name given twice.
+        UserError: not a regular file (a FIFO, a device).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # A stored path may name a FIFO or a device (one line, never a hang); labels are small.
+        with open_regular_file(path, f"--labels {path}") as handle:
+            data = handle.read(MAX_LABELS_BYTES + 1)
+        if len(data) > MAX_LABELS_BYTES:
+            raise ModelFileError(f"--labels {path}: over {MAX_LABELS_BYTES:,} bytes, not class names")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ModelFileError(f"--labels {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:

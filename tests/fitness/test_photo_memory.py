@@ -149,3 +149,42 @@ def test_a_fifo_as_labels_is_refused_at_once(fooling_home, tmp_path):
                      "--generations", "1", "--out", str(tmp_path / "run"))  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [f"fooling: error: --labels {labels} is a FIFO, not a regular file"]
+
+
+def in_new_process(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -c code`` in a new process; a hang is a failure, not a stuck test run."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_fifo_as_a_stored_labels_file_is_refused_at_once(tmp_path):
+    # A run folder's model reference names its labels file: someone else's folder may name a FIFO.
+    labels = tmp_path / "labels.txt"
+    os.mkfifo(labels)
+    result = in_new_process(
+        "from fooling.fitness.sources.files import read_labels\n"
+        "from fooling.encodings import UserError\n"
+        f"try:\n    read_labels({str(labels)!r})\nexcept UserError as error:\n    print(error)\n"
+    )
+    assert result.stdout.strip() == f"--labels {labels} is a FIFO, not a regular file", result.stderr[-2000:]
+
+
+def test_training_photos_are_read_as_photos_are(tmp_path):
+    # retrain --train-dir: a FIFO, a metadata chunk past PIL's limit and a declared bomb are one line each.
+    root = tmp_path / "train" / "3"
+    root.mkdir(parents=True)
+    Image.new("L", (28, 28), 0).save(root / "a.png")
+    os.mkfifo(root / "b.png")
+    code = (
+        "from fooling.fitness.fooling_class import load_image_folder\n"
+        "from fooling.encodings import UserError\n"
+        "names = tuple(str(i) for i in range(10))\n"
+        f"try:\n    load_image_folder({str(tmp_path / 'train')!r}, names, (28, 28), 1)\n"
+        "except UserError as error:\n    print(error)\n"
+    )
+    assert in_new_process(code).stdout.strip() == f"{root / 'b.png'} is a FIFO, not a regular file"
+    (root / "b.png").unlink()
+    (root / "b.png").write_bytes(with_inflating_chunk("zTXt after the pixels"))
+    assert in_new_process(code).stdout.strip() == f"{root / 'b.png'} is not a readable image (ValueError)"
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)  # 900 megapixels, never decoded
+    (root / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    assert "declares too many pixels (limit 50,000,000)" in in_new_process(code).stdout
