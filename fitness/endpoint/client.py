@@ -8,17 +8,23 @@ connection error, a timeout, HTTP 429, 5xx, a redirect or a garbled answer is tr
 after an exponential backoff with jitter (:mod:`tenacity`; ``Retry-After`` honoured), the same
 images in the same request, so the answers, matched to requests in order, are the same at any
 concurrency and with any number of retries. Images are counted once, when first sent
-(:attr:`EndpointClient.images_sent`), never again on a retry.
+(:attr:`EndpointClient.images_sent`, a fixed-batch model's padding included), never again on a
+retry.
 
-Errors are one line and never hold a credential: 401/403 name the status, a server's own
-error text has every header value blanked out (:meth:`EndpointSettings.redact`).
+Each try has one deadline, the request timeout, from connecting to the answer's last byte: the
+connections' every read and write is cut to what is left of it (:class:`_DeadlineStream`), so a
+server trickling an answer a byte at a time cannot hold a request longer. Answers are asked for,
+and accepted, uncompressed only (``Accept-Encoding: identity``): a small compressed answer can
+unpack to gigabytes, and the protocol's answers need no compression.
+
+Errors are one line and never hold a credential: 401/403 name the status, and everything a
+server says is shown through :meth:`EndpointSettings.server_text` (secrets blanked, printable).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import email.utils
-import json
 import logging
 import ssl
 import threading
@@ -27,10 +33,11 @@ import time
 import numpy as np
 
 try:  # the ``endpoint`` extra
+    import httpcore
     import httpx
     import tenacity
 except ImportError:
-    httpx = tenacity = None
+    httpcore = httpx = tenacity = None
 
 from fooling.encodings.errors import UserError, error_line
 from fooling.fitness.endpoint.protocol import (
@@ -39,6 +46,7 @@ from fooling.fitness.endpoint.protocol import (
     GarbledAnswer,
     decode_answer,
     encode_request,
+    load_json,
 )
 from fooling.fitness.endpoint.settings import EndpointSettings
 
@@ -119,6 +127,94 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# Each try's deadline, per thread: a try runs in one thread from connecting to the answer's last
+# byte, so its connection's reads and writes find the deadline here (``at`` None: no try running).
+_DEADLINE = threading.local()
+# Bytes written at once: the deadline is checked between pieces of a large request.
+_WRITE_PIECE = 1 << 16
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` cut to what is left of this thread's try.
+
+    Raises:
+        error: nothing is left (an ``httpcore`` timeout, which httpx reports as its own).
+    """
+    at = getattr(_DEADLINE, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:  # not 0 passed on: a socket timeout of 0 means "do not wait", not "time is up"
+        raise error("the request timeout is over")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream:
+    """An httpcore network stream whose reads and writes keep to the try's deadline (:func:`_left`)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        for start in range(0, len(buffer), _WRITE_PIECE):
+            self._stream.write(buffer[start : start + _WRITE_PIECE], _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout=None):
+        timeout = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's network backend, connecting within the try's deadline to :class:`_DeadlineStream` s."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout=None, local_address=None, socket_options=None):
+        timeout = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _transport(settings: EndpointSettings) -> httpx.HTTPTransport:
+    """The httpx transport for ``settings``, over connections that keep each try's deadline.
+
+    Raises:
+        RuntimeError: an httpx whose transport keeps no httpcore pool (a bug to fix here).
+    """
+    verify = ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
+    limits = httpx.Limits(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
+    transport = httpx.HTTPTransport(verify=verify, limits=limits, trust_env=False)
+    # httpx takes no network backend: its transport sends every request through the httpcore
+    # pool it keeps as ``_pool``, which is replaced by the same pool over deadline-keeping
+    # connections. Checked, so that an httpx that changed this fails here, not silently later.
+    if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+        raise RuntimeError(
+            "httpx.HTTPTransport keeps no httpcore pool in _pool: update fooling's endpoint client"
+        )
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_DeadlineBackend(),
+    )
+    return transport
+
+
 def _tls_failure(error: BaseException) -> bool:
     while error is not None:
         if isinstance(error, ssl.SSLError):
@@ -137,7 +233,7 @@ class EndpointClient:
     """
 
     def __init__(self, origin: str, shown: str, settings: EndpointSettings) -> None:
-        if httpx is None or tenacity is None:
+        if httpx is None or httpcore is None or tenacity is None:
             raise EndpointError(
                 f"{shown}: scoring a model behind an endpoint needs httpx and tenacity: "
                 "pip install 'fooling[endpoint]'"
@@ -152,13 +248,11 @@ class EndpointClient:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._http = httpx.Client(
             base_url=origin,
-            headers=settings.all_headers(),
-            verify=ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True,
+            # Uncompressed answers only (the size cap counts the bytes that arrive).
+            headers={**settings.all_headers(), "Accept-Encoding": "identity"},
+            transport=_transport(settings),
             follow_redirects=False,
             timeout=httpx.Timeout(settings.timeout_s),
-            limits=httpx.Limits(
-                max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-            ),
             trust_env=False,  # no proxy or .netrc from the environment: requests go where the URL says
         )
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -175,58 +269,74 @@ class EndpointClient:
     def _fail(self, message: str, status: int | None = None) -> EndpointError:
         return EndpointError(self.settings.redact(f"{self.shown}: {message}"), status)
 
-    def _server_says(self, response: httpx.Response, body: bytes) -> str:
+    def _server_says(self, body: bytes) -> str:
+        """``": TEXT"`` of a JSON error answer's ``error`` text, shown safely; ``""`` if none."""
         try:
-            said = json.loads(body).get("error")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            said = None
-        text = str(said) if said else ""
-        text = " ".join(text.split())[:160]  # one line, and short: it is the server's text
+            answer = load_json(body)
+        except ValueError:
+            answer = None
+        said = answer.get("error") if isinstance(answer, dict) else None
+        text = self.settings.server_text(said, 160) if isinstance(said, str) else ""
         return f": {text}" if text else ""
 
     def _once(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[bytes, httpx.Headers]:
-        """One try: ``(body, headers)`` of a 200 answer.
+        """One try, within the request timeout as a whole: ``(body, headers)`` of a 200 answer.
 
         Raises:
-            RetryableError: worth another try.
-            EndpointError: not (401, 403, 404, other 4xx, an answer over the size cap, TLS).
+            RetryableError: worth another try (a timeout among them).
+            EndpointError: not (401, 403, 404, other 4xx, an answer over the size cap or
+                compressed, TLS).
         """
         cap = self.settings.max_answer_bytes
+        _DEADLINE.at = time.monotonic() + self.settings.timeout_s
         try:
             with self._http.stream(method, path, content=body, headers=headers) as response:
+                encoding = response.headers.get("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):
+                    said = self.settings.server_text(encoding, 30)
+                    raise self._fail(
+                        f"the answer is compressed (Content-Encoding: {said}) although an uncompressed "
+                        "one was asked for; this client reads uncompressed answers only"
+                    )
                 length = response.headers.get("content-length")
                 if length is not None and length.isdigit() and int(length) > cap:
                     raise self._fail(f"the answer is {int(length):,} bytes, over the cap of {cap:,}")
                 chunks, size = [], 0
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_raw():  # raw: httpx never decompresses what arrives
                     size += len(chunk)
                     if size > cap:
                         raise self._fail(f"the answer is over the cap of {cap:,} bytes")
                     chunks.append(chunk)
                 data = b"".join(chunks)
         except httpx.TransportError as error:
+            # httpx's own text may quote what the server sent (a malformed header line).
+            said = self.settings.server_text(error_line(error, limit=None), 160)
+            if isinstance(error, httpx.TimeoutException):  # every phase waits at most what is left
+                said = f"no whole answer within the request timeout of {self.settings.timeout_s:g} s"
             if _tls_failure(error):
                 raise self._fail(
-                    f"TLS verification failed ({error_line(error, limit=160)}); "
-                    "give the server's CA with --ca-bundle FILE"
+                    f"TLS verification failed ({said}); give the server's CA with --ca-bundle FILE"
                 ) from None
-            raise RetryableError(f"{type(error).__name__}: {error_line(error, limit=120)}") from None
+            raise RetryableError(f"{type(error).__name__}: {said}") from None
+        finally:
+            _DEADLINE.at = None
         status = response.status_code
         if status == 200:
             return data, response.headers
+        reason = self.settings.server_text(response.reason_phrase, 40)
         if status in (401, 403):
             raise self._fail(
-                f"HTTP {status} {response.reason_phrase}: the server refused the credentials "
+                f"HTTP {status} {reason}: the server refused the credentials "
                 "(check --header or FOOLING_ENDPOINT_TOKEN)",
                 status,
             )
         if status == 429 or status >= 500:
-            raise RetryableError(f"HTTP {status}{self._server_says(response, data)}", _retry_after(response))
+            raise RetryableError(f"HTTP {status}{self._server_says(data)}", _retry_after(response))
         if 300 <= status < 400:  # never followed: the credentials would go wherever it points
             raise RetryableError(f"HTTP {status} redirect (not followed)")
-        raise self._fail(f"HTTP {status} {response.reason_phrase}{self._server_says(response, data)}", status)
+        raise self._fail(f"HTTP {status} {reason}{self._server_says(data)}", status)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -280,8 +390,8 @@ class EndpointClient:
         """
         body, _ = self.request("GET", path)
         try:
-            value = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            value = load_json(body)
+        except ValueError:
             value = None
         if not isinstance(value, dict):
             raise self._fail(f"GET {path} did not answer a JSON object")
@@ -291,16 +401,9 @@ class EndpointClient:
         """Like :meth:`get_json` for optional facts (the server's metadata, its models); ``None`` if none."""
         try:
             answer, _ = self._once(method, path, body, {"Content-Type": "application/json"} if body else {})
-            return json.loads(answer)
-        except (EndpointError, RetryableError, ValueError, UnicodeDecodeError):
+            return load_json(answer)
+        except (EndpointError, RetryableError, ValueError):
             return None
-
-    def status(self, path: str) -> int:
-        """The HTTP status of ``GET path`` (no retry), for telling "no such model" apart."""
-        try:
-            return self._http.get(path).status_code
-        except httpx.HTTPError:
-            return 0
 
     def infer_batch(
         self,

@@ -14,16 +14,19 @@ the protocol's two encodings are small:
 
 Top-k answers follow Triton's classification extension: an output asked for with
 ``parameters: {"classification": k}`` comes back as ``BYTES`` strings ``"score:index[:label]"``.
-Everything in an answer is untrusted: sizes, shapes and types are checked before use.
+Everything in an answer is untrusted: sizes, shapes and types are checked before use, and what
+it says is shown only through :func:`~fooling.fitness.endpoint.settings.server_text`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
 from fooling.encodings.errors import UserError
+from fooling.fitness.endpoint.settings import server_text
 
 __all__ = [
     "BINARY_HEADER",
@@ -31,10 +34,14 @@ __all__ = [
     "GarbledAnswer",
     "decode_answer",
     "encode_request",
+    "load_json",
 ]
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 _DTYPES = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4"}
+# The most dimensions an answer's output may have: scores are (rows, classes), or (k,) for one
+# image's top-k; more is not an answer to this client's request.
+MAX_RANK = 8
 
 
 class AnswerError(UserError):
@@ -86,6 +93,19 @@ def encode_request(
     }
 
 
+def load_json(body: bytes) -> object:
+    """The JSON value of a server's ``body``.
+
+    Raises:
+        ValueError: not UTF-8 JSON, or nested too deeply for the parser (json's recursion
+            would otherwise escape as a ``RecursionError``).
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _header_and_tail(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is None:
         length = len(body)
@@ -96,11 +116,11 @@ def _header_and_tail(body: bytes, header_length: str | None) -> tuple[dict, byte
             length = -1
         if not 0 < length <= len(body):
             raise GarbledAnswer(
-                f"the answer's {BINARY_HEADER} ({header_length[:20]!r}) does not fit its body"
+                f"the answer's {BINARY_HEADER} ({server_text(header_length, 20)}) does not fit its body"
             )
     try:
-        header = json.loads(body[:length])
-    except (ValueError, UnicodeDecodeError):
+        header = load_json(body[:length])
+    except ValueError:
         raise GarbledAnswer("the answer is not JSON (garbage or a proxy's page)") from None
     if not isinstance(header, dict):
         raise GarbledAnswer("the answer is not a JSON object")
@@ -111,6 +131,9 @@ def _find_output(header: dict, output: str) -> tuple[dict, int]:
     outputs = header.get("outputs")
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise AnswerError("the answer has no list of outputs")
+    # Two tensors of one name: which one holds the scores is anyone's guess.
+    if sum(tensor.get("name") == output for tensor in outputs) > 1:
+        raise AnswerError(f"the answer has output '{server_text(output, 40)}' twice")
     offset = 0
     for tensor in outputs:
         size = (
@@ -122,20 +145,62 @@ def _find_output(header: dict, output: str) -> tuple[dict, int]:
             return tensor, offset
         if isinstance(size, int) and size >= 0:
             offset += size
-    names = [str(o.get("name"))[:40] for o in outputs]
-    raise AnswerError(f"the answer has no output {output!r} (it has {', '.join(names) or 'none'})")
+    names = [server_text(o.get("name"), 40) for o in outputs[:10]]
+    raise AnswerError(
+        f"the answer has no output '{server_text(output, 40)}' (it has {', '.join(names) or 'none'})"
+    )
 
 
 def _shape(tensor: dict) -> tuple[int, ...]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d < 1 << 31 for d in shape):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(type(d) is int and 0 <= d < 1 << 31 for d in shape)
+    ):
         raise AnswerError("the answer's output has no valid shape")
     return tuple(shape)
 
 
+def _flat(data: list, shape: tuple[int, ...]) -> list:
+    """The values of ``data``, given flat or nested as ``shape`` (row-major), in order.
+
+    Raises:
+        AnswerError: nested, but not as ``shape`` (ragged rows, another depth).
+    """
+    if not data or not isinstance(data[0], list):
+        return data  # flat: a list among the numbers is refused when they are read
+    level = [data]
+    for size in shape:
+        if not all(isinstance(part, list) and len(part) == size for part in level):
+            raise AnswerError(f"the answer's output data is not nested as its shape {list(shape)}")
+        level = [value for part in level for value in part]
+    return level
+
+
+def _numbers(values: list, shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` (JSON numbers, as many as ``shape`` holds) as float64 of ``shape``.
+
+    ``null`` is NaN: JSON has no NaN, and servers (MLServer) send it as ``null``.
+
+    Raises:
+        AnswerError: anything but numbers: strings (even of digits), booleans, lists.
+    """
+    try:
+        array = np.asarray(values)
+        if array.dtype == object and any(value is None for value in values):
+            array = np.asarray([math.nan if value is None else value for value in values])
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        array = None
+    # Strings are "U" and booleans "b": numpy would convert both to numbers if asked for float64.
+    if array is None or array.dtype.kind not in "iuf" or array.shape != (len(values),):
+        raise AnswerError("the answer's output holds other than numbers")
+    return array.astype(np.float64).reshape(shape)
+
+
 def _array(tensor: dict, tail: bytes, offset: int) -> np.ndarray:
     shape = _shape(tensor)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python integers: numpy's product wraps around past 2**63
     datatype = tensor.get("datatype")
     parameters = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
     size = parameters.get("binary_data_size")
@@ -154,27 +219,22 @@ def _array(tensor: dict, tail: bytes, offset: int) -> np.ndarray:
             return np.array(items, dtype=object).reshape(shape)
         if datatype not in _DTYPES or size != count * np.dtype(_DTYPES[datatype]).itemsize:
             raise AnswerError(
-                f"the answer's output is {str(datatype)[:10]} of {size} bytes for shape {shape}"
+                f"the answer's output is {server_text(datatype, 10)} of {size} bytes for shape {list(shape)}"
             )
         return np.frombuffer(raw, dtype=_DTYPES[datatype]).reshape(shape).astype(np.float64)
     data = tensor.get("data")
     if not isinstance(data, list):
         raise AnswerError("the answer's output has no data")
-    flat = data
-    while flat and isinstance(flat[0], list):  # some servers nest the data by shape
-        flat = [value for row in flat for value in row]
+    flat = _flat(data, shape)  # some servers nest the data by shape
     if len(flat) != count:
-        raise AnswerError(f"the answer's output holds {len(flat)} values for shape {shape}")
+        raise AnswerError(f"the answer's output holds {len(flat)} values for shape {list(shape)}")
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise AnswerError("the answer's BYTES output holds other than strings")
         return np.array(flat, dtype=object).reshape(shape)
     if datatype not in _DTYPES:
-        raise AnswerError(f"the answer's output is of type {str(datatype)[:10]}, not a number type")
-    try:
-        return np.asarray(flat, dtype=np.float64).reshape(shape)
-    except (TypeError, ValueError):
-        raise AnswerError("the answer's output holds other than numbers") from None
+        raise AnswerError(f"the answer's output is of type {server_text(datatype, 10)}, not a number type")
+    return _numbers(flat, shape)
 
 
 def _classification(strings: np.ndarray, rows: int, classes: int, top_k: int) -> np.ndarray:
@@ -194,7 +254,11 @@ def _classification(strings: np.ndarray, rows: int, classes: int, top_k: int) ->
             if not np.isfinite(score):
                 raise AnswerError("a top-k answer holds NaN or infinity")
             if not 0 <= index < classes:
-                raise AnswerError(f"a top-k answer names class {index} of a model of {classes}")
+                raise AnswerError(
+                    f"a top-k answer names class {server_text(index, 20)} of a model of {classes}"
+                )
+            if np.isfinite(scores[row, index]):  # which of its two scores would be the class'?
+                raise AnswerError(f"a top-k answer names class {index} twice for one image")
             scores[row, index] = score
     return scores
 
@@ -214,24 +278,25 @@ def decode_answer(
     ``top_k`` best per row, as if the server had sent only those.
 
     Raises:
-        AnswerError: not JSON, no such output, a shape other than asked for, non-numbers.
+        AnswerError: not JSON, no such output or two of that name, a shape other than asked
+            for, data not nested as its shape, anything but numbers (strings of digits
+            included), a class named twice in one image's top-k.
     """
     header, tail = _header_and_tail(body, header_length)
     tensor, offset = _find_output(header, output)
     values = _array(tensor, tail, offset)
+    name = f"'{server_text(output, 40)}'"
     if values.dtype == object:
         if top_k is None:
-            raise AnswerError(
-                f"output {output!r} is BYTES (a classification answer) but no --top-k was asked"
-            )
+            raise AnswerError(f"output {name} is BYTES (a classification answer) but no --top-k was asked")
         return _classification(values, rows, classes, top_k)
     if values.shape != (rows, classes):
         raise AnswerError(
-            f"output {output!r} has shape {values.shape} for {rows} image(s), expected ({rows}, {classes})"
+            f"output {name} has shape {values.shape} for {rows} image(s), expected ({rows}, {classes})"
         )
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values).all(axis=1)).sum())
-        raise AnswerError(f"output {output!r} holds NaN or infinity for {bad} of {rows} image(s)")
+        raise AnswerError(f"output {name} holds NaN or infinity for {bad} of {rows} image(s)")
     if top_k is not None and top_k < classes:
         order = np.argsort(-values, axis=1, kind="stable")
         kept = np.full_like(values, -np.inf)

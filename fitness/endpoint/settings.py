@@ -4,32 +4,108 @@ None of it defines the classifier (that is the reference, :mod:`.reference`), an
 stored with a run: the command line sets it for the process (:func:`configure_endpoints`) and a
 resumed run is given it again. Header values (tokens) live only here, in memory: the dataclass'
 ``repr`` shows header names only, and :meth:`EndpointSettings.redact` blanks their values out of
-any text (a server's error message may echo a request).
+any text (a server's error message may echo a request). Everything a server says that reaches a
+message or a log goes through :func:`server_text`: secrets blanked, one printable line, short.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from fooling.encodings.errors import UserError
 
 __all__ = [
+    "SECRET_RUN",
     "TOKEN_VARIABLE",
     "EndpointSettings",
+    "blank_secrets",
     "configure_endpoints",
     "endpoint_settings",
     "parse_header",
+    "server_text",
 ]
 
 # Environment variable holding a bearer token, sent as "Authorization: Bearer TOKEN" unless
 # --header gives an Authorization header.
 TOKEN_VARIABLE = "FOOLING_ENDPOINT_TOKEN"
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
-# Headers the client sets itself: a user's value would break the framing.
-_RESERVED = {"content-length", "content-type", "host", "inference-header-content-length", "transfer-encoding"}
+# Headers the client sets itself: a user's value would break the framing (or, for
+# Accept-Encoding, let a server send compressed answers, which the client refuses).
+_RESERVED = {
+    "accept-encoding",
+    "content-length",
+    "content-type",
+    "host",
+    "inference-header-content-length",
+    "transfer-encoding",
+}
+# Any run of this many characters of a secret is blanked wherever it appears: a server (or a cut
+# to length) may have kept only part of an echoed token. Shorter runs say too little to matter.
+SECRET_RUN = 8
+
+
+def blank_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret, and every run of :data:`SECRET_RUN` characters of one, as ``***``.
+
+    Args:
+        text: any text.
+        secrets: the values to blank (whole values shorter than :data:`SECRET_RUN` are blanked
+            where they appear whole).
+    """
+    secrets = sorted(set(secrets), key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    grams = {s[i : i + SECRET_RUN] for s in secrets for i in range(len(s) - SECRET_RUN + 1)}
+    if not grams:
+        return text
+    # Mark every character covered by a run found in a secret, then blank each marked stretch.
+    marked = [False] * len(text)
+    for start in range(len(text) - SECRET_RUN + 1):
+        if text[start : start + SECRET_RUN] in grams:
+            marked[start : start + SECRET_RUN] = [True] * SECRET_RUN
+    parts: list[str] = []
+    for index, character in enumerate(text):
+        if not marked[index]:
+            parts.append(character)
+        elif index == 0 or not marked[index - 1]:
+            parts.append("***")
+    return "".join(parts)
+
+
+# How much of a server's text is read at all: what lies beyond is dropped first (a secret cut
+# there shows at most SECRET_RUN - 1 of its characters, and those are blanked anyway if more).
+_RAW_TEXT = 4096
+
+
+def server_text(value: object, limit: int = 80, secrets: Iterable[str] = ()) -> str:
+    """What a server said (a name, an error text, a header), made safe to show on one line.
+
+    Secrets are blanked first (:func:`blank_secrets`), so that cutting to ``limit`` cannot leave
+    part of one; every character that is not printable (ESC, BEL, line breaks, bidirectional
+    controls) becomes ``?`` after line breaks, tabs and runs of spaces became one space, so no
+    terminal escape or second line reaches the screen or a log; the result is cut to ``limit``
+    characters, ``...`` marking a cut.
+
+    Args:
+        value: the server's value; strings and numbers are shown, anything else by its type
+            (a nested structure is never rendered).
+        limit: the most characters shown.
+        secrets: the values to blank (:meth:`EndpointSettings.secrets`).
+    """
+    if isinstance(value, str):
+        text = value[:_RAW_TEXT]
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = str(value)[:_RAW_TEXT]
+    else:
+        text = f"<{type(value).__name__}>"
+    text = blank_secrets(text, secrets)
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -58,7 +134,8 @@ class EndpointSettings:
         headers: ``(name, value)`` pairs sent with every request (values are secrets).
         ca_bundle: a PEM file of certificates to verify HTTPS servers with (``None``: the
             system's); verification is never turned off.
-        timeout_s: seconds one request may take (connect, each read, write), then it is retried.
+        timeout_s: seconds one try of a request may take in all (connecting, sending, the whole
+            answer, however slowly a server trickles it), then it is tried again.
         retries: retries of one request after a connection error, a timeout, HTTP 429, 5xx,
             a redirect (never followed) or an unreadable answer; then one error line.
         backoff_s: first wait before a retry (doubling each time, with jitter, up to
@@ -82,8 +159,9 @@ class EndpointSettings:
     max_answer_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
-            raise UserError("the endpoint timeout must be positive and the backoff not negative")
+        finite = all(math.isfinite(v) for v in (self.timeout_s, self.backoff_s, self.max_backoff_s))
+        if not finite or self.timeout_s <= 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise UserError("the endpoint timeout must be a positive number and the backoff not negative")
         if self.retries < 0 or self.concurrency < 1 or self.request_batch < 1 or self.max_answer_bytes < 1:
             raise UserError("--retries must be >= 0; --concurrency, --request-batch >= 1")
         if self.max_rate is not None and not self.max_rate > 0:
@@ -115,10 +193,12 @@ class EndpointSettings:
         return sorted({*values, *parts}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret replaced by ``***``."""
-        for secret in self.secrets():
-            text = text.replace(secret, "***")
-        return text
+        """``text`` with every secret, and any run of 8 characters of one, replaced by ``***``."""
+        return blank_secrets(text, self.secrets())
+
+    def server_text(self, value: object, limit: int = 80) -> str:
+        """:func:`server_text` of ``value`` with these settings' secrets blanked."""
+        return server_text(value, limit, self.secrets())
 
 
 _settings = EndpointSettings()

@@ -12,6 +12,11 @@ The network an endpoint spec builds, :class:`EndpointNetwork`, scores through
 scored by the ``endpoint`` engine (:mod:`fooling.fitness.endpoint.engine`). It has no gradients
 (``perturb`` and ``ascent`` refuse it) and its "weights hash" is the SHA-256 of its URL and
 metadata, so a resumed run refuses a server whose model changed shape or outputs.
+
+Metadata is untrusted like any answer: implausible sizes (more than :data:`MAX_CLASSES` classes,
+images larger than :data:`~fooling.fitness.limits.MAX_IMAGE_SIZE` a side, a fixed batch over
+:data:`MAX_FIXED_BATCH`) are refused before anything is built from them, and what it says is
+shown only through :meth:`~fooling.fitness.endpoint.settings.EndpointSettings.server_text`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 
 import numpy as np
 import torch
@@ -30,11 +36,33 @@ from fooling.fitness.endpoint.protocol import AnswerError
 from fooling.fitness.endpoint.reference import EndpointReference, parse_endpoint
 from fooling.fitness.endpoint.settings import EndpointSettings, endpoint_settings
 from fooling.fitness.imagenet import imagenet_class_names
+from fooling.fitness.limits import MAX_IMAGE_SIZE
 from fooling.fitness.models import ModelSpec
 from fooling.fitness.sources.common import GradientUnavailableError, ModelFileError
 from fooling.fitness.sources.files import read_labels
 
-__all__ = ["EndpointInfo", "EndpointNetwork", "endpoint_spec", "scores_to_probabilities"]
+__all__ = [
+    "DISTRIBUTION_TOLERANCE",
+    "MAX_CLASSES",
+    "MAX_FIXED_BATCH",
+    "EndpointInfo",
+    "EndpointNetwork",
+    "endpoint_spec",
+    "is_distribution",
+    "scores_to_probabilities",
+]
+
+logger = logging.getLogger(__name__)
+
+# The most classes an endpoint's model may have: 1,000 times ImageNet's; the archive and the
+# class names are built for every class before any image is sent.
+MAX_CLASSES = 1_000_000
+# The largest fixed batch an endpoint's input may declare: every request is padded to it, and
+# every padding image counts against the query budget.
+MAX_FIXED_BATCH = 4096
+# How far a row of probabilities may sum from 1: room for probabilities rounded to two decimals
+# (10 classes, each off by up to 0.005). Logits essentially never fall in [0, 1] and sum to 1.
+DISTRIBUTION_TOLERANCE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,28 +91,45 @@ class EndpointInfo:
     digest: str
 
 
+def _within_unit(scores: np.ndarray) -> bool:
+    """Whether every score given (finite) is in [0, 1], up to float32 rounding."""
+    given = scores[np.isfinite(scores)]
+    return bool(((given >= -1e-6) & (given <= 1 + 1e-6)).all())
+
+
+def is_distribution(scores: np.ndarray) -> bool:
+    """Whether full scores ``(batch, classes)`` read as probabilities under ``--scores auto``.
+
+    They do when every score is in [0, 1] and every row sums to 1 within
+    :data:`DISTRIBUTION_TOLERANCE` (probabilities rounded to two decimals pass).
+    """
+    return _within_unit(scores) and bool((np.abs(scores.sum(axis=1) - 1.0) <= DISTRIBUTION_TOLERANCE).all())
+
+
 def scores_to_probabilities(scores: np.ndarray, mode: str, top_k: int | None, shown: str) -> np.ndarray:
     """Probabilities ``(batch, classes)`` float32 from an answer's ``scores`` (``-inf``: not returned).
 
-    ``mode`` ``"auto"`` reads rows that are distributions (in [0, 1], summing to 1 within 1e-3)
-    as probabilities and anything else as logits (softmax); top-k answers must be probabilities.
+    ``mode`` ``"auto"`` reads these scores as probabilities where :func:`is_distribution`, else
+    as logits (softmax); a network decides ``auto`` once, from its first answer, and passes
+    what it decided. Top-k answers must be probabilities, their scores of an image adding up to
+    at most 1 (within :data:`DISTRIBUTION_TOLERANCE`).
 
     Raises:
-        AnswerError: probabilities outside [0, 1].
+        AnswerError: probabilities outside [0, 1], or top-k scores adding up to over 1.
     """
     given = np.isfinite(scores)
-    within = bool(((scores[given] >= -1e-6) & (scores[given] <= 1 + 1e-6)).all())
+    within = _within_unit(scores)
     if top_k is not None or mode == "probabilities":
         if not within:
             raise AnswerError(
                 f"{shown}: the answer's scores are not probabilities (outside [0, 1]); try --scores logits"
             )
-        return (
-            np.clip(scores, 0, 1).astype(np.float32)
-            if top_k is None
-            else np.where(given, np.clip(scores, 0, 1), -np.inf).astype(np.float32)
-        )
-    if mode == "auto" and within and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        if top_k is None:
+            return np.clip(scores, 0, 1).astype(np.float32)
+        if (np.where(given, scores, 0).sum(axis=1) > 1 + DISTRIBUTION_TOLERANCE).any():
+            raise AnswerError(f"{shown}: a top-k answer's scores of one image add up to over 1")
+        return np.where(given, np.clip(scores, 0, 1), -np.inf).astype(np.float32)
+    if mode == "auto" and is_distribution(scores):
         return scores.astype(np.float32)
     shifted = scores - scores.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -126,6 +171,8 @@ class EndpointNetwork(nn.Module):
             "endpoint_digest", torch.frombuffer(bytearray.fromhex(info.digest), dtype=torch.uint8)
         )
         self._client: EndpointClient | None = None
+        # --scores auto, decided from the first answer and kept: one reading for every image.
+        self._scores: str | None = None
 
     @property
     def shown(self) -> str:
@@ -140,8 +187,17 @@ class EndpointNetwork(nn.Module):
 
     @property
     def images_sent(self) -> int:
-        """Images this process sent (each once, retries not counted)."""
+        """Images this process sent (each once, retries not counted, padding counted)."""
         return 0 if self._client is None else self._client.images_sent
+
+    def images_sent_for(self, count: int) -> int:
+        """Images one :meth:`score_images` call of ``count`` images sends, padding included.
+
+        ``count`` itself, but for a model whose input has a fixed batch size: its requests are
+        all full, the last one padded, and the server counts (and may bill) the padding too.
+        """
+        batch = self.info.fixed_batch
+        return count if batch is None else -(-count // batch) * batch
 
     def share_traffic(self, processes: int) -> None:
         """Divide the rate and the requests in flight among ``processes`` scoring processes.
@@ -170,7 +226,8 @@ class EndpointNetwork(nn.Module):
 
         Raises:
             EndpointError: the endpoint failed (retries spent, refused credentials, ...).
-            AnswerError: an answer of the wrong shape, or with NaN or infinity.
+            AnswerError: an answer of the wrong shape, with NaN or infinity, or not what
+                ``--scores`` (or ``auto``'s first reading) says it is.
         """
         info = self.info
         shape = (1, -1, 1, 1)
@@ -180,12 +237,10 @@ class EndpointNetwork(nn.Module):
         if info.layout == "NHWC":
             inputs = inputs.transpose(0, 2, 3, 1)
         count = len(inputs)
-        batch = self.settings.request_batch
-        if info.fixed_batch is not None:  # a fixed-size input: full requests, the last one padded
-            batch = info.fixed_batch
-            missing = -count % batch
-            if missing:
-                inputs = np.concatenate([inputs, np.zeros((missing, *inputs.shape[1:]), inputs.dtype)])
+        batch = info.fixed_batch or self.settings.request_batch
+        missing = self.images_sent_for(count) - count  # a fixed-size input: full requests only
+        if missing:
+            inputs = np.concatenate([inputs, np.zeros((missing, *inputs.shape[1:]), inputs.dtype)])
         options = self.parsed.options
         path = f"{self.parsed.model_url.removeprefix(self.parsed.origin)}/infer"
         scores = self.client().infer(
@@ -198,7 +253,12 @@ class EndpointNetwork(nn.Module):
             top_k=options.top_k,
             batch=batch,
         )[:count]
-        return scores_to_probabilities(scores, options.scores, options.top_k, self.shown)
+        if options.scores == "auto" and options.top_k is None and self._scores is None and count:
+            # Decided once: answer by answer, rounded probabilities might be read one way in one
+            # batch and the other way in the next.
+            self._scores = "probabilities" if is_distribution(scores) else "logits"
+            logger.info("%s: --scores auto reads its answers as %s", self.shown, self._scores)
+        return scores_to_probabilities(scores, self._scores or options.scores, options.top_k, self.shown)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Refused: an endpoint is scored by the ``endpoint`` engine and has no gradients.
@@ -225,14 +285,32 @@ def _fail(reference: EndpointReference, message: str) -> ModelFileError:
     return ModelFileError(f"{reference.shown}: {message}")
 
 
+def _shape_text(shape: object, settings: EndpointSettings) -> str:
+    """A metadata shape as a message shows it: its first numbers, or what the server gave instead."""
+    if isinstance(shape, list) and all(type(d) is int for d in shape):
+        return settings.server_text(str(shape[:9]), 60)
+    return "a list of other than integers" if isinstance(shape, list) else settings.server_text(shape, 60)
+
+
 def _layout(
-    shape: list, options, reference: EndpointReference
+    shape: object, options, reference: EndpointReference, settings: EndpointSettings
 ) -> tuple[str, int, tuple[int, int], int | None]:
-    """``(layout, channels, (H, W), fixed batch)`` of an input of ``shape`` (``-1``: variable)."""
-    if len(shape) != 4 or not all(isinstance(d, int) and (d == -1 or 0 < d <= 1 << 20) for d in shape):
+    """``(layout, channels, (H, W), fixed batch)`` of an input of ``shape`` (``-1``: variable).
+
+    Raises:
+        ModelFileError: not a list of four sizes that make an image batch, sides over
+            :data:`~fooling.fitness.limits.MAX_IMAGE_SIZE` or a fixed batch over
+            :data:`MAX_FIXED_BATCH`, or options that contradict it.
+    """
+    shown = _shape_text(shape, settings)
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or not all(type(d) is int and (d == -1 or d > 0) for d in shape)
+    ):
         raise _fail(
             reference,
-            f"its input has shape {shape[:8]}; a classifier of images takes [batch, C, H, W] or "
+            f"its input has shape {shown}; a classifier of images takes [batch, C, H, W] or "
             "[batch, H, W, C] (-1 for any size)",
         )
     first, last = shape[1], shape[3]
@@ -243,19 +321,31 @@ def _layout(
     else:
         raise _fail(
             reference,
-            f"its input has shape {shape}: not [batch, C, H, W] or [batch, H, W, C] with 1 or 3 channels",
+            f"its input has shape {shown}: not [batch, C, H, W] or [batch, H, W, C] with 1 or 3 channels",
         )
     channels = options.channels or (channels if channels != -1 else None)
     if channels is None:
-        raise _fail(reference, f"its input shape {shape} does not say the channels: give --channels 1 or 3")
+        raise _fail(reference, f"its input shape {shown} does not say the channels: give --channels 1 or 3")
     if options.channels and channels not in (first, last, -1) and -1 not in (first, last):
-        raise _fail(reference, f"--channels {options.channels} does not match its input shape {shape}")
+        raise _fail(reference, f"--channels {options.channels} does not match its input shape {shown}")
     known = None if -1 in size else size
     if options.input_size and known and tuple(options.input_size) != tuple(known):
-        raise _fail(reference, f"--input-size {options.input_size} does not match its input shape {shape}")
+        raise _fail(reference, f"--input-size {options.input_size} does not match its input shape {shown}")
     size = options.input_size or known
     if size is None:
-        raise _fail(reference, f"its input shape {shape} does not say the image size: give --input-size H,W")
+        raise _fail(reference, f"its input shape {shown} does not say the image size: give --input-size H,W")
+    if max(size) > MAX_IMAGE_SIZE:  # every image of a generation is made at this size, then sent
+        raise _fail(
+            reference,
+            f"its input of {size[0]}x{size[1]} pixels is over {MAX_IMAGE_SIZE} a side (the largest "
+            "images this searches)",
+        )
+    if shape[0] > MAX_FIXED_BATCH:
+        raise _fail(
+            reference,
+            f"its input has a fixed batch of {shape[0]} images, over {MAX_FIXED_BATCH}: every request "
+            "would be padded to it",
+        )
     return layout, channels, (int(size[0]), int(size[1])), None if shape[0] == -1 else shape[0]
 
 
@@ -268,7 +358,9 @@ def _metadata(client: EndpointClient, reference: EndpointReference) -> dict:
             raise
     index = client.try_get_json("/v2/repository/index", "POST", b"{}")
     names = (
-        sorted({str(item.get("name"))[:60] for item in index if isinstance(item, dict)})
+        sorted(
+            {client.settings.server_text(item.get("name"), 60) for item in index if isinstance(item, dict)}
+        )
         if isinstance(index, list)
         else []
     )
@@ -295,8 +387,8 @@ def endpoint_spec(text: str) -> ModelSpec:
         EndpointError: unreachable (after the retries), TLS, 401/403, no such model (naming the
             server's models where it lists them).
         ModelFileError: metadata this cannot use (several inputs, not FP32, a shape that is not
-            an image batch, an output that is not ``[batch, classes]``), or options that
-            contradict it.
+            an image batch, an output that is not ``[batch, classes]``, implausible sizes: see
+            the module's docstring), or options that contradict it.
     """
     reference = parse_endpoint(text)
     options = reference.options
@@ -315,19 +407,26 @@ def endpoint_spec(text: str) -> ModelSpec:
     if len(inputs) != 1:
         raise _fail(reference, f"it takes {len(inputs)} inputs; a classifier takes one batch of images")
     if inputs[0].get("datatype") != "FP32":
-        raise _fail(reference, f"its input is {str(inputs[0].get('datatype'))[:10]}, not FP32 images")
-    layout, channels, input_size, fixed_batch = _layout(inputs[0].get("shape"), options.file, reference)
+        raise _fail(
+            reference, f"its input is {settings.server_text(inputs[0].get('datatype'), 10)}, not FP32 images"
+        )
+    layout, channels, input_size, fixed_batch = _layout(
+        inputs[0].get("shape"), options.file, reference, settings
+    )
     outputs = _tensors(metadata, "outputs", reference)
     names = [t["name"] for t in outputs]
     output = options.output or names[0]
+    shown = f"'{settings.server_text(output, 40)}'"
     if output not in names:
-        raise _fail(
-            reference,
-            f"it has no output {output!r} (it has {', '.join(n[:40] for n in names)}); give --output NAME",
-        )
+        listed = ", ".join(settings.server_text(name, 40) for name in names[:20])
+        raise _fail(reference, f"it has no output {shown} (it has {listed}); give --output NAME")
     shape = next(t for t in outputs if t["name"] == output).get("shape")
-    if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) for d in shape):
-        raise _fail(reference, f"its output {output!r} has shape {str(shape)[:40]}, not [batch, classes]")
+    if not isinstance(shape, list) or len(shape) != 2 or not all(type(d) is int for d in shape):
+        raise _fail(
+            reference, f"its output {shown} has shape {_shape_text(shape, settings)}, not [batch, classes]"
+        )
+    if shape[1] > MAX_CLASSES:  # before a name or a cell is made for each
+        raise _fail(reference, f"its output {shown} has {shape[1]:,} classes, over {MAX_CLASSES:,}")
     classes = shape[1] if shape[1] > 0 else None
     labels = read_labels(options.file.labels) if options.file.labels else None
     if labels is not None and classes is not None and len(labels) != classes:
@@ -337,11 +436,9 @@ def endpoint_spec(text: str) -> ModelSpec:
         )
     classes = classes or (len(labels) if labels else None)
     if classes is None:
-        raise _fail(
-            reference, f"its output {output!r} does not say how many classes it has: give --labels FILE"
-        )
+        raise _fail(reference, f"its output {shown} does not say how many classes it has: give --labels FILE")
     if classes < 2:
-        raise _fail(reference, f"its output {output!r} has {classes} class; a classifier needs at least 2")
+        raise _fail(reference, f"its output {shown} has {classes} class; a classifier needs at least 2")
     if options.top_k is not None and options.top_k > classes:
         raise _fail(reference, f"--top-k {options.top_k} is more than its {classes} classes")
     names_out = labels or (

@@ -16,13 +16,17 @@ the client's count against the server's.
 
 :class:`FaultProxy` forwards to it and breaks requests on a fixed schedule: 503, 429 with
 ``Retry-After``, a dropped connection, a slow answer, a redirect to another port (a listener
-that records whoever connects: nobody must), garbage. It can also demand a bearer token (401
-otherwise). Everything listens on 127.0.0.1 only and stops after the tests.
+that records whoever connects: nobody must), garbage, a compressed answer, an answer trickled a
+byte at a time, headers trickled a line at a time. It can also demand a bearer token (401
+otherwise), and rewrite any answer the server gave (``edit``: hostile metadata, malformed
+answers, text echoing the token). Everything listens on 127.0.0.1 only and stops after the tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import http.client
 import http.server
 import json
@@ -35,6 +39,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -185,6 +190,18 @@ class Trap:
 
 # The proxy's schedule: request number (from 1) modulo its length -> what happens to it.
 FAULTS = ("pass", "503", "pass", "429", "drop", "pass", "slow", "redirect", "pass", "garbage", "pass", "500")
+# How long a trickling answer goes on at most (then the proxy's thread ends on its own).
+TRICKLE_S = 60.0
+
+# An edit of the server's answers: (path, request headers, status, body) -> (status, body, extra
+# headers) to answer instead, or None to pass the server's answer on.
+Edit = Callable[[str, dict, int, bytes], "tuple[int, bytes, dict] | None"]
+
+
+@functools.cache
+def compressed_zeros() -> bytes:
+    """8 MiB of zeros, gzip-compressed to about 8 kB: a small compression bomb."""
+    return gzip.compress(b"\0" * (8 << 20), 9)
 
 
 class FaultProxy:
@@ -196,7 +213,12 @@ class FaultProxy:
         token: demand ``Authorization: Bearer TOKEN`` (401 otherwise), ``None``: no check.
         slow_s: how long a "slow" answer waits before it is forwarded.
         tls: serve HTTPS with this context (``None``: HTTP).
-        schedule: the faults, by infer request number modulo its length (default :data:`FAULTS`).
+        schedule: the faults, by infer request number modulo its length (default :data:`FAULTS`);
+            besides those of :data:`FAULTS`: ``compressed`` (:func:`compressed_zeros` with
+            ``Content-Encoding: encoding``), ``trickle`` (headers, then one byte of a long body
+            every ``slow_s``), ``slow-headers`` (one header line every ``slow_s``).
+        edit: rewrites the server's answers (see :data:`Edit`), ``None``: none.
+        encoding: the ``Content-Encoding`` of a ``compressed`` answer.
     """
 
     def __init__(
@@ -208,16 +230,21 @@ class FaultProxy:
         slow_s: float = 1.5,
         tls: ssl.SSLContext | None = None,
         schedule: tuple[str, ...] = FAULTS,
+        edit: Edit | None = None,
+        encoding: str = "gzip",
     ) -> None:
         self.upstream = upstream
         self.schedule = schedule
         self.faults = faults
         self.token = token
         self.slow_s = slow_s
+        self.edit = edit
+        self.encoding = encoding
         self.trap = Trap()
         self.counts: dict[str, int] = {}
         self.requests = 0
         self.seen_authorization: set[str] = set()
+        self.seen_headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -232,6 +259,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else None
                 authorization = self.headers.get("Authorization")
                 with proxy._lock:
+                    proxy.seen_headers.append(dict(self.headers))
                     if authorization:
                         proxy.seen_authorization.add(authorization)
                 if proxy.token is not None and authorization != f"Bearer {proxy.token}":
@@ -258,6 +286,16 @@ class FaultProxy:
                     return self._answer(307, b"", {"Location": location})
                 if fault == "garbage":
                     return self._answer(200, b"<html>\x00\xff not json", {"Content-Type": "application/json"})
+                if fault == "compressed":
+                    headers = {"Content-Type": "application/json", "Content-Encoding": proxy.encoding}
+                    return self._answer(200, compressed_zeros(), headers)
+                if fault == "trickle":
+                    start = (
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                    )
+                    return self._trickle(start, b" ")
+                if fault == "slow-headers":
+                    return self._trickle(b"HTTP/1.1 200 OK\r\n", b"X-Slow: 1\r\n")
                 if fault == "slow":
                     time.sleep(proxy.slow_s)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=30)
@@ -269,10 +307,24 @@ class FaultProxy:
                 data = answer.read()
                 upstream.close()
                 passed = ("content-type", "inference-header-content-length", "retry-after")
-                self._answer(
-                    answer.status, data, {k: v for k, v in answer.getheaders() if k.lower() in passed}
-                )
+                status, headers = answer.status, {k: v for k, v in answer.getheaders() if k.lower() in passed}
+                edited = proxy.edit(self.path, dict(self.headers), status, data) if proxy.edit else None
+                if edited is not None:
+                    status, data, extra = edited
+                    headers = {"Content-Type": "application/json", **extra}
+                self._answer(status, data, headers)
                 return None
+
+            def _trickle(self, start: bytes, unit: bytes) -> None:
+                """``start`` at once, then ``unit`` every ``slow_s``: never a whole answer."""
+                self.close_connection = True
+                try:
+                    self.wfile.write(start)
+                    for _ in range(int(TRICKLE_S / proxy.slow_s)):
+                        time.sleep(proxy.slow_s)
+                        self.wfile.write(unit)
+                except OSError:  # the client gave up: as it should
+                    pass
 
             def _answer(self, status: int, body: bytes, headers: dict | None = None) -> None:
                 try:

@@ -1,0 +1,44 @@
+"""A model whose input has a fixed batch size: the padding the server receives counts as sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from oip_fixtures import FaultProxy, served
+
+from fooling.encodings import GENOME_CLASSES
+from fooling.evo.cli.main import main
+from fooling.evo.store.checkpoint import read_latest_checkpoint
+
+
+def _fixed_batch_of_7(path: str, headers: dict, status: int, body: bytes):
+    if path != "/v2/models/lenet":
+        return None
+    metadata = json.loads(body)
+    metadata["inputs"][0]["shape"] = [7, 1, 28, 28]
+    return 200, json.dumps(metadata).encode(), {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the query budget is the driver's (evo/run.py _generation_queries), which counts the images "
+    "scored; it must count EndpointNetwork.images_sent_for of each scoring call",
+)
+def test_the_budget_and_the_ledger_count_the_padding_sent(mlserver, tmp_path, capsys, endpoint_settings):
+    """Generations of 10 images go as requests of 7: 14 images a generation reach the server."""
+    proxy = FaultProxy(mlserver.port, faults=False, edit=_fixed_batch_of_7)
+    out = tmp_path / "run"
+    before = served(mlserver.folder, "lenet")
+    try:
+        code = main(
+            ["evolve", "--model", f"{proxy.url}/v2/models/lenet", "--out", str(out), "--population", "10",
+             "--generations", "2", "--seed", "3", "--no-progress", "--no-report", "--max-queries", "1000"]
+        )  # fmt: skip
+    finally:
+        proxy.stop()
+    assert code == 0, capsys.readouterr().err
+    sent = served(mlserver.folder, "lenet") - before
+    assert sent == 28
+    assert json.loads((out / "queries.json").read_text()) == {"queries": sent}
+    assert read_latest_checkpoint(str(out), GENOME_CLASSES).queries == sent
