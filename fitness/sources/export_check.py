@@ -8,13 +8,12 @@ of symbols, integers and arithmetic, never by sympy).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import zipfile
 
 from fooling.fitness.sources.common import ModelFileError
-from fooling.fitness.sources.operators import check_zip_members, refused_operator
+from fooling.fitness.sources.operators import open_model_archive, refused_operator
 
 # torch.export.load hands text from the archive to Python evaluators: every shape expression
 # (``expr_str``) goes to ``sympy.sympify``, which runs Python; the ``guards_code`` strings are
@@ -491,12 +490,7 @@ def check_export_archive(data: bytes, shown: str) -> None:
     Raises:
         ModelFileError: damaged, or anything above does not hold (one line).
     """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError):
-        raise ModelFileError(f"{shown}: damaged torch.export archive (not a zip file)") from None
-    with archive:
-        check_zip_members(archive, shown)
+    with open_model_archive(data, shown, "torch.export") as archive:
         infos = [info for info in archive.infolist() if not info.is_dir()]
         root = infos[0].filename.split("/", 1)[0] if infos else ""
         members: dict[str, zipfile.ZipInfo] = {}

@@ -32,7 +32,7 @@ __all__ = [
     "SCRIPT_BUILTINS",
     "SCRIPT_PRIMITIVES",
     "EXPORT_HIGHER_ORDER",
-    "check_zip_members",
+    "open_model_archive",
     "check_script_sources",
     "check_script_module",
     "refused_operator",
@@ -102,24 +102,37 @@ _MAX_MEMBERS = 1_000_000
 _MAX_SOURCE_BYTES = 64 * 2**20
 
 
-def check_zip_members(archive: zipfile.ZipFile, shown: str) -> None:
-    """Refuse an archive whose member names a reader could resolve to different members.
+def open_model_archive(data: bytes, shown: str, kind: str) -> zipfile.ZipFile:
+    """The zip archive of a TorchScript or ``torch.export`` file, its member names checked.
 
     Python's ``zipfile`` keeps the last of two members of one name, torch's reader (miniz)
     may take the first, and miniz compares names without case: a checker that reads one copy
-    and a loader that reads another would check one file and load a different one.
+    and a loader that reads another would check one file and load a different one, so such
+    archives are refused.
+
+    Args:
+        data: the file's bytes.
+        shown: how messages name the file.
+        kind: how messages name its format (``"TorchScript"``).
 
     Raises:
-        ModelFileError: two members whose names are equal ignoring case (one line).
+        ModelFileError: not a zip file, or two members whose names are equal ignoring case
+            (one line).
     """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise ModelFileError(f"{shown}: damaged {kind} archive (not a zip file)") from None
     seen: set[str] = set()
     for count, name in enumerate(archive.namelist()):
         folded = name.casefold()
         if folded in seen or count > _MAX_MEMBERS:
+            archive.close()
             raise ModelFileError(
                 f"{shown}: damaged archive (two members named {name[:100]!r}, ignoring case); refused"
             )
         seen.add(folded)
+    return archive
 
 
 def check_script_sources(data: bytes, shown: str) -> None:
@@ -128,17 +141,12 @@ def check_script_sources(data: bytes, shown: str) -> None:
     ``torch.jit.load`` calls every ``__setstate__`` the archive's classes define while it
     rebuilds their objects, before any graph can be checked. So the archive's sources
     (``code/**.py``) are read first and a class defining one is refused. The archive's member
-    names are checked as :func:`check_zip_members` does.
+    names are checked as :func:`open_model_archive` does.
 
     Raises:
         ModelFileError: damaged, or a class of the file defines ``__setstate__`` (one line).
     """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError):
-        raise ModelFileError(f"{shown}: damaged TorchScript archive (not a zip file)") from None
-    with archive:
-        check_zip_members(archive, shown)
+    with open_model_archive(data, shown, "TorchScript") as archive:
         for info in archive.infolist():
             parts = info.filename.split("/")
             if "code" not in parts[:2] or not info.filename.endswith(".py"):
