@@ -31,9 +31,7 @@ def check_device(device: str | None) -> None:
     """
     if device is None:
         return
-    name = device.strip().lower()
-    if name == "gpu":
-        name = "cuda"
+    name = normalise_device(device)
     try:
         parsed = torch.device(name)
     except (RuntimeError, ValueError):
@@ -51,8 +49,11 @@ def check_device(device: str | None) -> None:
 
 
 def normalise_device(device: str | None) -> str | None:
-    """``"gpu"`` spelled as torch knows it (``"cuda"``); other names unchanged."""
-    return "cuda" if device is not None and device.strip().lower() == "gpu" else device
+    """``device`` as torch spells it: lower case, no spaces, ``"gpu"`` as ``"cuda"``."""
+    if device is None:
+        return None
+    name = device.strip().lower()
+    return "cuda" if name == "gpu" else name
 
 
 def check_image_size(size: int, flag: str = "--image-size") -> None:

@@ -17,6 +17,7 @@ from fooling.evo.on_device import VARY_ON
 from fooling.evo.trackers import TrackerSpec, parse_tracker, tracker_help
 from fooling.fitness import close_names
 from fooling.fitness.engines import engine_help
+from fooling.fitness.limits import normalise_device
 
 
 class UsageError(UserError):
@@ -184,7 +185,7 @@ def add_scoring_arguments(parser: argparse.ArgumentParser, *, actors: bool = Fal
 
     For commands that score without a :class:`RunConfig`; the defaults are ``RunConfig``'s.
     """
-    parser.add_argument("--device", default=None, help=FIELD_HELP["device"])
+    parser.add_argument("--device", type=normalise_device, default=None, help=FIELD_HELP["device"])
     parser.add_argument("--engine", default="auto", help=field_help("engine"))
     if actors:
         parser.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])

@@ -12,6 +12,7 @@ from PIL import Image
 
 from fooling.evo.cli.main import build_parser, main
 from fooling.evo.config import RunConfig
+from fooling.fitness.limits import check_device
 
 
 def one_line(capsys) -> str:
@@ -94,10 +95,17 @@ def test_image_size_help_says_what_zero_means():
 
 def test_gpu_is_cuda_and_device_names_are_checked():
     assert RunConfig(device="gpu").device == "cuda"
+    assert RunConfig(device=" CPU").device == "cpu"  # torch.device itself refuses both spellings
     with pytest.raises(ValueError, match="not a device"):
-        from fooling.fitness.limits import check_device
-
         check_device("quantum")
+
+
+def test_a_device_in_capitals_or_with_spaces_runs(fooling_home, tmp_path):
+    # check_device accepted them, then torch.device raised its own traceback.
+    for device in ("CPU", " cpu"):
+        out = tmp_path / device.strip()
+        assert main(["evolve", "--device", device, "--generations", "1", "--population", "8",
+                     "--no-progress", "--no-report", "--out", str(out)]) == 0  # fmt: skip
 
 
 def test_run_files_are_written_0644_under_the_usual_umask(fooling_home, tmp_path):
