@@ -79,13 +79,13 @@ SCRIPT_BUILTINS = _qualified(
     str stride strip lstrip rstrip sub sum sym_size sym_stride tan tanh tensor upper values warn
     """,
 )
-# TorchScript's structure: constants, attributes of the module, control flow, containers,
+# TorchScript's structure: constants, the module's own attributes (read and set), control flow, containers,
 # casts and tensor metadata. Calls that remain after inlining (interfaces), fork and
 # with-blocks are refused: their code is not in the graph that is checked.
 SCRIPT_PRIMITIVES = _qualified(
     "prim",
     """
-    Constant GetAttr If Loop ListConstruct ListUnpack TupleConstruct TupleUnpack TupleIndex
+    Constant GetAttr SetAttr If Loop ListConstruct ListUnpack TupleConstruct TupleUnpack TupleIndex
     TupleSlice DictConstruct DictIndex RaiseException Uninitialized unchecked_cast
     unchecked_unwrap_optional NumToTensor device dtype layout requires_grad is_nested is_cuda
     is_cpu is_sparse is_sparse_csr is_quantized is_meta is_mkldnn is_xpu is_mps type
