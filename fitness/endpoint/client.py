@@ -48,7 +48,7 @@ from fooling.fitness.endpoint.protocol import (
     encode_request,
     load_json,
 )
-from fooling.fitness.endpoint.settings import EndpointSettings
+from fooling.fitness.endpoint.settings import TOKEN_VARIABLE, EndpointSettings
 
 __all__ = [
     "EndpointError",
@@ -238,6 +238,10 @@ class EndpointClient:
                 f"{shown}: scoring a model behind an endpoint needs httpx and tenacity: "
                 "pip install 'fooling[endpoint]'"
             )
+        for name, value in settings.all_headers().items():
+            if not value.isascii():  # HTTP sends header values as ASCII; the value is never shown
+                source = f"${TOKEN_VARIABLE} or --header" if name.lower() == "authorization" else "--header"
+                raise EndpointError(f"{shown}: the {name} header ({source}) holds a non-ASCII character")
         self.origin = origin
         self.shown = shown
         self.settings = settings

@@ -32,7 +32,7 @@ SCHEMES = ("http://", "https://")
 # How the answers are read: detected (probabilities when every row is a distribution), or forced.
 SCORES = ("auto", "probabilities", "logits")
 # Model and version names the protocol's paths may hold (no "/", "?", "#", "..").
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+_NAME = re.compile(r"(?!\.+$)[A-Za-z0-9_.\-]{1,200}")  # not "." or "..": the URL would leave the path
 _PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/?")
 
 

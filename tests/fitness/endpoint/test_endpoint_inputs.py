@@ -118,6 +118,8 @@ def test_an_answer_over_the_size_cap_is_one_line(mlserver, endpoint_settings):
         ("http://127.0.0.1:1/v2/models/a?api_key=SECRETVALUE", "unknown endpoint option 'api-key'"),
         ("http://127.0.0.1:1/v2/models/a?top-k=0", "--top-k expects"),
         ("ftp://127.0.0.1/v2/models/a", "not a model file"),
+        ("http://127.0.0.1:1/v2/models/a/versions/..", "/v2/models/NAME"),  # would leave the model's path
+        ("http://127.0.0.1:1/v2/models/./versions/2", "/v2/models/NAME"),
     ],
 )
 def test_bad_references_never_repeat_a_secret(reference, expected, capsys, tmp_path):
@@ -138,6 +140,18 @@ def test_perturb_and_ascent_refuse_an_endpoint_before_any_request(capsys, tmp_pa
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "follows gradients" in err and err.count("\n") == 1
+
+
+def test_a_header_or_token_that_is_not_ascii_is_one_line_without_its_value(tmp_path, capsys, monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/v2/models/lenet"
+    run = ["evolve", "--model", url, "--retries", "0", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main([*run, "--header", "X-Key: sécret-valüe"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the X-Key header (--header) holds a non-ASCII character" in err
+    monkeypatch.setenv("FOOLING_ENDPOINT_TOKEN", "tökén-SECRETVALUE")
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$FOOLING_ENDPOINT_TOKEN or --header" in err and "SECRETVALUE" not in err
 
 
 def test_headers_are_never_shown():
