@@ -379,6 +379,8 @@ def evolve(
     if config.workers and hasattr(model.network, "share_traffic"):  # an endpoint: rate and requests
         model.network.share_traffic(config.scorers)  # in flight are the run's, over all scorer actors
     encoding = make_encoding(config, model.spec)
+    if not resume:  # older runs may hold such settings, ignored then as now
+        _check_settings_apply(config, encoding)
     names = [model.spec.class_names[i] for i in class_ids(config, model.spec)]
     check_device(config.device)
     device = pick_device(config.device)
@@ -498,6 +500,25 @@ def _vary_device(config: RunConfig, encoding, device: torch.device, cells: int) 
 
 # Confidence levels of the queries-to-fool curve: the cells at or above each, per generation.
 FOOLED_LEVELS = {"fooled_50": 0.5, "fooled_90": 0.9, "fooled_99": 0.99, "fooled_9999": 0.9999}
+
+
+def _check_settings_apply(config: RunConfig, encoding) -> None:
+    """Refuse settings a new run would silently ignore.
+
+    Raises:
+        UserError: ``scorers`` above 1 without Ray workers, or a crossover probability for an
+            encoding without crossover (no ``mate``).
+    """
+    if config.scorers > 1 and config.workers == 0:
+        raise UserError(
+            f"--scorers {config.scorers} sets Ray's scorer actors, but --workers is 0 (everything in "
+            "this process, one scorer); add --workers N or drop --scorers"
+        )
+    if config.crossover_probability > 0 and not hasattr(encoding, "mate"):
+        raise UserError(
+            f"--crossover-probability {config.crossover_probability}: the {config.encoding} encoding "
+            "has no crossover (the paper's CPPNs are mutated only); drop it"
+        )
 
 
 def _generation_queries(config: RunConfig, search: Search) -> int:

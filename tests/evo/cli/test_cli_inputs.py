@@ -197,3 +197,14 @@ def test_train_shows_a_trained_lenet_whose_record_is_damaged(fooling_home, tmp_p
     copy.with_suffix(".json").write_text("{damaged")
     assert main(["train"]) == 0  # was "Expecting property name ...", naming no file, exit 2
     assert "already trained" in capsys.readouterr().out
+
+
+def test_settings_a_new_run_would_ignore_are_one_line(fooling_home, tmp_path, capsys):
+    for flags, says in [
+        (["--scorers", "3"], "--scorers 3 sets Ray's scorer actors, but --workers is 0"),
+        (["--encoding", "cppn", "--crossover-probability", "0.5"], "the cppn encoding has no crossover"),
+    ]:
+        out = tmp_path / "run"
+        assert main(["evolve", *flags, "--generations", "1", "--no-progress", "--out", str(out)]) == 2
+        assert says in one_line(capsys)
+        assert not out.exists()
