@@ -77,6 +77,21 @@ def _model(folder: Path, name: str, inputs: dict, output: str, **extra) -> None:
     (path / "model-settings.json").write_text(json.dumps(settings))
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that says nothing when a client drops its connection.
+
+    The client closes connections it refuses answers on; socketserver would print each reset
+    to this process's stderr, which the tests read as the command's output.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def served(folder: Path, name: str) -> int:
     """Images model ``name`` has scored so far."""
     path = folder / f"count-{name}.txt"
@@ -343,8 +358,7 @@ class FaultProxy:
             def do_POST(self) -> None:  # noqa: N802
                 self._forward("POST")
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.scheme = "https" if tls is not None else "http"
