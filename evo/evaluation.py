@@ -161,6 +161,23 @@ class Evaluator:
         return [min(per_call, count - start) for start in range(0, count, per_call)]
 
     @classmethod
+    def score_sizes(cls, count: int, spec: ModelSpec, crops: int, device: torch.device) -> list[int]:
+        """How many of ``count`` genomes each scoring call of one evaluation takes, in order.
+
+        The network sees each call's images, ``crops`` per genome, in one batch: an endpoint
+        whose input has a fixed batch size pads every call (the driver counts that padding).
+
+        Returns:
+            Positive sizes that add up to ``count`` (``[]`` for none).
+        """
+        chunk = cls.cpu_chunk(spec, crops) if device.type == "cpu" else None
+        sizes = []
+        for call in cls.calls(count, spec, crops, device):
+            step = chunk or call
+            sizes += [min(step, call - start) for start in range(0, call, step)]
+        return sizes
+
+    @classmethod
     def cpu_chunk(cls, spec: ModelSpec, crops: int) -> int:
         """Images scored at once on the CPU: :attr:`EVALUATE_PIXELS` of the scorer's images."""
         height, width = scored_image_size(spec, crops)

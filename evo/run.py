@@ -345,8 +345,9 @@ def evolve(
         on_generation: called with the search after each generation is inserted: its
             archive holds the generation's elites, ``search.logbook[-1]`` is its stats record.
         trackers: experiment trackers to report to (``"tensorboard"``, ``"mlflow:URI"``,
-            :class:`~fooling.evo.trackers.Tracker` objects; see :mod:`fooling.evo.trackers`); a
-            failing tracker never stops the search, and they change nothing in the archive.
+            :class:`~fooling.evo.trackers.Tracker` objects; see :mod:`fooling.evo.trackers`; one
+            alone is taken as a list of one); a failing tracker never stops the search, and
+            they change nothing in the archive.
 
     Returns:
         The finished search (archive, logbook, generation).
@@ -363,7 +364,12 @@ def evolve(
         MissingExtraError: a tracker whose package is not installed (before any work; also
             UserError for an unknown tracker or a place it cannot use).
         KeyboardInterrupt: after writing a checkpoint of the last finished generation.
+        TypeError: ``config`` is not a :class:`RunConfig`.
     """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"evolve() takes a RunConfig as its config, not {type(config).__name__}")
+    if isinstance(trackers, (str, TrackerSpec, Tracker)):  # one tracker, not a sequence of them
+        trackers = [trackers]
     check_cluster_choice(config.address, config.workers)
     tracking = Tracking(trackers)
     tracking.check(config.out)
@@ -463,6 +469,7 @@ def evolve(
             search = _run_generations(
                 config,
                 search,
+                model,
                 save,
                 show_progress=show_progress,
                 on_generation=tracking.observer(on_generation),
@@ -506,9 +513,12 @@ def _check_settings_apply(config: RunConfig, encoding) -> None:
     """Refuse settings a new run would silently ignore.
 
     Raises:
-        UserError: ``scorers`` above 1 without Ray workers, or a crossover probability for an
-            encoding without crossover (no ``mate``).
+        UserError: ``scorers`` above 1 without Ray workers, a crossover probability for an
+            encoding without crossover (no ``mate``), or an encoding setting the run's
+            encoding does not read (:func:`~fooling.evo.config.check_encoding_settings`).
     """
+    from fooling.evo.config import check_encoding_settings  # here: this function's edit only
+
     if config.scorers > 1 and config.workers == 0:
         raise UserError(
             f"--scorers {config.scorers} sets Ray's scorer actors, but --workers is 0 (everything in "
@@ -519,12 +529,35 @@ def _check_settings_apply(config: RunConfig, encoding) -> None:
             f"--crossover-probability {config.crossover_probability}: the {config.encoding} encoding "
             "has no crossover (the paper's CPPNs are mutated only); drop it"
         )
+    check_encoding_settings(config)
 
 
-def _generation_queries(config: RunConfig, search: Search) -> int:
-    """Images the next generation of ``search`` scores: its evaluations, each ``config.crops`` times."""
+def _generation_queries(config: RunConfig, search: Search, model: LoadedModel) -> int:
+    """Images the next generation of ``search`` sends: its evaluations, each ``config.crops`` times.
+
+    For an endpoint whose input has a fixed batch size, with the padding of each request:
+    each task's scoring calls (:meth:`Evaluator.score_sizes`) are padded to whole batches,
+    and the server receives (and may bill) the padding too. Where scorers run on devices of
+    two kinds (which split a task differently), the larger count.
+    """
     per_child = 1 if len(search.archive) == 0 else search.emitter.evaluations_per_child
-    return round(search.population * per_child) * config.crops
+    images = round(search.population * per_child) * config.crops
+    sent_for = getattr(model.network, "images_sent_for", None)
+    if sent_for is None:
+        return images
+    # Endpoint models are scored, never differentiated: no emitter that refines runs on them.
+    assert per_child == 1, f"{search.emitter.name} costs {per_child} evaluations a child on an endpoint"
+    starts = range(0, search.population, search.batch_size)
+    counts = [min(search.batch_size, search.population - start) for start in starts]
+    devices = getattr(search.backend, "scoring_devices", None) or (pick_device(config.device),)
+    return max(
+        sum(
+            sent_for(size * config.crops)
+            for count in counts
+            for size in Evaluator.score_sizes(count, model.spec, config.crops, device)
+        )
+        for device in devices
+    )
 
 
 def _query_record(search: Search, budget: QueryBudget) -> dict:
@@ -598,6 +631,7 @@ def _resumed_state(
 def _run_generations(
     config: RunConfig,
     search: Search,
+    model: LoadedModel,
     save: Callable[[], None],
     *,
     show_progress: bool,
@@ -609,10 +643,11 @@ def _run_generations(
 
     Saves every ``config.checkpoint_every`` generations and at the end; on Ctrl-C, SIGTERM, a
     backend failure or a model that fails while scoring, saves the last whole generation first.
-    ``budget`` counts the images scored (each generation's stats record gets ``queries`` and
-    the cells fooled at each :data:`FOOLED_LEVELS`); the run stops, checkpointed, before a
-    generation that would exceed it. With ``ledger``, the count the generation will reach is
-    written to the run folder before it sends anything (:mod:`~fooling.evo.store.queries`).
+    ``budget`` counts the images ``model`` is sent, padding included (:func:`_generation_queries`);
+    each generation's stats record gets ``queries`` and the cells fooled at each
+    :data:`FOOLED_LEVELS`. The run stops, checkpointed, before a generation that would exceed it.
+    With ``ledger``, the count the generation will reach is written to the run folder before it
+    sends anything (:mod:`~fooling.evo.store.queries`).
     """
     budget = budget or QueryBudget(None)
     saved_at = search.generation - 1
@@ -631,7 +666,7 @@ def _run_generations(
             ) as bar,
         ):
             while search.generation < config.generations and not stop.requested:
-                needed = _generation_queries(config, search)
+                needed = _generation_queries(config, search, model)
                 if not budget.allows(needed):
                     logger.warning(
                         "query budget spent: %d of --max-queries %d images sent, generation %d needs %d "

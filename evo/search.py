@@ -218,6 +218,11 @@ class Backend(Protocol):
         """Release the backend's workers (a no-op where there are none)."""
         ...
 
+    @property
+    def scoring_devices(self) -> tuple[torch.device, ...]:
+        """The kinds of device its scorers run on (what splits a task into scoring calls)."""
+        ...
+
 
 class LocalBackend:
     """Everything in this process, one task after the other.
@@ -230,6 +235,11 @@ class LocalBackend:
     def __init__(self, variation: Variation, evaluator) -> None:
         self.variation = variation
         self.evaluator = evaluator
+
+    @property
+    def scoring_devices(self) -> tuple[torch.device, ...]:
+        """This process's scoring device."""
+        return (self.evaluator.scorer.device,)
 
     def run(
         self, tasks: list[Task], parents: ParentPool | None

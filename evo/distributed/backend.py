@@ -78,10 +78,13 @@ IN_FLIGHT_PER_SCORER = 2
 # Ray's per-call cost under a few percent whatever the batch size.
 TARGET_CALL_SECONDS = 0.05
 # How long actors may take to start (worker process, torch import, model transfer)
-# before we report that the cluster cannot place them.
-START_TIMEOUT_S = float(os.environ.get("FOOLING_RAY_START_TIMEOUT", "300"))
-# No result at all for this long means the cluster is stuck (not merely slow).
-STALL_TIMEOUT_S = float(os.environ.get("FOOLING_RAY_STALL_TIMEOUT", "3600"))
+# before we report that the cluster cannot place them: $FOOLING_RAY_START_TIMEOUT, else this.
+START_TIMEOUT_VARIABLE = "FOOLING_RAY_START_TIMEOUT"
+START_TIMEOUT_S = 300.0
+# No result at all for this long means the cluster is stuck (not merely slow):
+# $FOOLING_RAY_STALL_TIMEOUT, else this.
+STALL_TIMEOUT_VARIABLE = "FOOLING_RAY_STALL_TIMEOUT"
+STALL_TIMEOUT_S = 3600.0
 # How often per-actor throughput goes to the log.
 LOG_EVERY_S = 60.0
 # Timeout of ``ray.get`` on references that ``ray.wait`` reported ready.
@@ -539,6 +542,24 @@ def model_for_actors(model: LoadedModel, engine: str = "auto") -> LoadedModel | 
     return _WithImportPaths(model, paths) if paths else model
 
 
+def timeout_seconds(variable: str, default: float) -> float:
+    """Seconds from environment variable ``variable`` (unset or blank: ``default``), read when used.
+
+    Raises:
+        UserError: the variable is not a finite positive number (one line naming it).
+    """
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):  # also refuses NaN
+        raise UserError(f"{variable}={text!r}: expected a positive number of seconds")
+    return value
+
+
 def _fraction(value: float) -> float:
     """Ray takes fractional resources in steps of 1e-4."""
     return math.floor(value * 1e4) / 1e4
@@ -559,9 +580,11 @@ class RayBackend:
 
     Raises:
         ConnectionError: ``config.address`` does not answer.
-        UserError: more scorers than the cluster's GPUs, or ``--device cuda`` on a
-            cluster without GPUs.
-        BackendError: actors could not be placed within :data:`START_TIMEOUT_S`.
+        UserError: more scorers than the cluster's GPUs, ``--device cuda`` on a
+            cluster without GPUs, or a bad ``$FOOLING_RAY_START_TIMEOUT`` or
+            ``$FOOLING_RAY_STALL_TIMEOUT`` (:func:`timeout_seconds`).
+        BackendError: actors could not be placed within :data:`START_TIMEOUT_S`
+            (or ``$FOOLING_RAY_START_TIMEOUT``).
     """
 
     def __init__(
@@ -575,6 +598,9 @@ class RayBackend:
     ) -> None:
         if config.workers < 1:
             raise ValueError("RayBackend needs --workers >= 1 (0 runs in-process without Ray)")
+        # Read before anything starts, so that a bad value is one line and no cluster.
+        self.start_timeout = timeout_seconds(START_TIMEOUT_VARIABLE, START_TIMEOUT_S)
+        self.stall_timeout = timeout_seconds(STALL_TIMEOUT_VARIABLE, STALL_TIMEOUT_S)
         self.config = config
         self.max_restarts = MAX_RESTARTS if max_restarts is None else max_restarts
         self._scorer_class = _Scorer if scorer_actor is None else ray.remote(scorer_actor)
@@ -666,9 +692,10 @@ class RayBackend:
             )
             for _ in range(config.scorers)
         ]
-        scorers = self._started(self.scorers, config, model)
+        scorers = self._started(self.scorers, config, model, self.start_timeout)
         makes = {info.get("makes_children", False) for info in scorers}
         kinds = {info["device"].split(":")[0] for info in scorers}  # cuda:0 and cuda:1 are one kind
+        self.scoring_devices = tuple(torch.device(kind) for kind in sorted(kinds))
         if len(makes) > 1 or (True in makes and len(kinds) > 1):
             raise UserError(
                 f"--vary-on {config.vary_on}: the scorer actors run on {' and '.join(sorted(kinds))}, whose "
@@ -681,7 +708,7 @@ class RayBackend:
                 _Mutator.options(num_cpus=share, **restarts).remote(self._variation_ref, threads)
                 for _ in range(config.workers)
             ]
-        described = self._started(self.mutators, config, model) + scorers
+        described = self._started(self.mutators, config, model, self.start_timeout) + scorers
         self.stats = [ActorStats("mutator", i) for i in range(len(self.mutators))] + [
             ActorStats("scorer", i) for i in range(len(self.scorers))
         ]
@@ -697,20 +724,20 @@ class RayBackend:
         )
 
     @staticmethod
-    def _started(handles: list, config: RunConfig, model: LoadedModel) -> list[dict]:
+    def _started(handles: list, config: RunConfig, model: LoadedModel, timeout: float) -> list[dict]:
         """What each of ``handles`` describes of itself once started.
 
         Raises:
-            BackendError: an actor did not start within :data:`START_TIMEOUT_S`, or failed to.
+            BackendError: an actor did not start within ``timeout`` seconds, or failed to.
         """
         refs = [actor.describe.remote() for actor in handles]
         if not refs:
             return []
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         if pending:
             free = ray.available_resources()
             raise BackendError(
-                f"{len(pending)} of {len(refs)} Ray actors did not start within {START_TIMEOUT_S:g} s "
+                f"{len(pending)} of {len(refs)} Ray actors did not start within {timeout:g} s "
                 f"(cluster free: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU)"
             )
         try:
@@ -752,7 +779,7 @@ class RayBackend:
 
         Raises:
             BackendError: an actor died more than ``max_restarts`` times, or nothing
-                came back for :data:`STALL_TIMEOUT_S`.
+                came back for :data:`STALL_TIMEOUT_S` (or ``$FOOLING_RAY_STALL_TIMEOUT``).
         """
         if len(tasks) < len(self.scorers) and not self._warned_few_tasks:
             self._warned_few_tasks = True
@@ -800,9 +827,9 @@ class RayBackend:
                     in_flight[probabilities] = _Call(index, scorer, mutator, mutator_stats, count)
                     mutator_load[mutator] += 1
                 scorer_load[scorer] += 1
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=STALL_TIMEOUT_S)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.stall_timeout)
             if not ready:
-                raise BackendError(f"no result from any Ray actor for {STALL_TIMEOUT_S:g} s; giving up")
+                raise BackendError(f"no result from any Ray actor for {self.stall_timeout:g} s; giving up")
             for ref in ready:
                 call = in_flight.pop(ref)
                 scorer_load[call.scorer] -= 1

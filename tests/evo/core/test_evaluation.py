@@ -49,6 +49,20 @@ def test_on_the_cpu_calls_keep_their_chunks_of_pixels(lite0_spec):
     assert Evaluator.calls(0, lite0_spec, 1, CPU) == [] == Evaluator.calls(0, lite0_spec, 1, CUDA)
 
 
+@pytest.mark.parametrize("crops", [1, 10])
+@pytest.mark.parametrize("count", [0, 1, 97, 400, 1025])
+def test_score_sizes_split_each_call_into_its_scoring_chunks(lite0_spec, count, crops):
+    on_cpu = Evaluator.score_sizes(count, lite0_spec, crops, CPU)
+    chunk = Evaluator.cpu_chunk(lite0_spec, crops)
+    assert sum(on_cpu) == count and all(1 <= size <= chunk for size in on_cpu)
+    assert len(on_cpu) == sum(
+        math.ceil(call / chunk) for call in Evaluator.calls(count, lite0_spec, crops, CPU)
+    )
+    assert Evaluator.score_sizes(count, lite0_spec, crops, CUDA) == Evaluator.calls(
+        count, lite0_spec, crops, CUDA
+    )
+
+
 def test_evaluate_on_the_cpu_scores_in_chunks_and_keeps_the_rows_order(lenet, monkeypatch):
     config = RunConfig(model="mnist-lenet", encoding="direct", population=45, seed=3)
     evaluator = Evaluator(config, lenet)
@@ -61,6 +75,8 @@ def test_evaluate_on_the_cpu_scores_in_chunks_and_keeps_the_rows_order(lenet, mo
     monkeypatch.setattr(evaluator.scorer, "score", lambda i: (scored.append(len(i)), score(i))[1])
     probabilities = evaluator.evaluate(genomes)
     assert rendered == [20, 20, 5] and scored == [10, 10, 10, 10, 5]
+    # What the driver counts for an endpoint's padding: the same scoring calls.
+    assert Evaluator.score_sizes(45, lenet.spec, 1, CPU) == scored
     np.testing.assert_allclose(probabilities, whole, atol=1e-6)
     assert evaluator.evaluate(genomes.take(slice(0, 0))).shape == (0, 10)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from oip_fixtures import FaultProxy, served
 
 from fooling.encodings import GENOME_CLASSES
@@ -20,11 +19,6 @@ def _fixed_batch_of_7(path: str, headers: dict, status: int, body: bytes):
     return 200, json.dumps(metadata).encode(), {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the query budget is the driver's (evo/run.py _generation_queries), which counts the images "
-    "scored; it must count EndpointNetwork.images_sent_for of each scoring call",
-)
 def test_the_budget_and_the_ledger_count_the_padding_sent(mlserver, tmp_path, capsys, endpoint_settings):
     """Generations of 10 images go as requests of 7: 14 images a generation reach the server."""
     proxy = FaultProxy(mlserver.port, faults=False, edit=_fixed_batch_of_7)
@@ -42,3 +36,21 @@ def test_the_budget_and_the_ledger_count_the_padding_sent(mlserver, tmp_path, ca
     assert sent == 28
     assert json.loads((out / "queries.json").read_text()) == {"queries": sent}
     assert read_latest_checkpoint(str(out), GENOME_CLASSES).queries == sent
+
+
+def test_a_budget_stops_before_the_padding_would_pass_it(mlserver, tmp_path, capsys, endpoint_settings):
+    """--max-queries 20: the first generation sends 14 (10 and 4 of padding), the second would reach 28."""
+    proxy = FaultProxy(mlserver.port, faults=False, edit=_fixed_batch_of_7)
+    out = tmp_path / "run"
+    before = served(mlserver.folder, "lenet")
+    try:
+        code = main(
+            ["evolve", "--model", f"{proxy.url}/v2/models/lenet", "--out", str(out), "--population", "10",
+             "--generations", "3", "--seed", "3", "--no-progress", "--no-report", "--max-queries", "20"]
+        )  # fmt: skip
+    finally:
+        proxy.stop()
+    assert code == 0, capsys.readouterr().err
+    assert served(mlserver.folder, "lenet") - before == 14
+    assert json.loads((out / "queries.json").read_text()) == {"queries": 14}
+    assert read_latest_checkpoint(str(out), GENOME_CLASSES).generation == 0
