@@ -42,9 +42,9 @@ from fooling.evo.store.checkpoint import (
     read_latest_checkpoint,
     write_checkpoint,
 )
-from fooling.evo.store.location import check_writable
+from fooling.evo.store.location import check_writable, join
 from fooling.evo.store.queries import read_ledger, write_ledger
-from fooling.evo.store.runfolder import RunFolderError, check_resume_kind, claimed_run_folder
+from fooling.evo.store.runfolder import RunFolderError, check_resume_kind, claimed_run_folder, run_token
 from fooling.evo.store.tables import read_stats, write_stats
 from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
@@ -78,6 +78,7 @@ def save_checkpoint(
     rng_scheme: str = HOST_SCHEME,
     queries: int | None = None,
     render: Callable[[GenomeBatch], np.ndarray] | None = None,
+    run: str | None = None,
 ) -> str:
     """Write a run's checkpoint and statistics: what evolve, retrain's rounds and ascent all call.
 
@@ -103,6 +104,8 @@ def save_checkpoint(
         queries: images sent to the model so far (``None``: not counted).
         render: draws the changed cells' thumbnails as uint8 (default: :func:`render_uint8` of
             the run's encoding on the CPU; evolve on a CUDA GPU passes its renderer there).
+        run: the token of the run (:func:`~fooling.evo.store.runfolder.run_token`), recorded in
+            the checkpoint; ``None``: none.
 
     Returns:
         The checkpoint's URI.
@@ -123,6 +126,7 @@ def save_checkpoint(
         emitter_state=dict(emitter_state or {}),
         rng_scheme=rng_scheme,
         queries=queries,
+        run=run,
     )
     out = config.out if out is None else out
     if stats is not None:
@@ -394,8 +398,10 @@ def evolve(
     # On Ray the scorer actors' device decides the streams (taken from the backend once started).
     scheme = rng_scheme(config.vary_on, device, get_emitter(config.emitter), encoding)
     with claimed_run_folder(config.out, "evolve", resume=resume, remove_temporaries=True):
+        run = run_token(config.out)
         if resume:
             checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
+            _check_same_run(config.out, checkpoint, run)
             archive, records, start, next_id = _resumed_state(config, model, encoding, checkpoint, names)
             if vary_device is not None:
                 move_archive(archive, vary_device)
@@ -461,6 +467,7 @@ def evolve(
                 rng_scheme=scheme,
                 queries=budget.spent,
                 render=render,
+                run=run,
             )
             tracking.checkpoint(search.generation - 1, elites, thumbnails, render)
 
@@ -564,6 +571,24 @@ def _query_record(search: Search, budget: QueryBudget) -> dict:
     """The stats columns of the queries-to-fool curve after a generation."""
     fitness = np.asarray(search.archive.fitness.tolist())  # host numbers, wherever the archive is
     return {"queries": budget.spent, **{k: int((fitness >= v).sum()) for k, v in FOOLED_LEVELS.items()}}
+
+
+def _check_same_run(out: str, checkpoint: Checkpoint, run: str | None) -> None:
+    """Refuse to continue ``checkpoint`` as run ``out`` when another run wrote it.
+
+    A checkpoint copied into ``out/checkpoints`` from another run folder would otherwise be
+    continued silently, its archive beside this run's statistics and ledger. Runs and
+    checkpoints written before run tokens have none and are not compared.
+
+    Raises:
+        CheckpointError: the checkpoint names another run than ``out``'s record.
+    """
+    if run is not None and checkpoint.run is not None and checkpoint.run != run:
+        raise CheckpointError(
+            f"--resume {out}: {checkpoint.path} was written by another run (run {checkpoint.run}, "
+            f"not this folder's {run}); refusing to continue it as this one: move it out of "
+            f"{join(out, 'checkpoints')} to resume this run's own checkpoints"
+        )
 
 
 def _queries_spent(config: RunConfig, checkpoint: Checkpoint, records: list[dict]) -> int:

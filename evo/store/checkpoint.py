@@ -86,7 +86,7 @@ from fooling.evo.store.location import (
 )
 from fooling.evo.store.parquet_footer import footer_chunks
 from fooling.evo.store.thumbnails import ThumbnailCache, genome_row_bytes, thumbnail_png
-from fooling.evo.store.validation import DamagedField, check_metadata, check_rows, is_count
+from fooling.evo.store.validation import DamagedField, check_metadata, check_rows, is_count, is_run_token
 from fooling.fitness import error_line
 
 logger = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ class Checkpoint:
         queries: images sent to the model up to this checkpoint (every generation and every
             earlier resume; metadata ``queries``), continued on ``--resume`` and checked
             against ``--max-queries``; ``None`` in checkpoints written before it was counted.
+        run: the token of the run that wrote it (metadata ``run``; see
+            :func:`~fooling.evo.store.runfolder.run_token`), ``None`` where that run had none.
     """
 
     config: RunConfig
@@ -148,6 +150,7 @@ class Checkpoint:
     emitter_state: dict = dataclasses.field(default_factory=dict)
     rng_scheme: str = HOST_SCHEME
     queries: int | None = None
+    run: str | None = None
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -217,6 +220,8 @@ def checkpoint_table(
     }
     if checkpoint.queries is not None:
         metadata["queries"] = int(checkpoint.queries)
+    if checkpoint.run is not None:
+        metadata["run"] = checkpoint.run
     if checkpoint.emitter_state:  # none: the metadata of a stateless emitter's run, as before
         metadata["emitter_state"] = checkpoint.emitter_state
     table = pa.table(columns)
@@ -403,6 +408,18 @@ def _queries(metadata: dict) -> int | None:
     if queries is not None and not is_count(queries):
         raise DamagedField(f"queries is {str(queries)[:40]!r}, not a count of images")
     return queries
+
+
+def _run(metadata: dict) -> str | None:
+    """Metadata ``run`` (the token of the run that wrote it), ``None`` where absent (checked).
+
+    Raises:
+        DamagedField: present but not a run token.
+    """
+    token = metadata.get("run")
+    if token is not None and not is_run_token(token):
+        raise DamagedField(f"run is {str(token)[:40]!r}, not a run token")
+    return token
 
 
 def _damaged(uri: str, what: str) -> CheckpointError:
@@ -633,6 +650,7 @@ def _read(uri: str, genome_classes: dict[str, type[GenomeBatch]] | None) -> Chec
             emitter_state=metadata.get("emitter_state", {}),
             rng_scheme=_rng_scheme(metadata),
             queries=_queries(metadata),
+            run=_run(metadata),
         )
         return CheckpointRows(uri, metadata, rows, checkpoint, config)
     except CheckpointError:

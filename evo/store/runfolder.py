@@ -7,9 +7,11 @@ holds, so that nothing already written is lost (:func:`claimed_run_folder` does 
 - ``OUT/.fooling-lock`` holds the owner's pid and host while a command runs. A second
   process refuses at once; a lock left by a dead process on this host is taken over
   with a warning (a lock of another host cannot be checked, so it is never taken over).
-- ``OUT/.fooling-run`` names the kind of run (``{"kind": "evolve"}``). A folder is
-  accepted when it is new (absent or empty), or holds a run of the same kind
-  (to be resumed); anything else is refused with one line.
+- ``OUT/.fooling-run`` names the kind of run and the run itself
+  (``{"kind": "evolve", "run": "5f0c..."}``, a random token drawn when the run starts). A folder
+  is accepted when it is new (absent or empty), or holds a run of the same kind (to be
+  resumed); anything else is refused with one line. Checkpoints record the token, so that a
+  checkpoint copied in from another run is not continued as this one (:func:`run_token`).
 
 Locks are local-filesystem locks; object stores (``s3://``, ``gs://``) have no atomic
 create-if-absent here, so on them the lock is advisory: written, checked, but racy.
@@ -25,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shlex
 import socket
 import stat
@@ -46,6 +49,7 @@ from fooling.evo.store.location import (
     read_bytes,
     write_bytes,
 )
+from fooling.evo.store.validation import is_run_token
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +393,26 @@ def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
             else f"--out {out} already holds {_a(kind)} run; choose another folder"
         )
     if not exists(join(out, KIND_NAME)):
-        write_bytes(join(out, KIND_NAME), (json.dumps({"kind": kind}) + "\n").encode())
+        record = {"kind": kind, "run": secrets.token_hex(RUN_TOKEN_BYTES)}
+        write_bytes(join(out, KIND_NAME), (json.dumps(record) + "\n").encode())
+
+
+# Random bytes of a run's token (16 hex digits): unique among the runs anyone will compare.
+RUN_TOKEN_BYTES = 8
+
+
+def run_token(out: str) -> str | None:
+    """The token that names the run in ``out`` (its ``.fooling-run`` record); ``None`` if it has none.
+
+    Runs written before tokens, and folders without a record, have none. A record is untrusted:
+    a token that is not 16 lowercase hex digits counts as none.
+    """
+    try:
+        record = json.loads(read_bytes(join(out, KIND_NAME)))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    token = record.get("run") if isinstance(record, dict) else None
+    return token if is_run_token(token) else None
 
 
 def remove_stale_temporaries(out: str) -> int:

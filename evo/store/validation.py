@@ -7,6 +7,7 @@ checkpoint naming the file, skipped like a torn one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +23,11 @@ class DamagedField(Exception):
 def is_count(value: object) -> bool:
     """A non-negative integer of JSON (``True`` is no count)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_run_token(value: object) -> bool:
+    """A run's token: 16 lowercase hex digits (:func:`~fooling.evo.store.runfolder.run_token`)."""
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{16}", value) is not None
 
 
 def check_metadata(metadata: dict, rows: int) -> None:

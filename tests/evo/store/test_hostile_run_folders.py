@@ -654,3 +654,25 @@ def test_stored_thumbnails_not_as_a_run_writes_them_are_one_line(run, capsys, co
     assert main(argv) == 2
     assert one_error_line(capsys) == f"fooling: error: {newest}: {message}"
     assert files_of(run) == before
+
+
+# --- a checkpoint copied in from another run ---------------------------------------------------
+
+
+def test_a_checkpoint_copied_from_another_run_is_not_continued_as_this_one(run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["evolve", "--out", str(other), "--generations", "4", "--seed", "9", *TINY]) == 0
+    newest = run / "checkpoints" / "gen-000003.parquet"  # the one LATEST names
+    shutil.copyfile(other / "checkpoints" / "gen-000003.parquet", newest)
+    before = files_of(run)
+    assert main(["evolve", "--resume", str(run), "--generations", "6", *TINY]) == 2
+    line = one_error_line(capsys)
+    assert "gen-000003.parquet was written by another run" in line and "refusing to continue it" in line
+    assert files_of(run) == before
+    newest.unlink()  # what the message says to do: the run's own checkpoints resume
+    assert main(["evolve", "--resume", str(run), "--generations", "3", *TINY]) == 0
+    assert read_latest_checkpoint(str(run), GENOME_CLASSES).generation == 2
+    # The whole folder, copied, is the same run: it resumes.
+    copied = tmp_path / "copied"
+    shutil.copytree(other, copied)
+    assert main(["evolve", "--resume", str(copied), "--generations", "5", *TINY]) == 0
