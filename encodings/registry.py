@@ -109,10 +109,15 @@ class EncodingSpec:
         renamed_color_spaces: names that older versions stored for this encoding, mapped to
             the name of the same rendering now; applied when a stored run config is read
             (never to what a user types). The old names must not be among :attr:`color_spaces`.
+        settings: the names of the run-config fields :attr:`build` reads from its
+            ``settings`` (e.g. ``("mutation_probability", "max_nodes")``), so that a new run
+            can refuse an encoding setting its encoding would ignore (``--max-nodes`` for the
+            direct encoding). ``None`` (the default, for encodings that declare nothing):
+            any field may be read, and none is refused.
 
     Raises:
-        ValueError: no colour spaces, a default not among them, or a renamed space that is
-            still a choice or maps to no choice.
+        ValueError: no colour spaces, a default not among them, a renamed space that is
+            still a choice or maps to no choice, or settings that are not field names.
     """
 
     name: str
@@ -122,8 +127,15 @@ class EncodingSpec:
     color_spaces: tuple[str, ...] = ("rgb",)
     default_color_space: str | None = None
     renamed_color_spaces: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    settings: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.settings is not None:
+            if isinstance(self.settings, str) or not all(isinstance(name, str) for name in self.settings):
+                raise ValueError(
+                    f"encoding {self.name!r}: settings must be a tuple of field names, not {self.settings!r}"
+                )
+            object.__setattr__(self, "settings", tuple(self.settings))
         if not self.color_spaces:
             raise ValueError(f"encoding {self.name!r} declares no colour spaces")
         if self.default_color_space is None:
@@ -193,6 +205,25 @@ _DIRECT_SPACES = ("rgb", "hsv")
 # code's bytes read as OpenCV 8-bit HLS.
 _CPPN_SPACES = ("hsv", "hls", "hls-opencv")
 
+# The run-config fields each built-in builder reads (what a new run must not set for the other).
+_DIRECT_SETTINGS = (
+    "mutation_probability",
+    "mutation_eta",
+    "halve_mutation_every",
+    "crossover_eta",
+    "color_space",
+    "init",
+)
+_CPPN_SETTINGS = (
+    "mutation_probability",
+    "mutation_eta",
+    "color_space",
+    "coordinates",
+    "split_weight",
+    "max_nodes",
+    "max_edges",
+)
+
 # The built-in encodings, by name.
 ENCODINGS: dict[str, EncodingSpec] = {
     "direct": EncodingSpec(
@@ -201,6 +232,7 @@ ENCODINGS: dict[str, EncodingSpec] = {
         DirectEncoding,
         _direct,
         color_spaces=_DIRECT_SPACES,
+        settings=_DIRECT_SETTINGS,
     ),
     "cppn": EncodingSpec(
         "cppn",
@@ -212,6 +244,7 @@ ENCODINGS: dict[str, EncodingSpec] = {
         # Before each encoding named its own colour spaces, the run config's default "rgb"
         # meant HSV outputs for CPPNs (the paper's text); runs stored so still read as HSV.
         renamed_color_spaces={"rgb": "hsv"},
+        settings=_CPPN_SETTINGS,
     ),
 }
 

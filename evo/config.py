@@ -6,10 +6,13 @@ import dataclasses
 import json
 import math
 import numbers
+import operator
 import os
 import re
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from fooling.encodings import EncodingSpec, UserError, registered_encodings
 from fooling.encodings.direct import DIRECT_INITS
@@ -92,6 +95,26 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+def _plain(kind: str, value: Any) -> Any:
+    """``value`` as Python's own type of field kind ``kind``, where it is another type of that kind.
+
+    numpy's scalars (``np.int64(8)``, ``np.float32(0.1)``, ``np.str_``) and a tuple or a 1-D
+    array of class names become ``int``, ``float``, ``str`` and a list of ``str``: the config
+    is stored as JSON. Values of another kind are returned as they are (refused by the checks).
+    """
+    accepts = _KINDS[kind][1]
+    if kind == "int" and accepts(value):
+        return operator.index(value)
+    if kind == "float" and accepts(value) and not isinstance(value, int):  # ints stay as JSON has them
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return str(value)
+    sequence = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+    if kind == "list[str]" and sequence:
+        return [str(item) if isinstance(item, str) else item for item in list(value)]
+    return value
+
+
 # An encoding's name as the registry and entry points give them. A stored config's encoding
 # may name a plugin not installed here, so the name is not looked up; but it reaches reports
 # (transfer, ablation), so it must be a name, never markup.
@@ -164,15 +187,69 @@ def check_cluster_choice(address: str | None, workers: int) -> None:
         )
 
 
-@dataclasses.dataclass
+# The run-config fields only encodings read: a new run refuses a value other than the default (or
+# its preset's) of one its encoding does not read (:attr:`EncodingSpec.settings`). The colour
+# space, ``init`` and ``crossover_probability`` are checked on their own, with their own words.
+ENCODING_SETTINGS = (
+    "mutation_probability",
+    "mutation_eta",
+    "halve_mutation_every",
+    "crossover_eta",
+    "coordinates",
+    "split_weight",
+    "max_nodes",
+    "max_edges",
+)
+
+
+def check_encoding_settings(config: RunConfig) -> None:
+    """Refuse a setting of ``config`` that its encoding does not read (and would silently ignore).
+
+    Called for new runs only, not by :class:`RunConfig` itself: a stored run may hold such
+    settings (ignored then as now), and must still read and resume. A field counts as set
+    when it differs from its default, or from its preset's value where the run's preset sets
+    it. An encoding that declares no :attr:`~fooling.encodings.EncodingSpec.settings` (a
+    plugin's ``None``) reads every field, and nothing is refused; so is an unknown encoding
+    (reported, with close names, when it is made).
+
+    Raises:
+        UserError: e.g. ``--max-nodes 64 applies to the cppn encoding only; --encoding direct
+            ignores it, drop it``.
+    """
+    encodings = registered_encodings()
+    own = _encoding_spec(config.encoding, encodings)
+    if own is None or own.settings is None:
+        return
+    defaults = {field.name: field.default for field in dataclasses.fields(RunConfig)}
+    if config.preset in PRESETS:
+        defaults.update(PRESETS[config.preset])
+    for name in ENCODING_SETTINGS:
+        value = getattr(config, name)
+        if name in own.settings or value == defaults[name]:
+            continue
+        readers = [key for key, spec in encodings.items() if name in (spec.settings or ())]
+        applies = (
+            f"applies to the {' and '.join(readers)} encoding{'s' if len(readers) > 1 else ''} only"
+            if readers
+            else "applies to no registered encoding"
+        )
+        raise UserError(f"{_flag(name)} {value} {applies}; --encoding {own.name} ignores it, drop it")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a MAP-Elites run.
+
+    Frozen: every field is checked when the config is made, so a changed copy is made with
+    :func:`dataclasses.replace` (checked again), never by assigning to a field. numpy's
+    numbers (``np.int64(8)``) and a tuple or array of class names are taken as Python's.
 
     Attributes:
         model: registry name of the classifier, e.g. ``"mnist-lenet"``.
         encoding: the name of a registered encoding (the built-in ``"direct"`` and ``"cppn"``,
             or a plugin of the entry-point group ``fooling.encodings``; see
-            :mod:`fooling.encodings.registry`).
+            :mod:`fooling.encodings.registry`). A new run refuses a setting its encoding
+            does not read (see :func:`check_encoding_settings`).
         generations: total generations, counting the random initial one (generation 0).
         population: children evaluated per generation (paper: 200 for MNIST).
         seed: every random draw derives from (seed, generation, batch index).
@@ -202,7 +279,7 @@ class RunConfig:
         preset: name of the preset the run started from (see :data:`PRESETS`), or ``None``.
         image_size: side of the evolved images in pixels (0: the model's input size).
         crops: 1, or 10 for the paper's 10-crop averaged ImageNet fitness.
-        classes: class names (or ``None`` for all) that get an archive cell.
+        classes: class names (or ``None`` for all) that get an archive cell; at least one.
         workers: mutator actors (0: everything in this process, no Ray).
         scorers: scorer actors (Ray only).
         address: Ray cluster address (``None``: start a local instance).
@@ -260,13 +337,19 @@ class RunConfig:
     init: str = "paper"
 
     def __post_init__(self) -> None:
+        # Frozen: the normalised values are set once, here, before the checks.
+        def set_field(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for field in dataclasses.fields(self):  # numpy's numbers, a tuple of classes: Python's own
+            set_field(field.name, _plain(str(field.type).removesuffix(" | None"), getattr(self, field.name)))
         if isinstance(self.device, str):  # anything else is refused by validate
-            self.device = normalise_device(self.device)
+            set_field("device", normalise_device(self.device))
         if isinstance(self.out, os.PathLike):  # a pathlib.Path from Python callers
-            self.out = os.fspath(self.out)
+            set_field("out", os.fspath(self.out))
         if self.color_space is None:  # the encoding's own default (none for an unknown encoding)
             spec = _encoding_spec(self.encoding)
-            self.color_space = spec.default_color_space if spec is not None else None
+            set_field("color_space", spec.default_color_space if spec is not None else None)
         self.validate()
 
     def _check_kinds(self) -> None:
@@ -337,6 +420,8 @@ class RunConfig:
         check_seed(self.seed)
         check_image_size(self.image_size)
         if self.classes is not None:
+            if not self.classes:
+                raise UserError("--classes is empty; give at least one class, or leave classes unset for all")
             seen = {name.lower() for name in self.classes}
             if len(seen) != len(self.classes):
                 duplicate = next(n for i, n in enumerate(self.classes) if n.lower() in
@@ -406,6 +491,7 @@ class RunConfig:
         was a setting was scored by torch, and a colour space an encoding has since renamed
         (:attr:`~fooling.encodings.EncodingSpec.renamed_color_spaces`: a CPPN run's ``"rgb"``,
         which meant HSV outputs) reads as its name now, so the run resumes bit-identically.
+        An empty list of classes, which meant all classes before it was refused, reads as ``None``.
 
         Raises:
             UserError: not a JSON object, or a value out of range.
@@ -423,6 +509,8 @@ class RunConfig:
         space = data.get("color_space")
         if spec is not None and isinstance(space, str):
             data["color_space"] = spec.renamed_color_spaces.get(space, space)
+        if data.get("classes") == []:  # stored before an empty list was refused: it meant all classes
+            data["classes"] = None
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def describe(self) -> str:

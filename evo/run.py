@@ -18,7 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fooling.encodings import GENOME_CLASSES, GenomeBatch, UserError
 from fooling.evo.archive import ClassArchive
-from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_choice
+from fooling.evo.config import RESUMABLE_OVERRIDES, RunConfig, check_cluster_choice, check_encoding_settings
 from fooling.evo.emitters import get_emitter
 from fooling.evo.evaluation import Evaluator, class_ids, make_encoding
 from fooling.evo.models import load_or_train, named_stored_model
@@ -43,9 +43,9 @@ from fooling.evo.store.checkpoint import (
     write_checkpoint,
 )
 from fooling.evo.store.location import check_writable, join
-from fooling.evo.store.queries import read_ledger, write_ledger
+from fooling.evo.store.queries import LEDGER_NAME, read_ledger, write_ledger
 from fooling.evo.store.runfolder import RunFolderError, check_resume_kind, claimed_run_folder, run_token
-from fooling.evo.store.tables import read_stats, write_stats
+from fooling.evo.store.tables import STATS_NAME, read_stats, write_stats
 from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
 from fooling.evo.trackers import Tracker, TrackerSpec, Tracking
@@ -397,7 +397,9 @@ def evolve(
     vary_device = _vary_device(config, encoding, device, len(names))
     # On Ray the scorer actors' device decides the streams (taken from the backend once started).
     scheme = rng_scheme(config.vary_on, device, get_emitter(config.emitter), encoding)
-    with claimed_run_folder(config.out, "evolve", resume=resume, remove_temporaries=True):
+    with claimed_run_folder(
+        config.out, "evolve", resume=resume, remove_temporaries=True, prelude=(LEDGER_NAME, STATS_NAME)
+    ):
         run = run_token(config.out)
         if resume:
             checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
@@ -524,8 +526,6 @@ def _check_settings_apply(config: RunConfig, encoding) -> None:
             encoding without crossover (no ``mate``), or an encoding setting the run's
             encoding does not read (:func:`~fooling.evo.config.check_encoding_settings`).
     """
-    from fooling.evo.config import check_encoding_settings  # here: this function's edit only
-
     if config.scorers > 1 and config.workers == 0:
         raise UserError(
             f"--scorers {config.scorers} sets Ray's scorer actors, but --workers is 0 (everything in "
@@ -692,6 +692,11 @@ def _run_generations(
         ):
             while search.generation < config.generations and not stop.requested:
                 needed = _generation_queries(config, search, model)
+                if not budget.allows(needed) and search.generation == 0:
+                    raise UserError(
+                        f"--max-queries {budget.limit} is below the {needed} images generation 0 sends; "
+                        f"give at least {needed}"
+                    )
                 if not budget.allows(needed):
                     logger.warning(
                         "query budget spent: %d of --max-queries %d images sent, generation %d needs %d "

@@ -67,6 +67,7 @@ from fooling.fitness import (
     get_model_spec,
     imagenet_class_names,
 )
+from fooling.fitness.engines import check_engine
 from fooling.fitness.gradient import ascent
 from fooling.fitness.images import class_photo_folders, real_photo_confidence
 from fooling.fitness.sources import describe_model, differentiable, source_change
@@ -342,6 +343,7 @@ def audit(
     if budget not in BUDGETS:
         raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
     plan = BUDGETS[budget]
+    engine = check_engine(engine)  # before the folder is claimed: its settings record the name
     check_cluster_choice(address, workers)
     check_location(out, "--out")
     entries = folder_entries_or_none(out)
@@ -369,7 +371,7 @@ def audit(
     # The photos are scored before any search, so an unreadable one fails before anything is written.
     photos = class_photo_folders(real_images, model.spec) if real_images is not None else {}
     real = real_photo_confidence(Scorer(model, device=device, engine=engine), photos) if photos else {}
-    with claimed_run_folder(out, "audit", resume=resume):
+    with claimed_run_folder(out, "audit", resume=resume, prelude=(SETTINGS_NAME,)):
         if not resume:
             settings = dict(model=model_name, budget=budget, real_images=real_images,
                             reference=reference, seed=seed, device=device, engine=engine)  # fmt: skip

@@ -32,7 +32,7 @@ import shlex
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from fooling.encodings.errors import UserError
@@ -393,7 +393,9 @@ def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
             else f"--out {out} already holds {_a(kind)} run; choose another folder"
         )
     if not exists(join(out, KIND_NAME)):
-        record = {"kind": kind, "run": secrets.token_hex(RUN_TOKEN_BYTES)}
+        # A run resumed without its record (written before records existed, or deleted) gets
+        # none of its own: a token drawn now would disown the checkpoints it already wrote.
+        record = {"kind": kind} if resume else {"kind": kind, "run": secrets.token_hex(RUN_TOKEN_BYTES)}
         write_bytes(join(out, KIND_NAME), (json.dumps(record) + "\n").encode())
 
 
@@ -483,6 +485,42 @@ def discard_if_empty(out: str) -> None:
         local.rmdir()
 
 
+def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
+    """Remove the files of a new run in local folder ``out`` that saved nothing yet.
+
+    A run that fails (or stops) before its first result leaves its kind record and the files it
+    writes before any result (``prelude``: a query ledger, settings). Left there, the folder
+    would take no new run ("already holds a run") and resume none ("no run there"); removed,
+    the same command can simply run again. Nothing is removed when the folder holds anything
+    else, such as a checkpoint. Call while holding :class:`RunLock`, for a folder this command
+    claimed for a new run (which was empty then: everything in it is this run's).
+
+    Returns:
+        The names removed (none: the run saved something, or the folder is not local).
+    """
+    local = _local_path(out)
+    if local is None or not local.is_dir():
+        return []
+    removable = {KIND_NAME, *prelude}
+    names = set(os.listdir(local)) - _OWN_NAMES - {"checkpoints"}
+    checkpoints = local / "checkpoints"
+    if names - removable or (
+        checkpoints.is_dir() and not checkpoints.is_symlink() and any(checkpoints.iterdir())
+    ):
+        return []
+    removed = []
+    for name in sorted((names | {KIND_NAME}) & removable):
+        path = local / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        checkpoints.rmdir()
+    if set(removed) - {KIND_NAME}:
+        logger.info("%s: the run saved nothing; removed %s", out, ", ".join(removed))
+    return removed
+
+
 @contextlib.contextmanager
 def claimed_run_folder(
     out: str,
@@ -491,6 +529,7 @@ def claimed_run_folder(
     resume: bool = False,
     remove_temporaries: bool = False,
     refused: Callable[[RunFolderError], Exception] | None = None,
+    prelude: Collection[str] = (),
 ) -> Iterator[str]:
     """Run folder ``out``, locked and claimed for a run of ``kind`` while the body runs.
 
@@ -510,6 +549,9 @@ def claimed_run_folder(
         remove_temporaries: delete ``.tmp-*`` files left by interrupted writes, once locked.
         refused: makes the error raised instead of :func:`claim_folder`'s when the folder
             cannot take the run (a command's own wording); ``None``: that error itself.
+        prelude: files a new run writes before its first result (a query ledger, settings),
+            removed with its kind record when the body ends before any result was saved
+            (:func:`discard_unstarted`), so that the same command can run again.
 
     Yields:
         ``out``.
@@ -531,8 +573,14 @@ def claimed_run_folder(
                 raise refused(error) from None
             if remove_temporaries:
                 remove_stale_temporaries(out)
-            yield out
+            try:
+                yield out
+            finally:
+                if not resume:  # claimed for a new run: an empty folder then, all of it is ours
+                    discard_unstarted(out, prelude)
     except BaseException:
         if created:
             discard_if_empty(out)  # a run that wrote nothing leaves nothing behind
         raise
+    if created:
+        discard_if_empty(out)

@@ -16,6 +16,10 @@ from fooling.fitness import error_line
 logger = logging.getLogger(__name__)
 
 
+# The per-generation statistics of a run folder.
+STATS_NAME = "stats.parquet"
+
+
 def write_columns(uri: str, columns: dict[str, np.ndarray | list]) -> None:
     """Write a Parquet table of ``columns`` to ``uri``, atomically.
 
@@ -38,7 +42,7 @@ def write_stats(out: str, records: list[dict]) -> None:
     """Write the per-generation statistics table ``out/stats.parquet``."""
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(records), buffer, write_page_checksum=True)
-    write_bytes(join(out, "stats.parquet"), buffer.getvalue(), root=out)
+    write_bytes(join(out, STATS_NAME), buffer.getvalue(), root=out)
 
 
 # Columns every row of a run's statistics holds, as numbers: what the report draws and a resumed
@@ -95,7 +99,7 @@ def read_stats(out: str, *, generations: int, resuming: bool = False) -> list[di
         resuming: the run goes on and will rewrite the file: a missing one is worth a
             warning, and an unreadable one is first kept as ``stats.corrupt-N.parquet``.
     """
-    uri = join(out, "stats.parquet")
+    uri = join(out, STATS_NAME)
     if is_link(uri):  # never followed: its target is not this run's to read (or copy)
         logger.warning("skipping %s: a symbolic link (never followed inside a run folder)", uri)
         return []

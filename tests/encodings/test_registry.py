@@ -76,3 +76,37 @@ def test_a_spec_checks_its_colour_spaces():
     ):
         with pytest.raises(ValueError):
             EncodingSpec("bad", "bad", CPPNEncoding, build, **{"color_spaces": ("a", "b"), **wrong})
+
+
+class _Recording(dict):
+    """Run settings that remember which of them were read."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODINGS))
+def test_built_in_encodings_declare_exactly_the_settings_they_read(name):
+    settings = _Recording({**SETTINGS, "init": "paper", "model": "m", "population": 8})
+    ENCODINGS[name].build(settings, 3, (8, 8))
+    assert set(ENCODINGS[name].settings) == settings.read
+
+
+def test_settings_are_field_names_or_none():
+    def build(settings, channels, size):
+        raise AssertionError("not built")
+
+    assert EncodingSpec("plugin", "p", CPPNEncoding, build).settings is None  # declares nothing: reads all
+    assert EncodingSpec("plugin", "p", CPPNEncoding, build, settings=["max_nodes"]).settings == ("max_nodes",)
+    for wrong in ("max_nodes", (1,)):
+        with pytest.raises(ValueError, match="settings must be a tuple of field names"):
+            EncodingSpec("bad", "bad", CPPNEncoding, build, settings=wrong)

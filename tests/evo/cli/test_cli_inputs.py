@@ -203,6 +203,13 @@ def test_settings_a_new_run_would_ignore_are_one_line(fooling_home, tmp_path, ca
     for flags, says in [
         (["--scorers", "3"], "--scorers 3 sets Ray's scorer actors, but --workers is 0"),
         (["--encoding", "cppn", "--crossover-probability", "0.5"], "the cppn encoding has no crossover"),
+        # Encoding settings the run's encoding does not read (each encoding declares its own).
+        (
+            ["--encoding", "cppn", "--halve-mutation-every", "5"],
+            "--halve-mutation-every 5 applies to the direct encoding only; --encoding cppn ignores it",
+        ),
+        (["--max-nodes", "64"], "--max-nodes 64 applies to the cppn encoding only; --encoding direct"),
+        (["--coordinates", "pixel"], "--coordinates pixel applies to the cppn encoding only"),
     ]:
         out = tmp_path / "run"
         assert main(["evolve", *flags, "--generations", "1", "--no-progress", "--out", str(out)]) == 2

@@ -124,6 +124,31 @@ def test_a_model_raising_at_once_leaves_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_run_failing_before_its_first_checkpoint_leaves_its_folder_able_to_take_it_again(tmp_path, capsys):
+    """The ledger (--max-queries) and the run's record are written first; they go with the run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (tmp_path / "failing").mkdir()
+    (tmp_path / "working").mkdir()
+    failing = saved(tmp_path / "failing", RefusesBrightImages(), "pt")
+    assert main(evolve_args(failing, out, "--generations", "3", "--max-queries", "1000")) == 2
+    assert "no generation was saved" in one_line(capsys)
+    assert list(out.iterdir()) == []  # before: "already holds a run" to --out, "no run there" to --resume
+    working = saved(tmp_path / "working", GivesUp(100), "pt")
+    assert main(evolve_args(working, out, "--generations", "3", "--max-queries", "1000")) == 0
+    assert read_latest_checkpoint(str(out), GENOME_CLASSES).queries == 24
+
+
+def test_a_query_budget_below_the_first_generation_is_refused_before_any_work(tmp_path, capsys):
+    model, out = saved(tmp_path, GivesUp(100), "pt"), tmp_path / "run"
+    assert main(evolve_args(model, out, "--generations", "3", "--max-queries", "7")) == 2
+    assert (
+        one_line(capsys)
+        == "fooling: error: --max-queries 7 is below the 8 images generation 0 sends; give at least 8"
+    )
+    assert not out.exists()
+
+
 def test_nan_scores_name_the_model_and_the_generation(tmp_path, capsys):
     model, out = saved(tmp_path, GoesNaN(2), "pt"), tmp_path / "run"
     assert main(evolve_args(model, out, "--generations", "6")) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from fooling.evo.store.runfolder import (
     RunLockedError,
     claimed_run_folder,
     folder_kind,
+    run_token,
 )
 
 
@@ -29,7 +31,8 @@ def test_the_body_runs_locked_in_a_claimed_folder_and_the_lock_goes_after(tmp_pa
         assert folder_kind(out) == "ascent"
         (tmp_path / "run" / "result.txt").write_text("done")
     assert not (tmp_path / "run" / LOCK_NAME).exists()
-    assert json.loads((tmp_path / "run" / KIND_NAME).read_text()) == {"kind": "ascent"}
+    record = json.loads((tmp_path / "run" / KIND_NAME).read_text())
+    assert record["kind"] == "ascent" and run_token(out) == record["run"] and len(record["run"]) == 16
 
 
 def test_a_failure_removes_the_folder_it_created_while_empty(tmp_path):
@@ -52,6 +55,37 @@ def test_a_failure_keeps_a_folder_that_was_there_or_that_got_files(tmp_path):
     assert (written / "stats.parquet").is_file()
 
 
+@pytest.mark.parametrize("fails", [True, False])
+def test_a_new_run_that_saved_nothing_takes_its_prelude_and_record_with_it(tmp_path, fails):
+    """Its ledger and record go (the same command can run again); another file keeps them all."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with contextlib.suppress(Boom), claimed_run_folder(str(existing), "evolve", prelude=("queries.json",)):
+        (existing / "queries.json").write_text('{"queries": 8}')
+        (existing / "checkpoints").mkdir()
+        if fails:
+            raise Boom
+    assert existing.is_dir() and list(existing.iterdir()) == []
+    kept = tmp_path / "kept"
+    with pytest.raises(Boom), claimed_run_folder(str(kept), "evolve", prelude=("queries.json",)):
+        (kept / "queries.json").write_text('{"queries": 8}')
+        (kept / "checkpoints").mkdir()
+        (kept / "checkpoints" / "gen-000000.parquet").write_bytes(b"x")
+        raise Boom
+    assert sorted(path.name for path in kept.iterdir()) == [KIND_NAME, "checkpoints", "queries.json"]
+
+
+def test_a_resumed_run_keeps_its_folder_whatever_happens(tmp_path):
+    out = tmp_path / "run"
+    with claimed_run_folder(str(out), "evolve", prelude=("queries.json",)):
+        (out / "queries.json").write_text('{"queries": 8}')
+        (out / "stats.parquet").write_bytes(b"x")
+    (out / "stats.parquet").unlink()  # now only the prelude: still a run, since it is resumed
+    with pytest.raises(Boom), claimed_run_folder(str(out), "evolve", resume=True, prelude=("queries.json",)):
+        raise Boom
+    assert sorted(path.name for path in out.iterdir()) == [KIND_NAME, "queries.json"]
+
+
 def test_a_ctrl_c_in_the_body_also_cleans_up(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt), claimed_run_folder(str(out), "retrain"):
@@ -62,7 +96,7 @@ def test_a_ctrl_c_in_the_body_also_cleans_up(tmp_path):
 def test_a_folder_of_another_kind_is_refused_before_the_body(tmp_path):
     out = str(tmp_path / "run")
     with claimed_run_folder(out, "perturb"):
-        pass
+        (tmp_path / "run" / "result.png").write_bytes(b"x")  # a run that saved something
     refusal = pytest.raises(RunFolderError, match="holds a perturb run, not an audit run")
     with refusal, claimed_run_folder(out, "audit"):
         pytest.fail("the body of a refused folder ran")
@@ -72,7 +106,7 @@ def test_a_folder_of_another_kind_is_refused_before_the_body(tmp_path):
 def test_refused_words_the_error_and_resume_continues(tmp_path):
     out = str(tmp_path / "run")
     with claimed_run_folder(out, "perturb"):
-        pass
+        (tmp_path / "run" / "result.png").write_bytes(b"x")  # a run that saved something
 
     def refused(error: RunFolderError) -> Exception:
         return UserError(f"--out {out} already exists and is not empty; choose another folder")
