@@ -17,6 +17,11 @@ from fooling.encodings.errors import UserError
 from fooling.fitness.models import LoadedModel
 from fooling.fitness.scorer import Scorer
 
+# Most steps of perturb and ascent (the commands' --steps): far beyond any useful run (the
+# defaults are 300), and the history keeps every step's probabilities, 4 bytes per image and
+# class per step (400 MB per ImageNet image at this many).
+MAX_STEPS = 100_000
+
 
 @dataclasses.dataclass
 class GradientHistory:
@@ -154,12 +159,12 @@ def perturb(
         A :class:`PerturbResult`; ``(images - original).abs().max() <= eps`` always.
 
     Raises:
-        UserError: ``steps <= 0``, ``eps <= 0``, ``lr <= 0`` (the command's flags), or a
+        UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``eps <= 0``, ``lr <= 0`` (the command's flags), or a
             target equal to an image's current label.
         ValueError: images of the wrong shape (a caller's bug: they are loaded for the model).
     """
-    if steps <= 0:
-        raise UserError(f"steps must be positive, not {steps}")
+    if not 0 < steps <= MAX_STEPS:
+        raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
     if not eps > 0:
         raise UserError(f"eps must be positive, not {eps}")
     scorer = _as_scorer(model, device)
@@ -269,10 +274,11 @@ def ascent(
         ``(images (batch, channels, height, width), history)``.
 
     Raises:
-        UserError: ``steps <= 0``, ``lr <= 0`` or an unknown ``start`` (the command's flags).
+        UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``lr <= 0`` or an unknown ``start`` (the
+            command's flags).
     """
-    if steps <= 0:
-        raise UserError(f"steps must be positive, not {steps}")
+    if not 0 < steps <= MAX_STEPS:
+        raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
     if not lr > 0:
         raise UserError(f"lr must be positive, not {lr}")
     if start not in ("noise", "mean"):

@@ -18,6 +18,10 @@ MAX_IMAGE_PIXELS = 50_000_000
 MAX_IMAGE_SIZE = 1024
 # Seeds feed numpy's SeedSequence and torch.manual_seed alike.
 MAX_SEED = 2**32 - 1
+# Model files (and an ONNX model's external data files) are read whole into memory: larger ones
+# are refused by their size before any read. 8 GiB holds the largest image classifiers in float32
+# (ViT-g: about 4 GB); an ONNX model is at most 2 GiB in one piece anyway.
+MAX_MODEL_BYTES = 8 * 2**30
 
 
 def check_device(device: str | None) -> None:

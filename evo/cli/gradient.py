@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fooling.encodings import DirectGenomes
 from fooling.evo.archive import ClassArchive
-from fooling.evo.cli.parsing import UsageError, name_list, non_negative_int, number, positive_int
+from fooling.evo.cli.parsing import UsageError, integer_in, name_list, non_negative_int, number, positive_int
 from fooling.evo.config import RunConfig
 from fooling.evo.evaluation import resolve_classes
 from fooling.evo.models import load_or_train
@@ -28,7 +30,7 @@ from fooling.evo.store.location import is_uri, join, write_bytes
 from fooling.evo.store.runfolder import claimed_run_folder
 from fooling.fitness import class_index
 from fooling.fitness.endpoint import is_endpoint
-from fooling.fitness.gradient import ascent, perturb
+from fooling.fitness.gradient import MAX_STEPS, ascent, perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_model_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
 from fooling.fitness.sources import require_gradients
@@ -60,6 +62,29 @@ def _fresh_folder(out: str, kind: str) -> Iterator[Path]:
             for file in sorted(Path(staging).rglob("*")):
                 if file.is_file():
                     write_bytes(join(out, file.relative_to(staging).as_posix()), file.read_bytes())
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM (``kill``, a batch system's stop) interrupts as Ctrl-C does.
+
+    The command then unwinds: its run folder's lock is released, a folder it created and has
+    not written into is removed again (:func:`~fooling.evo.store.runfolder.claimed_run_folder`),
+    and it exits with "interrupted" and code 130. Killed by the signal instead, it left its lock
+    and run record behind, and the folder was refused as not empty afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _shown(location: str, local: Path, path: Path) -> str:
@@ -116,7 +141,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     names = model.spec.class_names
     target = None if args.untargeted else class_index(args.target, names)
     images, image_names = load_model_images(args.image, model.spec)
-    with _fresh_folder(args.out, "perturb") as out:
+    with _sigterm_interrupts(), _fresh_folder(args.out, "perturb") as out:
         return _perturb_into(out, args, model, images, image_names, target)
 
 
@@ -191,7 +216,7 @@ def cmd_ascent(args: argparse.Namespace) -> int:
     ids = resolve_classes(args.classes, names) if args.classes else list(range(len(names)))
     chosen = [names[i] for i in ids]
     classes = torch.tensor(ids)
-    with _fresh_folder(args.out, "ascent") as out:
+    with _sigterm_interrupts(), _fresh_folder(args.out, "ascent") as out:
         return _ascent_into(out, args, model, chosen, classes)
 
 
@@ -224,6 +249,10 @@ def _ascent_into(out: Path, args: argparse.Namespace, model, chosen: list[str], 
     return 0
 
 
+# --steps of both commands.
+step_count = integer_in(1, MAX_STEPS)
+
+
 def register(commands) -> None:
     """Add ``perturb`` and ``ascent`` to the ``fooling`` command."""
     perturb_parser = commands.add_parser(
@@ -237,7 +266,9 @@ def register(commands) -> None:
     )
     perturb_parser.add_argument("--target", help="class to push towards (e.g. jellyfish)")
     perturb_parser.add_argument("--untargeted", action="store_true", help="any wrong class, smallest change")
-    perturb_parser.add_argument("--steps", type=positive_int, default=300, help="at most (default 300)")
+    perturb_parser.add_argument(
+        "--steps", type=step_count, default=300, help=f"at most (default 300; up to {MAX_STEPS:,})"
+    )
     perturb_parser.add_argument("--eps", type=number, default=8 / 255, help="L-inf budget (default 8/255)")
     perturb_parser.add_argument("--lr", type=number, default=None, help="step size (default eps/4)")
     perturb_parser.add_argument(
@@ -257,7 +288,9 @@ def register(commands) -> None:
     ascent_parser.add_argument(
         "--classes", type=name_list, default=None, help="comma-separated names or 'all'"
     )
-    ascent_parser.add_argument("--steps", type=positive_int, default=300, help="steps (default 300)")
+    ascent_parser.add_argument(
+        "--steps", type=step_count, default=300, help=f"steps (default 300; up to {MAX_STEPS:,})"
+    )
     ascent_parser.add_argument("--lr", type=number, default=0.05, help="step size (default 0.05)")
     ascent_parser.add_argument(
         "--start", choices=("noise", "mean"), default="noise", help="first image (default noise)"

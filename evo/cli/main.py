@@ -203,7 +203,13 @@ def _add_common_options(parser: argparse.ArgumentParser, default=None) -> None:
     ``SUPPRESS`` so as not to overwrite what was given before the command.
     """
     flag = default or False
-    parser.add_argument("--debug", action="store_true", default=flag, help="show tracebacks")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=flag,
+        help="show tracebacks (also FOOLING_DEBUG=1, true, yes or on; 0, false, no, off or unset: "
+        "one-line errors)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", default=flag, help="debug logging")
     parser.add_argument(
         "--threads",
@@ -232,6 +238,29 @@ def check_storage(args: argparse.Namespace) -> None:
                 check_location(value, flag)
 
 
+# How FOOLING_DEBUG may be spelt (any case); anything else is refused in one line.
+DEBUG_VARIABLE = "FOOLING_DEBUG"
+DEBUG_OFF = ("", "0", "false", "no", "off")
+DEBUG_ON = ("1", "true", "yes", "on")
+
+
+def debug_from_environment() -> bool:
+    """Whether ``$FOOLING_DEBUG`` asks for tracebacks: 1/true/yes/on; unset, 0/false/no/off do not.
+
+    Raises:
+        UserError: any other value (a typo must not silently turn tracebacks on or off).
+    """
+    text = os.environ.get(DEBUG_VARIABLE, "").strip().lower()
+    if text in DEBUG_ON:
+        return True
+    if text in DEBUG_OFF:
+        return False
+    raise UserError(
+        f"{DEBUG_VARIABLE}={os.environ[DEBUG_VARIABLE][:40]!r}: expected 1, true, yes or on "
+        "(tracebacks) or 0, false, no, off or nothing (one-line errors)"
+    )
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     # The user's mistakes (bad input, damaged files, unknown names, a network that raised or
     # gave NaN: UserError) and the machine's state (a full disk, an unreachable store: OSError).
@@ -248,19 +277,25 @@ def run_command(command: Callable[[], int | None], *, program: str = "fooling", 
     Args:
         command: the work; returns its exit code (``None`` for 0).
         program: the name the error line starts with.
-        debug: raise a user error with its traceback instead (also with ``FOOLING_DEBUG`` set).
+        debug: raise a user error with its traceback instead (also with ``FOOLING_DEBUG`` on:
+            see :func:`debug_from_environment`).
 
     Returns:
-        ``command``'s exit code, 2 for a user error (bad input, missing file, unknown name, ...),
-        130 when interrupted.
+        ``command``'s exit code, 2 for a user error (bad input, missing file, unknown name, ...,
+        also a bad ``FOOLING_DEBUG``, before ``command`` runs), 130 when interrupted.
     """
+    try:
+        debug = debug_from_environment() or debug
+    except UserError as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 2
     try:
         return command() or 0
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
     except _user_errors() as error:
-        if debug or os.environ.get("FOOLING_DEBUG"):
+        if debug:
             raise
         # The whole first line: it is the message the user acts on (paths included).
         print(f"{program}: error: {error_line(error, limit=None)}", file=sys.stderr)

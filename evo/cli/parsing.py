@@ -66,6 +66,33 @@ positive_int = _integer_at_least(1, "a positive integer")
 non_negative_int = _integer_at_least(0, "an integer >= 0")
 
 
+def integer_in(minimum: int, maximum: int):
+    """An argparse type: an integer in ``[minimum, maximum]``, else a one-line error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{minimum}, {maximum:,}], got {text!r}")
+        return value
+
+    return parse
+
+
+def ray_address(text: str) -> str:
+    """An argparse type: a Ray cluster address (``auto`` or ``HOST:PORT``), never blank.
+
+    An empty ``--address ""`` would otherwise mean "no address" further on (a local Ray
+    instead of the cluster the user meant to name).
+    """
+    address = text.strip()
+    if not address:
+        raise argparse.ArgumentTypeError(f"expected a Ray cluster address (auto or HOST:PORT), got {text!r}")
+    return address
+
+
 def thread_count(text: str) -> int:
     """An argparse type: a positive integer up to the machine's CPU count.
 
@@ -144,6 +171,7 @@ _TYPES = {
     "population": positive_int,
     "scorers": positive_int,
     "max_queries": positive_int,
+    "address": ray_address,
 }
 
 
@@ -190,7 +218,7 @@ def add_scoring_arguments(parser: argparse.ArgumentParser, *, actors: bool = Fal
     if actors:
         parser.add_argument("--workers", type=non_negative_int, default=0, help=FIELD_HELP["workers"])
         parser.add_argument("--scorers", type=positive_int, default=1, help=FIELD_HELP["scorers"])
-        parser.add_argument("--address", default=None, help=FIELD_HELP["address"])
+        parser.add_argument("--address", type=ray_address, default=None, help=FIELD_HELP["address"])
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: RunConfig | None = None) -> None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 from fooling.encodings.errors import UserError
+from fooling.fitness.limits import MAX_MODEL_BYTES, open_regular_file
 
 
 class ModelFileError(UserError):
@@ -31,6 +32,36 @@ def reason(error: BaseException) -> str:
     named = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
     line = named[-1].split(":", 1)[1].strip() if named and ":" in named[-1] else lines[0]
     return (line or lines[0])[:200]
+
+
+def read_model_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """The whole of regular file ``path`` (a model or its external data), refused by its size first.
+
+    Args:
+        path: the file.
+        what: how messages name it, e.g. ``"model file net.onnx"``.
+
+    Raises:
+        ModelFileError: over :data:`~fooling.fitness.limits.MAX_MODEL_BYTES` (checked before
+            any read, so a huge or sparse file costs nothing), more than this machine's free
+            memory, not a regular file, or unreadable.
+    """
+    limit = f"the {MAX_MODEL_BYTES / 2**30:g} GiB limit of model files"
+    try:
+        with open_regular_file(path, what) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_MODEL_BYTES:
+                raise ModelFileError(f"{what}: {size:,} bytes, over {limit}")
+            data = handle.read(MAX_MODEL_BYTES + 1)  # a file that grew meanwhile is still bounded
+    except MemoryError:
+        raise ModelFileError(f"{what}: {size:,} bytes do not fit in this machine's free memory") from None
+    except UserError as error:  # not a regular file
+        raise ModelFileError(str(error)) from None
+    except OSError as error:
+        raise ModelFileError(f"{what}: cannot read it ({reason(error)})") from None
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{what}: over {limit}")
+    return data
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from fooling.fitness.models import ModelSpec
 from fooling.fitness.sources.common import (
     GradientUnavailableError,
     ModelFileError,
+    read_model_bytes,
     reason,
     weights_only_loads,
 )
@@ -444,7 +445,9 @@ def read_model_file(path: str) -> bytes:
     """The bytes of model file ``path``.
 
     Raises:
-        ModelFileError: missing, a folder, unreadable, or of a suffix this module does not read.
+        ModelFileError: missing, a folder, unreadable, over
+            :data:`~fooling.fitness.limits.MAX_MODEL_BYTES` (refused by its size, before any
+            read), or of a suffix this module does not read.
     """
     file = Path(path)
     suffix = file.suffix.lower()
@@ -461,10 +464,7 @@ def read_model_file(path: str) -> bytes:
         raise ModelFileError(f"model file {path} does not exist")
     if not file.is_file():
         raise ModelFileError(f"model file {path} is not a file")
-    try:
-        return file.read_bytes()
-    except OSError as error:
-        raise ModelFileError(f"model file {path}: cannot read it ({reason(error)})") from None
+    return read_model_bytes(file, f"model file {path}")
 
 
 def read_model(path: str) -> tuple[bytes, str]:

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from fooling.fitness.sources.common import ModelFileError, reason
+from fooling.fitness.sources.common import ModelFileError, read_model_bytes, reason
 
 
 def _onnx_tensors(model) -> Iterator:
@@ -115,8 +115,9 @@ def inline_external_data(data: bytes, path: Path, shown: str) -> tuple[bytes, st
     covers each external file's name and contents.
 
     Raises:
-        ModelFileError: a location refused by :func:`_external_file`, an unreadable file, an
-            offset or length outside it, or a model too large to hold in one piece (2 GiB).
+        ModelFileError: a location refused by :func:`_external_file`, an unreadable file or one
+            over :data:`~fooling.fitness.limits.MAX_MODEL_BYTES`, an offset or length outside
+            it, or a model too large to hold in one piece (2 GiB).
     """
     import onnx  # heavy: only for ONNX files
 
@@ -134,10 +135,7 @@ def inline_external_data(data: bytes, path: Path, shown: str) -> tuple[bytes, st
         where = f"{shown}: tensor {tensor.name[:60]!r} keeps its data in {location[:100]!r}"
         if location not in contents:
             file = _external_file(location, folder, shown, tensor.name)
-            try:
-                contents[location] = file.read_bytes()
-            except OSError as error:
-                raise ModelFileError(f"{where}, which cannot be read ({reason(error)})") from None
+            contents[location] = read_model_bytes(file, where)  # refused by its size first
         blob = contents[location]
         try:
             offset = int(fields.get("offset", "0"))

@@ -3,13 +3,16 @@
 A reference is what ``--model`` takes: ``timm:NAME``, ``torchvision:NAME[.WEIGHTS]``, a model
 file ``PATH[?labels=FILE&input-size=H,W&channels=C&mean=M&std=S]`` (the options the file may not
 say about itself travel inside the reference, so that a run's stored ``model`` rebuilds the
-same classifier: :func:`file_reference`), or a name (the registry, plugins). Which resolver
+same classifier: :func:`file_reference`), or a name (the registry, plugins). Option values are
+percent-decoded, and the labels path is written with ``%``, ``&``, ``#`` and ``?`` escaped
+(``%25``, ``%26``, ``%23``, ``%3F``), so any file name can be ``--labels``. Which resolver
 takes a reference is decided in :mod:`fooling.fitness.sources.resolve`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +110,7 @@ class FileOptions:
         """The options as ``key=value&...`` in a fixed order (empty when none are given)."""
         parts = []
         if self.labels is not None:
-            parts.append(f"labels={self.labels}")
+            parts.append(f"labels={escape_option(self.labels)}")
         if self.input_size is not None:
             parts.append(f"input-size={self.input_size[0]},{self.input_size[1]}")
         if self.channels is not None:
@@ -117,6 +120,19 @@ class FileOptions:
             if value is not None:
                 parts.append(f"{key}={','.join(repr(float(v)) for v in value)}")
         return "&".join(parts)
+
+
+# What a path may hold that would end its option value early (or, on an endpoint's URL, begin a
+# fragment): escaped in a reference's query, "%" first. The rest stays readable.
+_ESCAPES = {"%": "%25", "&": "%26", "#": "%23", "?": "%3F"}
+
+
+def escape_option(value: str) -> str:
+    """``value`` as a reference's query holds it (the inverse of ``urllib.parse.unquote``).
+
+    ``"/data/cats&dogs.txt"`` -> ``"/data/cats%26dogs.txt"``.
+    """
+    return "".join(_ESCAPES.get(character, character) for character in value)
 
 
 # The keys of a reference's options (``PATH?labels=FILE&input-size=H,W...``), as its query spells them.
@@ -150,7 +166,8 @@ def parse_options(query: str) -> FileOptions:
     fields: dict = {}
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
-        key = key.strip().lower().replace("_", "-")
+        key = urllib.parse.unquote(key).strip().lower().replace("_", "-")
+        value = urllib.parse.unquote(value)  # see escape_option
         if key not in FILE_OPTION_KEYS:
             raise UserError(f"unknown model option {key!r} (known: {', '.join(FILE_OPTION_KEYS)})")
         name, parsed = parse_file_option(key, value)

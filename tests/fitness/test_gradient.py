@@ -108,7 +108,7 @@ def test_ascent_cli_writes_a_run_that_report_can_read(fooling_home, tmp_path):
             "did you mean 'jellyfish'",
         ),
         (["--image", "IMAGE", "--target", "3", "--eps", "0"], "--eps must be positive"),
-        (["--image", "IMAGE", "--target", "3", "--steps", "0"], "positive integer"),
+        (["--image", "IMAGE", "--target", "3", "--steps", "0"], "expected an integer in [1, 100,000]"),
         (["--image", "EMPTY", "--target", "3"], "holds no images"),
         (["--image", "BROKEN", "--target", "3"], "not a readable image"),
         (["--image", "IMAGE", "--target", "0"], "already labelled '0'"),
