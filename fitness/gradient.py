@@ -21,6 +21,9 @@ from fooling.fitness.scorer import Scorer
 # defaults are 300), and the history keeps every step's probabilities, 4 bytes per image and
 # class per step (400 MB per ImageNet image at this many).
 MAX_STEPS = 100_000
+# Pixels are in [0, 1]: a step (or an L-inf budget) above 1 moves every pixel across the whole
+# range, and far above it lr * gradient overflows float32 into NaN images.
+MAX_STEP_SIZE = 1.0
 
 
 @dataclasses.dataclass
@@ -159,19 +162,20 @@ def perturb(
         A :class:`PerturbResult`; ``(images - original).abs().max() <= eps`` always.
 
     Raises:
-        UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``eps <= 0``, ``lr <= 0`` (the command's flags), or a
-            target equal to an image's current label.
+        UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``eps`` or ``lr`` outside
+            ``(0, MAX_STEP_SIZE]`` (the command's flags), or a target equal to an image's
+            current label.
         ValueError: images of the wrong shape (a caller's bug: they are loaded for the model).
     """
     if not 0 < steps <= MAX_STEPS:
         raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
-    if not eps > 0:
-        raise UserError(f"eps must be positive, not {eps}")
+    if not 0 < eps <= MAX_STEP_SIZE:
+        raise UserError(f"eps must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {eps}")
     scorer = _as_scorer(model, device)
     scorer.check_images(images)
     lr = eps / 4 if lr is None else lr
-    if not lr > 0:
-        raise UserError(f"lr must be positive, not {lr}")
+    if not 0 < lr <= MAX_STEP_SIZE:
+        raise UserError(f"lr must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {lr}")
     original = images.detach().to(scorer.device, torch.float32)
     batch = original.shape[0]
     with torch.no_grad():
@@ -274,13 +278,13 @@ def ascent(
         ``(images (batch, channels, height, width), history)``.
 
     Raises:
-        UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``lr <= 0`` or an unknown ``start`` (the
-            command's flags).
+        UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``lr`` outside ``(0, MAX_STEP_SIZE]``
+            or an unknown ``start`` (the command's flags).
     """
     if not 0 < steps <= MAX_STEPS:
         raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
-    if not lr > 0:
-        raise UserError(f"lr must be positive, not {lr}")
+    if not 0 < lr <= MAX_STEP_SIZE:
+        raise UserError(f"lr must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {lr}")
     if start not in ("noise", "mean"):
         raise UserError(f"start must be 'noise' or 'mean', not {start!r}")
     scorer = _as_scorer(model, device)

@@ -18,6 +18,9 @@ MAX_IMAGE_PIXELS = 50_000_000
 MAX_IMAGE_SIZE = 1024
 # Seeds feed numpy's SeedSequence and torch.manual_seed alike.
 MAX_SEED = 2**32 - 1
+# A class name names a cell in every table, page and checkpoint a run writes; the longest
+# ImageNet name is 30 characters.
+MAX_CLASS_NAME_LENGTH = 1000
 # Model files (and an ONNX model's external data files) are read whole into memory: larger ones
 # are refused by their size before any read. 8 GiB holds the largest image classifiers in float32
 # (ViT-g: about 4 GB); an ONNX model is at most 2 GiB in one piece anyway.

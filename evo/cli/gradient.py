@@ -30,7 +30,7 @@ from fooling.evo.store.location import is_uri, join, write_bytes
 from fooling.evo.store.runfolder import claimed_run_folder
 from fooling.fitness import class_index
 from fooling.fitness.endpoint import is_endpoint
-from fooling.fitness.gradient import MAX_STEPS, ascent, perturb
+from fooling.fitness.gradient import MAX_STEP_SIZE, MAX_STEPS, ascent, perturb
 from fooling.fitness.images import BUNDLED_PHOTOS, load_model_images
 from fooling.fitness.limits import check_device, check_seed, normalise_device
 from fooling.fitness.sources import require_gradients
@@ -125,10 +125,14 @@ def _refuse_endpoint(model: str, command: str) -> None:
 def cmd_perturb(args: argparse.Namespace) -> int:
     """Exit code 0 when every image reached its goal, 1 when an attack failed."""
     _refuse_endpoint(args.model, "perturb")
-    if not 0 < args.eps <= 1:
-        raise UsageError(f"--eps must be positive and at most 1 (pixels are in [0, 1]), not {args.eps}")
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError(f"--lr must be positive, not {args.lr}")
+    if not 0 < args.eps <= MAX_STEP_SIZE:
+        raise UsageError(
+            f"--eps must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {args.eps}"
+        )
+    if args.lr is not None and not 0 < args.lr <= MAX_STEP_SIZE:
+        raise UsageError(
+            f"--lr must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {args.lr}"
+        )
     if not 0 < args.threshold < 1:
         raise UsageError(
             f"--threshold must be in (0, 1) (a probability of 1 is never reached), not {args.threshold}"
@@ -206,8 +210,10 @@ def cmd_ascent(args: argparse.Namespace) -> int:
         GradientUnavailableError: the model is scored without gradients (ONNX Runtime).
     """
     _refuse_endpoint(args.model, "ascent")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, not {args.lr}")
+    if not 0 < args.lr <= MAX_STEP_SIZE:
+        raise UsageError(
+            f"--lr must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {args.lr}"
+        )
     check_seed(args.seed)
     check_device(args.device)
     model = load_or_train(args.model)

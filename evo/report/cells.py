@@ -15,12 +15,13 @@ import struct
 from PIL import Image
 
 from fooling.encodings.errors import UserError
+from fooling.fitness.limits import MAX_CLASS_NAME_LENGTH
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Largest side of a checkpoint thumbnail the report decodes (the run writes at most 128 px).
 MAX_PNG_SIDE = 1024
-# Longest class name shown (ImageNet's longest is under 100 characters).
-MAX_NAME_LENGTH = 1000
+# Longest class name shown: what a labels file may hold.
+MAX_NAME_LENGTH = MAX_CLASS_NAME_LENGTH
 # Largest side of the thumbnails the gallery page shows.
 PAGE_THUMBNAIL_SIDE = 64
 

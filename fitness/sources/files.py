@@ -23,7 +23,7 @@ from torch import nn
 
 from fooling.fitness.engine import onnx_session
 from fooling.fitness.imagenet import imagenet_class_names
-from fooling.fitness.limits import open_regular_file
+from fooling.fitness.limits import MAX_CLASS_NAME_LENGTH, open_regular_file
 from fooling.fitness.models import ModelSpec
 from fooling.fitness.sources.common import (
     GradientUnavailableError,
@@ -416,7 +416,9 @@ def read_labels(path: str) -> tuple[str, ...]:
     """Class names, one per line (blank lines at the ends ignored).
 
     Raises:
-        ModelFileError: missing, unreadable, empty, too large, or a name given twice.
+        ModelFileError: missing, unreadable, empty, too large, a name given twice, or a name
+            over :data:`~fooling.fitness.limits.MAX_CLASS_NAME_LENGTH` characters or holding
+            a control character (a tab, an escape sequence).
         UserError: not a regular file (a FIFO, a device).
     """
     try:
@@ -434,7 +436,13 @@ def read_labels(path: str) -> tuple[str, ...]:
     if not names or not all(names):
         raise ModelFileError(f"--labels {path}: expected one class name per line, with no blank lines")
     seen: set[str] = set()
-    for name in names:
+    for line, name in enumerate(names, 1):
+        if len(name) > MAX_CLASS_NAME_LENGTH or not name.isprintable():
+            problem = f"{len(name):,} characters" if name.isprintable() else "a control character"
+            raise ModelFileError(
+                f"--labels {path}: line {line} holds {problem}; a class name is printable text of at "
+                f"most {MAX_CLASS_NAME_LENGTH:,} characters"
+            )
         if name.lower() in seen:
             raise ModelFileError(f"--labels {path} names {name!r} twice")
         seen.add(name.lower())

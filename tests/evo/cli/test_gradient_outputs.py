@@ -171,6 +171,7 @@ def test_huge_images_are_refused_from_their_header(fooling_home, tmp_path, capsy
     [
         (["--eps", "8"], "at most 1"),
         (["--eps", "-0.1"], "--eps must be positive"),
+        (["--lr", "1e308"], "--lr must be positive and at most 1"),
         (["--threshold", "1"], "--threshold must be in (0, 1)"),
         (["--device", "cuda:7"], "--device cuda:7"),
     ],

@@ -252,3 +252,42 @@ def test_huge_onnx_external_data_is_refused_by_its_size(tmp_path, capsys):
     assert line.endswith(
         f"keeps its data in 'weights.bin': {40 * 2**30:,} bytes, over the 8 GiB limit of model files"
     )
+
+
+# --- 8. what a run would write but could not read back ---------------------------------------------------
+
+
+def test_ascent_with_a_step_beyond_the_pixel_range_is_refused_before_any_work(tmp_path, capsys):
+    """--lr 1e308 overflowed float32 into NaN images, whose checkpoint the tool then refused to read."""
+    out = tmp_path / "out"
+    assert main(["ascent", "--model", "mnist-lenet", "--lr", "1e308", "--steps", "2", "--out", str(out)]) == 2
+    assert "--lr must be positive and at most 1" in one_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"), [("a" * 1001, "1,001 characters"), ("tab\there", "a control character")]
+)
+def test_a_labels_line_no_table_could_hold_is_refused(fooling_home, tmp_path, capsys, name, problem):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join([*LABELS[:-1], name]) + "\n")
+    model = tmp_path / "net.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny(0).eval()), str(model))
+    out = tmp_path / "run"
+    argv = [
+        "evolve",
+        "--model",
+        str(model),
+        "--labels",
+        str(labels),
+        "--input-size",
+        "16,16",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--population", "4", "--generations", "1", "--no-progress", "--no-report"]) == 2
+    line = one_line(capsys)
+    assert f"line {len(LABELS)} holds {problem}" in line and "at most 1,000 characters" in line
+    assert not out.exists()
