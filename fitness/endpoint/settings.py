@@ -186,11 +186,11 @@ class EndpointSettings:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def secrets(self) -> list[str]:
-        """Every header value (and the token variable's), longest first, for :meth:`redact`."""
+    def secrets(self) -> set[str]:
+        """Every header value (and the token variable's), and their words, for :meth:`redact`."""
         values = [value for value in self.all_headers().values() if len(value) >= 4]
         parts = [part for value in values for part in value.split() if len(part) >= 8]
-        return sorted({*values, *parts}, key=len, reverse=True)
+        return {*values, *parts}  # blank_secrets orders them
 
     def redact(self, text: str) -> str:
         """``text`` with every secret, and any run of 8 characters of one, replaced by ``***``."""
