@@ -493,7 +493,8 @@ def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
     would take no new run ("already holds a run") and resume none ("no run there"); removed,
     the same command can simply run again. Nothing is removed when the folder holds anything
     else, such as a checkpoint. Call while holding :class:`RunLock`, for a folder this command
-    claimed for a new run (which was empty then: everything in it is this run's).
+    claimed for a new run (which was empty then: everything in it is this run's), or is about
+    to claim for one (what is there is what a run killed before its first result left).
 
     Returns:
         The names removed (none: the run saved something, or the folder is not local).
@@ -517,7 +518,7 @@ def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
     if checkpoints.is_dir() and not checkpoints.is_symlink():
         checkpoints.rmdir()
     if set(removed) - {KIND_NAME}:
-        logger.info("%s: the run saved nothing; removed %s", out, ", ".join(removed))
+        logger.info("%s: a run that saved nothing; removed %s", out, ", ".join(removed))
     return removed
 
 
@@ -534,7 +535,8 @@ def claimed_run_folder(
     """Run folder ``out``, locked and claimed for a run of ``kind`` while the body runs.
 
     Takes :class:`RunLock` on ``out`` (creating it if absent), checks and records the kind of
-    run it holds (:func:`claim_folder`) and, with ``remove_temporaries``, deletes what killed
+    run it holds (:func:`claim_folder`; for a new run, what a run killed before its first result
+    left is removed first, :func:`discard_unstarted`) and, with ``remove_temporaries``, deletes what killed
     writes left (:func:`remove_stale_temporaries`). The lock is released when the body ends;
     if it fails (or is interrupted) and this call created ``out``, the folder is removed again
     while it holds nothing but the lock and kind records (:func:`discard_if_empty`)::
@@ -565,6 +567,9 @@ def claimed_run_folder(
     created = not exists(out)
     try:
         with RunLock(out, kind):
+            if not resume and discard_unstarted(out, prelude):
+                # Killed (SIGKILL, power loss) before its first result: no run to continue.
+                logger.warning("%s held a run killed before it saved anything; starting anew", out)
             try:
                 claim_folder(out, kind, resume=resume)
             except RunFolderError as error:

@@ -75,6 +75,22 @@ def test_a_new_run_that_saved_nothing_takes_its_prelude_and_record_with_it(tmp_p
     assert sorted(path.name for path in kept.iterdir()) == [KIND_NAME, "checkpoints", "queries.json"]
 
 
+def test_what_a_run_killed_before_its_first_result_left_takes_a_new_run(tmp_path, caplog):
+    """SIGKILL leaves the record and the ledger (and a lock, taken over): not a run to refuse."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / KIND_NAME).write_text('{"kind": "evolve", "run": "0123456789abcdef"}')
+    (out / "queries.json").write_text('{"queries": 8}')
+    with claimed_run_folder(str(out), "evolve", prelude=("queries.json",)):
+        assert run_token(str(out)) not in (None, "0123456789abcdef")
+        (out / "result.txt").write_text("saved")
+    assert "killed before it saved anything; starting anew" in caplog.text
+    assert sorted(path.name for path in out.iterdir()) == [KIND_NAME, "result.txt"]
+    # With a result, the same leftovers are a run: refused.
+    with pytest.raises(RunFolderError, match="already holds a run"), claimed_run_folder(str(out), "evolve"):
+        pytest.fail("the body of a refused folder ran")
+
+
 def test_a_resumed_run_keeps_its_folder_whatever_happens(tmp_path):
     out = tmp_path / "run"
     with claimed_run_folder(str(out), "evolve", prelude=("queries.json",)):
