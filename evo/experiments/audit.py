@@ -109,6 +109,8 @@ BUDGETS = {
 # workers, scorers and cluster address are never stored (a shared folder must not choose
 # the cluster this machine connects to).
 SETTINGS_NAME = "audit-settings.json"
+# Largest settings file read: one is about 200 bytes.
+SETTINGS_SIZE_LIMIT = 64 * 1024
 SETTINGS_KINDS: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "budget": (str,),
@@ -140,7 +142,7 @@ def read_settings(out: str) -> dict:
         holds = f"it holds {'an' if kind == 'evolve' else 'a'} {kind} run" if kind else "no audit there"
         raise RunFolderError(f"--resume {out} is not an audit folder ({holds}); start an audit with --out")
     try:
-        settings = json.loads(read_bytes(join(out, SETTINGS_NAME)))
+        settings = json.loads(read_bytes(join(out, SETTINGS_NAME), SETTINGS_SIZE_LIMIT))
     except FileNotFoundError:
         raise RunFolderError(
             f"--resume {out}: no {SETTINGS_NAME} (an audit from a version without --resume)"

@@ -231,6 +231,10 @@ def checkpoint_table(
     )
 
 
+# Largest LATEST pointer read: it names one checkpoint file.
+LATEST_SIZE_LIMIT = 4096
+
+
 def checkpoint_name(generation: int) -> str:
     """The file name of generation ``generation``'s checkpoint, e.g. ``gen-000042.parquet``."""
     return f"gen-{generation:06d}.parquet"
@@ -334,7 +338,7 @@ def prune_checkpoints(out: str, keep: int) -> list[str]:
     else:
         return []
     try:
-        latest = read_bytes(join(out, "checkpoints", "LATEST")).decode().strip()
+        latest = read_bytes(join(out, "checkpoints", "LATEST"), LATEST_SIZE_LIMIT).decode().strip()
     except (FileNotFoundError, UnicodeDecodeError):
         latest = ""
     deleted = []
@@ -700,7 +704,7 @@ def _newest_good(out: str, read):
     candidates = checkpoint_uris(out)
     pointer = join(out, "checkpoints", "LATEST")
     try:
-        latest = "" if is_link(pointer) else read_bytes(pointer).decode().strip()
+        latest = "" if is_link(pointer) else read_bytes(pointer, LATEST_SIZE_LIMIT).decode().strip()
         if CHECKPOINT_PATTERN.match(latest):
             preferred = join(out, "checkpoints", latest)
             candidates = [preferred] + [uri for uri in candidates if uri != preferred]

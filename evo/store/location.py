@@ -241,25 +241,31 @@ def write_streamed(uri: str, produce: Callable[[BinaryIO], object], *, root: str
         os.close(folder)
 
 
-def read_bytes(uri: str) -> bytes:
-    """Contents of ``uri``.
+def read_bytes(uri: str, limit: int | None = None) -> bytes:
+    """Contents of ``uri``; with ``limit``, refused when larger (a planted file is untrusted).
 
     Raises:
         FileNotFoundError: nothing is there.
-        OSError: a local entry that is not a regular file (a folder, a FIFO: never waited on).
+        StorageError: a local entry that is not a regular file (a folder, a FIFO: never waited
+            on), or more than ``limit`` bytes (never read whole).
     """
+    size = -1 if limit is None else limit + 1
     filesystem, path = _filesystem(uri)
     if filesystem is None:
         handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(handle, "rb") as file:
             if not stat.S_ISREG(os.fstat(handle).st_mode):
                 raise StorageError(f"{uri} is not a regular file")
-            return file.read()
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read()
-    except (OSError, pa.ArrowException) as error:
-        raise FileNotFoundError(f"{uri}: {error_line(error)}") from None
+            data = file.read(size)
+    else:
+        try:
+            with filesystem.open_input_stream(path) as stream:
+                data = stream.read(None if limit is None else size)
+        except (OSError, pa.ArrowException) as error:
+            raise FileNotFoundError(f"{uri}: {error_line(error)}") from None
+    if limit is not None and len(data) > limit:
+        raise StorageError(f"{uri} holds over {limit:,} bytes, not what a run writes; refusing to read it")
+    return data
 
 
 def open_input_file(uri: str) -> BinaryIO:

@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".fooling-lock"
 KIND_NAME = ".fooling-run"
+# Largest run record read: one is about 50 bytes.
+RECORD_SIZE_LIMIT = 4096
 RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent", "audit")
 
 
@@ -230,7 +232,7 @@ class RunLock:
 
     def _acquire_remote(self) -> None:
         try:
-            owner = json.loads(read_bytes(self.uri))
+            owner = json.loads(read_bytes(self.uri, LOCK_SIZE_LIMIT))
         except FileNotFoundError:
             owner = None
         except ValueError:
@@ -287,7 +289,7 @@ class RunLock:
             owner = self._read_owner(local)
         else:
             try:
-                owner = json.loads(read_bytes(self.uri))
+                owner = json.loads(read_bytes(self.uri, LOCK_SIZE_LIMIT))
             except (FileNotFoundError, ValueError):
                 return
         if not isinstance(owner, dict) or owner.get("pid") != os.getpid():
@@ -327,7 +329,7 @@ def folder_kind(out: str) -> str | None:
         RunFolderError: the folder holds files of no run.
     """
     try:
-        record = json.loads(read_bytes(join(out, KIND_NAME)))
+        record = json.loads(read_bytes(join(out, KIND_NAME), RECORD_SIZE_LIMIT))
         kind = record.get("kind") if isinstance(record, dict) else None
         if kind in RUN_KINDS:
             return kind
@@ -410,7 +412,7 @@ def run_token(out: str) -> str | None:
     a token that is not 16 lowercase hex digits counts as none.
     """
     try:
-        record = json.loads(read_bytes(join(out, KIND_NAME)))
+        record = json.loads(read_bytes(join(out, KIND_NAME), RECORD_SIZE_LIMIT))
     except (FileNotFoundError, ValueError, UnicodeDecodeError):
         return None
     token = record.get("run") if isinstance(record, dict) else None

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from fooling.encodings import UserError
-from fooling.evo.store.location import join, read_bytes, write_bytes
+from fooling.evo.store.location import StorageError, join, read_bytes, write_bytes
 from fooling.fitness import close_names
 
 from .base import MissingExtraError, TrackedRun, Tracker
@@ -133,12 +133,13 @@ class MLflowTracker(Tracker):
     def _stored_runs(self, out: str) -> dict[str, str]:
         """The run folder's ``{tracking URI: run id}``; well-formed entries only (the file is untrusted)."""
         try:
-            data = read_bytes(join(out, RUN_FILE))
+            data = read_bytes(join(out, RUN_FILE), MAX_RUN_FILE_BYTES)
         except FileNotFoundError:
             return {}
+        except StorageError as error:  # too large, or not a file
+            logger.warning("%s; a new MLflow run is opened", error)
+            return {}
         try:
-            if len(data) > MAX_RUN_FILE_BYTES:
-                raise ValueError("too large")
             runs = json.loads(data.decode("utf-8"))["runs"]
             if not isinstance(runs, dict):
                 raise ValueError("no runs")

@@ -676,3 +676,26 @@ def test_a_checkpoint_copied_from_another_run_is_not_continued_as_this_one(run, 
     copied = tmp_path / "copied"
     shutil.copytree(other, copied)
     assert main(["evolve", "--resume", str(copied), "--generations", "5", *TINY]) == 0
+
+
+# --- small records planted huge (sparse: no disk used) -----------------------------------------------
+
+
+def _sparse(path: Path, size: int = 8 * 2**30) -> None:
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as file:
+        file.truncate(size)
+
+
+def test_a_huge_run_record_is_one_line_never_read_whole(run, capsys):
+    _sparse(run / ".fooling-run")
+    assert main(["evolve", "--resume", str(run), "--generations", "5", *TINY]) == 2
+    line = one_error_line(capsys)
+    assert ".fooling-run holds over 4,096 bytes" in line and "refusing to read it" in line
+
+
+def test_a_huge_latest_pointer_is_passed_over_for_the_newest_checkpoint(run):
+    _sparse(run / "checkpoints" / "LATEST")
+    assert read_latest_checkpoint(str(run), GENOME_CLASSES).generation == 3
+    assert main(["evolve", "--resume", str(run), "--generations", "5", *TINY]) == 0
+    assert (run / "checkpoints" / "LATEST").read_text().strip() == "gen-000004.parquet"
