@@ -372,8 +372,6 @@ def evolve(
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"evolve() takes a RunConfig as its config, not {type(config).__name__}")
-    if isinstance(trackers, (str, TrackerSpec, Tracker)):  # one tracker, not a sequence of them
-        trackers = [trackers]
     check_cluster_choice(config.address, config.workers)
     tracking = Tracking(trackers)
     tracking.check(config.out)

@@ -160,14 +160,20 @@ def parse_tracker(text: str) -> TrackerSpec:
     return TrackerSpec(name, arg.strip() if colon else None)
 
 
-def make_trackers(items: Iterable[str | TrackerSpec | Tracker] | None) -> list[Tracker]:
+def make_trackers(
+    items: Iterable[str | TrackerSpec | Tracker] | str | TrackerSpec | Tracker | None,
+) -> list[Tracker]:
     """New trackers of ``items`` (``NAME[:ARG]`` texts or specs); trackers given are kept as they are.
+
+    One item alone (``"tensorboard"``) is taken as a list of one, never as a sequence of letters.
 
     Raises:
         UnknownNameError, MissingExtraError, UserError, PluginError: as :func:`parse_tracker`
             and :meth:`TrackerSpec.make`.
         TypeError: an item of another type.
     """
+    if isinstance(items, str | TrackerSpec | Tracker):
+        items = [items]
     trackers = []
     for item in items or ():
         if isinstance(item, str):
