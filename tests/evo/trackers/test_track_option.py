@@ -16,6 +16,7 @@ from fooling.evo.run import evolve
 from fooling.evo.trackers import (
     make_trackers,
     mlflow_tracker,
+    parse_tracker,
     registered_trackers,
     tensorboard_tracker,
     tracker_help,
@@ -179,3 +180,7 @@ def test_make_trackers_keeps_tracker_objects_and_refuses_other_things(tmp_path):
         make_trackers([42])
     tracker = make_trackers(["tensorboard"])[0]
     assert make_trackers([tracker]) == [tracker]
+    # One alone is a list of one: a name, a spec or a tracker (a name was read letter by letter).
+    assert make_trackers(tracker) == [tracker]
+    assert [type(made) for made in make_trackers("tensorboard")] == [type(tracker)]
+    assert [type(made) for made in make_trackers(parse_tracker("tensorboard"))] == [type(tracker)]
