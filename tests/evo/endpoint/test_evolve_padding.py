@@ -19,20 +19,26 @@ def _fixed_batch_of_7(path: str, headers: dict, status: int, body: bytes):
     return 200, json.dumps(metadata).encode(), {}
 
 
-def test_the_budget_and_the_ledger_count_the_padding_sent(mlserver, tmp_path, capsys, endpoint_settings):
-    """Generations of 10 images go as requests of 7: 14 images a generation reach the server."""
+def _evolve_through_a_batch_of_7(mlserver, out, generations: int, max_queries: int, capsys) -> int:
+    """Run a population of 10 through a proxy that gives the model a fixed batch of 7; images served."""
     proxy = FaultProxy(mlserver.port, faults=False, edit=_fixed_batch_of_7)
-    out = tmp_path / "run"
     before = served(mlserver.folder, "lenet")
     try:
         code = main(
             ["evolve", "--model", f"{proxy.url}/v2/models/lenet", "--out", str(out), "--population", "10",
-             "--generations", "2", "--seed", "3", "--no-progress", "--no-report", "--max-queries", "1000"]
+             "--generations", str(generations), "--seed", "3", "--no-progress", "--no-report",
+             "--max-queries", str(max_queries)]
         )  # fmt: skip
     finally:
         proxy.stop()
     assert code == 0, capsys.readouterr().err
-    sent = served(mlserver.folder, "lenet") - before
+    return served(mlserver.folder, "lenet") - before
+
+
+def test_the_budget_and_the_ledger_count_the_padding_sent(mlserver, tmp_path, capsys, endpoint_settings):
+    """Generations of 10 images go as requests of 7: 14 images a generation reach the server."""
+    out = tmp_path / "run"
+    sent = _evolve_through_a_batch_of_7(mlserver, out, 2, 1000, capsys)
     assert sent == 28
     assert json.loads((out / "queries.json").read_text()) == {"queries": sent}
     assert read_latest_checkpoint(str(out), GENOME_CLASSES).queries == sent
@@ -40,17 +46,7 @@ def test_the_budget_and_the_ledger_count_the_padding_sent(mlserver, tmp_path, ca
 
 def test_a_budget_stops_before_the_padding_would_pass_it(mlserver, tmp_path, capsys, endpoint_settings):
     """--max-queries 20: the first generation sends 14 (10 and 4 of padding), the second would reach 28."""
-    proxy = FaultProxy(mlserver.port, faults=False, edit=_fixed_batch_of_7)
     out = tmp_path / "run"
-    before = served(mlserver.folder, "lenet")
-    try:
-        code = main(
-            ["evolve", "--model", f"{proxy.url}/v2/models/lenet", "--out", str(out), "--population", "10",
-             "--generations", "3", "--seed", "3", "--no-progress", "--no-report", "--max-queries", "20"]
-        )  # fmt: skip
-    finally:
-        proxy.stop()
-    assert code == 0, capsys.readouterr().err
-    assert served(mlserver.folder, "lenet") - before == 14
+    assert _evolve_through_a_batch_of_7(mlserver, out, 3, 20, capsys) == 14
     assert json.loads((out / "queries.json").read_text()) == {"queries": 14}
     assert read_latest_checkpoint(str(out), GENOME_CLASSES).generation == 0
