@@ -487,41 +487,68 @@ def discard_if_empty(out: str) -> None:
         local.rmdir()
 
 
-def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
-    """Remove the files of a new run in local folder ``out`` that saved nothing yet.
+def _regular(path: Path) -> bool:
+    """``path`` is a regular file itself (a link to one is not)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
-    A run that fails (or stops) before its first result leaves its kind record and the files it
-    writes before any result (``prelude``: a query ledger, settings). Left there, the folder
-    would take no new run ("already holds a run") and resume none ("no run there"); removed,
-    the same command can simply run again. Nothing is removed when the folder holds anything
-    else, such as a checkpoint. Call while holding :class:`RunLock`, for a folder this command
-    claimed for a new run (which was empty then: everything in it is this run's), or is about
-    to claim for one (what is there is what a run killed before its first result left).
+
+def _temporaries_only(folder: Path) -> list[Path] | None:
+    """The ``.tmp-*`` files of killed writes that are all real folder ``folder`` holds; else ``None``."""
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return None
+        entries = [folder / name for name in os.listdir(folder)]
+    except OSError:
+        return None
+    if all(entry.name.startswith(TEMPORARY_PREFIX) and _regular(entry) for entry in entries):
+        return entries
+    return None
+
+
+def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
+    """Remove what a new run in local folder ``out`` left when it saved nothing.
+
+    A run that fails, stops or is killed before its first result leaves its kind record, the
+    files it writes before any result (``prelude``: a query ledger, settings) and, killed while
+    writing its first checkpoint, temporary files. Left there, the folder would take no new run
+    ("already holds a run") and resume none ("no run there"); removed, the same command can
+    simply run again. Only such a folder is touched: its ``.fooling-run`` record is there (a
+    run of ours claimed it), and every other entry is a regular file of ``prelude``, a
+    temporary file, or a real ``checkpoints`` folder holding temporary files only. Anything
+    else (a checkpoint, a user's file, a link, ``checkpoints`` linked elsewhere) leaves the
+    folder as it is. Call while holding :class:`RunLock`, for a folder this command claimed for
+    a new run, or is about to claim for one.
 
     Returns:
-        The names removed (none: the run saved something, or the folder is not local).
+        The names removed (none: the folder holds more than an unstarted run, or is not local).
     """
     local = _local_path(out)
-    if local is None or not local.is_dir():
+    if local is None or local.is_symlink() or not local.is_dir() or not _regular(local / KIND_NAME):
         return []
-    removable = {KIND_NAME, *prelude}
-    names = set(os.listdir(local)) - _OWN_NAMES - {"checkpoints"}
-    checkpoints = local / "checkpoints"
-    if names - removable or (
-        checkpoints.is_dir() and not checkpoints.is_symlink() and any(checkpoints.iterdir())
-    ):
-        return []
-    removed = []
-    for name in sorted((names | {KIND_NAME}) & removable):
+    doomed: list[Path] = []
+    for name in sorted(set(os.listdir(local)) - _OWN_NAMES):
         path = local / name
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
-            removed.append(name)
-    if checkpoints.is_dir() and not checkpoints.is_symlink():
-        checkpoints.rmdir()
-    if set(removed) - {KIND_NAME}:
+        if name == "checkpoints":
+            temporaries = _temporaries_only(path)
+            if temporaries is None:
+                return []
+            doomed += temporaries
+        elif not (_regular(path) and (name in prelude or name.startswith(TEMPORARY_PREFIX))):
+            return []
+        else:
+            doomed.append(path)
+    for path in doomed:
+        path.unlink()
+    (local / KIND_NAME).unlink()
+    if (local / "checkpoints").is_dir():
+        (local / "checkpoints").rmdir()
+    removed = [str(path.relative_to(local)) for path in doomed]
+    if removed:
         logger.info("%s: a run that saved nothing; removed %s", out, ", ".join(removed))
-    return removed
+    return [*removed, KIND_NAME]
 
 
 @contextlib.contextmanager

@@ -91,6 +91,58 @@ def test_what_a_run_killed_before_its_first_result_left_takes_a_new_run(tmp_path
         pytest.fail("the body of a refused folder ran")
 
 
+PRELUDE = ("queries.json", "stats.parquet")
+
+
+def test_a_run_killed_while_writing_its_first_checkpoint_leaves_a_folder_the_command_takes(tmp_path, caplog):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / KIND_NAME).write_text('{"kind": "evolve", "run": "0123456789abcdef"}')
+    (out / "stats.parquet").write_bytes(b"stats of generation 0")
+    (out / "checkpoints" / ".tmp-gen-000000.parquet").write_bytes(b"half a checkpoint")
+    with claimed_run_folder(str(out), "evolve", prelude=PRELUDE):
+        assert sorted(path.name for path in out.iterdir()) == sorted([KIND_NAME, LOCK_NAME])
+    assert "starting anew" in caplog.text
+
+
+def test_files_of_no_run_of_ours_are_never_removed(tmp_path):
+    """No record: a user's own stats.parquet and queries.json are files of no run, refused."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "stats.parquet").write_bytes(b"the user's table")
+    (out / "queries.json").write_text('{"queries": 8}')
+    with (
+        pytest.raises(RunFolderError, match="holds other files"),
+        claimed_run_folder(str(out), "evolve", prelude=PRELUDE),
+    ):
+        pytest.fail("the body of a refused folder ran")
+    assert (out / "stats.parquet").read_bytes() == b"the user's table" and (out / "queries.json").exists()
+
+
+@pytest.mark.parametrize("planted", ["linked checkpoints", "checkpoint", "linked prelude", "user file"])
+def test_an_unstarted_run_beside_anything_else_is_left_whole(tmp_path, planted):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "gen-000003.parquet").write_bytes(b"a checkpoint kept on another disk")
+    (out / KIND_NAME).write_text('{"kind": "evolve", "run": "0123456789abcdef"}')
+    (out / "queries.json").write_text('{"queries": 8}')
+    if planted == "linked checkpoints":
+        (out / "checkpoints").symlink_to(elsewhere)
+    elif planted == "checkpoint":
+        (out / "checkpoints").mkdir()
+        (out / "checkpoints" / "gen-000000.parquet").write_bytes(b"x")
+    elif planted == "linked prelude":
+        (out / "stats.parquet").symlink_to(elsewhere / "gen-000003.parquet")
+    else:
+        (out / "notes.txt").write_text("mine")
+    before = sorted(path.name for path in out.iterdir())
+    with pytest.raises(RunFolderError), claimed_run_folder(str(out), "evolve", prelude=PRELUDE):
+        pytest.fail("the body of a refused folder ran")
+    assert sorted(path.name for path in out.iterdir()) == before
+    assert (elsewhere / "gen-000003.parquet").read_bytes() == b"a checkpoint kept on another disk"
+
+
 def test_a_resumed_run_keeps_its_folder_whatever_happens(tmp_path):
     out = tmp_path / "run"
     with claimed_run_folder(str(out), "evolve", prelude=("queries.json",)):
