@@ -118,6 +118,18 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[4026531836]``), where /proc has it.
+
+    Containers sharing a host name (``--uts=host``, ``--network=host``) may still number their
+    processes apart: a pid is only checked within the namespace that recorded it.
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def _shown(value: object) -> str:
     """``value`` as one short line (a lock's fields are untrusted text)."""
     return "".join(char if char.isprintable() else "?" for char in str(value)[:80])
@@ -154,16 +166,20 @@ class RunLock:
             "command": self.command,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "start_time": _start_time(pid),
+            "pid_namespace": _pid_namespace(),
         }
         return (json.dumps(owner) + "\n").encode()
 
     def _stale(self, owner: dict) -> bool:
-        """True when ``owner`` is a process of this host that is gone.
+        """True when ``owner`` is a process of this host (and PID namespace) that is gone.
 
         ``owner`` is a plausible record (see :func:`_lock_damage`).
         """
         if owner.get("host") != socket.gethostname():
             return False
+        namespace = owner.get("pid_namespace")  # absent from locks of older versions
+        if namespace is not None and namespace != _pid_namespace():
+            return False  # another PID namespace on this host: its pids are not ours to check
         pid = owner["pid"]
         if pid == os.getpid():
             return False

@@ -72,6 +72,20 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(fooling_home,
     assert not (out / LOCK_NAME).exists()  # released at the end
 
 
+def test_a_dead_pid_of_another_pid_namespace_of_this_host_is_never_taken_over(tmp_path):
+    """A container sharing this host name numbers its processes apart: its pid says nothing here."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    plant_lock(tmp_path / "x", process.pid)
+    owner = json.loads((tmp_path / "x" / LOCK_NAME).read_text())
+    (tmp_path / "x" / LOCK_NAME).write_text(json.dumps({**owner, "pid_namespace": "pid:[1]"}))
+    with pytest.raises(RunLockedError, match=f"in use by pid {process.pid}"):
+        RunLock(str(tmp_path / "x"), "evolve").acquire()
+    with RunLock(str(tmp_path / "y"), "evolve"):  # what a lock records: this process's namespace
+        recorded = json.loads((tmp_path / "y" / LOCK_NAME).read_text())["pid_namespace"]
+    assert recorded == (os.readlink("/proc/self/ns/pid") if os.path.exists("/proc/self/ns/pid") else None)
+
+
 def test_lock_of_another_host_is_never_taken_over(tmp_path):
     plant_lock(tmp_path / "x", 1, host="some-other-host.invalid")
     with pytest.raises(RunLockedError, match="some-other-host.invalid"):
