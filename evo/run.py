@@ -380,6 +380,7 @@ def evolve(
         # The run folder names the model file (and labels) it was made with: check them against
         # its record before loading, since loading is where a changed or planted file would act.
         checkpoint = checkpoint or read_latest_checkpoint(config.out, GENOME_CLASSES)
+        _check_kept_settings(config, checkpoint)
         changed = source_change(checkpoint.model_source, config.model)
         if changed:
             raise CheckpointError(f"--resume {config.out}: {changed}; refusing to mix two networks")
@@ -569,6 +570,30 @@ def _query_record(search: Search, budget: QueryBudget) -> dict:
     """The stats columns of the queries-to-fool curve after a generation."""
     fitness = np.asarray(search.archive.fitness.tolist())  # host numbers, wherever the archive is
     return {"queries": budget.spent, **{k: int((fitness >= v).sum()) for k, v in FOOLED_LEVELS.items()}}
+
+
+def _check_kept_settings(config: RunConfig, checkpoint: Checkpoint) -> None:
+    """Refuse to resume ``checkpoint`` with settings other than its run's (the ones a run keeps).
+
+    :func:`resume_config` refuses them on the command line; a config built by hand and given to
+    :func:`evolve` with ``resume`` is checked here, so that the archive is never continued
+    under another seed, population or mutation rate. The run folder (``out``) may have moved;
+    the model is checked with its weights (:func:`_resumed_state`).
+
+    Raises:
+        UserError: a setting outside :data:`~fooling.evo.config.RESUMABLE_OVERRIDES` differs.
+    """
+    stored = checkpoint.config
+    for field in dataclasses.fields(RunConfig):
+        name = field.name
+        if name in RESUMABLE_OVERRIDES or name in ("out", "model"):
+            continue
+        if getattr(config, name) != getattr(stored, name):
+            raise UserError(
+                f"resuming {config.out}: {name} {getattr(config, name)!r} differs from the run's "
+                f"{getattr(stored, name)!r}; a resumed run keeps its settings (only "
+                f"{', '.join(RESUMABLE_OVERRIDES)} may change: resume_config(out, generations=...))"
+            )
 
 
 def _check_same_run(out: str, checkpoint: Checkpoint, run: str | None) -> None:

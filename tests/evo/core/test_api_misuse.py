@@ -166,3 +166,24 @@ def test_a_resumed_run_holding_a_setting_its_encoding_ignores_resumes(fooling_ho
     resumed = resume_config(out, generations=2)
     assert resumed.max_nodes == 64
     assert evolve(resumed, resume=True, show_progress=False).generation == 2
+
+
+def test_evolve_resumes_only_with_the_runs_own_settings(fooling_home, tmp_path):
+    """The command line refuses a changed seed on --resume; evolve(config, resume=True) did not."""
+    out = str(tmp_path / "run")
+    config = RunConfig(population=8, generations=2, seed=0, out=out)
+    evolve(config, show_progress=False)
+    before = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
+    for changed in (dict(seed=5), dict(population=20), dict(mutation_probability=0.5)):
+        name = next(iter(changed))
+        with pytest.raises(UserError, match=f"{name} .* differs from the run's"):
+            evolve(dataclasses.replace(config, generations=4, **changed), resume=True, show_progress=False)
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == before
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)  # the folder may move; generations may grow
+    assert (
+        evolve(
+            dataclasses.replace(config, generations=4, out=str(moved)), resume=True, show_progress=False
+        ).generation
+        == 4
+    )
