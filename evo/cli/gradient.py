@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -62,29 +60,6 @@ def _fresh_folder(out: str, kind: str) -> Iterator[Path]:
             for file in sorted(Path(staging).rglob("*")):
                 if file.is_file():
                     write_bytes(join(out, file.relative_to(staging).as_posix()), file.read_bytes())
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While inside, SIGTERM (``kill``, a batch system's stop) interrupts as Ctrl-C does.
-
-    The command then unwinds: its run folder's lock is released, a folder it created and has
-    not written into is removed again (:func:`~fooling.evo.store.runfolder.claimed_run_folder`),
-    and it exits with "interrupted" and code 130. Killed by the signal instead, it left its lock
-    and run record behind, and the folder was refused as not empty afterwards.
-    """
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
-
-    def interrupt(signum, frame) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _shown(location: str, local: Path, path: Path) -> str:
@@ -145,7 +120,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     names = model.spec.class_names
     target = None if args.untargeted else class_index(args.target, names)
     images, image_names = load_model_images(args.image, model.spec)
-    with _sigterm_interrupts(), _fresh_folder(args.out, "perturb") as out:
+    with _fresh_folder(args.out, "perturb") as out:
         return _perturb_into(out, args, model, images, image_names, target)
 
 
@@ -222,7 +197,7 @@ def cmd_ascent(args: argparse.Namespace) -> int:
     ids = resolve_classes(args.classes, names) if args.classes else list(range(len(names)))
     chosen = [names[i] for i in ids]
     classes = torch.tensor(ids)
-    with _sigterm_interrupts(), _fresh_folder(args.out, "ascent") as out:
+    with _fresh_folder(args.out, "ascent") as out:
         return _ascent_into(out, args, model, chosen, classes)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from fooling.encodings import UserError
 from fooling.evo.cli import audit, experiments, gradient
@@ -268,6 +271,30 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, OSError)
 
 
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM (``kill``, a batch system's stop) interrupts as Ctrl-C does.
+
+    A command then unwinds: its run folder's lock is released, a run that saved nothing leaves
+    its folder as it found it (:func:`~fooling.evo.store.runfolder.claimed_run_folder`), and it
+    exits with "interrupted" and code 130; killed by the signal instead (exit 143), it left its
+    lock and run record behind. ``evolve``'s generations handle SIGTERM themselves (the
+    generation finishes and is saved first) and give this handler back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(command: Callable[[], int | None], *, program: str = "fooling", debug: bool = False) -> int:
     """Run ``command`` as a program: a user error becomes one line on stderr and exit code 2.
 
@@ -290,7 +317,8 @@ def run_command(command: Callable[[], int | None], *, program: str = "fooling", 
         print(f"{program}: error: {error}", file=sys.stderr)
         return 2
     try:
-        return command() or 0
+        with sigterm_interrupts():
+            return command() or 0
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130

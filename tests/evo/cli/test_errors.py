@@ -128,3 +128,22 @@ def test_as_a_program_a_users_mistake_exits_2_in_one_line():
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["fooling: error: --seed must be in [0, 4294967295], not -1"]
+
+
+SIGTERMED = """
+import os, signal, sys, time
+from fooling.evo.cli import run_command
+
+def command():
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a batch system's stop, while a command works
+    time.sleep(30)
+
+sys.exit(run_command(command))
+"""
+
+
+def test_sigterm_during_any_command_is_interrupted_exit_130_in_one_line():
+    """It was exit 143 and no line, outside evolve's generations and perturb/ascent's steps."""
+    done = subprocess.run([sys.executable, "-c", SIGTERMED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130
+    assert done.stderr.splitlines() == ["fooling: interrupted"]
