@@ -628,6 +628,14 @@ def _queries_spent(config: RunConfig, checkpoint: Checkpoint, records: list[dict
     else:
         saved = sum(int(record.get("evals") or 0) for record in records) * config.crops
     recorded = read_ledger(config.out)
+    if recorded is None and config.max_queries is not None and not is_endpoint(config.model):
+        # A local model's run keeps a ledger only under a budget (a write per generation).
+        logger.warning(
+            "%s kept no query ledger (it ran without --max-queries): its count continues from the "
+            "checkpoint's %d images; generations a killed run scored after that checkpoint are not in it",
+            config.out,
+            saved,
+        )
     if recorded is not None and recorded > saved:
         logger.warning(
             "%s: %d images were sent after the last checkpoint (%d before it); they count as sent",

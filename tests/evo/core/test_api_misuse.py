@@ -187,3 +187,14 @@ def test_evolve_resumes_only_with_the_runs_own_settings(fooling_home, tmp_path):
         ).generation
         == 4
     )
+
+
+def test_a_budget_first_given_on_resume_says_what_its_count_cannot_know(fooling_home, tmp_path, caplog):
+    out = str(tmp_path / "run")
+    evolve(RunConfig(population=8, generations=2, out=out), show_progress=False)  # no budget: no ledger
+    resumed = resume_config(out, generations=3, max_queries=100)
+    assert evolve(resumed, resume=True, show_progress=False).generation == 3
+    assert (
+        "kept no query ledger" in caplog.text and "continues from the checkpoint's 16 images" in caplog.text
+    )
+    assert json.loads((tmp_path / "run" / "queries.json").read_text()) == {"queries": 24}
