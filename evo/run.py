@@ -442,6 +442,11 @@ def evolve(
         if resume:
             warn_scheme_change(config.out, checkpoint.rng_scheme, scheme)
         spent = _queries_spent(config, checkpoint, records) if resume else 0
+        if config.max_queries is not None and config.max_queries < spent:
+            raise UserError(
+                f"--max-queries {config.max_queries} is below the {spent} images {config.out} already "
+                f"sent; give more than {spent} to continue it"
+            )
         budget = QueryBudget(config.max_queries, spent)
         # Images sent to a server, or under a budget, are recorded before each generation sends them.
         keeps_ledger = config.max_queries is not None or is_endpoint(config.model)

@@ -161,7 +161,8 @@ FIELD_HELP = {
     "max_nodes": "CPPN capacity in nodes",
     "max_edges": "CPPN capacity in connections",
     "max_queries": "images the run may send its model in all, over resumes (an endpoint's query "
-    "budget; the run stops with a checkpoint before a generation that would exceed it)",
+    "budget; a gradient step counts as the 3 evaluations it costs; the run stops with a checkpoint "
+    "before a generation that would exceed it)",
     "init": "how the direct encoding draws its first images: paper (every pixel uniform) or "
     "multiscale (smooth noise of a random scale, for top-1 answers; see docs/endpoint.md)",
     "vary_on": "where children are made: " + "; ".join(f"{name}: {what}" for name, what in VARY_ON.items()),

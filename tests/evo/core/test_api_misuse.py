@@ -198,3 +198,11 @@ def test_a_budget_first_given_on_resume_says_what_its_count_cannot_know(fooling_
         "kept no query ledger" in caplog.text and "continues from the checkpoint's 16 images" in caplog.text
     )
     assert json.loads((tmp_path / "run" / "queries.json").read_text()) == {"queries": 24}
+
+
+def test_a_budget_below_what_the_run_already_sent_is_refused(fooling_home, tmp_path):
+    out = str(tmp_path / "run")
+    evolve(RunConfig(population=8, generations=2, out=out, max_queries=100), show_progress=False)
+    with pytest.raises(UserError, match="--max-queries 10 is below the 16 images .* already sent"):
+        evolve(resume_config(out, generations=3, max_queries=10), resume=True, show_progress=False)
+    assert json.loads((tmp_path / "run" / "queries.json").read_text()) == {"queries": 16}
