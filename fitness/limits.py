@@ -104,3 +104,21 @@ def open_regular_file(path: str | os.PathLike, what: str) -> BinaryIO:
     except BaseException:
         os.close(handle)
         raise
+
+
+def timeout_seconds(variable: str, default: float) -> float:
+    """Seconds from environment variable ``variable`` (unset or blank: ``default``), read when used.
+
+    Raises:
+        UserError: the variable is not a finite positive number (one line naming it).
+    """
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):  # also refuses NaN
+        raise UserError(f"{variable}={text!r}: expected a positive number of seconds")
+    return value

@@ -47,38 +47,30 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{command}: {message}" if command else message)
 
 
-def _integer_at_least(minimum: int, description: str):
-    """An argparse type: an integer >= ``minimum``, else a one-line error naming ``description``."""
+def integer_in(minimum: int, maximum: int | None = None, description: str | None = None):
+    """An argparse type: an integer in ``[minimum, maximum]`` (no ``maximum``: unbounded above).
+
+    Anything else is a one-line error naming ``description`` (default: the range).
+    """
+    if description is None:
+        description = (
+            f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum:,}]"
+        )
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
         return value
 
     return parse
 
 
-positive_int = _integer_at_least(1, "a positive integer")
-non_negative_int = _integer_at_least(0, "an integer >= 0")
-
-
-def integer_in(minimum: int, maximum: int):
-    """An argparse type: an integer in ``[minimum, maximum]``, else a one-line error saying so."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{minimum}, {maximum:,}], got {text!r}")
-        return value
-
-    return parse
+positive_int = integer_in(1, description="a positive integer")
+non_negative_int = integer_in(0)
 
 
 def ray_address(text: str) -> str:

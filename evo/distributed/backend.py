@@ -64,6 +64,7 @@ from fooling.evo.search import BackendError, Candidates, ParentPool, Task, Varia
 from fooling.fitness import LoadedModel, error_line, pick_device
 from fooling.fitness.engine import configure_threads, keep_freed_memory
 from fooling.fitness.engines import engine_import_paths, get_engine, plugin_engines, resolve_engine
+from fooling.fitness.limits import timeout_seconds
 from fooling.fitness.sources import plugin_import_paths, plugin_name
 
 logger = logging.getLogger(__name__)
@@ -540,24 +541,6 @@ def model_for_actors(model: LoadedModel, engine: str = "auto") -> LoadedModel | 
     """
     paths = tuple(dict.fromkeys((*plugin_import_paths(model.spec), *engine_import_paths(engine))))
     return _WithImportPaths(model, paths) if paths else model
-
-
-def timeout_seconds(variable: str, default: float) -> float:
-    """Seconds from environment variable ``variable`` (unset or blank: ``default``), read when used.
-
-    Raises:
-        UserError: the variable is not a finite positive number (one line naming it).
-    """
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):  # also refuses NaN
-        raise UserError(f"{variable}={text!r}: expected a positive number of seconds")
-    return value
 
 
 def _fraction(value: float) -> float:

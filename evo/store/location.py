@@ -29,8 +29,8 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from fooling.encodings.errors import UserError
 from fooling.fitness import error_line
+from fooling.fitness.limits import timeout_seconds
 
 # Name prefix of the temporary files writes go through (removed on start if a kill left them).
 TEMPORARY_PREFIX = ".tmp-"
@@ -423,16 +423,7 @@ def storage_timeout() -> float:
     Raises:
         UserError: the variable is not a positive number.
     """
-    text = os.environ.get(STORAGE_TIMEOUT_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_STORAGE_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise UserError(f"{STORAGE_TIMEOUT_VARIABLE}={text!r}: expected a positive number of seconds")
-    return value
+    return timeout_seconds(STORAGE_TIMEOUT_VARIABLE, DEFAULT_STORAGE_TIMEOUT_S)
 
 
 def check_location(location: str, what: str = "--out", timeout: float | None = None) -> None:

@@ -23,7 +23,7 @@ from small_setups import LABELS, tiny
 from fooling.encodings import UserError
 from fooling.evo.cli.main import build_parser, main
 from fooling.fitness.gradient import MAX_STEPS
-from fooling.fitness.limits import MAX_MODEL_BYTES
+from fooling.fitness.limits import MAX_MODEL_BYTES, timeout_seconds
 
 # The console script ``fooling`` (setup.cfg: fooling.evo.cli:main) does exactly this.
 CONSOLE_SCRIPT = "import sys; from fooling.evo.cli import main; sys.exit(main())"
@@ -68,8 +68,6 @@ def test_ray_timeouts_are_read_when_used_not_at_import(monkeypatch):
         env={**os.environ, "FOOLING_RAY_START_TIMEOUT": "soon", "FOOLING_RAY_STALL_TIMEOUT": "nan"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    from fooling.evo.distributed.backend import timeout_seconds
-
     with pytest.raises(UserError, match="FOOLING_RAY_START_TIMEOUT='soon'"):
         timeout_seconds("FOOLING_RAY_START_TIMEOUT", 300.0)
     for good, seconds in (("2.5", 2.5), (" 60 ", 60.0), ("", 300.0)):
