@@ -15,9 +15,9 @@ def counted_reads(monkeypatch) -> list[str]:
     reads: list[str] = []
     original = checkpoint_module.read_bytes
 
-    def read_bytes(uri: str) -> bytes:
+    def read_bytes(uri: str, limit: int | None = None) -> bytes:
         reads.append(uri)
-        return original(uri)
+        return original(uri, limit)
 
     monkeypatch.setattr(checkpoint_module, "read_bytes", read_bytes)
     return reads
