@@ -32,7 +32,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,13 +49,10 @@ from fooling.evo.run import logger as run_logger
 from fooling.evo.store.checkpoint import CheckpointError, checkpoint_uris, read_latest_checkpoint
 from fooling.evo.store.location import check_location, folder_entries, join, read_bytes, write_bytes
 from fooling.evo.store.runfolder import (
-    KIND_NAME,
     LOCK_NAME,
     RunFolderError,
-    RunLock,
     claimed_run_folder,
     folder_kind,
-    remove_stale_temporaries,
 )
 from fooling.evo.store.tables import read_stats, write_columns
 from fooling.fitness import (
@@ -507,7 +503,9 @@ def _search(config: RunConfig, resume: bool, trackers: list | None = None) -> No
     """Run the search ``config`` describes; with ``resume``, continue it from its newest checkpoint.
 
     A search that has all its generations is left as it is; one that never checkpointed (killed
-    early) starts again, after the files a killed first checkpoint may have left are removed.
+    early) starts again: :func:`evolve` removes what it left (its record, statistics and the
+    temporaries of a killed first checkpoint) when it claims the folder for a new run
+    (:func:`~fooling.evo.store.runfolder.discard_unstarted`).
     """
     folder = config.out
     if resume and checkpoint_uris(folder):
@@ -519,31 +517,7 @@ def _search(config: RunConfig, resume: bool, trackers: list | None = None) -> No
         if checkpoint.generation + 1 < stored.generations:
             evolve(stored, resume=True, checkpoint=checkpoint, show_progress=False, trackers=trackers)
         return
-    if resume:
-        _forget_unfinished(folder)
     evolve(config, show_progress=False, trackers=trackers)
-
-
-def _forget_unfinished(folder: str) -> None:
-    """Remove what a search killed before its first checkpoint left in ``folder`` (local folders).
-
-    That is: temporary files of interrupted writes, the statistics written just before the
-    first checkpoint, the record of the run's kind (a search that never checkpointed is no
-    run to continue), and an empty ``checkpoints`` folder. A stale lock is taken over.
-    """
-    entries = folder_entries_or_none(folder)
-    if entries is None or "://" in folder:
-        return
-    with RunLock(folder, "audit"):
-        remove_stale_temporaries(folder)
-        local = Path(folder)
-        for name in ("stats.parquet", KIND_NAME):
-            path = local / name
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
-        checkpoints = local / "checkpoints"
-        if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
-            checkpoints.rmdir()
 
 
 def _transfer(
