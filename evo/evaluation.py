@@ -161,6 +161,22 @@ class Evaluator:
         return [min(per_call, count - start) for start in range(0, count, per_call)]
 
     @classmethod
+    def call_chunks(cls, count: int, spec: ModelSpec, crops: int, device: torch.device) -> list[list[int]]:
+        """The genomes of each scoring chunk of each render-and-score call of ``count`` genomes.
+
+        The calls are :meth:`calls`; on the CPU each is scored in chunks of :meth:`cpu_chunk`,
+        elsewhere whole.
+
+        Returns:
+            Lists of positive sizes, together adding up to ``count`` (``[]`` for none).
+        """
+        chunk = cls.cpu_chunk(spec, crops) if device.type == "cpu" else None
+        return [
+            [min(chunk or call, call - start) for start in range(0, call, chunk or call)]
+            for call in cls.calls(count, spec, crops, device)
+        ]
+
+    @classmethod
     def score_sizes(cls, count: int, spec: ModelSpec, crops: int, device: torch.device) -> list[int]:
         """How many of ``count`` genomes each scoring call of one evaluation takes, in order.
 
@@ -170,12 +186,7 @@ class Evaluator:
         Returns:
             Positive sizes that add up to ``count`` (``[]`` for none).
         """
-        chunk = cls.cpu_chunk(spec, crops) if device.type == "cpu" else None
-        sizes = []
-        for call in cls.calls(count, spec, crops, device):
-            step = chunk or call
-            sizes += [min(step, call - start) for start in range(0, call, step)]
-        return sizes
+        return [size for call in cls.call_chunks(count, spec, crops, device) for size in call]
 
     @classmethod
     def cpu_chunk(cls, spec: ModelSpec, crops: int) -> int:
@@ -252,19 +263,20 @@ class Evaluator:
     def _score_calls(
         self, genomes: GenomeBatch | TensorGenomes, score: Callable[[torch.Tensor], Scores]
     ) -> list[Scores]:
-        """``score`` of each scoring chunk of ``genomes``' images, in order (:meth:`calls`).
+        """``score`` of each scoring chunk of ``genomes``' images, in order (:meth:`call_chunks`).
 
         On the CPU each call's images go in :attr:`RENDER_CHUNKS` chunks (:meth:`cpu_chunk`).
         An empty batch gives one empty chunk's scores.
         """
         spec, crops, device = self.scorer.spec, self.scorer.crops, self.scorer.device
-        chunk = self.cpu_chunk(spec, crops) if device.type == "cpu" else None
         parts, start = [], 0
-        for count in self.calls(len(genomes), spec, crops, device) or [0]:
-            images = self.images(genomes.take(slice(start, start + count)))
-            step = chunk or max(count, 1)
-            parts += [score(images[i : i + step]) for i in range(0, max(count, 1), step)]
-            start += count
+        for chunks in self.call_chunks(len(genomes), spec, crops, device) or [[0]]:
+            images = self.images(genomes.take(slice(start, start + sum(chunks))))
+            offset = 0
+            for size in chunks:
+                parts.append(score(images[offset : offset + size]))
+                offset += size
+            start += offset
         return parts
 
     def refine(

@@ -558,13 +558,11 @@ def _generation_queries(config: RunConfig, search: Search, model: LoadedModel) -
         return images
     # Endpoint models are scored, never differentiated: no emitter that refines runs on them.
     assert per_child == 1, f"{search.emitter.name} costs {per_child} evaluations a child on an endpoint"
-    starts = range(0, search.population, search.batch_size)
-    counts = [min(search.batch_size, search.population - start) for start in starts]
     devices = getattr(search.backend, "scoring_devices", None) or (pick_device(config.device),)
     return max(
         sum(
             sent_for(size * config.crops)
-            for count in counts
+            for count in search.task_sizes
             for size in Evaluator.score_sizes(count, model.spec, config.crops, device)
         )
         for device in devices

@@ -308,6 +308,14 @@ class Search:
         self.emitter = emitter
         self.inserting = False  # True while the archive holds a half-inserted generation
 
+    @property
+    def task_sizes(self) -> list[int]:
+        """Children of each of a generation's tasks, in order: ``batch_size`` each, the last what is left."""
+        return [
+            min(self.batch_size, self.population - start)
+            for start in range(0, self.population, self.batch_size)
+        ]
+
     def tasks(self) -> tuple[list[Task], ParentPool | None, np.ndarray]:
         """This generation's tasks, their parents, and the parent cell of each child.
 
@@ -317,7 +325,7 @@ class Search:
             random genomes.
         """
         starts = range(0, self.population, self.batch_size)
-        counts = [min(self.batch_size, self.population - start) for start in starts]
+        counts = self.task_sizes
         if len(self.archive) == 0:
             parent_cells = np.full(self.population, -1, dtype=np.int32)
             tasks = [
