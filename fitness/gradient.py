@@ -26,6 +26,19 @@ MAX_STEPS = 100_000
 MAX_STEP_SIZE = 1.0
 
 
+def _check_steps(steps: int, **sizes: float) -> None:
+    """Refuse ``steps`` outside ``[1, MAX_STEPS]``, or one of ``sizes`` outside ``(0, MAX_STEP_SIZE]``.
+
+    Raises:
+        UserError: one line naming the value (``steps``, ``lr``, ``eps``).
+    """
+    if not 0 < steps <= MAX_STEPS:
+        raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
+    for name, size in sizes.items():
+        if not 0 < size <= MAX_STEP_SIZE:
+            raise UserError(f"{name} must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {size}")
+
+
 @dataclasses.dataclass
 class GradientHistory:
     """What happened at every step, for plots and animations.
@@ -167,15 +180,10 @@ def perturb(
             current label.
         ValueError: images of the wrong shape (a caller's bug: they are loaded for the model).
     """
-    if not 0 < steps <= MAX_STEPS:
-        raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
-    if not 0 < eps <= MAX_STEP_SIZE:
-        raise UserError(f"eps must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {eps}")
+    lr = eps / 4 if lr is None else lr
+    _check_steps(steps, eps=eps, lr=lr)
     scorer = _as_scorer(model, device)
     scorer.check_images(images)
-    lr = eps / 4 if lr is None else lr
-    if not 0 < lr <= MAX_STEP_SIZE:
-        raise UserError(f"lr must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {lr}")
     original = images.detach().to(scorer.device, torch.float32)
     batch = original.shape[0]
     with torch.no_grad():
@@ -281,10 +289,7 @@ def ascent(
         UserError: ``steps`` outside ``[1, MAX_STEPS]``, ``lr`` outside ``(0, MAX_STEP_SIZE]``
             or an unknown ``start`` (the command's flags).
     """
-    if not 0 < steps <= MAX_STEPS:
-        raise UserError(f"steps must be in [1, {MAX_STEPS:,}], not {steps}")
-    if not 0 < lr <= MAX_STEP_SIZE:
-        raise UserError(f"lr must be in (0, {MAX_STEP_SIZE:g}] (pixels are in [0, 1]), not {lr}")
+    _check_steps(steps, lr=lr)
     if start not in ("noise", "mean"):
         raise UserError(f"start must be 'noise' or 'mean', not {start!r}")
     scorer = _as_scorer(model, device)

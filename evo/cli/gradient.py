@@ -100,14 +100,9 @@ def _refuse_endpoint(model: str, command: str) -> None:
 def cmd_perturb(args: argparse.Namespace) -> int:
     """Exit code 0 when every image reached its goal, 1 when an attack failed."""
     _refuse_endpoint(args.model, "perturb")
-    if not 0 < args.eps <= MAX_STEP_SIZE:
-        raise UsageError(
-            f"--eps must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {args.eps}"
-        )
-    if args.lr is not None and not 0 < args.lr <= MAX_STEP_SIZE:
-        raise UsageError(
-            f"--lr must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {args.lr}"
-        )
+    _check_step_size("--eps", args.eps)
+    if args.lr is not None:
+        _check_step_size("--lr", args.lr)
     if not 0 < args.threshold < 1:
         raise UsageError(
             f"--threshold must be in (0, 1) (a probability of 1 is never reached), not {args.threshold}"
@@ -185,10 +180,7 @@ def cmd_ascent(args: argparse.Namespace) -> int:
         GradientUnavailableError: the model is scored without gradients (ONNX Runtime).
     """
     _refuse_endpoint(args.model, "ascent")
-    if not 0 < args.lr <= MAX_STEP_SIZE:
-        raise UsageError(
-            f"--lr must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {args.lr}"
-        )
+    _check_step_size("--lr", args.lr)
     check_seed(args.seed)
     check_device(args.device)
     model = load_or_train(args.model)
@@ -228,6 +220,14 @@ def _ascent_into(out: Path, args: argparse.Namespace, model, chosen: list[str], 
         f"grid in {_shown(args.out, out, out / 'elites.png')}"
     )
     return 0
+
+
+def _check_step_size(flag: str, value: float) -> None:
+    """Refuse a step size or budget outside ``(0, MAX_STEP_SIZE]`` before the model loads (one line)."""
+    if not 0 < value <= MAX_STEP_SIZE:
+        raise UsageError(
+            f"{flag} must be positive and at most {MAX_STEP_SIZE:g} (pixels are in [0, 1]), not {value}"
+        )
 
 
 # --steps of both commands.
