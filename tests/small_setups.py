@@ -42,6 +42,14 @@ def chromium(page: Path, profile: Path, *, query: str = "", screenshot: Path | N
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
+def sparse_file(path: Path, size: int) -> Path:
+    """``path`` replaced by a file of ``size`` zero bytes that takes no disk space (a hole)."""
+    path.unlink(missing_ok=True)  # a file written in its place, never through a link
+    with open(path, "wb") as file:
+        file.truncate(size)
+    return path
+
+
 def tiny(seed: int) -> nn.Module:
     """A tiny classifier of 3-channel images (16x16 or larger) into :data:`LABELS`."""
     torch.manual_seed(seed)

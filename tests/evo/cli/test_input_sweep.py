@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from small_setups import LABELS, tiny
+from small_setups import LABELS, sparse_file, tiny
 
 from fooling.encodings import UserError
 from fooling.evo.cli.main import build_parser, main
@@ -211,21 +211,18 @@ def test_sigterm_stops_a_gradient_command_and_frees_its_folder(fooling_home, len
 # --- 7. huge model files ------------------------------------------------------------------------------------
 
 
-def _sparse(path: Path, size: int = 40 * 2**30) -> Path:
-    with open(path, "wb") as file:
-        file.truncate(size)  # no disk space: a hole
-    return path
+HUGE = 40 * 2**30
 
 
 def test_a_huge_model_file_is_refused_by_its_size(tmp_path, capsys):
-    model = _sparse(tmp_path / "huge.onnx")
+    model = sparse_file(tmp_path / "huge.onnx", HUGE)
     try:
         assert main(["evolve", "--model", str(model), "--out", str(tmp_path / "run")]) == 2
     finally:
         model.unlink()
     line = one_line(capsys)
     assert line == (
-        f"fooling: error: model file {model}: {40 * 2**30:,} bytes, over the "
+        f"fooling: error: model file {model}: {HUGE:,} bytes, over the "
         f"{MAX_MODEL_BYTES / 2**30:g} GiB limit of model files"
     )
     assert not (tmp_path / "run").exists()
@@ -240,7 +237,7 @@ def test_huge_onnx_external_data_is_refused_by_its_size(tmp_path, capsys):
                           input_names=["x"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
     proto = onnx.load(str(model))
     onnx.save_model(proto, str(model), save_as_external_data=True, location="weights.bin", size_threshold=0)
-    weights = _sparse(tmp_path / "weights.bin")
+    weights = sparse_file(tmp_path / "weights.bin", HUGE)
     try:
         assert main(["evolve", "--model", str(model), "--out", str(tmp_path / "run")]) == 2
     finally:
@@ -248,7 +245,7 @@ def test_huge_onnx_external_data_is_refused_by_its_size(tmp_path, capsys):
     line = one_line(capsys)
     assert line.startswith(f"fooling: error: {model}: tensor ")
     assert line.endswith(
-        f"keeps its data in 'weights.bin': {40 * 2**30:,} bytes, over the 8 GiB limit of model files"
+        f"keeps its data in 'weights.bin': {HUGE:,} bytes, over the 8 GiB limit of model files"
     )
 
 

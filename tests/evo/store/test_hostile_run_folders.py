@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from small_setups import sparse_file
 
 import fooling.evo.store.location as location_module
 from fooling.evo.cli import main
@@ -681,21 +682,18 @@ def test_a_checkpoint_copied_from_another_run_is_not_continued_as_this_one(run, 
 # --- small records planted huge (sparse: no disk used) -----------------------------------------------
 
 
-def _sparse(path: Path, size: int = 8 * 2**30) -> None:
-    path.unlink(missing_ok=True)
-    with open(path, "wb") as file:
-        file.truncate(size)
+HUGE = 8 * 2**30
 
 
 def test_a_huge_run_record_is_one_line_never_read_whole(run, capsys):
-    _sparse(run / ".fooling-run")
+    sparse_file(run / ".fooling-run", HUGE)
     assert main(["evolve", "--resume", str(run), "--generations", "5", *TINY]) == 2
     line = one_error_line(capsys)
     assert ".fooling-run holds over 4,096 bytes" in line and "refusing to read it" in line
 
 
 def test_a_huge_latest_pointer_is_passed_over_for_the_newest_checkpoint(run):
-    _sparse(run / "checkpoints" / "LATEST")
+    sparse_file(run / "checkpoints" / "LATEST", HUGE)
     assert read_latest_checkpoint(str(run), GENOME_CLASSES).generation == 3
     assert main(["evolve", "--resume", str(run), "--generations", "5", *TINY]) == 0
     assert (run / "checkpoints" / "LATEST").read_text().strip() == "gen-000004.parquet"
