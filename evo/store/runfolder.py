@@ -6,7 +6,9 @@ holds, so that nothing already written is lost (:func:`claimed_run_folder` does 
 
 - ``OUT/.fooling-lock`` holds the owner's pid and host while a command runs. A second
   process refuses at once; a lock left by a dead process on this host is taken over
-  with a warning (a lock of another host cannot be checked, so it is never taken over).
+  with a warning (a lock of another host cannot be checked, so it is never taken over), and so
+  is a lock copied with its folder (``cp -a`` of a running run): it names the folder its owner
+  locked, and another folder of the same filesystem is not that one.
 - ``OUT/.fooling-run`` names the kind of run and the run itself
   (``{"kind": "evolve", "run": "5f0c..."}``, a random token drawn when the run starts). A folder
   is accepted when it is new (absent or empty), or holds a run of the same kind (to be
@@ -130,6 +132,33 @@ def _pid_namespace() -> str | None:
         return None
 
 
+def _folder_identity(folder: Path) -> list[int]:
+    """``[device, inode]`` of local folder ``folder``: which folder a lock was taken on."""
+    status = os.stat(folder)
+    return [status.st_dev, status.st_ino]
+
+
+def _copied_lock(owner: dict, folder: Path) -> bool | None:
+    """Whether lock record ``owner``, found in ``folder``, was taken on another folder.
+
+    ``True``: taken on another folder of the same filesystem (so copied here with its folder,
+    ``cp -a`` of a running run; its owner holds that other folder). ``None``: taken on a folder
+    of another filesystem (copied, or the same folder seen through another mount: not decidable).
+    ``False``: taken on ``folder``, or the record does not say (older versions).
+    """
+    recorded = owner.get("folder")
+    if not (
+        isinstance(recorded, list)
+        and len(recorded) == 2
+        and all(isinstance(number, int) and not isinstance(number, bool) for number in recorded)
+    ):
+        return False
+    here = _folder_identity(folder)
+    if recorded == here:
+        return False
+    return True if recorded[0] == here[0] else None
+
+
 def _shown(value: object) -> str:
     """``value`` as one short line (a lock's fields are untrusted text)."""
     return "".join(char if char.isprintable() else "?" for char in str(value)[:80])
@@ -158,7 +187,7 @@ class RunLock:
         self.uri = join(out, LOCK_NAME)
         self.held = False
 
-    def _record(self) -> bytes:
+    def _record(self, folder: Path | None = None) -> bytes:
         pid = os.getpid()
         owner = {
             "pid": pid,
@@ -168,6 +197,8 @@ class RunLock:
             "start_time": _start_time(pid),
             "pid_namespace": _pid_namespace(),
         }
+        if folder is not None:
+            owner["folder"] = _folder_identity(folder)
         return (json.dumps(owner) + "\n").encode()
 
     def _stale(self, owner: dict) -> bool:
@@ -225,21 +256,33 @@ class RunLock:
                         f"{path} is a damaged lock ({damage}); if no fooling command is using "
                         f"{self.out}, delete it: rm {shlex.quote(str(path))}"
                     ) from None
-                if not self._stale(owner):
-                    raise RunLockedError(
-                        f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish "
-                        f"or choose another folder"
-                    ) from None
-                logger.warning(
-                    "taking over the lock of %s left by %s, which is no longer running",
-                    self.out,
-                    _owner_text(owner),
-                )
+                copied = _copied_lock(owner, local) if owner.get("host") == socket.gethostname() else False
+                if copied:
+                    logger.warning(
+                        "taking over the lock of %s: it was copied from the folder %s locked "
+                        "(this folder is a copy, not the one it is running in)",
+                        self.out,
+                        _owner_text(owner),
+                    )
+                elif not self._stale(owner):
+                    hint = (
+                        f"; if {self.out} is a copy of that run's folder (its lock names a folder "
+                        f"of another filesystem), remove the copied lock: rm {shlex.quote(str(path))}"
+                        if copied is None
+                        else "; wait for it to finish or choose another folder"
+                    )
+                    raise RunLockedError(f"{self.out} is in use by {_owner_text(owner)}{hint}") from None
+                else:
+                    logger.warning(
+                        "taking over the lock of %s left by %s, which is no longer running",
+                        self.out,
+                        _owner_text(owner),
+                    )
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
             with os.fdopen(handle, "wb") as file:
-                file.write(self._record())
+                file.write(self._record(local))
                 file.flush()
                 os.fsync(file.fileno())
             self.held = True

@@ -4,14 +4,15 @@ A reference is what ``--model`` takes: ``timm:NAME``, ``torchvision:NAME[.WEIGHT
 file ``PATH[?labels=FILE&input-size=H,W&channels=C&mean=M&std=S]`` (the options the file may not
 say about itself travel inside the reference, so that a run's stored ``model`` rebuilds the
 same classifier: :func:`file_reference`), or a name (the registry, plugins). Option values are
-percent-decoded, and the labels path is written with ``%``, ``&``, ``#`` and ``?`` escaped
-(``%25``, ``%26``, ``%23``, ``%3F``), so any file name can be ``--labels``. Which resolver
+percent-decoded, and the file's path and the labels path are written with ``%``, ``&``, ``#``
+and ``?`` escaped (``%25``, ``%26``, ``%23``, ``%3F``), so any file name can be a model or ``--labels``. Which resolver
 takes a reference is decided in :mod:`fooling.fitness.sources.resolve`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -175,36 +176,63 @@ def parse_options(query: str) -> FileOptions:
     return FileOptions(**fields)
 
 
+# The escapes a reference's path is written with (file_reference), decoded; no other "%XX" is one.
+_PATH_ESCAPE = re.compile("%(25|26|23|3F)", re.IGNORECASE)
+
+
+def _path_and_query(reference: str) -> tuple[str, str]:
+    """``(PATH, options text)`` of ``"PATH?options"``; a whole reference that is a file's path is one.
+
+    A path holding ``?`` is written with it escaped (``%3F``, :func:`file_reference`); the path
+    of a file that exists, given alone as a user types it, is taken as it is.
+    """
+    if _is_file(reference):
+        return reference, ""
+    path, _, query = reference.partition("?")
+    return _PATH_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), path), query
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long for the system
+        return False
+
+
 def split_reference(reference: str) -> tuple[str, FileOptions]:
     """``"PATH?options"`` -> ``(PATH, options)``.
+
+    ``%``, ``&``, ``#`` and ``?`` in PATH are written ``%25``, ``%26``, ``%23``, ``%3F`` (as
+    :func:`file_reference` writes them); a reference that is the path of an existing file is
+    that path, whatever it holds.
 
     Raises:
         UserError: bad options.
     """
-    path, _, query = reference.partition("?")
+    path, query = _path_and_query(reference)
     return path, parse_options(query)
 
 
 def is_model_file(name: str) -> bool:
     """True when ``name`` names a model file: a known suffix, or a file that exists."""
-    path = name.partition("?")[0]
+    path = _path_and_query(name)[0]
     if not path or prefixed(path) is not None:
         return False
     suffix = Path(path).suffix.lower()
-    return suffix in FILE_SUFFIXES or suffix in PICKLE_SUFFIXES or Path(path).is_file()
+    return suffix in FILE_SUFFIXES or suffix in PICKLE_SUFFIXES or _is_file(path)
 
 
 def file_reference(path: str, options: FileOptions = FileOptions()) -> str:
     """The canonical reference of model file ``path`` with ``options``.
 
-    Paths are absolute (so a run resumed from another directory finds the files) and options
-    come in a fixed order.
+    Paths are absolute (so a run resumed from another directory finds the files), written with
+    ``%``, ``&``, ``#`` and ``?`` escaped (:func:`escape_option`), and options come in a fixed order.
     """
     labels = options.labels
     if labels is not None:
         labels = str(Path(labels).expanduser().absolute())
     options = dataclasses.replace(options, labels=labels)
-    absolute = str(Path(path).expanduser().absolute())
+    absolute = escape_option(str(Path(path).expanduser().absolute()))
     query = options.query()
     return f"{absolute}?{query}" if query else absolute
 

@@ -130,6 +130,36 @@ def test_labels_with_reference_characters_in_their_name(fooling_home, tmp_path, 
     assert split_reference(checkpoint.config.model)[1].labels == str(labels.absolute())
 
 
+@pytest.mark.parametrize("folder", ["what?", "cats&dogs", "no#1", "100%25", "x?labels=y.txt"])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_a_model_file_with_reference_characters_in_its_path(fooling_home, tmp_path, capsys, folder, labelled):
+    """The path is the file's, whole: written escaped in the run's reference, read back the same."""
+    model = tmp_path / folder / "net?.pt"
+    model.parent.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny(0)), str(model))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n")
+    out = tmp_path / "run"
+    argv = ["--model", str(model), "--input-size", "16,16", "--no-progress", "--no-report"]
+    argv += ["--labels", str(labels)] if labelled else []
+    assert main(["evolve", *argv, "--generations", "1", "--population", "8", "--out", str(out)]) == 0
+    assert main(["evolve", "--resume", str(out), "--generations", "2", "--no-progress", "--no-report"]) == 0
+    assert "generation 1" in capsys.readouterr().out
+
+    from fooling.evo.run import GENOME_CLASSES
+    from fooling.evo.store.checkpoint import read_latest_checkpoint
+    from fooling.fitness.sources import split_reference
+
+    checkpoint = read_latest_checkpoint(str(out), GENOME_CLASSES)
+    path, options = split_reference(checkpoint.config.model)
+    assert path == str(model.absolute())
+    assert options.labels == (str(labels.absolute()) if labelled else None)
+    expected = list(LABELS) if labelled else [str(i) for i in range(len(LABELS))]
+    assert list(checkpoint.archive.class_names) == expected
+
+
 # --- 5. --address "" --------------------------------------------------------------------------------------
 
 

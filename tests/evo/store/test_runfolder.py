@@ -92,6 +92,59 @@ def test_lock_of_another_host_is_never_taken_over(tmp_path):
         RunLock(str(tmp_path / "x"), "evolve").acquire()
 
 
+@pytest.fixture
+def holder(tmp_path):
+    """Starts a live process that holds the lock of a folder (as a running command does)."""
+    processes = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        script = (
+            "import sys, time\n"
+            "from fooling.evo.store.runfolder import RunLock\n"
+            "RunLock(sys.argv[1], 'evolve').acquire(); print('held', flush=True); time.sleep(120)\n"
+        )
+        process = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True)
+        processes.append(process)
+        assert process.stdout.readline().strip() == "held"
+        return process
+
+    yield hold
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def test_a_folder_copied_while_its_run_goes_on_resumes_and_the_original_stays_locked(
+    fooling_home, tmp_path, capsys, caplog, holder
+):
+    """``cp -a`` of a running run copies its live lock: it names the folder its owner holds."""
+    original, copy = tmp_path / "run", tmp_path / "copy"
+    assert main(["evolve", "--out", str(original), "--generations", "2", *TINY]) == 0
+    running = holder(original)
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    assert json.loads((copy / LOCK_NAME).read_text())["pid"] == running.pid
+    capsys.readouterr()
+    assert main(["evolve", "--resume", str(copy), "--generations", "4", *TINY]) == 0
+    assert "it was copied from the folder" in caplog.text
+    assert len(checkpoint_uris(str(copy))) > len(checkpoint_uris(str(original)))
+    assert main(["evolve", "--resume", str(original), "--generations", "4", *TINY]) == 2
+    assert f"in use by pid {running.pid}" in one_error_line(capsys)
+    assert json.loads((original / LOCK_NAME).read_text())["pid"] == running.pid
+
+
+def test_a_live_lock_naming_a_folder_of_another_filesystem_is_refused_saying_what_to_remove(tmp_path, holder):
+    """Another mount may show the same folder under another device: never taken over, explained."""
+    running = holder(tmp_path / "run")
+    subprocess.run(["cp", "-a", str(tmp_path / "run"), str(tmp_path / "copy")], check=True)
+    lock = tmp_path / "copy" / LOCK_NAME
+    owner = json.loads(lock.read_text())
+    owner["folder"][0] += 1
+    lock.write_text(json.dumps(owner))
+    with pytest.raises(RunLockedError, match=f"in use by pid {running.pid}.*remove the copied lock: rm {lock}"):
+        RunLock(str(tmp_path / "copy"), "evolve").acquire()
+    assert json.loads(lock.read_text()) == owner
+
+
 def test_two_processes_race_for_one_folder_and_exactly_one_wins(tmp_path):
     script = (
         "import sys, time\n"
