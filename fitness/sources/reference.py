@@ -5,8 +5,8 @@ file ``PATH[?labels=FILE&input-size=H,W&channels=C&mean=M&std=S]`` (the options 
 say about itself travel inside the reference, so that a run's stored ``model`` rebuilds the
 same classifier: :func:`file_reference`), or a name (the registry, plugins). Option values are
 percent-decoded, and the file's path and the labels path are written with ``%``, ``&``, ``#``
-and ``?`` escaped (``%25``, ``%26``, ``%23``, ``%3F``), so any file name can be a model or ``--labels``. Which resolver
-takes a reference is decided in :mod:`fooling.fitness.sources.resolve`.
+and ``?`` escaped (``%25``, ``%26``, ``%23``, ``%3F``), so any file name can be a model or
+``--labels``. Which resolver takes a reference is decided in :mod:`fooling.fitness.sources.resolve`.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def holder(tmp_path):
             "from fooling.evo.store.runfolder import RunLock\n"
             "RunLock(sys.argv[1], 'evolve').acquire(); print('held', flush=True); time.sleep(120)\n"
         )
-        process = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True)
+        command = [sys.executable, "-c", script, str(folder)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         processes.append(process)
         assert process.stdout.readline().strip() == "held"
         return process
@@ -140,7 +141,8 @@ def test_a_live_lock_naming_a_folder_of_another_filesystem_is_refused_saying_wha
     owner = json.loads(lock.read_text())
     owner["folder"][0] += 1
     lock.write_text(json.dumps(owner))
-    with pytest.raises(RunLockedError, match=f"in use by pid {running.pid}.*remove the copied lock: rm {lock}"):
+    expected = f"in use by pid {running.pid}.*remove the copied lock: rm {lock}"
+    with pytest.raises(RunLockedError, match=expected):
         RunLock(str(tmp_path / "copy"), "evolve").acquire()
     assert json.loads(lock.read_text()) == owner
 
