@@ -58,6 +58,10 @@ from fooling.fitness.sources import describe_model, model_change, source_change
 
 logger = logging.getLogger(__name__)
 
+# What a run writes before its first checkpoint (the query ledger, the statistics): removed with
+# its record when it ends, or is found killed, before that checkpoint (claimed_run_folder).
+EVOLVE_PRELUDE = (LEDGER_NAME, STATS_NAME)
+
 # Genome classes a checkpoint may name (GENOME_CLASSES, read from the encodings' registry, plugins
 # included; loading never builds anything else) are imported from fooling.encodings above; the
 # model loader and the uint8 renderer, which the experiments share, live in fooling.evo.models
@@ -397,7 +401,7 @@ def evolve(
     # On Ray the scorer actors' device decides the streams (taken from the backend once started).
     scheme = rng_scheme(config.vary_on, device, get_emitter(config.emitter), encoding)
     with claimed_run_folder(
-        config.out, "evolve", resume=resume, remove_temporaries=True, prelude=(LEDGER_NAME, STATS_NAME)
+        config.out, "evolve", resume=resume, remove_temporaries=True, prelude=EVOLVE_PRELUDE
     ):
         run = run_token(config.out)
         if resume:

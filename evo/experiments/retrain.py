@@ -37,7 +37,7 @@ from fooling.evo.rendering import render_uint8
 from fooling.evo.report.escape import markdown_text
 from fooling.evo.report.experiments import retrain_figure
 from fooling.evo.report.figures import percent
-from fooling.evo.run import evolve
+from fooling.evo.run import EVOLVE_PRELUDE, evolve
 from fooling.evo.search import Search
 from fooling.evo.store.checkpoint import checkpoint_uris
 from fooling.evo.store.location import join, write_bytes
@@ -274,7 +274,9 @@ def retrain(
     check_cluster_choice(run.address, run.workers)
     # The folder is checked before any model is loaded or trained: bad input fails fast.
     data = _Digits(settings) if lenet else _Folder(settings, spec)
-    with claimed_run_folder(run.out, "retrain", remove_temporaries=True):
+    # A first round killed before its first checkpoint saved nothing: the command runs again.
+    first_round = {"round-1": EVOLVE_PRELUDE}
+    with claimed_run_folder(run.out, "retrain", remove_temporaries=True, subruns=first_round):
         rows = _rounds(settings, data, show_progress, trackers)
         return RetrainResult(rows, _write(settings, rows, data.source))
 

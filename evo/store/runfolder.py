@@ -34,7 +34,7 @@ import shlex
 import socket
 import stat
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 from fooling.encodings.errors import UserError
@@ -567,7 +567,52 @@ def _temporaries_only(folder: Path) -> list[Path] | None:
     return None
 
 
-def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
+def _unstarted_entries(
+    local: Path, prelude: Collection[str], *, skipped: Collection[str] = (), record: bool = True
+) -> list[Path] | None:
+    """The files a run that saved nothing left in real folder ``local``; ``None``: it holds more.
+
+    Those are the regular files of ``prelude``, temporaries, and those of a real ``checkpoints``
+    folder holding temporaries only (its own files, the lock and record, not counted). Entries
+    named in ``skipped`` are the caller's to judge. With ``record``, the folder must hold a run
+    record (a run of ours claimed it).
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(local).st_mode) or (record and not _regular(local / KIND_NAME)):
+            return None
+        names = set(os.listdir(local))
+    except OSError:
+        return None
+    if any(name in names and not _regular(local / name) for name in _OWN_NAMES):
+        return None
+    doomed: list[Path] = []
+    for name in sorted(names - _OWN_NAMES - set(skipped)):
+        path = local / name
+        if name == "checkpoints":
+            temporaries = _temporaries_only(path)
+            if temporaries is None:
+                return None
+            doomed += temporaries
+        elif not (_regular(path) and (name in prelude or name.startswith(TEMPORARY_PREFIX))):
+            return None
+        else:
+            doomed.append(path)
+    return doomed
+
+
+def _discard(local: Path, doomed: list[Path]) -> None:
+    """Remove ``doomed`` (from :func:`_unstarted_entries`), the run record and ``checkpoints``."""
+    for path in doomed:
+        path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (local / KIND_NAME).unlink()
+    if (local / "checkpoints").is_dir():
+        (local / "checkpoints").rmdir()
+
+
+def discard_unstarted(
+    out: str, prelude: Collection[str], subruns: Mapping[str, Collection[str]] | None = None
+) -> list[str]:
     """Remove what a new run in local folder ``out`` left when it saved nothing.
 
     A run that fails, stops or is killed before its first result leaves its kind record, the
@@ -576,34 +621,51 @@ def discard_unstarted(out: str, prelude: Collection[str]) -> list[str]:
     ("already holds a run") and resume none ("no run there"); removed, the same command can
     simply run again. Only such a folder is touched: its ``.fooling-run`` record is there (a
     run of ours claimed it), and every other entry is a regular file of ``prelude``, a
-    temporary file, or a real ``checkpoints`` folder holding temporary files only. Anything
-    else (a checkpoint, a user's file, a link, ``checkpoints`` linked elsewhere) leaves the
-    folder as it is. Call while holding :class:`RunLock`, for a folder this command claimed for
-    a new run, or is about to claim for one.
+    temporary file, a real ``checkpoints`` folder holding temporary files only, or a real
+    folder of ``subruns`` (a retraining's ``round-1``) that is itself a run that saved nothing:
+    its lock, if any, one of a process that is gone (taken over, then released). Anything else
+    (a checkpoint, a user's file, a link, ``checkpoints`` linked elsewhere) leaves the folder as
+    it is. Call while holding :class:`RunLock`, for a folder this command claimed for a new
+    run, or is about to claim for one.
+
+    Args:
+        out: the run folder.
+        prelude: the names of the files the run writes before its first result.
+        subruns: folder name -> the prelude of the run it holds (runs inside this run).
 
     Returns:
         The names removed (none: the folder holds more than an unstarted run, or is not local).
+
+    Raises:
+        RunLockedError: a folder of ``subruns`` is locked by a live process, or its lock is damaged.
     """
+    subruns = subruns or {}
     local = _local_path(out)
-    if local is None or local.is_symlink() or not local.is_dir() or not _regular(local / KIND_NAME):
+    if local is None or local.is_symlink():
         return []
-    doomed: list[Path] = []
-    for name in sorted(set(os.listdir(local)) - _OWN_NAMES):
-        path = local / name
-        if name == "checkpoints":
-            temporaries = _temporaries_only(path)
-            if temporaries is None:
+    doomed = _unstarted_entries(local, prelude, skipped=subruns)
+    if doomed is None:
+        return []
+    with contextlib.ExitStack() as locks:
+        inner: list[tuple[Path, list[Path]]] = []
+        for name, inner_prelude in subruns.items():
+            folder = local / name
+            if not os.path.lexists(folder):
+                continue
+            if folder.is_symlink() or not folder.is_dir():
                 return []
-            doomed += temporaries
-        elif not (_regular(path) and (name in prelude or name.startswith(TEMPORARY_PREFIX))):
-            return []
-        else:
-            doomed.append(path)
-    for path in doomed:
-        path.unlink()
-    (local / KIND_NAME).unlink()
-    if (local / "checkpoints").is_dir():
-        (local / "checkpoints").rmdir()
+            locks.enter_context(RunLock(str(folder), "a check of an unstarted run"))
+            entries = _unstarted_entries(folder, inner_prelude, record=False)
+            if entries is None:
+                return []
+            inner.append((folder, entries))
+        _discard(local, doomed)
+        for folder, entries in inner:
+            _discard(folder, entries)
+            doomed += entries
+    for folder, _ in inner:
+        with contextlib.suppress(OSError):  # a lock a process took since: its folder stays
+            folder.rmdir()
     removed = [str(path.relative_to(local)) for path in doomed]
     if removed:
         logger.info("%s: a run that saved nothing; removed %s", out, ", ".join(removed))
@@ -619,6 +681,7 @@ def claimed_run_folder(
     remove_temporaries: bool = False,
     refused: Callable[[RunFolderError], Exception] | None = None,
     prelude: Collection[str] = (),
+    subruns: Mapping[str, Collection[str]] | None = None,
 ) -> Iterator[str]:
     """Run folder ``out``, locked and claimed for a run of ``kind`` while the body runs.
 
@@ -642,6 +705,8 @@ def claimed_run_folder(
         prelude: files a new run writes before its first result (a query ledger, settings),
             removed with its kind record when the body ends before any result was saved
             (:func:`discard_unstarted`), so that the same command can run again.
+        subruns: folders of runs inside this one (a retraining's ``round-1``) -> their
+            prelude: a new run that saved nothing in them is removed too.
 
     Yields:
         ``out``.
@@ -655,7 +720,7 @@ def claimed_run_folder(
     created = not exists(out)
     try:
         with RunLock(out, kind):
-            if not resume and discard_unstarted(out, prelude):
+            if not resume and discard_unstarted(out, prelude, subruns):
                 # Killed (SIGKILL, power loss) before its first result: no run to continue.
                 logger.warning("%s held a run killed before it saved anything; starting anew", out)
             try:
@@ -670,7 +735,7 @@ def claimed_run_folder(
                 yield out
             finally:
                 if not resume:  # claimed for a new run: an empty folder then, all of it is ours
-                    discard_unstarted(out, prelude)
+                    discard_unstarted(out, prelude, subruns)
     except BaseException:
         if created:
             discard_if_empty(out)  # a run that wrote nothing leaves nothing behind

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -256,6 +260,33 @@ def _image_folder(root, classes, count=2, size=12):
             pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
+
+
+def test_a_retrain_killed_before_its_first_checkpoint_runs_again(fooling_home, tmp_path, caplog):
+    """SIGKILL in round 1's first generations leaves records and locks, no result: no run to refuse."""
+    out = tmp_path / "killed"
+    tiny = ["--rounds", "1", "--epochs", "1", "--population", "16", "--no-progress", "--out", str(out)]
+    # No checkpoint before the kill: the first one would come after 100,000 generations.
+    never = ["--generations", "100000", "--checkpoint-every", "100000"]
+    command = [sys.executable, "-m", "fooling.evo.cli.main", "retrain", *tiny, *never]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "round-1" / ".fooling-run").exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "round 1 did not start within 300 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.stderr.close()
+    assert (out / ".fooling-lock").exists() and (out / "round-1" / ".fooling-lock").exists()
+    assert not list(out.rglob("gen-*.parquet"))
+    assert main(["retrain", *tiny, "--generations", "2"]) == 0
+    assert "killed before it saved anything; starting anew" in caplog.text
+    assert (out / "retrain.json").is_file()
+    assert len(list((out / "round-1" / "checkpoints").glob("gen-*"))) == 1
 
 
 @pytest.mark.parametrize("classes", [["tabby", "goldfish"], None], ids=["two classes", "every class"])

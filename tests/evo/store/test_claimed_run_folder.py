@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -141,6 +145,68 @@ def test_an_unstarted_run_beside_anything_else_is_left_whole(tmp_path, planted):
         pytest.fail("the body of a refused folder ran")
     assert sorted(path.name for path in out.iterdir()) == before
     assert (elsewhere / "gen-000003.parquet").read_bytes() == b"a checkpoint kept on another disk"
+
+
+def _dead_lock(folder) -> None:
+    """The lock a SIGKILLed process leaves in ``folder``."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+
+
+def _killed_first_round(out) -> None:
+    """As a retraining SIGKILLed in its first round's first generation leaves ``out``."""
+    round_1 = out / "round-1"
+    (round_1 / "checkpoints").mkdir(parents=True)
+    (out / KIND_NAME).write_text('{"kind": "retrain", "run": "0123456789abcdef"}')
+    (round_1 / KIND_NAME).write_text('{"kind": "evolve", "run": "fedcba9876543210"}')
+    (round_1 / "stats.parquet").write_bytes(b"stats of generation 0")
+    (round_1 / "checkpoints" / ".tmp-gen-000000.parquet").write_bytes(b"half a checkpoint")
+    _dead_lock(out)
+    _dead_lock(round_1)
+
+
+def test_a_run_inside_a_run_that_saved_nothing_goes_with_it(tmp_path, caplog):
+    out = tmp_path / "retrain"
+    _killed_first_round(out)
+    with claimed_run_folder(str(out), "retrain", subruns={"round-1": PRELUDE}):
+        assert sorted(path.name for path in out.iterdir()) == sorted([KIND_NAME, LOCK_NAME])
+        assert run_token(str(out)) not in (None, "0123456789abcdef")
+    assert "starting anew" in caplog.text and "round-1 left by pid" in caplog.text
+
+
+@pytest.mark.parametrize("planted", ["checkpoint", "live lock", "linked round", "user file"])
+def test_a_run_inside_that_saved_something_keeps_the_whole_folder(tmp_path, planted):
+    out, elsewhere = tmp_path / "retrain", tmp_path / "elsewhere"
+    _killed_first_round(out)
+    round_1 = out / "round-1"
+    sleeper = None
+    if planted == "checkpoint":
+        (round_1 / "checkpoints" / "gen-000000.parquet").write_bytes(b"x")
+    elif planted == "live lock":
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        (round_1 / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+    elif planted == "linked round":
+        shutil.move(round_1, elsewhere)
+        round_1.symlink_to(elsewhere)
+    else:
+        (round_1 / "notes.txt").write_text("mine")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    before.pop(out / LOCK_NAME)  # the dead process's, taken over (round-1's too, but a live one)
+    if planted in ("checkpoint", "user file"):
+        before.pop(round_1 / LOCK_NAME)
+    try:
+        with (
+            pytest.raises(RunFolderError),
+            claimed_run_folder(str(out), "retrain", subruns={"round-1": PRELUDE}),
+        ):
+            pytest.fail("the body of a refused folder ran")
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert {path: after.get(path) for path in before} == before
 
 
 def test_a_resumed_run_keeps_its_folder_whatever_happens(tmp_path):
