@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["UserError", "error_line"]
+__all__ = ["UserError", "error_line", "shortened"]
 
 
 class UserError(ValueError):
@@ -37,4 +37,20 @@ def error_line(error: BaseException, limit: int | None = 200, *, last: bool = Fa
     names the remote exception (``ModuleNotFoundError: ...``).
     """
     lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
-    return lines[-1 if last else 0][:limit] if lines else type(error).__name__
+    return shortened(lines[-1 if last else 0], limit) if lines else type(error).__name__
+
+
+def shortened(text: str, limit: int | None) -> str:
+    """``text`` in at most ``limit`` characters, cut where a sentence (else a word) ends.
+
+    ``limit=None`` keeps it whole. A text cut after a word ends in ``...``, so that a reader
+    knows there was more; one with no space to cut at is cut at ``limit``.
+    """
+    if limit is None or len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    sentence = head.rfind(". ")
+    if sentence >= limit // 2:
+        return head[: sentence + 1]
+    word = head[: limit - 3].rfind(" ")
+    return head[:word].rstrip(" ,;:") + "..." if word > 0 else text[:limit]

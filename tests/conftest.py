@@ -9,6 +9,7 @@ import pytest
 
 # Tests never download: set before anything imports fooling.fitness.
 os.environ["FOOLING_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"  # a second guard: the hub's client never downloads in tests
 _HOME = Path(os.environ.get("FOOLING_TEST_HOME", "")) if os.environ.get("FOOLING_TEST_HOME") else None
 
 

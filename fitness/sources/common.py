@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from fooling.encodings.errors import UserError
+from fooling.encodings.errors import UserError, shortened
 from fooling.fitness.limits import MAX_MODEL_BYTES, open_regular_file
 
 
@@ -28,10 +28,10 @@ def reason(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     if lines[0].startswith("[ONNXRuntimeError]"):  # the useful part is on the next lines
-        return " ".join(lines)[:200]
+        return shortened(" ".join(lines), 200)
     named = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
     line = named[-1].split(":", 1)[1].strip() if named and ":" in named[-1] else lines[0]
-    return (line or lines[0])[:200]
+    return shortened(line or lines[0], 200)
 
 
 def read_model_bytes(path: str | os.PathLike, what: str) -> bytes:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,9 @@ TIMM_DEFAULT_CROP_PCT = 0.875
 DOWNLOAD_TIMEOUT_S = 30
 
 
+logger = logging.getLogger(__name__)
+
+
 @contextlib.contextmanager
 def _network_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
     previous = socket.getdefaulttimeout()
@@ -40,6 +45,44 @@ def _network_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _check_reachable(model: str, url: str) -> None:
+    """Stop at once when the host of ``url``, where ``model``'s weights are, has no address.
+
+    With no network (or no name service) a download would fail only after its client's retries
+    (the Hugging Face hub's: about 45 s of warnings). Skipped where a proxy is set: the proxy
+    resolves names, not this machine.
+
+    Raises:
+        ModelUnavailableError: the host's name does not resolve.
+    """
+    host = urlparse(url).hostname
+    if not host or urllib.request.getproxies():
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as error:
+        raise ModelUnavailableError(
+            f"{model}: weights are not in the local cache, and {host} cannot be reached to download "
+            f"them ({error.strerror}); fetch them once where the network is reachable"
+        ) from None
+    logger.info("%s: downloading the weights from %s", model, host)
+
+
+@contextlib.contextmanager
+def _hub_warnings_muted() -> Iterator[None]:
+    """The Hugging Face hub's warnings (one per retry, each printed twice) kept off the terminal.
+
+    A download that fails in the end says why in its one-line error.
+    """
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
 
 
 # --- timm ---------------------------------------------------------------------------------
@@ -130,8 +173,14 @@ def _build_timm(full: str) -> nn.Module:
             "fetch them once where the network is reachable"
         )
     overlay = {"file": str(cached), "source": None} if cached is not None else None
+    if cached is None:
+        from huggingface_hub import constants  # heavy: only for timm: models
+
+        # Where the hub's client sends its requests (HF_ENDPOINT), as it builds its URLs.
+        hub = constants.HUGGINGFACE_CO_URL_TEMPLATE
+        _check_reachable(f"timm:{full}", hub if config.hf_hub_id else config.url)
     try:
-        with weights_only_loads(), _network_timeout(), warnings.catch_warnings():
+        with weights_only_loads(), _network_timeout(), _hub_warnings_muted(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             network = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=overlay)
     except Exception as error:
@@ -213,6 +262,8 @@ def _build_torchvision(architecture: str, tag: str) -> nn.Module:
             f"torchvision:{architecture}: weights {tag} are not in the local cache ({cached}) and "
             "FOOLING_OFFLINE is set; fetch them once where the network is reachable"
         )
+    if not cached.is_file():
+        _check_reachable(f"torchvision:{architecture}", weights.url)
     try:
         with weights_only_loads(), _network_timeout():
             network = models.get_model(architecture, weights=weights)

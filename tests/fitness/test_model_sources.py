@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import pickle
+import socket
 import warnings
 import zipfile
 from pathlib import Path
@@ -458,6 +460,72 @@ def test_hub_models_offline_and_not_cached_are_one_line_exit_2(
     assert os.environ.get("FOOLING_OFFLINE") == "1"
     code, _, stderr = run_cli(capsys, *evolve_args(model, tmp_path / "run"))
     assert code == 2 and stderr.count("\n") == 1 and expected in stderr and "FOOLING_OFFLINE" in stderr
+
+
+def hub_on_loopback(monkeypatch, port: int) -> None:
+    """The Hugging Face hub's client sends its requests to 127.0.0.1:``port``, and may send them."""
+    import huggingface_hub.constants  # optional heavy dependency: only timm models
+
+    hub = huggingface_hub.constants
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # conftest's guard, lifted for this test
+    monkeypatch.setattr(hub, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(
+        hub,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        f"http://127.0.0.1:{port}/{{repo_id}}/resolve/{{revision}}/{{filename}}",
+    )
+
+
+@pytest.fixture
+def online(empty_caches, monkeypatch):
+    """Downloads allowed (no FOOLING_OFFLINE), none possible: torch hub's download fails the test."""
+    monkeypatch.delenv("FOOLING_OFFLINE")
+
+    def download(url, *args, **kwargs):
+        pytest.fail(f"tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+
+
+@pytest.mark.parametrize("model", ["timm:resnet18.a1_in1k", "torchvision:alexnet", "imagenet-alexnet"])
+def test_hub_weights_from_a_host_that_does_not_resolve_are_one_line_at_once(
+    online, tmp_path, capsys, monkeypatch, model
+):
+    """No network: one line before any download (the hub's client would retry for about 45 s)."""
+    asked = []
+
+    def no_name_service(host, *args, **kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    hub_on_loopback(monkeypatch, 9)  # if it ever got past
+    monkeypatch.setattr(sources.hub.socket, "getaddrinfo", no_name_service)
+    code, _, stderr = run_cli(capsys, *evolve_args(model, tmp_path / "run"))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "cannot be reached to download them (Name or service not known)" in stderr
+    assert asked == ["127.0.0.1" if model.startswith("timm:") else "download.pytorch.org"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_hubs_retries_print_no_warnings_and_end_in_one_error_line(
+    online, tmp_path, capsys, caplog, monkeypatch
+):
+    """A hub that does not answer (a closed port on 127.0.0.1): its client's retries stay quiet."""
+    import huggingface_hub.utils._http as hub_http
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hub_on_loopback(monkeypatch, port)
+    sleeps = []
+    monkeypatch.setattr(hub_http.time, "sleep", sleeps.append)  # the retries' waits, not waited
+    caplog.set_level(logging.INFO)
+    code, _, stderr = run_cli(capsys, *evolve_args("timm:resnet18.a1_in1k", tmp_path / "run"))
+    assert code == 2 and len(sleeps) >= 5, stderr  # it did retry
+    assert stderr.startswith("fooling: error: timm:resnet18.a1_in1k: cannot load") and stderr.count("\n") == 1
+    hub_records = [record for record in caplog.records if record.name.startswith("huggingface_hub")]
+    assert hub_records == [], [record.getMessage() for record in hub_records]
+    assert "timm:resnet18.a1_in1k: downloading the weights from 127.0.0.1" in caplog.text
 
 
 def test_hub_model_names_give_their_preprocessing_without_weights():
