@@ -2,13 +2,14 @@
 #   make demo   create .venv, install, train the MNIST LeNet once, run a real fooling search
 #   make test   same set-up, then lint, format check and the test suite (which builds the docs strictly)
 #   make docs   the documentation site, into build/site (offline)
+#   make cli-page  docs/cli.md's command reference, written again from the parser
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/mnist-direct-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test lint docs bench clean-venv
+.PHONY: demo test lint docs cli-page bench clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ test: lint
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	@echo "site: build/site/index.html"
+
+cli-page: $(STAMP)
+	$(BIN)/python docs/_hooks/reference.py
+	@echo "docs/cli.md: written from the parser"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_mnist.py

@@ -104,6 +104,35 @@ def _text(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", fragment))
 
 
+def _reference_hook():
+    """``docs/_hooks/reference.py``, the hook that writes the reference pages, as a module."""
+    import importlib.util
+
+    pytest.importorskip("mkdocs", reason='the docs extra is not installed: pip install -e ".[docs]"')
+    spec = importlib.util.spec_from_file_location("reference_hook", DOCS / "_hooks" / "reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_page_in_the_sources_is_current():
+    """docs/cli.md keeps the generated reference for readers of the sources: it must be the parser's."""
+    from fooling.evo.cli import build_parser
+
+    hook = _reference_hook()
+    page = (DOCS / "cli.md").read_text()
+    committed = hook.cli_region(page)
+    assert committed is not None, "docs/cli.md lost its <!-- fooling-cli --> ... <!-- /fooling-cli --> part"
+    current = hook.cli_region(hook.with_cli(page, hook.cli_markdown(build_parser())))
+    written_with = re.search(r"<!-- written with Python (\d+\.\d+) -->", committed)[1]
+    if written_with != hook.python_version():  # argparse's usage lines differ between versions
+        committed, current = (
+            [line for line in text.splitlines() if line.startswith(("|", "#"))]
+            for text in (committed, current)
+        )
+    assert committed == current, "docs/cli.md is not the parser's: run make cli-page"
+
+
 def test_cli_page_lists_every_command_and_flag(site):
     import argparse
 

@@ -1,7 +1,10 @@
 """MkDocs hook: the reference pages are generated at build time, so they cannot drift.
 
-* ``<!-- fooling-cli -->`` in a page becomes every command of ``fooling`` with its flags, read
-  from the real parser (:func:`fooling.evo.cli.build_parser`).
+* ``<!-- fooling-cli -->`` ... ``<!-- /fooling-cli -->`` in a page holds every command of
+  ``fooling`` with its flags, read from the real parser (:func:`fooling.evo.cli.build_parser`):
+  written again at every build, and kept in ``docs/cli.md`` itself for readers of the
+  sources, where ``python docs/_hooks/reference.py`` (``make cli-page``) rewrites it and
+  ``tests/test_docs.py`` checks it is current.
 * ``<!-- fooling-api: PACKAGE -->`` becomes one mkdocstrings block per name in the ``__all__`` of
   ``PACKAGE`` and of each of its public subpackages (found on disk, so new ones appear by
   themselves); the docstrings are rendered by mkdocstrings.
@@ -19,6 +22,7 @@ import argparse
 import html
 import importlib
 import re
+import sys
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -29,6 +33,10 @@ PACKAGES = {"fooling.evo": "evo", "fooling.encodings": "encodings", "fooling.fit
 SOURCE_LINKS = Path("build") / "griffe-src"
 
 _CLI_MARKER = "<!-- fooling-cli -->"
+_CLI_END = "<!-- /fooling-cli -->"
+# The generated part of a page: the markers and what lies between them.
+_CLI_REGION = re.compile(re.escape(_CLI_MARKER) + r".*?" + re.escape(_CLI_END), re.S)
+CLI_PAGE = Path(__file__).resolve().parents[1] / "cli.md"
 _API_MARKER = re.compile(r"<!-- fooling-api: ([\w.]+) -->")
 
 
@@ -71,7 +79,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if _CLI_MARKER in markdown:
         from fooling.evo.cli import build_parser
 
-        markdown = markdown.replace(_CLI_MARKER, cli_markdown(build_parser()))
+        markdown = with_cli(markdown, cli_markdown(build_parser()))
     root = Path(config.config_file_path).resolve().parent
     return _API_MARKER.sub(lambda match: api_markdown(match[1], root / SOURCE_LINKS), markdown)
 
@@ -216,6 +224,40 @@ def cli_markdown(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines) + "\n"
 
 
+def python_version() -> str:
+    """``3.11``: argparse's usage lines differ a little between Python versions."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def with_cli(markdown: str, generated: str) -> str:
+    """``markdown`` with its generated part (between the CLI markers) replaced by ``generated``.
+
+    Args:
+        markdown: a page holding the markers.
+        generated: :func:`cli_markdown`'s text.
+
+    Returns:
+        The page; the region records the Python version that wrote it.
+    """
+    region = f"{_CLI_MARKER}\n<!-- written with Python {python_version()} -->\n\n{generated}\n{_CLI_END}"
+    if _CLI_REGION.search(markdown):
+        return _CLI_REGION.sub(lambda _: region, markdown, count=1)
+    return markdown.replace(_CLI_MARKER, region, 1)
+
+
+def cli_region(markdown: str) -> str | None:
+    """The generated part of ``markdown`` (markers included); ``None`` without the markers."""
+    match = _CLI_REGION.search(markdown)
+    return match[0] if match else None
+
+
+def write_cli_page() -> None:
+    """Rewrite the generated part of ``docs/cli.md`` from the parser."""
+    from fooling.evo.cli import build_parser
+
+    CLI_PAGE.write_text(with_cli(CLI_PAGE.read_text(), cli_markdown(build_parser())))
+
+
 # --- the Python API ---------------------------------------------------------------------------
 
 
@@ -306,3 +348,7 @@ def api_markdown(package: str, source: Path) -> str:
         for path in paths:
             lines += [f"::: {path}", "    options:", "      heading_level: 3", ""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    write_cli_page()
