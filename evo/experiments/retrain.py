@@ -266,6 +266,7 @@ def retrain(
     run = settings.run
     if checkpoint_uris(join(run.out, "round-1")):
         raise RunFolderError(f"--out {run.out} already holds a retraining run; choose another folder")
+    require_extensible(run.model, "retrain")  # before asking for --train-dir, which would not help
     spec = get_model_spec(run.model)  # a misspelt name gets suggestions first
     lenet = LENET_PATTERN.match(spec.name) and settings.train_dir is None
     if not lenet and settings.train_dir is None:
@@ -286,7 +287,6 @@ def _rounds(
 ) -> list[dict]:
     """Evolve against DNN_1, retrain, evolve against DNN_2, ...: one row per network fooled."""
     model = load_or_train(settings.run.model)
-    require_extensible(model, "retrain")
     real_classes = model.spec.class_names
     # The fooling class is never a target. Every real class by id: ImageNet's names repeat
     # ("crane", 134 and 517) or differ only by case ("Cardigan", 264; "cardigan", 474).

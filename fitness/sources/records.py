@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from fooling.encodings.errors import UserError
 from fooling.fitness.endpoint.reference import is_endpoint
 from fooling.fitness.models import LoadedModel
 from fooling.fitness.sources.common import GradientUnavailableError, ModelFileError
 from fooling.fitness.sources.files import KIND_NAMES, FileNetwork, read_labels, read_model
-from fooling.fitness.sources.reference import is_model_file, split_reference
+from fooling.fitness.sources.reference import FILE_SUFFIXES, is_model_file, split_reference
 from fooling.fitness.sources.resolve import source_kind
 
 
@@ -125,13 +127,26 @@ def model_change(recorded: dict | None, model: LoadedModel) -> str | None:
     return _labels_change(recorded, model.spec.class_names, where)
 
 
-def require_extensible(model: LoadedModel, command: str) -> None:
-    """Raise :class:`ModelFileError` for a model read from a file.
+def require_extensible(reference: str, command: str) -> None:
+    """Raise unless model ``reference`` may take another output unit (``retrain``'s fooling class).
 
-    Its graph is fixed, so no output unit can be added to it (the fooling class of ``retrain``).
+    Checked from the reference alone, before anything is loaded or asked for more input.
+
+    Raises:
+        ModelFileError: a model file: its graph is fixed.
+        UserError: a model behind an endpoint: only its server can change it.
     """
-    if isinstance(model.network, FileNetwork):
+    use = "use a timm:, torchvision: or plugin model"
+    if is_endpoint(reference):
+        raise UserError(
+            f"{command} adds an output unit to the network, which a model behind an endpoint "
+            f"({reference}) cannot take: {use}"
+        )
+    if is_model_file(reference):
+        path = split_reference(reference)[0]
+        kind = KIND_NAMES.get(FILE_SUFFIXES.get(Path(path).suffix.lower(), ""), "model")
         raise ModelFileError(
-            f"{command} adds an output unit to the network, which a {KIND_NAMES[model.network.kind]} file "
-            f"({model.spec.name}) cannot take: use a timm:, torchvision: or plugin model"
+            f"{command} adds an output unit to the network, which {'an' if kind[0] in 'AEIOU' else 'a'} "
+            f"{kind} file ({Path(path).name}) "
+            f"cannot take: {use}"
         )

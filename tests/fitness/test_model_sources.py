@@ -554,6 +554,22 @@ def test_a_cached_timm_model_loads_offline():
     assert probabilities.shape == (1, 1000)
 
 
+@pytest.mark.parametrize("kind", ["pt", "pt2", "onnx", "endpoint"])
+def test_retrain_refuses_a_fixed_graph_before_asking_for_anything_else(tmp_path, capsys, kind):
+    """No --train-dir, no --input-size: the refusal comes first (they would not help), nothing is asked."""
+    model = "http://127.0.0.1:9/v2/models/net" if kind == "endpoint" else str(tmp_path / f"net.{kind}")
+    code, _, stderr = run_cli(capsys, "retrain", "--model", model, "--out", str(tmp_path / "retrain"))
+    shown = {
+        "pt": "a TorchScript file (net.pt)",
+        "pt2": "a torch.export file (net.pt2)",
+        "onnx": "an ONNX file (net.onnx)",
+        "endpoint": f"a model behind an endpoint ({model})",
+    }[kind]
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"retrain adds an output unit to the network, which {shown}" in stderr
+    assert not (tmp_path / "retrain").exists()
+
+
 def test_retrain_refuses_a_model_file_before_any_search(tmp_path, capsys, labels):
     path = model_file(tmp_path, "pt")
     photos = tmp_path / "photos" / "cat"
