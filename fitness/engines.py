@@ -354,9 +354,10 @@ def resolve_engine(name: str, device: torch.device | str, model: LoadedModel | N
             f"use --engine {' or '.join(others)} (or auto) there"
         )
     if model is not None and not engine.runs(model):
+        runs = " or ".join(sorted(engine.model_kinds or ()))
         raise EngineUnavailableError(
-            f"--engine {engine.name} cannot run {model.spec.name} (a {model_kind(model)} model; it runs "
-            f"{', '.join(sorted(engine.model_kinds or ()))})"
+            f"--engine {engine.name} runs {runs} models only, and {model.spec.name} is a "
+            f"{model_kind(model)} model: leave --engine at auto, or name an engine for that kind"
         )
     return engine.name
 

@@ -83,6 +83,9 @@ def test_auto_and_explicit_engines_are_resolved_from_what_each_engine_declares(l
     assert resolve_engine("auto", "cuda", lenet) == "torch"
     with pytest.raises(EngineUnavailableError, match="scores on the CPU, not cuda: use --engine torch"):
         resolve_engine("onnxruntime", "cuda")
+    refusal = "--engine endpoint runs endpoint models only, and mnist-lenet is a module model: leave"
+    with pytest.raises(EngineUnavailableError, match=refusal):
+        resolve_engine("endpoint", "cpu", lenet)
     assert get_engine("onnxruntime").floats_depend_on_threads(torch.device("cpu")) is False
     assert get_engine("torch").floats_depend_on_threads(torch.device("cpu")) is True
     assert get_engine("torch").floats_depend_on_threads(torch.device("cuda")) is False
