@@ -7,8 +7,8 @@ holds, so that nothing already written is lost (:func:`claimed_run_folder` does 
 - ``OUT/.fooling-lock`` holds the owner's pid and host while a command runs. A second
   process refuses at once; a lock left by a dead process on this host is taken over
   with a warning (a lock of another host cannot be checked, so it is never taken over), and so
-  is a lock copied with its folder (``cp -a`` of a running run): it names the folder its owner
-  locked, and another folder of the same filesystem is not that one.
+  is a lock copied with its folder (``cp -a`` of a running run): its owner keeps the lock file
+  it made open while it runs, and does not hold a copy open.
 - ``OUT/.fooling-run`` names the kind of run and the run itself
   (``{"kind": "evolve", "run": "5f0c..."}``, a random token drawn when the run starts). A folder
   is accepted when it is new (absent or empty), or holds a run of the same kind (to be
@@ -132,31 +132,24 @@ def _pid_namespace() -> str | None:
         return None
 
 
-def _folder_identity(folder: Path) -> list[int]:
-    """``[device, inode]`` of local folder ``folder``: which folder a lock was taken on."""
-    status = os.stat(folder)
-    return [status.st_dev, status.st_ino]
+def _holds_open(pid: int, path: Path) -> bool | None:
+    """Whether process ``pid`` holds the file at ``path`` open (``/proc/PID/fd``).
 
-
-def _copied_lock(owner: dict, folder: Path) -> bool | None:
-    """Whether lock record ``owner``, found in ``folder``, was taken on another folder.
-
-    ``True``: taken on another folder of the same filesystem (so copied here with its folder,
-    ``cp -a`` of a running run; its owner holds that other folder). ``None``: taken on a folder
-    of another filesystem (copied, or the same folder seen through another mount: not decidable).
-    ``False``: taken on ``folder``, or the record does not say (older versions).
+    ``None`` where that cannot be seen: no ``/proc``, or another user's process.
     """
-    recorded = owner.get("folder")
-    if not (
-        isinstance(recorded, list)
-        and len(recorded) == 2
-        and all(isinstance(number, int) and not isinstance(number, bool) for number in recorded)
-    ):
-        return False
-    here = _folder_identity(folder)
-    if recorded == here:
-        return False
-    return True if recorded[0] == here[0] else None
+    try:
+        status = os.stat(path, follow_symlinks=False)
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for descriptor in descriptors:
+        try:
+            opened = os.stat(f"/proc/{pid}/fd/{descriptor}")
+        except OSError:  # closed meanwhile
+            continue
+        if (opened.st_dev, opened.st_ino) == (status.st_dev, status.st_ino):
+            return True
+    return False
 
 
 def _shown(value: object) -> str:
@@ -186,8 +179,9 @@ class RunLock:
         self.command = command
         self.uri = join(out, LOCK_NAME)
         self.held = False
+        self._handle: int | None = None
 
-    def _record(self, folder: Path | None = None) -> bytes:
+    def _record(self, held_open: bool = False) -> bytes:
         pid = os.getpid()
         owner = {
             "pid": pid,
@@ -197,12 +191,27 @@ class RunLock:
             "start_time": _start_time(pid),
             "pid_namespace": _pid_namespace(),
         }
-        if folder is not None:
-            owner["folder"] = _folder_identity(folder)
+        if held_open:  # the lock file stays open while this process holds it: see _copy_of_a_lock
+            owner["held_open"] = True
         return (json.dumps(owner) + "\n").encode()
 
-    def _stale(self, owner: dict) -> bool:
-        """True when ``owner`` is a process of this host (and PID namespace) that is gone.
+    @staticmethod
+    def _copy_of_a_lock(owner: dict, path: Path) -> bool | None:
+        """Whether the live process lock ``path`` names holds some other file, not ``path``.
+
+        A lock's owner keeps the lock file it made open until it releases it (records say so:
+        ``held_open``), so a lock it does not hold open was copied (``cp -a`` of its running
+        run's folder). ``None``: not decidable (an older record, no ``/proc``, another user's
+        process). ``owner`` is a plausible record of this host (see :func:`_lock_damage`).
+        """
+        if owner.get("held_open") is not True:
+            return None
+        held = _holds_open(owner["pid"], path)
+        return None if held is None else not held
+
+    @staticmethod
+    def _local_owner(owner: dict) -> bool:
+        """True when ``owner``'s pid can be checked here: another process of this host and PID namespace.
 
         ``owner`` is a plausible record (see :func:`_lock_damage`).
         """
@@ -211,9 +220,16 @@ class RunLock:
         namespace = owner.get("pid_namespace")  # absent from locks of older versions
         if namespace is not None and namespace != _pid_namespace():
             return False  # another PID namespace on this host: its pids are not ours to check
-        pid = owner["pid"]
-        if pid == os.getpid():
+        return owner["pid"] != os.getpid()
+
+    def _stale(self, owner: dict) -> bool:
+        """True when ``owner`` is a process of this host (and PID namespace) that is gone.
+
+        ``owner`` is a plausible record (see :func:`_lock_damage`).
+        """
+        if not self._local_owner(owner):
             return False
+        pid = owner["pid"]
         if not _process_alive(pid):
             return True
         recorded = owner.get("start_time")
@@ -256,22 +272,20 @@ class RunLock:
                         f"{path} is a damaged lock ({damage}); if no fooling command is using "
                         f"{self.out}, delete it: rm {shlex.quote(str(path))}"
                     ) from None
-                copied = _copied_lock(owner, local) if owner.get("host") == socket.gethostname() else False
-                if copied:
+                stale = self._stale(owner)
+                if not stale and self._local_owner(owner) and self._copy_of_a_lock(owner, path):
                     logger.warning(
-                        "taking over the lock of %s: it was copied from the folder %s locked "
-                        "(this folder is a copy, not the one it is running in)",
+                        "taking over the lock of %s: a copy of the lock of %s, which runs in "
+                        "another folder (this one was copied from it)",
                         self.out,
                         _owner_text(owner),
                     )
-                elif not self._stale(owner):
-                    hint = (
-                        f"; if {self.out} is a copy of that run's folder (its lock names a folder "
-                        f"of another filesystem), remove the copied lock: rm {shlex.quote(str(path))}"
-                        if copied is None
-                        else "; wait for it to finish or choose another folder"
-                    )
-                    raise RunLockedError(f"{self.out} is in use by {_owner_text(owner)}{hint}") from None
+                elif not stale:
+                    raise RunLockedError(
+                        f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
+                        f"another folder (if {self.out} is a copy of that run's folder, remove the copied "
+                        f"lock: rm {shlex.quote(str(path))})"
+                    ) from None
                 else:
                     logger.warning(
                         "taking over the lock of %s left by %s, which is no longer running",
@@ -281,10 +295,13 @@ class RunLock:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
-            with os.fdopen(handle, "wb") as file:
-                file.write(self._record(local))
-                file.flush()
-                os.fsync(file.fileno())
+            try:
+                os.write(handle, self._record(held_open=True))
+                os.fsync(handle)
+            except BaseException:
+                os.close(handle)
+                raise
+            self._handle = handle  # held open until release: what tells this lock from a copy
             self.held = True
             return
         raise RunLockedError(f"{self.out} is in use by another process (its lock keeps changing)")
@@ -343,6 +360,15 @@ class RunLock:
         if not self.held:
             return
         self.held = False
+        try:
+            self._remove_own_lock()
+        finally:
+            if self._handle is not None:
+                os.close(self._handle)
+                self._handle = None
+
+    def _remove_own_lock(self) -> None:
+        """Delete the lock file if its record is still this process's."""
         local = _local_path(self.uri)
         if local is not None:
             owner = self._read_owner(local)

@@ -126,22 +126,33 @@ def test_a_folder_copied_while_its_run_goes_on_resumes_and_the_original_stays_lo
     assert json.loads((copy / LOCK_NAME).read_text())["pid"] == running.pid
     capsys.readouterr()
     assert main(["evolve", "--resume", str(copy), "--generations", "4", *TINY]) == 0
-    assert "it was copied from the folder" in caplog.text
+    assert "a copy of the lock of" in caplog.text
     assert len(checkpoint_uris(str(copy))) > len(checkpoint_uris(str(original)))
     assert main(["evolve", "--resume", str(original), "--generations", "4", *TINY]) == 2
     assert f"in use by pid {running.pid}" in one_error_line(capsys)
     assert json.loads((original / LOCK_NAME).read_text())["pid"] == running.pid
 
 
-def test_a_live_lock_naming_a_folder_of_another_filesystem_is_refused_saying_what_to_remove(tmp_path, holder):
-    """Another mount may show the same folder under another device: never taken over, explained."""
+def test_a_lock_its_live_owner_holds_open_is_never_taken_over(tmp_path, holder):
+    running = holder(tmp_path / "run")
+    owner = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+    assert owner["held_open"] is True
+    with pytest.raises(RunLockedError, match=f"in use by pid {running.pid}"):
+        RunLock(str(tmp_path / "run"), "evolve").acquire()
+    assert json.loads((tmp_path / "run" / LOCK_NAME).read_text()) == owner
+
+
+def test_a_lock_of_an_older_version_naming_a_live_process_is_refused_saying_what_to_remove(tmp_path, holder):
+    """Older locks do not say whether their owner holds them open: a copy cannot be told apart."""
     running = holder(tmp_path / "run")
     subprocess.run(["cp", "-a", str(tmp_path / "run"), str(tmp_path / "copy")], check=True)
     lock = tmp_path / "copy" / LOCK_NAME
     owner = json.loads(lock.read_text())
-    owner["folder"][0] += 1
+    del owner["held_open"]
     lock.write_text(json.dumps(owner))
-    expected = f"in use by pid {running.pid}.*remove the copied lock: rm {lock}"
+    expected = (
+        f"in use by pid {running.pid}.*if {tmp_path / 'copy'} is a copy.*remove the copied lock: rm {lock}"
+    )
     with pytest.raises(RunLockedError, match=expected):
         RunLock(str(tmp_path / "copy"), "evolve").acquire()
     assert json.loads(lock.read_text()) == owner
