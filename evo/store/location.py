@@ -34,6 +34,8 @@ from fooling.fitness.limits import timeout_seconds
 
 # Name prefix of the temporary files writes go through (removed on start if a kill left them).
 TEMPORARY_PREFIX = ".tmp-"
+# What check_writable writes and deletes again (left only by a process killed in between).
+WRITE_PROBE_NAME = ".fooling-write-probe"
 
 
 class StorageError(OSError):
@@ -380,7 +382,7 @@ def check_writable(out: str) -> None:
     Raises:
         StorageError: ``out`` names no filesystem pyarrow knows, or cannot be written (one line).
     """
-    uri = join(out, ".fooling-write-probe")
+    uri = join(out, WRITE_PROBE_NAME)
     try:
         write_bytes(uri, b"probe")
         delete(uri)

@@ -6,9 +6,11 @@ holds, so that nothing already written is lost (:func:`claimed_run_folder` does 
 
 - ``OUT/.fooling-lock`` holds the owner's pid and host while a command runs. A second
   process refuses at once; a lock left by a dead process on this host is taken over
-  with a warning (a lock of another host cannot be checked, so it is never taken over), and so
-  is a lock copied with its folder (``cp -a`` of a running run): its owner keeps the lock file
-  it made open while it runs, and does not hold a copy open.
+  with a warning (a lock of another host cannot be checked, so it is never taken over). While
+  it runs, the owner holds an exclusive ``flock`` on the lock file it made (records say so:
+  ``"flocked": true``), so on this host a lock nobody holds that way is one to take over: its
+  owner is gone, or it is a copy (``cp -a`` of a running run's folder). Records of older
+  versions, and file systems without ``flock``, are judged by their process id alone.
 - ``OUT/.fooling-run`` names the kind of run and the run itself
   (``{"kind": "evolve", "run": "5f0c..."}``, a random token drawn when the run starts). A folder
   is accepted when it is new (absent or empty), or holds a run of the same kind (to be
@@ -26,6 +28,7 @@ followed, never taken over), with the command that removes it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,6 +45,7 @@ from fooling.evo.store.checkpoint import CHECKPOINT_PATTERN
 from fooling.evo.store.location import (
     _FOLDER_FLAGS,
     TEMPORARY_PREFIX,
+    WRITE_PROBE_NAME,
     _filesystem,
     _link_target,
     _linked_folder,
@@ -132,24 +136,16 @@ def _pid_namespace() -> str | None:
         return None
 
 
-def _holds_open(pid: int, path: Path) -> bool | None:
-    """Whether process ``pid`` holds the file at ``path`` open (``/proc/PID/fd``).
+def _try_flock(handle: int) -> bool:
+    """Take an exclusive ``flock`` on open file ``handle`` without waiting; ``False``: held elsewhere.
 
-    ``None`` where that cannot be seen: no ``/proc``, or another user's process.
+    A file system that has no ``flock`` counts as held (nothing can be told from it).
     """
     try:
-        status = os.stat(path, follow_symlinks=False)
-        descriptors = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    for descriptor in descriptors:
-        try:
-            opened = os.stat(f"/proc/{pid}/fd/{descriptor}")
-        except OSError:  # closed meanwhile
-            continue
-        if (opened.st_dev, opened.st_ino) == (status.st_dev, status.st_ino):
-            return True
-    return False
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: another open file holds it; ENOLCK, EOPNOTSUPP: no flock
+        return False
+    return True
 
 
 def _shown(value: object) -> str:
@@ -181,7 +177,7 @@ class RunLock:
         self.held = False
         self._handle: int | None = None
 
-    def _record(self, held_open: bool = False) -> bytes:
+    def _record(self, flocked: bool = False) -> bytes:
         pid = os.getpid()
         owner = {
             "pid": pid,
@@ -191,23 +187,9 @@ class RunLock:
             "start_time": _start_time(pid),
             "pid_namespace": _pid_namespace(),
         }
-        if held_open:  # the lock file stays open while this process holds it: see _copy_of_a_lock
-            owner["held_open"] = True
+        if flocked:  # held with flock while this process runs: see _take_over
+            owner["flocked"] = True
         return (json.dumps(owner) + "\n").encode()
-
-    @staticmethod
-    def _copy_of_a_lock(owner: dict, path: Path) -> bool | None:
-        """Whether the live process lock ``path`` names holds some other file, not ``path``.
-
-        A lock's owner keeps the lock file it made open until it releases it (records say so:
-        ``held_open``), so a lock it does not hold open was copied (``cp -a`` of its running
-        run's folder). ``None``: not decidable (an older record, no ``/proc``, another user's
-        process). ``owner`` is a plausible record of this host (see :func:`_lock_damage`).
-        """
-        if owner.get("held_open") is not True:
-            return None
-        held = _holds_open(owner["pid"], path)
-        return None if held is None else not held
 
     @staticmethod
     def _local_owner(owner: dict) -> bool:
@@ -246,65 +228,115 @@ class RunLock:
         local.mkdir(parents=True, exist_ok=True)
         path = local / LOCK_NAME
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        for _ in range(3):
-            try:
-                handle = os.open(path, flags, 0o644)
-            except FileExistsError:
-                if path.is_symlink():  # a lock is never followed, whatever it points at
-                    raise RunLockedError(
-                        f"{path} is a symbolic link, not a lock (damaged, or planted); if no fooling "
-                        f"command is using {self.out}, remove it: rm {shlex.quote(str(path))}"
-                    ) from None
-                owner = self._read_owner(path)
-                if owner is None:  # being written right now by its owner
-                    time.sleep(0.05)
-                    owner = self._read_owner(path)
-                if owner is _GONE:  # released between our two looks: try again
+        taken_over: list[int] = []  # the flocks of locks taken over, held until ours exists
+        try:
+            for _ in range(3):
+                try:
+                    handle = os.open(path, flags, 0o644)
+                except FileExistsError:
+                    held = self._take_over(path)
+                    if held is not None:
+                        taken_over.append(held)
                     continue
-                if owner is None or not {"pid", "host"} <= owner.keys():  # empty or not a lock record
-                    raise RunLockedError(
-                        f"{path} is unreadable (empty or damaged, as a crash while taking it leaves it); "
-                        f"if no fooling command is using {self.out}, delete it: rm {shlex.quote(str(path))}"
-                    ) from None
-                damage = _lock_damage(owner)
-                if damage is not None:
-                    raise RunLockedError(
-                        f"{path} is a damaged lock ({damage}); if no fooling command is using "
-                        f"{self.out}, delete it: rm {shlex.quote(str(path))}"
-                    ) from None
-                stale = self._stale(owner)
-                if not stale and self._local_owner(owner) and self._copy_of_a_lock(owner, path):
-                    logger.warning(
-                        "taking over the lock of %s: a copy of the lock of %s, which runs in "
-                        "another folder (this one was copied from it)",
-                        self.out,
-                        _owner_text(owner),
-                    )
-                elif not stale:
-                    raise RunLockedError(
-                        f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
-                        f"another folder (if {self.out} is a copy of that run's folder, remove the copied "
-                        f"lock: rm {shlex.quote(str(path))})"
-                    ) from None
-                else:
-                    logger.warning(
-                        "taking over the lock of %s left by %s, which is no longer running",
-                        self.out,
-                        _owner_text(owner),
-                    )
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                continue
-            try:
-                os.write(handle, self._record(held_open=True))
-                os.fsync(handle)
-            except BaseException:
-                os.close(handle)
-                raise
-            self._handle = handle  # held open until release: what tells this lock from a copy
-            self.held = True
-            return
+                try:
+                    # flock first, the record after: whoever reads a record saying so finds it held.
+                    flocked = _try_flock(handle)
+                    os.write(handle, self._record(flocked=flocked))
+                    os.fsync(handle)
+                except BaseException:
+                    os.close(handle)
+                    raise
+                self._handle = handle  # held open (with its flock) until release
+                self.held = True
+                return
+        finally:
+            for held in taken_over:
+                os.close(held)
         raise RunLockedError(f"{self.out} is in use by another process (its lock keeps changing)")
+
+    def _take_over(self, path: Path) -> int | None:
+        """Judge the lock at ``path`` someone else made: remove it if nobody holds it.
+
+        Returns:
+            An open file holding the ``flock`` of the lock removed (close it once the new lock
+            exists, so that no other process takes the old one meanwhile), or ``None``: nothing
+            held (removed by its process-id record, or gone or changed meanwhile: look again).
+
+        Raises:
+            RunLockedError: the lock is held, damaged, a link, or of another host.
+        """
+        if path.is_symlink():  # a lock is never followed, whatever it points at
+            raise RunLockedError(
+                f"{path} is a symbolic link, not a lock (damaged, or planted); if no fooling "
+                f"command is using {self.out}, remove it: rm {shlex.quote(str(path))}"
+            )
+        owner = self._read_owner(path)
+        if owner is None:  # being written right now by its owner
+            time.sleep(0.05)
+            owner = self._read_owner(path)
+        if owner is _GONE:  # released between our two looks: try again
+            return None
+        if owner is None or not {"pid", "host"} <= owner.keys():  # empty or not a lock record
+            raise RunLockedError(
+                f"{path} is unreadable (empty or damaged, as a crash while taking it leaves it); "
+                f"if no fooling command is using {self.out}, delete it: rm {shlex.quote(str(path))}"
+            )
+        damage = _lock_damage(owner)
+        if damage is not None:
+            raise RunLockedError(
+                f"{path} is a damaged lock ({damage}); if no fooling command is using "
+                f"{self.out}, delete it: rm {shlex.quote(str(path))}"
+            )
+        if owner.get("flocked") is True and self._local_owner(owner):
+            return self._take_over_flocked(path, owner)
+        if not self._stale(owner):
+            raise RunLockedError(
+                f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
+                f"another folder (if {self.out} is a copy of that run's folder, remove the copied "
+                f"lock: rm {shlex.quote(str(path))})"
+            )
+        logger.warning(
+            "taking over the lock of %s left by %s, which is no longer running", self.out, _owner_text(owner)
+        )
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return None
+
+    def _take_over_flocked(self, path: Path, owner: dict) -> int | None:
+        """:meth:`_take_over` of a lock whose owner held it with ``flock`` (see the module)."""
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode) or not _try_flock(handle):
+                raise RunLockedError(
+                    f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
+                    f"another folder"
+                )
+            # Held now by this process: still the file at the path? (Released and made again?)
+            opened = os.fstat(handle)
+            try:
+                current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                os.close(handle)
+                return None
+            copy = not self._stale(owner)
+            logger.warning(
+                "taking over the lock of %s %s",
+                self.out,
+                f"copied from the folder of {_owner_text(owner)}, which runs elsewhere"
+                if copy
+                else f"left by {_owner_text(owner)}, which is no longer running",
+            )
+            path.unlink()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(handle)
+            raise
+        return handle
 
     def _acquire_remote(self) -> None:
         try:
@@ -401,7 +433,7 @@ class RunLock:
 # --- what a folder holds -------------------------------------------------------------------
 
 # Files a command writes itself besides its run files; they never make a folder "foreign".
-_OWN_NAMES = {LOCK_NAME, KIND_NAME, ".fooling-write-probe"}
+_OWN_NAMES = {LOCK_NAME, KIND_NAME, WRITE_PROBE_NAME}
 
 
 def folder_kind(out: str) -> str | None:
@@ -627,13 +659,18 @@ def _unstarted_entries(
 
 
 def _discard(local: Path, doomed: list[Path]) -> None:
-    """Remove ``doomed`` (from :func:`_unstarted_entries`), the run record and ``checkpoints``."""
+    """Remove ``doomed`` (from :func:`_unstarted_entries`), then ``checkpoints`` and a write probe.
+
+    The run record goes last: a failure before it leaves the folder recognised, to be cleaned again.
+    """
     for path in doomed:
         path.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        (local / KIND_NAME).unlink()
     if (local / "checkpoints").is_dir():
         (local / "checkpoints").rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        (local / WRITE_PROBE_NAME).unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (local / KIND_NAME).unlink()
 
 
 def discard_unstarted(
@@ -685,11 +722,13 @@ def discard_unstarted(
             if entries is None:
                 return []
             inner.append((folder, entries))
-        _discard(local, doomed)
+        # The runs inside first, this run's record last: a failure midway (a file that cannot be
+        # deleted) leaves a folder still recognised as a run that saved nothing.
         for folder, entries in inner:
             _discard(folder, entries)
-            doomed += entries
-    for folder, _ in inner:
+        _discard(local, doomed)
+    for folder, entries in inner:
+        doomed += entries
         with contextlib.suppress(OSError):  # a lock a process took since: its folder stays
             folder.rmdir()
     removed = [str(path.relative_to(local)) for path in doomed]

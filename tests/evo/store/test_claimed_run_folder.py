@@ -8,10 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from fooling.encodings import UserError
+from fooling.evo.store.location import WRITE_PROBE_NAME
 from fooling.evo.store.runfolder import (
     KIND_NAME,
     LOCK_NAME,
@@ -166,13 +168,40 @@ def _killed_first_round(out) -> None:
     _dead_lock(round_1)
 
 
-def test_a_run_inside_a_run_that_saved_nothing_goes_with_it(tmp_path, caplog):
+@pytest.mark.parametrize("probe", [False, True], ids=["", "killed while probing"])
+def test_a_run_inside_a_run_that_saved_nothing_goes_with_it(tmp_path, caplog, probe):
     out = tmp_path / "retrain"
     _killed_first_round(out)
+    if probe:  # killed between check_writable's write and its delete
+        (out / "round-1" / WRITE_PROBE_NAME).write_bytes(b"probe")
     with claimed_run_folder(str(out), "retrain", subruns={"round-1": PRELUDE}):
         assert sorted(path.name for path in out.iterdir()) == sorted([KIND_NAME, LOCK_NAME])
         assert run_token(str(out)) not in (None, "0123456789abcdef")
     assert "starting anew" in caplog.text and "round-1 left by pid" in caplog.text
+
+
+def test_a_cleanup_that_fails_midway_leaves_a_folder_the_next_one_cleans(tmp_path, monkeypatch):
+    """A file of the run inside that cannot be deleted: the outer record stays, so it is tried again."""
+    out = tmp_path / "retrain"
+    _killed_first_round(out)
+    stuck = out / "round-1" / "stats.parquet"
+    unlink = Path.unlink
+
+    def refuse(path, *args, **kwargs):
+        if path == stuck:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with (
+        pytest.raises(PermissionError),
+        claimed_run_folder(str(out), "retrain", subruns={"round-1": PRELUDE}),
+    ):
+        pytest.fail("the body ran")
+    assert (out / KIND_NAME).is_file() and stuck.is_file()
+    monkeypatch.undo()
+    with claimed_run_folder(str(out), "retrain", subruns={"round-1": PRELUDE}):
+        assert sorted(path.name for path in out.iterdir()) == sorted([KIND_NAME, LOCK_NAME])
 
 
 @pytest.mark.parametrize("planted", ["checkpoint", "live lock", "linked round", "user file"])

@@ -98,13 +98,14 @@ def holder(tmp_path):
     processes = []
 
     def hold(folder: Path) -> subprocess.Popen:
-        script = (
+        script = (  # holds the lock; a line on stdin releases it, and the process lives on
             "import sys, time\n"
             "from fooling.evo.store.runfolder import RunLock\n"
-            "RunLock(sys.argv[1], 'evolve').acquire(); print('held', flush=True); time.sleep(120)\n"
+            "lock = RunLock(sys.argv[1], 'evolve'); lock.acquire(); print('held', flush=True)\n"
+            "sys.stdin.readline(); lock.release(); print('released', flush=True); time.sleep(120)\n"
         )
         command = [sys.executable, "-c", script, str(folder)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         processes.append(process)
         assert process.stdout.readline().strip() == "held"
         return process
@@ -126,7 +127,7 @@ def test_a_folder_copied_while_its_run_goes_on_resumes_and_the_original_stays_lo
     assert json.loads((copy / LOCK_NAME).read_text())["pid"] == running.pid
     capsys.readouterr()
     assert main(["evolve", "--resume", str(copy), "--generations", "4", *TINY]) == 0
-    assert "a copy of the lock of" in caplog.text
+    assert f"copied from the folder of pid {running.pid}" in caplog.text
     assert len(checkpoint_uris(str(copy))) > len(checkpoint_uris(str(original)))
     assert main(["evolve", "--resume", str(original), "--generations", "4", *TINY]) == 2
     assert f"in use by pid {running.pid}" in one_error_line(capsys)
@@ -136,10 +137,32 @@ def test_a_folder_copied_while_its_run_goes_on_resumes_and_the_original_stays_lo
 def test_a_lock_its_live_owner_holds_open_is_never_taken_over(tmp_path, holder):
     running = holder(tmp_path / "run")
     owner = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
-    assert owner["held_open"] is True
+    assert owner["flocked"] is True
     with pytest.raises(RunLockedError, match=f"in use by pid {running.pid}"):
         RunLock(str(tmp_path / "run"), "evolve").acquire()
     assert json.loads((tmp_path / "run" / LOCK_NAME).read_text()) == owner
+
+
+def test_a_lock_released_and_taken_again_while_a_third_process_judges_it_stays_taken(
+    tmp_path, holder, monkeypatch
+):
+    """A holds; B reads A's record; A releases and C takes the folder; only then does B judge."""
+    out = tmp_path / "run"
+    first = holder(out)
+    second = []
+    judge = RunLock._take_over_flocked
+
+    def late(self, path, owner):
+        first.stdin.write("release\n")
+        first.stdin.flush()
+        assert first.stdout.readline().strip() == "released"
+        second.append(holder(out))
+        return judge(self, path, owner)
+
+    monkeypatch.setattr(RunLock, "_take_over_flocked", late)
+    with pytest.raises(RunLockedError, match="in use by"):
+        RunLock(str(out), "evolve").acquire()
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == second[0].pid
 
 
 def test_a_lock_of_an_older_version_naming_a_live_process_is_refused_saying_what_to_remove(tmp_path, holder):
@@ -148,7 +171,7 @@ def test_a_lock_of_an_older_version_naming_a_live_process_is_refused_saying_what
     subprocess.run(["cp", "-a", str(tmp_path / "run"), str(tmp_path / "copy")], check=True)
     lock = tmp_path / "copy" / LOCK_NAME
     owner = json.loads(lock.read_text())
-    del owner["held_open"]
+    del owner["flocked"]
     lock.write_text(json.dumps(owner))
     expected = (
         f"in use by pid {running.pid}.*if {tmp_path / 'copy'} is a copy.*remove the copied lock: rm {lock}"
