@@ -245,7 +245,10 @@ class RunConfig:
     numbers (``np.int64(8)``) and a tuple or array of class names are taken as Python's.
 
     Attributes:
-        model: registry name of the classifier, e.g. ``"mnist-lenet"``.
+        model: the classifier: a registry name (``"mnist-lenet"``), ``timm:NAME``,
+            ``torchvision:NAME``, an endpoint's URL, or a model file's reference
+            (``PATH[?labels=...]``, its ``%``, ``&``, ``#``, ``?`` written escaped:
+            :func:`fooling.fitness.sources.file_reference` writes one from a path).
         encoding: the name of a registered encoding (the built-in ``"direct"`` and ``"cppn"``,
             or a plugin of the entry-point group ``fooling.encodings``; see
             :mod:`fooling.encodings.registry`). A new run refuses a setting its encoding

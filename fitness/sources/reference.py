@@ -181,15 +181,18 @@ _PATH_ESCAPE = re.compile("%(25|26|23|3F)", re.IGNORECASE)
 
 
 def _path_and_query(reference: str) -> tuple[str, str]:
-    """``(PATH, options text)`` of ``"PATH?options"``; a whole reference that is a file's path is one.
-
-    A path holding ``?`` is written with it escaped (``%3F``, :func:`file_reference`); the path
-    of a file that exists, given alone as a user types it, is taken as it is.
-    """
-    if _is_file(reference):
-        return reference, ""
+    """``(PATH, options text)`` of ``"PATH?options"``, PATH decoded (see :func:`file_reference`)."""
     path, _, query = reference.partition("?")
     return _PATH_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), path), query
+
+
+def _typed_path(name: str) -> str | None:
+    """The file that ``name``, as a user types it, names whole (``~`` expanded); ``None``: none does.
+
+    A path that holds ``?`` is typed as it is; only a stored reference is written escaped.
+    """
+    expanded = str(Path(name).expanduser()) if name.startswith("~") else name
+    return expanded if _is_file(expanded) else None
 
 
 def _is_file(path: str) -> bool:
@@ -202,9 +205,8 @@ def _is_file(path: str) -> bool:
 def split_reference(reference: str) -> tuple[str, FileOptions]:
     """``"PATH?options"`` -> ``(PATH, options)``.
 
-    ``%``, ``&``, ``#`` and ``?`` in PATH are written ``%25``, ``%26``, ``%23``, ``%3F`` (as
-    :func:`file_reference` writes them); a reference that is the path of an existing file is
-    that path, whatever it holds.
+    ``%``, ``&``, ``#`` and ``?`` in PATH are written ``%25``, ``%26``, ``%23``, ``%3F``, as
+    :func:`file_reference` writes them (what a user types goes through :func:`with_options`).
 
     Raises:
         UserError: bad options.
@@ -214,7 +216,12 @@ def split_reference(reference: str) -> tuple[str, FileOptions]:
 
 
 def is_model_file(name: str) -> bool:
-    """True when ``name`` names a model file: a known suffix, or a file that exists."""
+    """True when ``name`` names a model file: a known suffix, or a file that exists.
+
+    ``name`` is a reference, or a path as a user types it (:func:`with_options`).
+    """
+    if _typed_path(name) is not None:
+        return True
     path = _path_and_query(name)[0]
     if not path or prefixed(path) is not None:
         return False
@@ -240,6 +247,9 @@ def file_reference(path: str, options: FileOptions = FileOptions()) -> str:
 def with_options(model: str, options: FileOptions) -> str:
     """``model`` with the command line's file ``options`` folded in (files only).
 
+    ``model`` is what a user typed: the path of an existing file is taken whole, whatever it
+    holds (``~`` expanded); otherwise it is read as a reference, ``PATH?options``.
+
     Raises:
         UserError: options given for a model that is not a file.
     """
@@ -250,7 +260,8 @@ def with_options(model: str, options: FileOptions) -> str:
                 f"(.pt, .ts, .pt2, .onnx), not {model!r}"
             )
         return model
-    path, inline = split_reference(model)
+    typed = _typed_path(model)
+    path, inline = (typed, FileOptions()) if typed is not None else split_reference(model)
     merged = {
         field.name: getattr(options, field.name)
         if getattr(options, field.name) is not None

@@ -139,6 +139,8 @@ def test_a_model_file_with_reference_characters_in_its_path(fooling_home, tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(tiny(0)), str(model))
+    # A file named as the stored reference spells the model's path: never read in its place.
+    (model.parent / "net%3F.pt").write_bytes(b"not the model")
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(LABELS) + "\n")
     out = tmp_path / "run"
@@ -158,6 +160,20 @@ def test_a_model_file_with_reference_characters_in_its_path(fooling_home, tmp_pa
     assert options.labels == (str(labels.absolute()) if labelled else None)
     expected = list(LABELS) if labelled else [str(i) for i in range(len(LABELS))]
     assert list(checkpoint.archive.class_names) == expected
+
+
+def test_a_typed_model_path_starting_with_a_tilde_is_the_home_folders(
+    fooling_home, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "what?").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny(0)), str(tmp_path / "what?" / "net.pt"))
+    out = tmp_path / "run"
+    argv = ["--model", "~/what?/net.pt", "--input-size", "16,16", "--no-progress", "--no-report"]
+    assert main(["evolve", *argv, "--generations", "1", "--population", "8", "--out", str(out)]) == 0
+    assert "generation 0" in capsys.readouterr().out
 
 
 # --- 5. --address "" --------------------------------------------------------------------------------------
