@@ -43,14 +43,18 @@ def error_line(error: BaseException, limit: int | None = 200, *, last: bool = Fa
 def shortened(text: str, limit: int | None) -> str:
     """``text`` in at most ``limit`` characters, cut where a sentence (else a word) ends.
 
-    ``limit=None`` keeps it whole. A text cut after a word ends in ``...``, so that a reader
-    knows there was more; one with no space to cut at is cut at ``limit``.
+    ``limit=None`` keeps it whole. A text cut elsewhere than after a sentence ends in ``...``, so
+    that a reader knows there was more: after a word, or inside a long one (a URL, a path) where
+    cutting after the last word would drop over half the room.
     """
     if limit is None or len(text) <= limit:
         return text
-    head = text[: limit + 1]
-    sentence = head.rfind(". ")
+    if limit < 8:
+        return text[:limit]
+    sentence = text[: limit + 1].rfind(". ")
     if sentence >= limit // 2:
-        return head[: sentence + 1]
-    word = head[: limit - 3].rfind(" ")
-    return head[:word].rstrip(" ,;:") + "..." if word > 0 else text[:limit]
+        return text[: sentence + 1]
+    # After a word, unless that drops over half the room (a long URL or path): then mid-word.
+    word = text[: limit - 2].rfind(" ")
+    kept = text[:word].rstrip(" ,;:.") if word >= limit // 2 else text[: limit - 3]
+    return kept + "..."

@@ -58,14 +58,16 @@ def _check_reachable(model: str, url: str) -> None:
         ModelUnavailableError: the host's name does not resolve.
     """
     host = urlparse(url).hostname
-    if not host or urllib.request.getproxies():
+    proxies = urllib.request.getproxies()
+    if not host or any(scheme in proxies for scheme in ("http", "https", "all")):
         return
     try:
         socket.getaddrinfo(host, None)
-    except socket.gaierror as error:
+    except (socket.gaierror, UnicodeError) as error:  # UnicodeError: not a valid host name
+        why = error.strerror if isinstance(error, socket.gaierror) else "not a valid host name"
         raise ModelUnavailableError(
             f"{model}: weights are not in the local cache, and {host} cannot be reached to download "
-            f"them ({error.strerror}); fetch them once where the network is reachable"
+            f"them ({why}); fetch them once where the network is reachable"
         ) from None
     logger.info("%s: downloading the weights from %s", model, host)
 

@@ -25,9 +25,24 @@ def test_a_long_sentence_is_cut_after_a_word_and_says_so(limit):
     assert HUB.startswith(kept) and HUB[len(kept)] == " " and not kept.endswith(" ")
 
 
-def test_short_texts_and_no_limit_are_whole_and_a_text_without_spaces_is_cut_at_the_limit():
+def test_short_texts_and_no_limit_are_whole():
     assert shortened("short", 200) == "short" and shortened(HUB, None) == HUB
-    assert shortened("x" * 300, 200) == "x" * 200
+
+
+def test_a_long_url_is_cut_inside_rather_than_dropped():
+    url = "https://huggingface.co/" + "x" * 250
+    cut = shortened(f"404 Client Error: Not Found for url: {url}", 200)
+    assert (
+        len(cut) == 200
+        and cut.endswith("...")
+        and cut.startswith("404 Client Error: Not Found for url: https://")
+    )
+
+
+@pytest.mark.parametrize("limit", range(1, 40))
+def test_nothing_is_longer_than_its_limit(limit):
+    for text in (HUB, "x" * 300, "a b c d e f g h i j k l m n o p", "word. " * 20):
+        assert len(shortened(text, limit)) <= limit
 
 
 def test_error_line_takes_the_first_line_cut_the_same_way():

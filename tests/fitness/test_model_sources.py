@@ -507,6 +507,33 @@ def test_hub_weights_from_a_host_that_does_not_resolve_are_one_line_at_once(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("environment", "raised", "said"),
+    [
+        ({"no_proxy": "localhost"}, socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+         "Name or service not known"),
+        ({}, UnicodeError("label empty or too long"), "not a valid host name"),
+    ],
+    ids=["only no_proxy set", "a malformed host"],
+)  # fmt: skip
+def test_the_reachability_check_runs_without_a_proxy_and_words_a_bad_host_in_one_line(
+    online, tmp_path, capsys, monkeypatch, environment, raised, said
+):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    def fails(host, *args, **kwargs):
+        raise raised
+
+    hub_on_loopback(monkeypatch, 9)
+    monkeypatch.setattr(sources.hub.socket, "getaddrinfo", fails)
+    code, _, stderr = run_cli(capsys, *evolve_args("timm:resnet18.a1_in1k", tmp_path / "run"))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"127.0.0.1 cannot be reached to download them ({said})" in stderr
+
+
 def test_the_hubs_retries_print_no_warnings_and_end_in_one_error_line(
     online, tmp_path, capsys, caplog, monkeypatch
 ):
