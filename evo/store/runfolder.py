@@ -136,16 +136,33 @@ def _pid_namespace() -> str | None:
         return None
 
 
-def _try_flock(handle: int) -> bool:
-    """Take an exclusive ``flock`` on open file ``handle`` without waiting; ``False``: held elsewhere.
+def _try_flock(handle: int, wait_s: float = 0.0) -> bool:
+    """Take an exclusive ``flock`` on open file ``handle``, waiting up to ``wait_s`` seconds.
 
-    A file system that has no ``flock`` counts as held (nothing can be told from it).
+    Returns ``False`` when another open file holds it that long, and where the file system has
+    no ``flock`` (nothing can be told from it there).
     """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+            continue
+        except OSError:  # ENOLCK, EOPNOTSUPP: no flock here
+            return False
+        return True
+
+
+def _record_in(handle: int) -> dict | None:
+    """The lock record in open file ``handle`` (read from its start); ``None``: none readable."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: another open file holds it; ENOLCK, EOPNOTSUPP: no flock
-        return False
-    return True
+        owner = json.loads(os.pread(handle, LOCK_SIZE_LIMIT, 0).decode())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def _shown(value: object) -> str:
@@ -240,7 +257,9 @@ class RunLock:
                     continue
                 try:
                     # flock first, the record after: whoever reads a record saying so finds it held.
-                    flocked = _try_flock(handle)
+                    # (Another process may hold it for a moment: one judging the lock this file
+                    # replaced, which lets go when it finds this file's record is not that one.)
+                    flocked = _try_flock(handle, wait_s=1.0)
                     os.write(handle, self._record(flocked=flocked))
                     os.fsync(handle)
                 except BaseException:
@@ -320,7 +339,11 @@ class RunLock:
                 current = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
                 current = None
-            if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            if (
+                current is None
+                or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino)
+                or _record_in(handle) != owner  # a new lock, made since the record judged was read
+            ):
                 os.close(handle)
                 return None
             copy = not self._stale(owner)
