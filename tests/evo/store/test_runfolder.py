@@ -143,10 +143,14 @@ def test_a_lock_its_live_owner_holds_open_is_never_taken_over(tmp_path, holder):
     assert json.loads((tmp_path / "run" / LOCK_NAME).read_text()) == owner
 
 
+@pytest.mark.parametrize("then", ["taken", "being made"])
 def test_a_lock_released_and_taken_again_while_a_third_process_judges_it_stays_taken(
-    tmp_path, holder, monkeypatch
+    tmp_path, holder, monkeypatch, then
 ):
-    """A holds; B reads A's record; A releases and C takes the folder; only then does B judge."""
+    """A holds; B reads A's record; A releases and C takes the folder; only then does B judge.
+
+    ``being made``: C has created its lock file but not yet locked it or written its record.
+    """
     out = tmp_path / "run"
     first = holder(out)
     second = []
@@ -156,13 +160,19 @@ def test_a_lock_released_and_taken_again_while_a_third_process_judges_it_stays_t
         first.stdin.write("release\n")
         first.stdin.flush()
         assert first.stdout.readline().strip() == "released"
-        second.append(holder(out))
+        if then == "taken":
+            second.append(holder(out))
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         return judge(self, path, owner)
 
     monkeypatch.setattr(RunLock, "_take_over_flocked", late)
-    with pytest.raises(RunLockedError, match="in use by"):
+    with pytest.raises(RunLockedError, match="in use by|is unreadable"):
         RunLock(str(out), "evolve").acquire()
-    assert json.loads((out / LOCK_NAME).read_text())["pid"] == second[0].pid
+    if then == "taken":
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == second[0].pid
+    else:
+        assert (out / LOCK_NAME).read_bytes() == b""  # C's, left for C to write
 
 
 def test_a_lock_of_an_older_version_naming_a_live_process_is_refused_saying_what_to_remove(tmp_path, holder):
