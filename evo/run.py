@@ -44,7 +44,13 @@ from fooling.evo.store.checkpoint import (
 )
 from fooling.evo.store.location import check_writable, join
 from fooling.evo.store.queries import LEDGER_NAME, read_ledger, write_ledger
-from fooling.evo.store.runfolder import RunFolderError, check_resume_kind, claimed_run_folder, run_token
+from fooling.evo.store.runfolder import (
+    RunFolderError,
+    check_resume_kind,
+    claimed_run_folder,
+    holds_a_run,
+    run_token,
+)
 from fooling.evo.store.tables import STATS_NAME, read_stats, write_stats
 from fooling.evo.store.thumbnails import ThumbnailCache
 from fooling.evo.toolbox import make_toolbox
@@ -412,10 +418,7 @@ def evolve(
                 move_archive(archive, vary_device)
         else:
             if checkpoint_uris(config.out):
-                raise RunFolderError(
-                    f"--out {config.out} already holds a run; continue it with --resume {config.out} "
-                    "or choose another folder"
-                )
+                raise RunFolderError(holds_a_run(config.out))
             archive, records, start, next_id = ClassArchive(names), [], 0, 0
         check_writable(config.out)
         search = make_search(

@@ -507,6 +507,14 @@ def check_resume_kind(out: str, kind: str) -> None:
         raise RunFolderError(f"--resume {out} holds {_a(found)} run, not {_a(kind)} run")
 
 
+def holds_a_run(out: str) -> str:
+    """The refusal of a new ``evolve`` run in ``out``, which holds one: how to continue it instead."""
+    return (
+        f"--out {out} already holds a run; continue it with --resume {out} (in Python: "
+        "evolve(config, resume=True)) or choose another folder"
+    )
+
+
 def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
     """Check that ``out`` may take a run of ``kind`` and record the kind in it.
 
@@ -530,7 +538,7 @@ def claim_folder(out: str, kind: str, *, resume: bool = False) -> None:
         raise RunFolderError(f"--resume {out}: no run there")
     if found is not None and not resume:
         raise RunFolderError(
-            f"--out {out} already holds a run; continue it with --resume {out} or choose another folder"
+            holds_a_run(out)
             if kind == "evolve"
             else f"--out {out} already holds {_a(kind)} run; choose another folder"
         )

@@ -18,6 +18,7 @@ from fooling.evo.config import RunConfig
 from fooling.evo.run import GENOME_CLASSES, evolve, resume_config
 from fooling.evo.store.checkpoint import METADATA_KEY, CheckpointError, read_latest_checkpoint
 from fooling.evo.store.genomes import genome_columns
+from fooling.evo.store.runfolder import RunFolderError
 
 TINY = dict(model="mnist-lenet", population=40, batch_size=20, seed=3)
 
@@ -220,6 +221,10 @@ def test_out_holding_a_run_is_refused_and_left_intact(fooling_home, tmp_path, ca
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert main(["evolve", "--out", str(out), "--generations", "2", "--no-progress"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # In Python too, saying how to continue it there.
+    with pytest.raises(RunFolderError, match=r"in Python: evolve\(config, resume=True\)"):
+        evolve(run(tmp_path, "taken", generations=2), show_progress=False)
     assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
