@@ -66,10 +66,6 @@ RECORD_SIZE_LIMIT = 4096
 RUN_KINDS = ("evolve", "retrain", "retrain-round", "perturb", "ascent", "audit")
 
 
-# What RunLock._read_owner says of a lock removed while it looked (recognised by identity).
-_GONE: dict = {"gone": True}
-
-
 class RunFolderError(UserError):
     """``--out`` or ``--resume`` points at the wrong kind of folder, or one in use."""
 
@@ -156,13 +152,28 @@ def _try_flock(handle: int, wait_s: float = 0.0) -> bool:
         return True
 
 
+# How a lock is opened to be read: never through a link, never waiting on a FIFO.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def _record_in(handle: int) -> dict | None:
-    """The lock record in open file ``handle`` (read from its start); ``None``: none readable."""
+    """The lock record in open file ``handle``; ``None`` while empty, ``{}`` if it is none.
+
+    Reads at most :data:`LOCK_SIZE_LIMIT` bytes from the start, and only from a regular file.
+    """
     try:
-        owner = json.loads(os.pread(handle, LOCK_SIZE_LIMIT, 0).decode())
-    except (OSError, ValueError):
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return {}  # a folder, a FIFO
+        text = os.pread(handle, LOCK_SIZE_LIMIT, 0).decode()
+    except (OSError, UnicodeDecodeError):  # garbage bytes: not a lock record
+        return {}
+    if not text.strip():
         return None
-    return owner if isinstance(owner, dict) else None
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
 
 
 def _shown(value: object) -> str:
@@ -276,10 +287,13 @@ class RunLock:
     def _take_over(self, path: Path) -> int | None:
         """Judge the lock at ``path`` someone else made: remove it if nobody holds it.
 
+        The record judged and the ``flock`` tried are those of one open file, and the lock is
+        removed only while the path still names that file.
+
         Returns:
             An open file holding the ``flock`` of the lock removed (close it once the new lock
             exists, so that no other process takes the old one meanwhile), or ``None``: nothing
-            held (removed by its process-id record, or gone or changed meanwhile: look again).
+            held (removed by its process-id record, or gone or made again meanwhile: look again).
 
         Raises:
             RunLockedError: the lock is held, damaged, a link, or of another host.
@@ -289,77 +303,81 @@ class RunLock:
                 f"{path} is a symbolic link, not a lock (damaged, or planted); if no fooling "
                 f"command is using {self.out}, remove it: rm {shlex.quote(str(path))}"
             )
-        owner = self._read_owner(path)
-        if owner is None:  # being written right now by its owner
-            time.sleep(0.05)
-            owner = self._read_owner(path)
-        if owner is _GONE:  # released between our two looks: try again
-            return None
-        if owner is None or not {"pid", "host"} <= owner.keys():  # empty or not a lock record
-            raise RunLockedError(
-                f"{path} is unreadable (empty or damaged, as a crash while taking it leaves it); "
-                f"if no fooling command is using {self.out}, delete it: rm {shlex.quote(str(path))}"
-            )
-        damage = _lock_damage(owner)
-        if damage is not None:
-            raise RunLockedError(
-                f"{path} is a damaged lock ({damage}); if no fooling command is using "
-                f"{self.out}, delete it: rm {shlex.quote(str(path))}"
-            )
-        if owner.get("flocked") is True and self._local_owner(owner):
-            return self._take_over_flocked(path, owner)
-        if not self._stale(owner):
-            raise RunLockedError(
-                f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
-                f"another folder (if {self.out} is a copy of that run's folder, remove the copied "
-                f"lock: rm {shlex.quote(str(path))})"
-            )
-        logger.warning(
-            "taking over the lock of %s left by %s, which is no longer running", self.out, _owner_text(owner)
-        )
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return None
-
-    def _take_over_flocked(self, path: Path, owner: dict) -> int | None:
-        """:meth:`_take_over` of a lock whose owner held it with ``flock`` (see the module)."""
         try:
-            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
+            handle = os.open(path, _READ_FLAGS)
+        except FileNotFoundError:  # released meanwhile: look again
             return None
+        except OSError:  # a link (ELOOP), no permission: not a lock record of ours
+            handle = None
+        removed = False
         try:
-            if not stat.S_ISREG(os.fstat(handle).st_mode) or not _try_flock(handle):
+            owner = {} if handle is None else _record_in(handle)
+            if owner is None:  # being written right now by its owner
+                time.sleep(0.05)
+                owner = _record_in(handle)
+            if owner is None or not {"pid", "host"} <= owner.keys():  # empty or not a lock record
+                raise RunLockedError(
+                    f"{path} is unreadable (empty or damaged, as a crash while taking it leaves it); "
+                    f"if no fooling command is using {self.out}, delete it: rm {shlex.quote(str(path))}"
+                )
+            damage = _lock_damage(owner)
+            if damage is not None:
+                raise RunLockedError(
+                    f"{path} is a damaged lock ({damage}); if no fooling command is using "
+                    f"{self.out}, delete it: rm {shlex.quote(str(path))}"
+                )
+            if owner.get("flocked") is True and self._local_owner(owner):
+                removed = self._remove_unheld(path, handle, owner)
+                return handle if removed else None
+            if not self._stale(owner):
                 raise RunLockedError(
                     f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
-                    f"another folder"
+                    f"another folder (if {self.out} is a copy of that run's folder, remove the copied "
+                    f"lock: rm {shlex.quote(str(path))})"
                 )
-            # Held now by this process: still the file at the path? (Released and made again?)
-            opened = os.fstat(handle)
-            try:
-                current = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                current = None
-            if (
-                current is None
-                or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino)
-                or _record_in(handle) != owner  # a new lock, made since the record judged was read
-            ):
-                os.close(handle)
-                return None
-            copy = not self._stale(owner)
             logger.warning(
-                "taking over the lock of %s %s",
+                "taking over the lock of %s left by %s, which is no longer running",
                 self.out,
-                f"copied from the folder of {_owner_text(owner)}, which runs elsewhere"
-                if copy
-                else f"left by {_owner_text(owner)}, which is no longer running",
+                _owner_text(owner),
             )
-            path.unlink()
-        except BaseException:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        finally:
+            if handle is not None and not removed:
                 os.close(handle)
-            raise
-        return handle
+
+    def _remove_unheld(self, path: Path, handle: int, owner: dict) -> bool:
+        """Remove the lock open as ``handle`` (its record: ``owner``) if nobody holds its ``flock``.
+
+        Returns:
+            True: removed, its ``flock`` held through ``handle``; False: ``path`` names another
+            file by now (released, and made again or not): look again.
+
+        Raises:
+            RunLockedError: its owner holds it.
+        """
+        if not _try_flock(handle):
+            raise RunLockedError(
+                f"{self.out} is in use by {_owner_text(owner)}; wait for it to finish or choose "
+                "another folder"
+            )
+        opened = os.fstat(handle)
+        try:
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return False
+        logger.warning(
+            "taking over the lock of %s %s",
+            self.out,
+            f"left by {_owner_text(owner)}, which is no longer running"
+            if self._stale(owner)
+            else f"copied from the folder of {_owner_text(owner)}, which runs elsewhere",
+        )
+        path.unlink()
+        return True
 
     def _acquire_remote(self) -> None:
         try:
@@ -385,30 +403,20 @@ class RunLock:
 
     @staticmethod
     def _read_owner(path: Path) -> dict | None:
-        """The lock's record; ``None`` while empty, ``{}`` if unreadable, :data:`_GONE` if removed.
+        """The lock's record; ``None`` while empty or once removed, ``{}`` if unreadable.
 
         Never follows a link, never waits on a FIFO, reads at most :data:`LOCK_SIZE_LIMIT` bytes.
         """
         try:
-            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            handle = os.open(path, _READ_FLAGS)
         except FileNotFoundError:
-            return _GONE
+            return None
         except OSError:  # a link (ELOOP), no permission: not a lock record of ours
             return {}
         try:
-            with os.fdopen(handle, "rb") as file:
-                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                    return {}  # a folder, a FIFO
-                text = file.read(LOCK_SIZE_LIMIT).decode()
-        except (OSError, UnicodeDecodeError):  # garbage bytes: not a lock record
-            return {}
-        if not text.strip():
-            return None
-        try:
-            owner = json.loads(text)
-        except ValueError:
-            return {}
-        return owner if isinstance(owner, dict) else {}
+            return _record_in(handle)
+        finally:
+            os.close(handle)
 
     def release(self) -> None:
         """Give the lock back (only if this process still holds it)."""
