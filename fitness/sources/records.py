@@ -147,6 +147,5 @@ def require_extensible(reference: str, command: str) -> None:
         kind = KIND_NAMES.get(FILE_SUFFIXES.get(Path(path).suffix.lower(), ""), "model")
         raise ModelFileError(
             f"{command} adds an output unit to the network, which {'an' if kind[0] in 'AEIOU' else 'a'} "
-            f"{kind} file ({Path(path).name}) "
-            f"cannot take: {use}"
+            f"{kind} file ({Path(path).name}) cannot take: {use}"
         )

@@ -176,14 +176,16 @@ def parse_options(query: str) -> FileOptions:
     return FileOptions(**fields)
 
 
-# The escapes a reference's path is written with (file_reference), decoded; no other "%XX" is one.
-_PATH_ESCAPE = re.compile("%(25|26|23|3F)", re.IGNORECASE)
+# The escapes of _ESCAPES, which a reference's path is written with (file_reference); no other
+# "%XX" in a path is one.
+_PATH_ESCAPE = re.compile("|".join(_ESCAPES.values()), re.IGNORECASE)
+_UNESCAPES = {escape: character for character, escape in _ESCAPES.items()}
 
 
 def _path_and_query(reference: str) -> tuple[str, str]:
     """``(PATH, options text)`` of ``"PATH?options"``, PATH decoded (see :func:`file_reference`)."""
     path, _, query = reference.partition("?")
-    return _PATH_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), path), query
+    return _PATH_ESCAPE.sub(lambda match: _UNESCAPES[match[0].upper()], path), query
 
 
 def _typed_path(name: str) -> str | None:
